@@ -1,0 +1,136 @@
+import type { Span } from '@opentelemetry/api'
+import { LRUCache } from 'lru-cache'
+import type { Logger, ResolvedConfig } from '../config/config-schema.js'
+import { KeelError } from '../errors.js'
+import type { HostPool, Lease } from '../pool/host-pool.js'
+import type { PgQueryInternals } from '../pool/pg-internals.js'
+import type { ScopedQuery } from '../pool/scoped-query.js'
+import { TenantLimiter, abortError } from '../pool/tenant-limiter.js'
+import type { TenancyStrategy } from '../tenancy/tenancy-strategy.js'
+import type { Telemetry } from '../telemetry/telemetry.js'
+import type { QueryResult } from './query-types.js'
+
+export interface TenantLimits {
+  readonly connections: number
+  readonly statementTimeoutMs: number
+}
+
+// Transaction control belongs to db.transaction(): a BEGIN sent through db.query would outlive the
+// call on a pooled connection, and a COMMIT would end the statement's implicit scope early.
+const TRANSACTION_CONTROL =
+  /^\s*(?:BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT|SAVEPOINT|RELEASE|PREPARE\s+TRANSACTION|DISCARD|DEALLOCATE|RESET\s+ALL)\b/i
+
+/** The parts every tenant client shares, wired once by createKeel. */
+export class Engine {
+  readonly config: Readonly<ResolvedConfig>
+  readonly strategy: TenancyStrategy
+  readonly primary: HostPool
+  readonly telemetry: Telemetry
+  readonly limiter: TenantLimiter
+  readonly logger: Logger | undefined
+  closed = false
+  readonly #limits = new LRUCache<string, TenantLimits>({ max: 10_000 })
+
+  constructor(config: Readonly<ResolvedConfig>, strategy: TenancyStrategy, primary: HostPool, telemetry: Telemetry) {
+    this.config = config
+    this.strategy = strategy
+    this.primary = primary
+    this.telemetry = telemetry
+    this.logger = config.logger
+    this.limiter = new TenantLimiter((tenantId, limit) => {
+      telemetry.tenantThrottled(tenantId)
+      this.logger?.warn({ tenantId, limit, signal: 'tenant_throttled' }, 'keel: tenant throttled (KEEL_TENANT_BUSY)')
+    })
+  }
+
+  assertOpen(): void {
+    if (this.closed) throw new KeelError('KEEL_CLOSED', 'this keel instance is closed')
+  }
+
+  limitsFor(tenantId: string): TenantLimits {
+    let limits = this.#limits.get(tenantId)
+    if (limits === undefined) {
+      const base = this.config.limits
+      const override = base.forTenant?.(tenantId) ?? {}
+      const poolMax = this.config.postgres.pool.max
+      const share = override.tenantConnections ?? base.tenantConnections
+      const connections = share < 1 ? Math.max(1, Math.floor(share * poolMax)) : Math.min(poolMax, Math.floor(share))
+      limits = { connections, statementTimeoutMs: override.statementTimeoutMs ?? base.statementTimeoutMs }
+      this.#limits.set(tenantId, limits)
+    }
+    return limits
+  }
+
+  checkText(text: unknown, allowTransactionControl: boolean): string {
+    if (typeof text !== 'string' || text.trim().length === 0) {
+      throw new KeelError('KEEL_QUERY_INVALID', 'query text must be a non-empty string')
+    }
+    if (!allowTransactionControl && TRANSACTION_CONTROL.test(text)) {
+      throw new KeelError(
+        'KEEL_QUERY_INVALID',
+        'transaction control is not allowed in db.query(); use db.transaction(async (tx) => ...)',
+      )
+    }
+    return text
+  }
+
+  checkValues(values: unknown): readonly unknown[] | undefined {
+    if (values === undefined) return undefined
+    if (!Array.isArray(values)) throw new KeelError('KEEL_QUERY_INVALID', 'query values must be an array')
+    return values
+  }
+
+  /** Takes one of the tenant's permits, then a connection; undoes the permit if the connection fails. */
+  async lease(tenantId: string, limits: TenantLimits, signal: AbortSignal | undefined): Promise<Lease> {
+    if (signal?.aborted) throw abortError(signal)
+    const permit = this.limiter.acquire(tenantId, limits.connections, this.config.limits.acquireTimeoutMs, signal)
+    if (permit !== true) await permit
+    try {
+      if (signal?.aborted) throw abortError(signal)
+      return await this.primary.lease()
+    } catch (error) {
+      this.limiter.release(tenantId)
+      throw error
+    }
+  }
+
+  giveBack(tenantId: string, lease: Lease): void {
+    // The connection goes back first so the tenant's next waiter finds it free in the pool.
+    lease.release()
+    this.limiter.release(tenantId)
+  }
+
+  /** Sends a query on a leased connection; an abort cancels it server-side and retires the connection. */
+  submit<R>(lease: Lease, query: PgQueryInternals, signal: AbortSignal | undefined): Promise<QueryResult<R>> {
+    return new Promise<QueryResult<R>>((resolve, reject) => {
+      let onAbort: (() => void) | undefined
+      query.callback = (error, result) => {
+        if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
+        if (error) reject(signal?.aborted ? abortError(signal) : error)
+        else resolve(result as QueryResult<R>)
+      }
+      if (signal !== undefined) {
+        onAbort = () => {
+          // A cancel request can land after this statement finished and hit whatever the backend runs
+          // next, so a cancelled connection is never handed to anyone again.
+          lease.markBroken()
+          this.primary.cancel(lease.client)
+        }
+        signal.addEventListener('abort', onAbort, { once: true })
+      }
+      lease.client.query(query as never)
+    })
+  }
+
+  /** Maps an error raised by a scope prelude; a missing prepared prelude means the connection was reset. */
+  translate(tenantId: string, error: unknown, query: ScopedQuery | undefined, lease: Lease | undefined): unknown {
+    if (query === undefined || query.failedPrelude < 0) return error
+    if ((error as { code?: string } | null)?.code === '26000') lease?.markBroken()
+    return this.strategy.scopeError(tenantId, error) ?? error
+  }
+
+  endSpan(span: Span, started: number, operation: string, error: unknown): void {
+    this.telemetry.endSpan(span, error)
+    this.telemetry.recordDuration((performance.now() - started) / 1_000, operation, this.primary.info, error)
+  }
+}

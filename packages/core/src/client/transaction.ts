@@ -1,0 +1,152 @@
+import type { Context } from '@opentelemetry/api'
+import { KeelError } from '../errors.js'
+import type { Lease } from '../pool/host-pool.js'
+import { PgQuery, type PgQueryInternals } from '../pool/pg-internals.js'
+import { type Prelude, ScopedQuery } from '../pool/scoped-query.js'
+import { operationName } from '../telemetry/sanitize-sql.js'
+import type { Engine, TenantLimits } from './engine.js'
+import type { QueryOptions, QueryResult, Queryable, TransactionOptions } from './query-types.js'
+
+const ISOLATION = {
+  'read committed': 'READ COMMITTED',
+  'repeatable read': 'REPEATABLE READ',
+  serializable: 'SERIALIZABLE',
+} as const
+
+type State = 'new' | 'open' | 'closed'
+
+/** The handle `db.transaction(fn)` passes to `fn`: one pinned connection, scoped to the tenant. */
+export class Transaction implements Queryable {
+  readonly tenantId: string
+  /** The transaction span's context: statements run in it become its children. */
+  readonly context: Context
+  readonly #engine: Engine
+  readonly #lease: Lease
+  readonly #preludes: readonly Prelude[]
+  #state: State = 'new'
+  #savepoints = 0
+
+  constructor(
+    engine: Engine,
+    tenantId: string,
+    lease: Lease,
+    limits: TenantLimits,
+    options: TransactionOptions,
+    context: Context,
+  ) {
+    this.#engine = engine
+    this.tenantId = tenantId
+    this.#lease = lease
+    this.context = context
+    let begin = 'BEGIN'
+    if (options.isolationLevel !== undefined) {
+      const level = ISOLATION[options.isolationLevel]
+      if (level === undefined) throw new KeelError('KEEL_QUERY_INVALID', 'unknown transaction isolation level')
+      begin += ` ISOLATION LEVEL ${level}`
+    }
+    if (options.readOnly === true) begin += ' READ ONLY'
+    const timeout = options.statementTimeoutMs ?? limits.statementTimeoutMs
+    // SET LOCAL-style settings made after BEGIN last until COMMIT/ROLLBACK, and no longer.
+    this.#preludes = [{ text: begin }, engine.strategy.scope(tenantId, timeout)]
+  }
+
+  async query<R = Record<string, unknown>>(
+    text: string,
+    values?: readonly unknown[],
+    options?: QueryOptions,
+  ): Promise<QueryResult<R>> {
+    const engine = this.#engine
+    if (this.#state === 'closed') {
+      throw new KeelError('KEEL_TRANSACTION_CLOSED', 'this transaction has ended; run queries inside its callback')
+    }
+    const sql = engine.checkText(text, false)
+    const params = engine.checkValues(values)
+    const span = engine.telemetry.startQuery({
+      text: sql,
+      tenantId: this.tenantId,
+      host: engine.primary.info,
+      parent: this.context,
+    })
+    const started = performance.now()
+    let failure: unknown
+    const query = this.#next(sql, params)
+    try {
+      return await engine.submit<R>(this.#lease, query, options?.signal)
+    } catch (error) {
+      failure = engine.translate(this.tenantId, error, query instanceof ScopedQuery ? query : undefined, this.#lease)
+      throw failure
+    } finally {
+      engine.endSpan(span, started, operationName(sql), failure)
+    }
+  }
+
+  /** A nested transaction: a savepoint, released on success and rolled back to when `fn` throws. */
+  async transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
+    if (this.#state === 'closed') {
+      throw new KeelError('KEEL_TRANSACTION_CLOSED', 'this transaction has ended; run queries inside its callback')
+    }
+    const name = `keel_sp_${++this.#savepoints}`
+    await this.#send(`SAVEPOINT ${name}`)
+    try {
+      const result = await fn(this)
+      await this.#send(`RELEASE SAVEPOINT ${name}`)
+      return result
+    } catch (error) {
+      // The state may have changed while fn ran (a failed commit elsewhere closes it).
+      if ((this.#state as State) !== 'closed') {
+        await this.#send(`ROLLBACK TO SAVEPOINT ${name}`).catch(() => undefined)
+      }
+      throw error
+    }
+  }
+
+  async commit(): Promise<void> {
+    if (this.#state !== 'open') return
+    if (this.#lease.client.getTransactionStatus() === 'E') {
+      await this.rollback()
+      throw new KeelError(
+        'KEEL_TRANSACTION_ABORTED',
+        'a statement in this transaction failed, so it was rolled back; the callback must not swallow that error',
+        { details: { tenantId: this.tenantId } },
+      )
+    }
+    const result = await this.#send('COMMIT')
+    this.#state = 'closed'
+    // Postgres answers COMMIT of a failed transaction with ROLLBACK and no error.
+    if (result.command === 'ROLLBACK') {
+      throw new KeelError('KEEL_TRANSACTION_ABORTED', 'Postgres rolled this transaction back at COMMIT', {
+        details: { tenantId: this.tenantId },
+      })
+    }
+  }
+
+  async rollback(): Promise<void> {
+    if (this.#state !== 'open') {
+      this.#state = 'closed'
+      return
+    }
+    this.#state = 'closed'
+    try {
+      await this.#send('ROLLBACK')
+    } catch {
+      // The connection is in an unknown state: it must not go back to the pool.
+      this.#lease.markBroken()
+    }
+  }
+
+  close(): void {
+    this.#state = 'closed'
+  }
+
+  #next(text: string, values: readonly unknown[] | undefined): PgQueryInternals {
+    if (this.#state === 'new') {
+      this.#state = 'open'
+      return new ScopedQuery(text, values, this.#preludes)
+    }
+    return new PgQuery(values === undefined ? { text } : { text, values })
+  }
+
+  #send(text: string): Promise<QueryResult> {
+    return this.#engine.submit(this.#lease, this.#next(text, undefined), undefined)
+  }
+}

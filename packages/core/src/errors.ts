@@ -1,0 +1,45 @@
+/**
+ * Every error keel raises is a `KeelError` with a stable `code`. Codes are never renamed or reused;
+ * a retired code stays in this table, marked retired. `docs/errors.md` documents each one, and a test
+ * fails when a code is missing there.
+ */
+export const errorCodes = {
+  KEEL_CONFIG_INVALID: 'The configuration passed to createKeel() failed validation.',
+  KEEL_INVALID_TENANT: 'A tenant id is missing, malformed, too long or contains forbidden characters.',
+  KEEL_TENANT_BUSY: 'The tenant already uses all the connections it may hold and none freed up in time.',
+  KEEL_TENANT_SCHEMA_UNKNOWN: "In schema mode, the tenant's schema does not exist.",
+  KEEL_RLS_BYPASS: 'In rls mode, the runtime role is a superuser or has BYPASSRLS, so policies would not apply.',
+  KEEL_QUERY_INVALID: 'A query was malformed, or tried transaction control outside db.transaction().',
+  KEEL_TRANSACTION_CLOSED: 'A transaction handle was used after its transaction ended.',
+  KEEL_TRANSACTION_ABORTED: 'A transaction callback returned after a statement in it failed, so nothing was committed.',
+  KEEL_POOL_TIMEOUT: 'No pooled connection to the database host became available within connectionTimeoutMs.',
+  KEEL_ABORTED: 'The caller aborted the operation through its AbortSignal.',
+  KEEL_NO_TENANT_CONTEXT: 'keel.current() was called outside keel.run().',
+  KEEL_CLOSED: 'keel.close() was called; the instance takes no more work.',
+  KEEL_UNKNOWN_JOB: 'A job name that was never defined with keel.defineJob() (jobs capability).',
+  KEEL_JOB_PAYLOAD_INVALID: "A job payload failed its job's zod schema (jobs capability).",
+} as const
+
+export type KeelErrorCode = keyof typeof errorCodes
+
+export interface KeelErrorOptions {
+  cause?: unknown
+  /** Structured context (tenant id, field path, limits); never secrets. */
+  details?: Readonly<Record<string, unknown>>
+}
+
+export class KeelError extends Error {
+  override readonly name = 'KeelError'
+  readonly code: KeelErrorCode
+  readonly details: Readonly<Record<string, unknown>>
+
+  constructor(code: KeelErrorCode, message: string, options: KeelErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.code = code
+    this.details = Object.freeze({ ...options.details })
+  }
+}
+
+export function isKeelError(value: unknown, code?: KeelErrorCode): value is KeelError {
+  return value instanceof KeelError && (code === undefined || value.code === code)
+}

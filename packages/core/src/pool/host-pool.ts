@@ -1,0 +1,147 @@
+import pg from 'pg'
+import type { Logger } from '../config/config-schema.js'
+import { KeelError } from '../errors.js'
+
+export interface HostConfig {
+  connectionString?: string | undefined
+  host?: string | undefined
+  port?: number | undefined
+  user?: string | undefined
+  password?: string | undefined
+  database?: string | undefined
+  ssl?: boolean | Record<string, unknown> | undefined
+}
+
+export interface PoolSettings {
+  max: number
+  idleTimeoutMs: number
+  connectionTimeoutMs: number
+  maxUses: number
+  applicationName: string
+}
+
+/** Where a host is, for spans and health output: never the user or password. */
+export interface HostInfo {
+  readonly address: string
+  readonly port: number
+  readonly database: string
+}
+
+export function hostInfo(config: HostConfig): HostInfo {
+  let address = config.host ?? 'localhost'
+  let port = config.port ?? 5432
+  let database = config.database
+  if (config.connectionString !== undefined) {
+    const url = new URL(config.connectionString)
+    if (config.host === undefined && url.hostname !== '') address = url.hostname
+    if (config.port === undefined && url.port !== '') port = Number(url.port)
+    if (database === undefined && url.pathname.length > 1) database = decodeURIComponent(url.pathname.slice(1))
+  }
+  return { address, port, database: database ?? config.user ?? 'postgres' }
+}
+
+/** A connection lent to one call; released exactly once, destroyed unless provably clean. */
+export class Lease {
+  readonly client: pg.PoolClient
+  #broken = false
+  #released = false
+  readonly #onError = (): void => {
+    // A checked-out client that loses its socket emits 'error'; without a listener Node would crash.
+    // The failing query is rejected by pg itself; here we only make sure the client is never reused.
+    this.#broken = true
+  }
+
+  constructor(client: pg.PoolClient) {
+    this.client = client
+    client.on('error', this.#onError)
+  }
+
+  markBroken(): void {
+    this.#broken = true
+  }
+
+  release(): void {
+    if (this.#released) return
+    this.#released = true
+    this.client.removeListener('error', this.#onError)
+    // A client released inside an open or failed transaction still carries that transaction's
+    // settings (the previous tenant's): pg-pool does not check, so keel destroys it instead.
+    const clean = !this.#broken && this.client.getTransactionStatus() === 'I'
+    this.client.release(clean ? undefined : true)
+  }
+}
+
+/** One pg.Pool per Postgres host, hardened for multi-tenant use. */
+export class HostPool {
+  readonly pool: pg.Pool
+  readonly info: HostInfo
+  readonly #logger: Logger | undefined
+
+  constructor(
+    config: HostConfig,
+    settings: PoolSettings,
+    logger: Logger | undefined,
+    onConnect?: (client: pg.ClientBase) => Promise<void>,
+  ) {
+    this.info = hostInfo(config)
+    this.#logger = logger
+    const poolConfig: pg.PoolConfig = {
+      ...config,
+      max: settings.max,
+      idleTimeoutMillis: settings.idleTimeoutMs,
+      connectionTimeoutMillis: settings.connectionTimeoutMs,
+      application_name: settings.applicationName,
+    }
+    if (settings.maxUses > 0) poolConfig.maxUses = settings.maxUses
+    if (onConnect !== undefined) poolConfig.onConnect = onConnect
+    this.pool = new pg.Pool(poolConfig)
+    // Idle clients whose backend dies (pg_terminate_backend, a restart) emit here; pg-pool already
+    // drops them. Without this listener the process would crash on an idle connection's error.
+    this.pool.on('error', (error) => {
+      this.#logger?.warn(
+        { err: error, host: this.info.address, port: this.info.port },
+        'keel: idle Postgres connection failed and was removed from the pool',
+      )
+    })
+  }
+
+  async lease(): Promise<Lease> {
+    try {
+      return new Lease(await this.pool.connect())
+    } catch (error) {
+      if (error instanceof KeelError) throw error
+      const message = error instanceof Error ? error.message : String(error)
+      if (message.includes('timeout exceeded when trying to connect')) {
+        throw new KeelError(
+          'KEEL_POOL_TIMEOUT',
+          `no connection to ${this.info.address}:${this.info.port} became available in time`,
+          { cause: error, details: { host: this.info.address, port: this.info.port } },
+        )
+      }
+      throw error
+    }
+  }
+
+  /** Asks Postgres to cancel whatever the client's backend runs now (a CancelRequest on a new socket). */
+  cancel(client: pg.PoolClient): void {
+    const target = client as unknown as { processID?: number; secretKey?: number; host?: string; port?: number }
+    if (target.processID === undefined || target.secretKey === undefined) return
+    const con = new (pg as unknown as { Connection: new () => PgCancelConnection }).Connection()
+    con.on('error', () => undefined)
+    con.on('connect', () => {
+      con.cancel(target.processID!, target.secretKey!)
+    })
+    con.connect(target.port ?? this.info.port, target.host ?? this.info.address)
+  }
+
+  end(): Promise<void> {
+    return this.pool.end()
+  }
+}
+
+interface PgCancelConnection {
+  on(event: string, listener: (...args: unknown[]) => void): void
+  connect(port: number, host: string): void
+  cancel(processID: number, secretKey: number): void
+  end(): void
+}

@@ -1,0 +1,134 @@
+import {
+  type Attributes,
+  type Context,
+  type Counter,
+  type Histogram,
+  type Meter,
+  type MeterProvider,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  type Tracer,
+  type TracerProvider,
+  context,
+  metrics,
+  trace,
+} from '@opentelemetry/api'
+import type { HostInfo } from '../pool/host-pool.js'
+import { operationName, sanitizeSql } from './sanitize-sql.js'
+
+const SCOPE = '@keel/core'
+const VERSION = '0.1.0'
+
+export interface TelemetryOptions {
+  tracerProvider?: object | undefined
+  meterProvider?: object | undefined
+  queryText: 'sanitized' | 'raw' | 'off'
+}
+
+export interface QuerySpanInput {
+  readonly text: string
+  readonly tenantId: string
+  readonly host: HostInfo
+  readonly parent?: Context | undefined
+}
+
+/**
+ * keel's only door to OpenTelemetry: through @opentelemetry/api, so it costs next to nothing when no
+ * SDK is registered (spans are non-recording and attributes are only computed when one records).
+ */
+export class Telemetry {
+  readonly tracer: Tracer
+  readonly meter: Meter
+  readonly #queryText: TelemetryOptions['queryText']
+  readonly #duration: Histogram
+  readonly #throttled: Counter
+
+  constructor(options: TelemetryOptions) {
+    const tracerProvider = options.tracerProvider as TracerProvider | undefined
+    const meterProvider = options.meterProvider as MeterProvider | undefined
+    this.tracer = (tracerProvider ?? trace).getTracer(SCOPE, VERSION)
+    this.meter = (meterProvider ?? metrics).getMeter(SCOPE, VERSION)
+    this.#queryText = options.queryText
+    this.#duration = this.meter.createHistogram('db.client.operation.duration', {
+      unit: 's',
+      description: 'Duration of database client operations (keel, per statement)',
+      advice: { explicitBucketBoundaries: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10] },
+    })
+    this.#throttled = this.meter.createCounter('keel.tenant.throttled', {
+      description: 'Calls refused with KEEL_TENANT_BUSY because the tenant held all its connections',
+    })
+  }
+
+  startQuery(input: QuerySpanInput): Span {
+    const operation = operationName(input.text)
+    const span = this.tracer.startSpan(
+      `${operation} ${input.host.database}`,
+      { kind: SpanKind.CLIENT },
+      input.parent ?? context.active(),
+    )
+    if (span.isRecording()) {
+      const attributes: Attributes = {
+        'db.system.name': 'postgresql',
+        'db.namespace': input.host.database,
+        'db.operation.name': operation,
+        'server.address': input.host.address,
+        'server.port': input.host.port,
+        'keel.tenant.id': input.tenantId,
+      }
+      if (this.#queryText !== 'off') {
+        attributes['db.query.text'] = this.#queryText === 'raw' ? input.text : sanitizeSql(input.text)
+      }
+      span.setAttributes(attributes)
+    }
+    return span
+  }
+
+  startTransaction(tenantId: string, host: HostInfo): Span {
+    const span = this.tracer.startSpan(`TRANSACTION ${host.database}`, { kind: SpanKind.CLIENT })
+    if (span.isRecording()) {
+      span.setAttributes({
+        'db.system.name': 'postgresql',
+        'db.namespace': host.database,
+        'db.operation.name': 'TRANSACTION',
+        'server.address': host.address,
+        'server.port': host.port,
+        'keel.tenant.id': tenantId,
+      })
+    }
+    return span
+  }
+
+  endSpan(span: Span, error?: unknown): void {
+    if (error !== undefined && span.isRecording()) {
+      const code = (error as { code?: unknown } | null)?.code
+      const errorType = typeof code === 'string' ? code : error instanceof Error ? error.name : 'Error'
+      span.setAttribute('error.type', errorType)
+      if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) span.setAttribute('db.response.status_code', code)
+      span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) })
+    }
+    span.end()
+  }
+
+  recordDuration(seconds: number, operation: string, host: HostInfo, error?: unknown): void {
+    const attributes: Attributes = {
+      'db.system.name': 'postgresql',
+      'db.namespace': host.database,
+      'db.operation.name': operation,
+      'server.address': host.address,
+    }
+    if (error !== undefined) {
+      const code = (error as { code?: unknown } | null)?.code
+      attributes['error.type'] = typeof code === 'string' ? code : 'Error'
+    }
+    this.#duration.record(seconds, attributes)
+  }
+
+  tenantThrottled(tenantId: string): void {
+    this.#throttled.add(1, { 'keel.tenant.id': tenantId })
+  }
+}
+
+export function contextWithSpan(span: Span): Context {
+  return trace.setSpan(context.active(), span)
+}

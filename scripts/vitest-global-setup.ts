@@ -8,5 +8,8 @@ import { fileURLToPath } from 'node:url'
  */
 export default function setup(): void {
   const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-  execFileSync(process.execPath, [join(root, 'scripts/stack.mjs'), 'up'], { stdio: 'inherit', timeout: 180_000 })
+  execFileSync(process.execPath, [join(root, 'scripts/stack.mjs'), 'up'], {
+    stdio: 'inherit',
+    timeout: 180_000,
+  })
 }

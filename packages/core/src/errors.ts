@@ -8,10 +8,12 @@ export const errorCodes = {
   KEEL_INVALID_TENANT: 'A tenant id is missing, malformed, too long or contains forbidden characters.',
   KEEL_TENANT_BUSY: 'The tenant already uses all the connections it may hold and none freed up in time.',
   KEEL_TENANT_SCHEMA_UNKNOWN: "In schema mode, the tenant's schema does not exist.",
-  KEEL_RLS_BYPASS: 'In rls mode, the runtime role is a superuser or has BYPASSRLS, so policies would not apply.',
+  KEEL_RLS_BYPASS:
+    'In rls mode, the runtime role is a superuser or has BYPASSRLS, so policies would not apply.',
   KEEL_QUERY_INVALID: 'A query was malformed, or tried transaction control outside db.transaction().',
   KEEL_TRANSACTION_CLOSED: 'A transaction handle was used after its transaction ended.',
-  KEEL_TRANSACTION_ABORTED: 'A transaction callback returned after a statement in it failed, so nothing was committed.',
+  KEEL_TRANSACTION_ABORTED:
+    'A transaction callback returned after a statement in it failed, so nothing was committed.',
   KEEL_POOL_TIMEOUT: 'No pooled connection to the database host became available within connectionTimeoutMs.',
   KEEL_ABORTED: 'The caller aborted the operation through its AbortSignal.',
   KEEL_NO_TENANT_CONTEXT: 'keel.current() was called outside keel.run().',

@@ -1,16 +1,16 @@
-export { createKeel, Keel } from './keel.js'
-export type { Health, HostHealth } from './keel.js'
-export type { KeelConfig, ResolvedConfig, Logger, TenantLimitsOverride } from './config/config-schema.js'
-export { KeelError, errorCodes, isKeelError } from './errors.js'
-export type { KeelErrorCode, KeelErrorOptions } from './errors.js'
-export { TenantClient } from './client/tenant-client.js'
-export { Transaction } from './client/transaction.js'
 export type {
   IsolationLevel,
+  Queryable,
   QueryOptions,
   QueryResult,
-  Queryable,
   TransactionOptions,
 } from './client/query-types.js'
-export { applyRlsPolicy, rlsPolicySql } from './tenancy/rls-policy.js'
+export { TenantClient } from './client/tenant-client.js'
+export { Transaction } from './client/transaction.js'
+export type { KeelConfig, Logger, ResolvedConfig, TenantLimitsOverride } from './config/config-schema.js'
+export type { KeelErrorCode, KeelErrorOptions } from './errors.js'
+export { errorCodes, isKeelError, KeelError } from './errors.js'
+export type { Health, HostHealth } from './keel.js'
+export { createKeel, Keel } from './keel.js'
 export type { RlsPolicyOptions, SqlRunner, SqlRunnerPool } from './tenancy/rls-policy.js'
+export { applyRlsPolicy, rlsPolicySql } from './tenancy/rls-policy.js'

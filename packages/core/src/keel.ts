@@ -6,11 +6,11 @@ import { parseConfig } from './config/parse-config.js'
 import { TenantContext } from './context/tenant-context.js'
 import { KeelError } from './errors.js'
 import { HostPool } from './pool/host-pool.js'
+import { Telemetry } from './telemetry/telemetry.js'
 import { RlsStrategy } from './tenancy/rls-strategy.js'
 import { SchemaStrategy } from './tenancy/schema-strategy.js'
 import type { TenancyStrategy } from './tenancy/tenancy-strategy.js'
 import { validateTenantId } from './tenancy/validate-tenant-id.js'
-import { Telemetry } from './telemetry/telemetry.js'
 
 export interface HostHealth {
   status: 'up' | 'down'
@@ -99,14 +99,19 @@ function strategyFor(config: Readonly<ResolvedConfig>): TenancyStrategy {
       return new SchemaStrategy(tenancy.schemaFor, tenancy.sharedSchemas)
     default:
       // The schema refuses 'database' until its issue lands; this is the seam it plugs into.
-      throw new KeelError('KEEL_CONFIG_INVALID', `tenancy.mode ${JSON.stringify((tenancy as { mode: string }).mode)} is not available`)
+      throw new KeelError(
+        'KEEL_CONFIG_INVALID',
+        `tenancy.mode ${JSON.stringify((tenancy as { mode: string }).mode)} is not available`,
+      )
   }
 }
 
 const BYPASS_CHECK = 'SELECT rolsuper OR rolbypassrls AS bypass FROM pg_roles WHERE rolname = current_user'
 
 /** Fail closed: in rls mode, a role that ignores policies would serve every tenant's rows. */
-function rlsRoleGuard(config: Readonly<ResolvedConfig>): ((client: pg.ClientBase) => Promise<void>) | undefined {
+function rlsRoleGuard(
+  config: Readonly<ResolvedConfig>,
+): ((client: pg.ClientBase) => Promise<void>) | undefined {
   if (config.tenancy.mode !== 'rls' || config.tenancy.allowBypassRole) return undefined
   return async (client) => {
     const result = await client.query<{ bypass: boolean }>(BYPASS_CHECK)

@@ -33,9 +33,9 @@ describe('rls mode', () => {
 
   it("refuses to write another tenant's row (WITH CHECK)", async () => {
     const acme = keel.tenant('acme')
-    await expect(acme.query(`INSERT INTO ${table} (tenant_id, body) VALUES ('globex', 'forged')`)).rejects.toMatchObject(
-      { code: '42501' },
-    )
+    await expect(
+      acme.query(`INSERT INTO ${table} (tenant_id, body) VALUES ('globex', 'forged')`),
+    ).rejects.toMatchObject({ code: '42501' })
     const updated = await acme.query(`UPDATE ${table} SET body = 'x' WHERE tenant_id = 'globex'`)
     expect(updated.rowCount).toBe(0)
   })
@@ -50,11 +50,15 @@ describe('rls mode', () => {
         raw.query(q as never)
       })
     const settingOf = async () =>
-      (await raw.query<{ t: string; s: string }>(
-        "SELECT current_setting('app.tenant_id', true) AS t, current_setting('statement_timeout') AS s",
-      )).rows[0]
+      (
+        await raw.query<{ t: string; s: string }>(
+          "SELECT current_setting('app.tenant_id', true) AS t, current_setting('statement_timeout') AS s",
+        )
+      ).rows[0]
     try {
-      expect(await send("SELECT current_setting('app.tenant_id', true) AS t")).toMatchObject({ rows: [{ t: 'acme' }] })
+      expect(await send("SELECT current_setting('app.tenant_id', true) AS t")).toMatchObject({
+        rows: [{ t: 'acme' }],
+      })
       expect(await settingOf()).toEqual({ t: '', s: '0' })
       await expect(send('SELECT 1/0')).rejects.toMatchObject({ code: '22012' })
       expect(await settingOf()).toEqual({ t: '', s: '0' })
@@ -172,12 +176,15 @@ describe('transactions', () => {
   it('honours isolation level and read only', async () => {
     const db = keel.tenant('acme')
     const level = await db.transaction(
-      async (tx) => (await tx.query<{ l: string }>("SELECT current_setting('transaction_isolation') AS l")).rows[0]?.l,
+      async (tx) =>
+        (await tx.query<{ l: string }>("SELECT current_setting('transaction_isolation') AS l")).rows[0]?.l,
       { isolationLevel: 'serializable', readOnly: true },
     )
     expect(level).toBe('serializable')
     await expect(
-      db.transaction((tx) => tx.query(`INSERT INTO ${table} (tenant_id) VALUES ('acme')`), { readOnly: true }),
+      db.transaction((tx) => tx.query(`INSERT INTO ${table} (tenant_id) VALUES ('acme')`), {
+        readOnly: true,
+      }),
     ).rejects.toMatchObject({ code: '25006' })
   })
 })

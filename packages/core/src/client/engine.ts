@@ -5,9 +5,9 @@ import { KeelError } from '../errors.js'
 import type { HostPool, Lease } from '../pool/host-pool.js'
 import type { PgQueryInternals } from '../pool/pg-internals.js'
 import type { ScopedQuery } from '../pool/scoped-query.js'
-import { TenantLimiter, abortError } from '../pool/tenant-limiter.js'
-import type { TenancyStrategy } from '../tenancy/tenancy-strategy.js'
+import { abortError, TenantLimiter } from '../pool/tenant-limiter.js'
 import type { Telemetry } from '../telemetry/telemetry.js'
+import type { TenancyStrategy } from '../tenancy/tenancy-strategy.js'
 import type { QueryResult } from './query-types.js'
 
 export interface TenantLimits {
@@ -31,7 +31,12 @@ export class Engine {
   closed = false
   readonly #limits = new LRUCache<string, TenantLimits>({ max: 10_000 })
 
-  constructor(config: Readonly<ResolvedConfig>, strategy: TenancyStrategy, primary: HostPool, telemetry: Telemetry) {
+  constructor(
+    config: Readonly<ResolvedConfig>,
+    strategy: TenancyStrategy,
+    primary: HostPool,
+    telemetry: Telemetry,
+  ) {
     this.config = config
     this.strategy = strategy
     this.primary = primary
@@ -39,7 +44,10 @@ export class Engine {
     this.logger = config.logger
     this.limiter = new TenantLimiter((tenantId, limit) => {
       telemetry.tenantThrottled(tenantId)
-      this.logger?.warn({ tenantId, limit, signal: 'tenant_throttled' }, 'keel: tenant throttled (KEEL_TENANT_BUSY)')
+      this.logger?.warn(
+        { tenantId, limit, signal: 'tenant_throttled' },
+        'keel: tenant throttled (KEEL_TENANT_BUSY)',
+      )
     })
   }
 
@@ -54,7 +62,8 @@ export class Engine {
       const override = base.forTenant?.(tenantId) ?? {}
       const poolMax = this.config.postgres.pool.max
       const share = override.tenantConnections ?? base.tenantConnections
-      const connections = share < 1 ? Math.max(1, Math.floor(share * poolMax)) : Math.min(poolMax, Math.floor(share))
+      const connections =
+        share < 1 ? Math.max(1, Math.floor(share * poolMax)) : Math.min(poolMax, Math.floor(share))
       limits = { connections, statementTimeoutMs: override.statementTimeoutMs ?? base.statementTimeoutMs }
       this.#limits.set(tenantId, limits)
     }
@@ -83,7 +92,12 @@ export class Engine {
   /** Takes one of the tenant's permits, then a connection; undoes the permit if the connection fails. */
   async lease(tenantId: string, limits: TenantLimits, signal: AbortSignal | undefined): Promise<Lease> {
     if (signal?.aborted) throw abortError(signal)
-    const permit = this.limiter.acquire(tenantId, limits.connections, this.config.limits.acquireTimeoutMs, signal)
+    const permit = this.limiter.acquire(
+      tenantId,
+      limits.connections,
+      this.config.limits.acquireTimeoutMs,
+      signal,
+    )
     if (permit !== true) await permit
     try {
       if (signal?.aborted) throw abortError(signal)
@@ -123,7 +137,12 @@ export class Engine {
   }
 
   /** Maps an error raised by a scope prelude; a missing prepared prelude means the connection was reset. */
-  translate(tenantId: string, error: unknown, query: ScopedQuery | undefined, lease: Lease | undefined): unknown {
+  translate(
+    tenantId: string,
+    error: unknown,
+    query: ScopedQuery | undefined,
+    lease: Lease | undefined,
+  ): unknown {
     if (query === undefined || query.failedPrelude < 0) return error
     if ((error as { code?: string } | null)?.code === '26000') lease?.markBroken()
     return this.strategy.scopeError(tenantId, error) ?? error

@@ -3,7 +3,7 @@ import type { Lease } from '../pool/host-pool.js'
 import { ScopedQuery } from '../pool/scoped-query.js'
 import { operationName } from '../telemetry/sanitize-sql.js'
 import type { Engine } from './engine.js'
-import type { QueryOptions, QueryResult, Queryable, TransactionOptions } from './query-types.js'
+import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
 import { Transaction } from './transaction.js'
 
 /**
@@ -31,7 +31,11 @@ export class TenantClient implements Queryable {
     const limits = engine.limitsFor(this.tenantId)
     const signal = options?.signal
     const timeout = options?.statementTimeoutMs ?? limits.statementTimeoutMs
-    const span = engine.telemetry.startQuery({ text: sql, tenantId: this.tenantId, host: engine.primary.info })
+    const span = engine.telemetry.startQuery({
+      text: sql,
+      tenantId: this.tenantId,
+      host: engine.primary.info,
+    })
     const started = performance.now()
     let lease: Lease | undefined
     let query: ScopedQuery | undefined
@@ -65,7 +69,14 @@ export class TenantClient implements Queryable {
     let failure: unknown
     try {
       lease = await engine.lease(this.tenantId, limits, options.signal)
-      tx = new Transaction(engine, this.tenantId, lease, limits, options, trace.setSpan(context.active(), span))
+      tx = new Transaction(
+        engine,
+        this.tenantId,
+        lease,
+        limits,
+        options,
+        trace.setSpan(context.active(), span),
+      )
       const result = await context.with(tx.context, () => fn(tx!))
       await tx.commit()
       return result

@@ -5,7 +5,7 @@ import { PgQuery, type PgQueryInternals } from '../pool/pg-internals.js'
 import { type Prelude, ScopedQuery } from '../pool/scoped-query.js'
 import { operationName } from '../telemetry/sanitize-sql.js'
 import type { Engine, TenantLimits } from './engine.js'
-import type { QueryOptions, QueryResult, Queryable, TransactionOptions } from './query-types.js'
+import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
 
 const ISOLATION = {
   'read committed': 'READ COMMITTED',
@@ -41,7 +41,8 @@ export class Transaction implements Queryable {
     let begin = 'BEGIN'
     if (options.isolationLevel !== undefined) {
       const level = ISOLATION[options.isolationLevel]
-      if (level === undefined) throw new KeelError('KEEL_QUERY_INVALID', 'unknown transaction isolation level')
+      if (level === undefined)
+        throw new KeelError('KEEL_QUERY_INVALID', 'unknown transaction isolation level')
       begin += ` ISOLATION LEVEL ${level}`
     }
     if (options.readOnly === true) begin += ' READ ONLY'
@@ -57,7 +58,10 @@ export class Transaction implements Queryable {
   ): Promise<QueryResult<R>> {
     const engine = this.#engine
     if (this.#state === 'closed') {
-      throw new KeelError('KEEL_TRANSACTION_CLOSED', 'this transaction has ended; run queries inside its callback')
+      throw new KeelError(
+        'KEEL_TRANSACTION_CLOSED',
+        'this transaction has ended; run queries inside its callback',
+      )
     }
     const sql = engine.checkText(text, false)
     const params = engine.checkValues(values)
@@ -73,7 +77,12 @@ export class Transaction implements Queryable {
     try {
       return await engine.submit<R>(this.#lease, query, options?.signal)
     } catch (error) {
-      failure = engine.translate(this.tenantId, error, query instanceof ScopedQuery ? query : undefined, this.#lease)
+      failure = engine.translate(
+        this.tenantId,
+        error,
+        query instanceof ScopedQuery ? query : undefined,
+        this.#lease,
+      )
       throw failure
     } finally {
       engine.endSpan(span, started, operationName(sql), failure)
@@ -83,7 +92,10 @@ export class Transaction implements Queryable {
   /** A nested transaction: a savepoint, released on success and rolled back to when `fn` throws. */
   async transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
     if (this.#state === 'closed') {
-      throw new KeelError('KEEL_TRANSACTION_CLOSED', 'this transaction has ended; run queries inside its callback')
+      throw new KeelError(
+        'KEEL_TRANSACTION_CLOSED',
+        'this transaction has ended; run queries inside its callback',
+      )
     }
     const name = `keel_sp_${++this.#savepoints}`
     await this.#send(`SAVEPOINT ${name}`)

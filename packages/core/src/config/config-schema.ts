@@ -48,9 +48,9 @@ const postgresSchema = z.strictObject({
 })
 
 /** A Postgres custom setting name: `prefix.name`, lower-case identifiers. */
-const settingName = z
-  .string()
-  .regex(/^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$/, { message: 'must look like prefix.name (e.g. app.tenant_id)' })
+const settingName = z.string().regex(/^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$/, {
+  message: 'must look like prefix.name (e.g. app.tenant_id)',
+})
 
 const rlsSchema = z.strictObject({
   mode: z.literal('rls'),
@@ -82,7 +82,8 @@ const databaseSchema = z.strictObject({
 const tenancySchema = z
   .discriminatedUnion('mode', [rlsSchema, schemaSchema, databaseSchema])
   .refine((t) => t.mode !== 'database', {
-    message: "mode 'database' (a database per tenant) is not available in this release; use 'rls' or 'schema'",
+    message:
+      "mode 'database' (a database per tenant) is not available in this release; use 'rls' or 'schema'",
   })
 
 const limitsSchema = z.strictObject({

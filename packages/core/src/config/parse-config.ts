@@ -1,6 +1,6 @@
 import type { z } from 'zod'
 import { KeelError } from '../errors.js'
-import { type KeelConfig, type ResolvedConfig, configSchema } from './config-schema.js'
+import { configSchema, type KeelConfig, type ResolvedConfig } from './config-schema.js'
 
 function deepFreeze<T>(value: T): T {
   if (value !== null && typeof value === 'object' && !Object.isFrozen(value) && !(value instanceof RegExp)) {
@@ -27,9 +27,13 @@ export function parseConfig(input: unknown): Readonly<ResolvedConfig> {
   if (!result.success) {
     const issues = result.error.issues
     const fields = issues.map((i) => (i.path.length > 0 ? i.path.join('.') : '(root)'))
-    throw new KeelError('KEEL_CONFIG_INVALID', `invalid keel config: ${issues.map(describeIssue).join('; ')}`, {
-      details: { fields },
-    })
+    throw new KeelError(
+      'KEEL_CONFIG_INVALID',
+      `invalid keel config: ${issues.map(describeIssue).join('; ')}`,
+      {
+        details: { fields },
+      },
+    )
   }
   return deepFreeze(result.data)
 }

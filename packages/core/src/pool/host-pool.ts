@@ -35,7 +35,8 @@ export function hostInfo(config: HostConfig): HostInfo {
     const url = new URL(config.connectionString)
     if (config.host === undefined && url.hostname !== '') address = url.hostname
     if (config.port === undefined && url.port !== '') port = Number(url.port)
-    if (database === undefined && url.pathname.length > 1) database = decodeURIComponent(url.pathname.slice(1))
+    if (database === undefined && url.pathname.length > 1)
+      database = decodeURIComponent(url.pathname.slice(1))
   }
   return { address, port, database: database ?? config.user ?? 'postgres' }
 }
@@ -124,7 +125,12 @@ export class HostPool {
 
   /** Asks Postgres to cancel whatever the client's backend runs now (a CancelRequest on a new socket). */
   cancel(client: pg.PoolClient): void {
-    const target = client as unknown as { processID?: number; secretKey?: number; host?: string; port?: number }
+    const target = client as unknown as {
+      processID?: number
+      secretKey?: number
+      host?: string
+      port?: number
+    }
     if (target.processID === undefined || target.secretKey === undefined) return
     const con = new (pg as unknown as { Connection: new () => PgCancelConnection }).Connection()
     con.on('error', () => undefined)

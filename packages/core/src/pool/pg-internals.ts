@@ -32,4 +32,3 @@ export type PgQueryConstructor = new (config: {
 }) => PgQueryInternals
 
 export const PgQuery = pg.Query as unknown as PgQueryConstructor
-

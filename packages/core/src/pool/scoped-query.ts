@@ -71,4 +71,3 @@ export class ScopedQuery extends PgQuery {
     super.handleError(err, connection)
   }
 }
-

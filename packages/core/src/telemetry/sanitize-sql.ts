@@ -2,7 +2,8 @@ import { LRUCache } from 'lru-cache'
 
 // String literals (with '' escapes, E'' escapes), dollar-quoted bodies, and numbers that are not part
 // of an identifier or a $n parameter. Good enough to keep values out of spans; not a SQL parser.
-const LITERALS = /(?:[Ee]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|\$([A-Za-z_]*)\$[\s\S]*?\$\1\$|(?<![\w$])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w))/g
+const LITERALS =
+  /(?:[Ee]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|\$([A-Za-z_]*)\$[\s\S]*?\$\1\$|(?<![\w$])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w))/g
 
 const cache = new LRUCache<string, string>({ max: 1_000 })
 

@@ -2,16 +2,16 @@ import {
   type Attributes,
   type Context,
   type Counter,
+  context,
   type Histogram,
   type Meter,
   type MeterProvider,
+  metrics,
   type Span,
   SpanKind,
   SpanStatusCode,
   type Tracer,
   type TracerProvider,
-  context,
-  metrics,
   trace,
 } from '@opentelemetry/api'
 import type { HostInfo } from '../pool/host-pool.js'
@@ -104,8 +104,12 @@ export class Telemetry {
       const code = (error as { code?: unknown } | null)?.code
       const errorType = typeof code === 'string' ? code : error instanceof Error ? error.name : 'Error'
       span.setAttribute('error.type', errorType)
-      if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) span.setAttribute('db.response.status_code', code)
-      span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) })
+      if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code))
+        span.setAttribute('db.response.status_code', code)
+      span.setStatus({
+        code: SpanStatusCode.ERROR,
+        message: error instanceof Error ? error.message : String(error),
+      })
     }
     span.end()
   }

@@ -2,12 +2,12 @@ import { z } from 'zod'
 import { KeelError } from '../errors.js'
 import { quoteIdentifier } from './schema-strategy.js'
 
-const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}$/, { message: 'must be a plain SQL identifier' })
-const qualified = z
+const identifier = z
   .string()
-  .regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$/, {
-    message: 'must be name or schema.name (plain identifiers)',
-  })
+  .regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}$/, { message: 'must be a plain SQL identifier' })
+const qualified = z.string().regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$/, {
+  message: 'must be name or schema.name (plain identifiers)',
+})
 
 const optionsSchema = z.strictObject({
   /** `invoices` or `public.invoices`. */
@@ -90,7 +90,10 @@ export interface SqlRunnerPool {
  * Applies rlsPolicySql() in one transaction, connected as the table owner (a pg.Client, a checked-out
  * client, or a pg.Pool from which one client is borrowed).
  */
-export async function applyRlsPolicy(runner: SqlRunner | SqlRunnerPool, options: RlsPolicyOptions): Promise<void> {
+export async function applyRlsPolicy(
+  runner: SqlRunner | SqlRunnerPool,
+  options: RlsPolicyOptions,
+): Promise<void> {
   const statements = rlsPolicySql(options)
   if ('totalCount' in runner) {
     const client = await runner.connect()

@@ -25,7 +25,10 @@ export class SchemaStrategy implements TenancyStrategy {
   schemaName(tenantId: string): string {
     const name = this.#schemaFor(tenantId)
     if (typeof name !== 'string' || name.length === 0 || name.length > 63) {
-      throw new KeelError('KEEL_INVALID_TENANT', `schemaFor(${JSON.stringify(tenantId)}) must return 1-63 characters`)
+      throw new KeelError(
+        'KEEL_INVALID_TENANT',
+        `schemaFor(${JSON.stringify(tenantId)}) must return 1-63 characters`,
+      )
     }
     return name
   }
@@ -33,7 +36,11 @@ export class SchemaStrategy implements TenancyStrategy {
   scope(tenantId: string, statementTimeoutMs: number): ScopeStatement {
     const schema = quoteIdentifier(this.schemaName(tenantId))
     return statementTimeoutMs > 0
-      ? { name: 'keel_scope_schema_t', text: WITH_TIMEOUT, values: [schema, this.#suffix, String(statementTimeoutMs)] }
+      ? {
+          name: 'keel_scope_schema_t',
+          text: WITH_TIMEOUT,
+          values: [schema, this.#suffix, String(statementTimeoutMs)],
+        }
       : { name: 'keel_scope_schema', text: WITHOUT_TIMEOUT, values: [schema, this.#suffix] }
   }
 

@@ -7,7 +7,10 @@ const FORBIDDEN = /[\u0000-\u001f\u007f'"\\;\s]/
 
 export function validateTenantId(id: unknown, pattern: RegExp): string {
   if (typeof id !== 'string') {
-    throw new KeelError('KEEL_INVALID_TENANT', `tenant id must be a string, got ${id === null ? 'null' : typeof id}`)
+    throw new KeelError(
+      'KEEL_INVALID_TENANT',
+      `tenant id must be a string, got ${id === null ? 'null' : typeof id}`,
+    )
   }
   if (id.length === 0 || id.length > 63) {
     throw new KeelError('KEEL_INVALID_TENANT', `tenant id must be 1 to 63 characters, got ${id.length}`, {
@@ -17,9 +20,13 @@ export function validateTenantId(id: unknown, pattern: RegExp): string {
   // A global or sticky pattern keeps lastIndex between calls and would accept/reject alternately.
   pattern.lastIndex = 0
   if (FORBIDDEN.test(id) || !pattern.test(id)) {
-    throw new KeelError('KEEL_INVALID_TENANT', `tenant id ${JSON.stringify(id.slice(0, 63))} is not allowed`, {
-      details: { pattern: pattern.source },
-    })
+    throw new KeelError(
+      'KEEL_INVALID_TENANT',
+      `tenant id ${JSON.stringify(id.slice(0, 63))} is not allowed`,
+      {
+        details: { pattern: pattern.source },
+      },
+    )
   }
   return id
 }

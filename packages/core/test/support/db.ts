@@ -5,7 +5,8 @@ import { readStack } from './stack.js'
 /** A client for DDL and checks, connected as the table owner (migrations) or the superuser. */
 export async function connect(as: 'owner' | 'super' | 'app'): Promise<pg.Client> {
   const stack = readStack()
-  const url = as === 'owner' ? stack.primary.ownerUrl : as === 'super' ? stack.primary.superUrl : stack.primary.url
+  const url =
+    as === 'owner' ? stack.primary.ownerUrl : as === 'super' ? stack.primary.superUrl : stack.primary.url
   const client = new pg.Client({ connectionString: url })
   await client.connect()
   return client

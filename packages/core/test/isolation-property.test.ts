@@ -1,0 +1,261 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { isKeelError, type Keel, type Queryable } from '../src/index.js'
+import { connect, createRlsTable, dropTable } from './support/db.js'
+import { testKeel } from './support/keel.js'
+
+/**
+ * The property: whatever the interleaving, pool size, errors, timeouts, cancellations, rollbacks,
+ * savepoints and killed backends, a statement made for tenant X sees only X's rows, writes only X's
+ * rows, and runs with X's setting. Each write stamps `X:` into the row's body, so a write that landed
+ * under another tenant's scope shows up as a row whose body prefix differs from its tenant_id.
+ */
+const table = 'iso_items'
+const tenants = Array.from({ length: 8 }, (_, i) => `t${i}`)
+const OPS_PER_ROUND = Number(process.env.KEEL_ISO_OPS ?? 1_200)
+const CONCURRENCY = 16
+const seed = Number(process.env.KEEL_ISO_SEED ?? Date.now() % 1_000_000)
+
+function mulberry32(a: number) {
+  return () => {
+    a = (a + 0x6d2b79f5) | 0
+    let t = Math.imul(a ^ (a >>> 15), 1 | a)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
+  }
+}
+
+// Errors a killed backend may surface; anything else unexpected fails the property.
+const CONNECTION_LOSS =
+  /terminat|Connection terminated|ECONNRESET|not queryable|EPIPE|Client was closed|socket/i
+function isConnectionLoss(error: unknown): boolean {
+  const code = (error as { code?: string } | null)?.code
+  return (
+    code === '57P01' ||
+    code === '08006' ||
+    code === '08003' ||
+    CONNECTION_LOSS.test(String((error as Error)?.message))
+  )
+}
+
+interface Tally {
+  ops: number
+  reads: number
+  writes: number
+  expectedFailures: number
+  connectionLosses: number
+  kills: number
+  violations: string[]
+}
+
+async function checkScope(q: Queryable, tally: Tally, where: string): Promise<void> {
+  const r = await q.query<{ s: string; seen: string[] | null }>(
+    `SELECT current_setting('app.tenant_id', true) AS s, (SELECT array_agg(DISTINCT tenant_id) FROM ${table}) AS seen`,
+  )
+  tally.reads++
+  const row = r.rows[0]
+  if (row?.s !== q.tenantId) tally.violations.push(`${where}: setting ${row?.s} for ${q.tenantId}`)
+  for (const t of row?.seen ?? [])
+    if (t !== q.tenantId) tally.violations.push(`${where}: ${q.tenantId} saw ${t}`)
+}
+
+async function write(q: Queryable, tally: Tally): Promise<void> {
+  await q.query(`INSERT INTO ${table} (tenant_id, body) VALUES ($1, $2)`, [q.tenantId, `${q.tenantId}:w`])
+  tally.writes++
+}
+
+function expectOnly(error: unknown, tally: Tally, ...codes: string[]): void {
+  const code = (error as { code?: string } | null)?.code ?? ''
+  if (codes.includes(code)) tally.expectedFailures++
+  else if (isConnectionLoss(error)) tally.connectionLosses++
+  else throw error
+}
+
+async function step(keel: Keel, rand: () => number, tally: Tally): Promise<void> {
+  const me = tenants[Math.floor(rand() * tenants.length)]!
+  const other = tenants.find((t) => t !== me)!
+  const db = keel.tenant(me)
+  const pick = rand()
+  tally.ops++
+  try {
+    if (pick < 0.25) await checkScope(db, tally, 'read')
+    else if (pick < 0.4) await write(db, tally)
+    else if (pick < 0.45) {
+      await db
+        .query(`INSERT INTO ${table} (tenant_id, body) VALUES ($1, $2)`, [other, `${me}:forged`])
+        .then(() => tally.violations.push(`${me} wrote a row for ${other}`))
+        .catch((e) => expectOnly(e, tally, '42501'))
+    } else if (pick < 0.5) {
+      await db.query(`UPDATE ${table} SET body = $1 || ':u', n = n + 1`, [me]).then(() => tally.writes++)
+    } else if (pick < 0.55) {
+      await db.query('SELECT 1/0').catch((e) => expectOnly(e, tally, '22012'))
+    } else if (pick < 0.6) {
+      await db
+        .query('SELECT pg_sleep(0.05)', [], { statementTimeoutMs: 10 })
+        .catch((e) => expectOnly(e, tally, '57014'))
+    } else if (pick < 0.7) {
+      await db.transaction(async (tx) => {
+        await write(tx, tally)
+        await tx
+          .transaction(async (sp) => {
+            await write(sp, tally)
+            if (rand() < 0.5) throw new Error('savepoint rollback')
+          })
+          .catch((e) => {
+            if ((e as Error).message !== 'savepoint rollback') throw e
+          })
+        await checkScope(tx, tally, 'tx')
+      })
+    } else if (pick < 0.76) {
+      await db
+        .transaction(async (tx) => {
+          await write(tx, tally)
+          throw new Error('rollback')
+        })
+        .catch((e) => {
+          if ((e as Error).message !== 'rollback') throw e
+          tally.expectedFailures++
+        })
+    } else if (pick < 0.8) {
+      await db
+        .transaction(async (tx) => {
+          await tx.query('SELECT 1/0').catch(() => undefined)
+          await tx.query('SELECT 1').catch(() => undefined)
+        })
+        .catch((e) => {
+          if (!isKeelError(e, 'KEEL_TRANSACTION_ABORTED')) throw e
+          tally.expectedFailures++
+        })
+    } else if (pick < 0.85) {
+      const controller = new AbortController()
+      setTimeout(() => controller.abort(), rand() * 5)
+      await db
+        .query('SELECT pg_sleep(0.02)', [], { signal: controller.signal })
+        .catch((e) => (isKeelError(e, 'KEEL_ABORTED') ? tally.expectedFailures++ : expectOnly(e, tally)))
+    } else if (pick < 0.9) {
+      await db.query(`DELETE FROM ${table} WHERE id IN (SELECT id FROM ${table} ORDER BY id LIMIT 1)`)
+    } else {
+      await db.transaction(async (tx) => {
+        await tx.query(`UPDATE ${table} SET n = n + 1`)
+        await checkScope(tx, tally, 'tx-update')
+      })
+    }
+  } catch (error) {
+    if (isConnectionLoss(error)) tally.connectionLosses++
+    else if (isKeelError(error, 'KEEL_TENANT_BUSY')) tally.expectedFailures++
+    else throw error
+  }
+}
+
+async function killer(stop: { done: boolean }, rand: () => number, tally: Tally): Promise<void> {
+  const su = await connect('super')
+  try {
+    while (!stop.done) {
+      await new Promise((r) => setTimeout(r, 5 + rand() * 40))
+      const r = await su.query(
+        `SELECT pg_terminate_backend(pid) AS k FROM pg_stat_activity
+         WHERE application_name = 'keel-iso' AND pid <> pg_backend_pid() ORDER BY random() LIMIT 1`,
+      )
+      tally.kills += r.rowCount ?? 0
+    }
+  } finally {
+    await su.end()
+  }
+}
+
+beforeAll(() => createRlsTable(table))
+afterAll(() => dropTable(table))
+
+describe('tenant isolation under random interleavings and faults', () => {
+  it.each([1, 2, 3])(
+    'pool of %i connection(s): no row of another tenant is ever seen or written',
+    async (max) => {
+      const rand = mulberry32(seed + max)
+      const keel = createIsoKeel(max)
+      const tally: Tally = {
+        ops: 0,
+        reads: 0,
+        writes: 0,
+        expectedFailures: 0,
+        connectionLosses: 0,
+        kills: 0,
+        violations: [],
+      }
+      const stop = { done: false }
+      const killing = killer(stop, rand, tally)
+      try {
+        let next = 0
+        await Promise.all(
+          Array.from({ length: CONCURRENCY }, async () => {
+            while (next++ < OPS_PER_ROUND) await step(keel, rand, tally)
+          }),
+        )
+        stop.done = true
+        await killing
+
+        // Kill every idle pooled connection: the errors they emit while idle must not crash the
+        // process, and the next calls must get fresh, correctly scoped connections.
+        const su = await connect('super')
+        await su.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'keel-iso'`,
+        )
+        await su.end()
+        await new Promise((r) => setTimeout(r, 100))
+        for (const t of tenants) await checkScope(keel.tenant(t), tally, 'after-kill')
+
+        const owner = await connect('super')
+        const crossed = await owner.query(
+          `SELECT tenant_id, body FROM ${table} WHERE split_part(body, ':', 1) <> tenant_id LIMIT 5`,
+        )
+        await owner.end()
+        console.log(
+          `seed=${seed} pool=${max}`,
+          JSON.stringify({ ...tally, violations: tally.violations.length }),
+        )
+        expect(tally.violations).toEqual([])
+        expect(crossed.rows).toEqual([])
+        // The run must have exercised what it claims to.
+        expect(tally.reads).toBeGreaterThan(OPS_PER_ROUND / 5)
+        expect(tally.writes).toBeGreaterThan(OPS_PER_ROUND / 5)
+        expect(tally.expectedFailures).toBeGreaterThan(0)
+        expect(tally.kills).toBeGreaterThan(0)
+      } finally {
+        stop.done = true
+        await killing.catch(() => undefined)
+        await keel.close()
+      }
+    },
+  )
+})
+
+describe('the property check itself', () => {
+  it('flags a statement that ran under another tenant (the check can fail)', async () => {
+    const keel = createIsoKeel(1)
+    try {
+      const tally: Tally = {
+        ops: 0,
+        reads: 0,
+        writes: 0,
+        expectedFailures: 0,
+        connectionLosses: 0,
+        kills: 0,
+        violations: [],
+      }
+      const t0 = keel.tenant('t0')
+      await write(t0, tally)
+      // A client that claims to be t1 but is scoped to t0: exactly what a leak looks like.
+      const impostor: Queryable = { tenantId: 't1', query: (sql, values) => t0.query(sql, values) }
+      await checkScope(impostor, tally, 'meta')
+      expect(tally.violations).toEqual(['meta: setting t0 for t1', 'meta: t1 saw t0'])
+    } finally {
+      await keel.close()
+    }
+  })
+})
+
+function createIsoKeel(max: number): Keel {
+  return testKeel({
+    pool: { max },
+    applicationName: 'keel-iso',
+    limits: { tenantConnections: max, acquireTimeoutMs: 30_000 },
+  })
+}

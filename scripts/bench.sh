@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs keel's benchmarks against the local stack: bash scripts/bench.sh [all|throughput|proxy|noisy]
+# Results go to bench/results/ and bench/README.md. Tunables: see bench/README.md (BENCH_* variables).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scenario="${1:-all}"
+case "$scenario" in
+  all | throughput | loopback | proxy | noisy) ;;
+  *)
+    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy]" >&2
+    exit 2
+    ;;
+esac
+
+if command -v pnpm >/dev/null 2>&1; then
+  pnpm_cmd=(pnpm)
+else
+  pnpm_cmd=(npx --yes pnpm@12.4.2)
+fi
+
+if [ ! -d node_modules ] || [ ! -d bench/node_modules ]; then
+  "${pnpm_cmd[@]}" install --frozen-lockfile
+fi
+
+"${pnpm_cmd[@]}" --filter @keel/core build
+"${pnpm_cmd[@]}" --filter @keel/bench build
+node scripts/stack.mjs up
+
+node bench/dist/tenancy.js "$scenario"

@@ -1,0 +1,68 @@
+// Types for scripts/stack/client.mjs (the local service stack helper).
+
+export type StackComponent = 'primary' | 'replica1' | 'replica2' | 'redis'
+export type StackReplicaName = 'replica1' | 'replica2'
+export type StackCommand = 'up' | 'down' | 'status' | 'env' | 'start' | 'stop' | 'kill'
+
+export interface StackPgInstance {
+  name: string
+  host: string
+  port: number
+  dataDir: string
+  logFile: string
+  /** postgres://keel_app:app@host:port/keel (runtime role: no superuser, no BYPASSRLS). */
+  url: string
+  /** postgres://keel_owner:owner@host:port/keel (owns schema public; use for migrations). */
+  ownerUrl: string
+  /** postgres://postgres@host:port/keel (superuser). */
+  superUrl: string
+}
+
+export interface StackReplica extends StackPgInstance {
+  name: StackReplicaName
+  /** recovery_min_apply_delay of this replica in ms (replica1: 0, replica2: lagged). */
+  applyDelayMs: number
+}
+
+export interface StackRedis {
+  host: string
+  port: number
+  /** redis://host:port */
+  url: string
+  pidFile: string
+  logFile: string
+}
+
+/** Contents of <repo>/.keel/stack.json, written by `node scripts/stack.mjs up`. */
+export interface KeelStack {
+  stateDir: string
+  binDir: string
+  primary: StackPgInstance
+  replicas: [StackReplica, StackReplica]
+  redis: StackRedis
+}
+
+/** Repository root (parent of scripts/). */
+export declare const REPO_ROOT: string
+
+/** Path of <repoRoot>/.keel/stack.json. */
+export declare function stackFile(repoRoot?: string): string
+
+/** Read <repoRoot>/.keel/stack.json; throws telling to run `node scripts/stack.mjs up` if missing. */
+export declare function readStack(repoRoot?: string): Promise<KeelStack>
+
+/**
+ * Run `node scripts/stack.mjs <command> [name]`; resolves with stdout on exit 0,
+ * rejects with an Error (message includes stderr) otherwise.
+ * `start` waits until the component accepts connections (replicas: until streaming again).
+ */
+export declare function stackCtl(
+  command: 'start' | 'stop' | 'kill',
+  name: StackComponent,
+  options?: { timeoutMs?: number },
+): Promise<string>
+export declare function stackCtl(
+  command: 'up' | 'down' | 'status' | 'env',
+  name?: undefined,
+  options?: { timeoutMs?: number },
+): Promise<string>

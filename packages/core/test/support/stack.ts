@@ -1,33 +1,11 @@
-import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
+import { type KeelStack, REPO_ROOT, stackCtl, stackFile } from '../../../../scripts/stack/client.mjs'
 
-export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '../../../..')
+export const repoRoot = REPO_ROOT
+export { stackCtl }
+export type Stack = KeelStack
 
-export interface PgNode {
-  name?: string
-  host: string
-  port: number
-  url: string
-  ownerUrl: string
-  superUrl: string
-}
-
-export interface Stack {
-  primary: PgNode
-  replicas: PgNode[]
-  redis: { host: string; port: number; url: string }
-}
-
-export function readStack(): Stack {
-  return JSON.parse(readFileSync(join(repoRoot, '.keel/stack.json'), 'utf8')) as Stack
-}
-
-const run = promisify(execFile)
-
-/** Stops, kills or starts one process of the stack, for fault injection. */
-export async function stackCtl(command: 'stop' | 'start' | 'kill', name: string): Promise<void> {
-  await run(process.execPath, [join(repoRoot, 'scripts/stack.mjs'), command, name], { timeout: 120_000 })
+/** The running stack's URLs (the vitest global setup has already run `stack.mjs up`). */
+export function readStack(): KeelStack {
+  return JSON.parse(readFileSync(stackFile(), 'utf8')) as KeelStack
 }

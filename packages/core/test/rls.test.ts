@@ -40,37 +40,40 @@ describe('rls mode', () => {
     expect(updated.rowCount).toBe(0)
   })
 
-  it('leaves nothing on the connection: the setting is gone after each statement and each error', async () => {
-    const raw = await connect('app')
-    const scope = new RlsStrategy('app.tenant_id').scope('acme', 1_000)
-    const send = (sql: string, values?: unknown[]) =>
-      new Promise((resolve, reject) => {
-        const q = new ScopedQuery(sql, values, [scope])
-        q.callback = (err, res) => (err ? reject(err) : resolve(res))
-        raw.query(q as never)
-      })
-    const settingOf = async () =>
-      (
-        await raw.query<{ t: string; s: string }>(
-          "SELECT current_setting('app.tenant_id', true) AS t, current_setting('statement_timeout') AS s",
-        )
-      ).rows[0]
-    try {
-      expect(await send("SELECT current_setting('app.tenant_id', true) AS t")).toMatchObject({
-        rows: [{ t: 'acme' }],
-      })
-      expect(await settingOf()).toEqual({ t: '', s: '0' })
-      await expect(send('SELECT 1/0')).rejects.toMatchObject({ code: '22012' })
-      expect(await settingOf()).toEqual({ t: '', s: '0' })
-      await expect(send('SELECT pg_sleep(5)')).rejects.toMatchObject({ code: '57014' })
-      expect(await settingOf()).toEqual({ t: '', s: '0' })
-      await expect(send('SELEC nonsense')).rejects.toMatchObject({ code: '42601' })
-      expect(await settingOf()).toEqual({ t: '', s: '0' })
-      expect(raw.getTransactionStatus()).toBe('I')
-    } finally {
-      await raw.end()
-    }
-  })
+  it.each([0, 16])(
+    'leaves nothing on the connection: the setting is gone after each statement and each error (statement cache %i)',
+    async (cacheSize) => {
+      const raw = await connect('app')
+      const scope = new RlsStrategy('app.tenant_id').scope('acme', 1_000)
+      const send = (sql: string, values?: unknown[]) =>
+        new Promise((resolve, reject) => {
+          const q = new ScopedQuery(sql, values, [scope], cacheSize)
+          q.callback = (err, res) => (err ? reject(err) : resolve(res))
+          raw.query(q as never)
+        })
+      const settingOf = async () =>
+        (
+          await raw.query<{ t: string; s: string }>(
+            "SELECT current_setting('app.tenant_id', true) AS t, current_setting('statement_timeout') AS s",
+          )
+        ).rows[0]
+      try {
+        expect(await send("SELECT current_setting('app.tenant_id', true) AS t")).toMatchObject({
+          rows: [{ t: 'acme' }],
+        })
+        expect(await settingOf()).toEqual({ t: '', s: '0' })
+        await expect(send('SELECT 1/0')).rejects.toMatchObject({ code: '22012' })
+        expect(await settingOf()).toEqual({ t: '', s: '0' })
+        await expect(send('SELECT pg_sleep(5)')).rejects.toMatchObject({ code: '57014' })
+        expect(await settingOf()).toEqual({ t: '', s: '0' })
+        await expect(send('SELEC nonsense')).rejects.toMatchObject({ code: '42601' })
+        expect(await settingOf()).toEqual({ t: '', s: '0' })
+        expect(raw.getTransactionStatus()).toBe('I')
+      } finally {
+        await raw.end()
+      }
+    },
+  )
 
   it('fails closed: the runtime role without a tenant sees no rows and cannot write', async () => {
     const app = await connect('app')

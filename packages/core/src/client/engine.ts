@@ -28,6 +28,7 @@ export class Engine {
   readonly telemetry: Telemetry
   readonly limiter: TenantLimiter
   readonly logger: Logger | undefined
+  readonly statementCacheSize: number
   closed = false
   readonly #limits = new LRUCache<string, TenantLimits>({ max: 10_000 })
 
@@ -42,6 +43,7 @@ export class Engine {
     this.primary = primary
     this.telemetry = telemetry
     this.logger = config.logger
+    this.statementCacheSize = config.postgres.statementCacheSize
     this.limiter = new TenantLimiter((tenantId, limit) => {
       telemetry.tenantThrottled(tenantId)
       this.logger?.warn(

@@ -42,8 +42,17 @@ export class TenantClient implements Queryable {
     let failure: unknown
     try {
       lease = await engine.lease(this.tenantId, limits, signal)
-      query = new ScopedQuery(sql, params, [engine.strategy.scope(this.tenantId, timeout)])
-      return await engine.submit<R>(lease, query, signal)
+      const scope = [engine.strategy.scope(this.tenantId, timeout)]
+      query = new ScopedQuery(sql, params, scope, engine.statementCacheSize)
+      try {
+        return await engine.submit<R>(lease, query, signal)
+      } catch (error) {
+        // DDL changed the result shape under a cached plan. The batch failed as a whole, so nothing
+        // ran: preparing afresh and sending it once more is safe.
+        if (!ScopedQuery.isStalePlan(error)) throw error
+        query = new ScopedQuery(sql, params, scope, engine.statementCacheSize)
+        return await engine.submit<R>(lease, query, signal)
+      }
     } catch (error) {
       failure = engine.translate(this.tenantId, error, query, lease)
       throw failure

@@ -1,7 +1,6 @@
 import type { Context } from '@opentelemetry/api'
 import { KeelError } from '../errors.js'
 import type { Lease } from '../pool/host-pool.js'
-import { PgQuery, type PgQueryInternals } from '../pool/pg-internals.js'
 import { type Prelude, ScopedQuery } from '../pool/scoped-query.js'
 import { operationName } from '../telemetry/sanitize-sql.js'
 import type { Engine, TenantLimits } from './engine.js'
@@ -73,7 +72,7 @@ export class Transaction implements Queryable {
     })
     const started = performance.now()
     let failure: unknown
-    const query = this.#next(sql, params)
+    const query = this.#next(sql, params, this.#engine.statementCacheSize)
     try {
       return await engine.submit<R>(this.#lease, query, options?.signal)
     } catch (error) {
@@ -150,15 +149,16 @@ export class Transaction implements Queryable {
     this.#state = 'closed'
   }
 
-  #next(text: string, values: readonly unknown[] | undefined): PgQueryInternals {
+  #next(text: string, values: readonly unknown[] | undefined, cacheSize: number): ScopedQuery {
     if (this.#state === 'new') {
       this.#state = 'open'
-      return new ScopedQuery(text, values, this.#preludes)
+      return new ScopedQuery(text, values, this.#preludes, cacheSize)
     }
-    return new PgQuery(values === undefined ? { text } : { text, values })
+    return new ScopedQuery(text, values, [], cacheSize)
   }
 
   #send(text: string): Promise<QueryResult> {
-    return this.#engine.submit(this.#lease, this.#next(text, undefined), undefined)
+    // Control statements (savepoint names vary) are sent unnamed, outside the statement cache.
+    return this.#engine.submit(this.#lease, this.#next(text, undefined, 0), undefined)
   }
 }

@@ -43,6 +43,11 @@ const poolSchema = z.strictObject({
 const postgresSchema = z.strictObject({
   primary: hostSchema,
   pool: poolSchema.prefault({}),
+  /**
+   * Statements kept prepared per connection (LRU), so repeated SQL skips parsing and planning. 0 sends
+   * everything unnamed: use it behind PgBouncer < 1.21 in transaction mode. @default 256
+   */
+  statementCacheSize: z.number().int().min(0).max(10_000).default(256),
   /** Sent as application_name, visible in pg_stat_activity. @default 'keel' */
   applicationName: z.string().min(1).max(63).default('keel'),
 })

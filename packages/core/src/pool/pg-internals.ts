@@ -11,10 +11,12 @@ export interface PgConnection {
   parse(msg: { text: string; name?: string; types?: unknown[] }): void
   bind(msg: { statement?: string; portal?: string; values?: readonly unknown[]; valueMapper?: unknown }): void
   execute(msg: { portal?: string; rows?: number }): void
+  close(msg: { type: 'S' | 'P'; name: string }): void
 }
 
 export interface PgQueryInternals {
   text: string
+  name: string | undefined
   callback: ((err: Error | null, result?: unknown) => void) | undefined
   prepare(connection: PgConnection): void
   handleRowDescription(msg: unknown): void

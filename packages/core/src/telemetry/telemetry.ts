@@ -43,6 +43,7 @@ export class Telemetry {
   readonly #queryText: TelemetryOptions['queryText']
   readonly #duration: Histogram
   readonly #throttled: Counter
+  readonly #okAttributes = new WeakMap<HostInfo, Map<string, Attributes>>()
 
   constructor(options: TelemetryOptions) {
     const tracerProvider = options.tracerProvider as TracerProvider | undefined
@@ -115,16 +116,24 @@ export class Telemetry {
   }
 
   recordDuration(seconds: number, operation: string, host: HostInfo, error?: unknown): void {
-    const attributes: Attributes = {
-      'db.system.name': 'postgresql',
-      'db.namespace': host.database,
-      'db.operation.name': operation,
-      'server.address': host.address,
+    if (error === undefined) {
+      // Successful statements share one attribute set per operation: no allocation on the hot path.
+      let byOperation = this.#okAttributes.get(host)
+      if (byOperation === undefined) {
+        byOperation = new Map()
+        this.#okAttributes.set(host, byOperation)
+      }
+      let attributes = byOperation.get(operation)
+      if (attributes === undefined) {
+        attributes = Object.freeze(durationAttributes(operation, host))
+        byOperation.set(operation, attributes)
+      }
+      this.#duration.record(seconds, attributes)
+      return
     }
-    if (error !== undefined) {
-      const code = (error as { code?: unknown } | null)?.code
-      attributes['error.type'] = typeof code === 'string' ? code : 'Error'
-    }
+    const code = (error as { code?: unknown } | null)?.code
+    const attributes = durationAttributes(operation, host)
+    attributes['error.type'] = typeof code === 'string' ? code : 'Error'
     this.#duration.record(seconds, attributes)
   }
 
@@ -133,6 +142,11 @@ export class Telemetry {
   }
 }
 
-export function contextWithSpan(span: Span): Context {
-  return trace.setSpan(context.active(), span)
+function durationAttributes(operation: string, host: HostInfo): Attributes {
+  return {
+    'db.system.name': 'postgresql',
+    'db.namespace': host.database,
+    'db.operation.name': operation,
+    'server.address': host.address,
+  }
 }

@@ -119,6 +119,11 @@ export class Engine {
   /** Sends a query on a leased connection; an abort cancels it server-side and retires the connection. */
   submit<R>(lease: Lease, query: PgQueryInternals, signal: AbortSignal | undefined): Promise<QueryResult<R>> {
     return new Promise<QueryResult<R>>((resolve, reject) => {
+      // An abort that fired before this point would never fire its event again.
+      if (signal?.aborted) {
+        reject(abortError(signal))
+        return
+      }
       let onAbort: (() => void) | undefined
       query.callback = (error, result) => {
         if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)

@@ -5,7 +5,10 @@ import type { KeelConfig, ResolvedConfig } from './config/config-schema.js'
 import { parseConfig } from './config/parse-config.js'
 import { TenantContext } from './context/tenant-context.js'
 import { KeelError } from './errors.js'
-import { HostPool } from './pool/host-pool.js'
+import { type HostInfo, HostPool } from './pool/host-pool.js'
+import { formatLsn } from './routing/lsn.js'
+import { ReplicaMonitor } from './routing/replica-monitor.js'
+import { SessionPosition } from './routing/session-position.js'
 import { Telemetry } from './telemetry/telemetry.js'
 import { RlsStrategy } from './tenancy/rls-strategy.js'
 import { SchemaStrategy } from './tenancy/schema-strategy.js'
@@ -13,8 +16,9 @@ import type { TenancyStrategy } from './tenancy/tenancy-strategy.js'
 import { validateTenantId } from './tenancy/validate-tenant-id.js'
 
 export interface HostHealth {
+  name: string
   status: 'up' | 'down'
-  role: 'primary'
+  role: 'primary' | 'replica'
   address: string
   port: number
   latencyMs?: number
@@ -22,10 +26,27 @@ export interface HostHealth {
   pool: { total: number; idle: number; waiting: number }
 }
 
+export interface ReplicaHealth extends HostHealth {
+  role: 'replica'
+  /** Reads may go here: up, a replica of this cluster, and within maxReplicaLagMs. */
+  inRotation: boolean
+  /** How far behind the primary it replays, as of the last poll. */
+  lagMs: number | null
+  replayLsn: string | null
+}
+
 export interface Health {
+  /** 'up' while the primary answers: replicas only add capacity. */
   status: 'up' | 'down'
   primary: HostHealth
-  tenants: Record<string, { active: number; waiting: number }>
+  replicas: ReplicaHealth[]
+  /** Per host name, per tenant: connections held and calls waiting. */
+  tenants: Record<string, Record<string, { active: number; waiting: number }>>
+}
+
+export interface TenantOptions {
+  /** A `db.consistencyToken` from an earlier request or the job's producer. Garbage is never an error. */
+  consistencyToken?: string | undefined
 }
 
 /** The SDK instance: build one per process with createKeel() and share it. */
@@ -40,10 +61,15 @@ export class Keel {
     this.#engine = engine
   }
 
-  /** A client scoped to one tenant. Cheap: create one per request. */
-  tenant(id: string): TenantClient {
+  /**
+   * A client scoped to one tenant, and a read-your-writes session. Cheap: create one per request; pass
+   * the previous request's `consistencyToken` to keep reading your writes across requests.
+   */
+  tenant(id: string, options?: TenantOptions): TenantClient {
     this.#engine.assertOpen()
-    return new TenantClient(this.#engine, validateTenantId(id, this.config.tenants.idPattern))
+    const tenantId = validateTenantId(id, this.config.tenants.idPattern)
+    const token = options?.consistencyToken
+    return new TenantClient(this.#engine, tenantId, SessionPosition.fromToken(typeof token === 'string' ? token : token === undefined ? undefined : '\u0000'))
   }
 
   /** Runs `fn` with `db` as the current tenant client, reachable from deep code via current(). */
@@ -64,32 +90,60 @@ export class Keel {
     return this.#context.maybeCurrent()
   }
 
+  /** The primary (a live round trip), each replica (from the monitor: lag, rotation) and tenant usage. */
   async health(): Promise<Health> {
-    const pool = this.#engine.primary
-    const started = performance.now()
-    const stats = { total: pool.pool.totalCount, idle: pool.pool.idleCount, waiting: pool.pool.waitingCount }
-    const base = { role: 'primary' as const, address: pool.info.address, port: pool.info.port, pool: stats }
-    let primary: HostHealth
-    try {
-      this.#engine.assertOpen()
-      await pool.pool.query('SELECT 1')
-      primary = { ...base, status: 'up', latencyMs: Math.round((performance.now() - started) * 100) / 100 }
-    } catch (error) {
-      primary = { ...base, status: 'down', error: error instanceof Error ? error.message : String(error) }
-    }
-    return { status: primary.status, primary, tenants: this.#engine.limiter.snapshot() }
+    const engine = this.#engine
+    const primary = await probeHost(engine.primary, engine.closed)
+    const replicas = (engine.monitor?.replicas ?? []).map((state): ReplicaHealth => {
+      const base = hostBase(state.host)
+      return {
+        ...base,
+        role: 'replica',
+        status: state.up && !engine.closed ? 'up' : 'down',
+        inRotation: state.inRotation && !engine.closed,
+        lagMs: state.lagMs === undefined || !Number.isFinite(state.lagMs) ? null : Math.round(state.lagMs),
+        replayLsn: state.replayLsn === undefined ? null : formatLsn(state.replayLsn),
+        ...(state.lastError === undefined ? {} : { error: state.lastError }),
+      }
+    })
+    return { status: primary.status, primary, replicas, tenants: engine.tenantSnapshot() }
   }
 
   /** Stops taking work, waits for calls in flight to give their connections back, closes the pools. */
   close(): Promise<void> {
     if (this.#closing === undefined) {
-      this.#engine.closed = true
-      this.#closing = this.#engine.primary.end()
+      const engine = this.#engine
+      engine.closed = true
+      this.#closing = (async () => {
+        await engine.monitor?.close()
+        await Promise.all([engine.primary.end(), ...engine.replicas.map((r) => r.end())])
+      })()
     }
     return this.#closing
   }
 }
 
+function hostBase(host: HostPool) {
+  const pool = host.pool
+  return {
+    name: host.info.name,
+    address: host.info.address,
+    port: host.info.port,
+    pool: { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount },
+  }
+}
+
+async function probeHost(host: HostPool, closed: boolean): Promise<HostHealth> {
+  const started = performance.now()
+  const base = { ...hostBase(host), role: host.info.role }
+  try {
+    if (closed) throw new KeelError('KEEL_CLOSED', 'this keel instance is closed')
+    await host.pool.query('SELECT 1')
+    return { ...base, status: 'up', latencyMs: Math.round((performance.now() - started) * 100) / 100 }
+  } catch (error) {
+    return { ...base, status: 'down', error: error instanceof Error ? error.message : String(error) }
+  }
+}
 function strategyFor(config: Readonly<ResolvedConfig>): TenancyStrategy {
   const tenancy = config.tenancy
   switch (tenancy.mode) {
@@ -129,11 +183,65 @@ export function createKeel(config: KeelConfig): Keel {
   const resolved = parseConfig(config)
   const strategy = strategyFor(resolved)
   const telemetry = new Telemetry(resolved.telemetry)
-  const primary = new HostPool(
-    resolved.postgres.primary,
-    { ...resolved.postgres.pool, applicationName: resolved.postgres.applicationName },
-    resolved.logger,
-    rlsRoleGuard(resolved),
+  const logger = resolved.logger
+  const pg = resolved.postgres
+  const settings = { ...pg.pool, applicationName: pg.applicationName }
+  const onThrottled = (tenantId: string, limit: number, host: HostInfo) => {
+    telemetry.tenantThrottled(tenantId)
+    logger?.warn(
+      { tenantId, limit, host: host.name, signal: 'tenant_throttled' },
+      'keel: tenant throttled (KEEL_TENANT_BUSY)',
+    )
+  }
+  const onConnect = rlsRoleGuard(resolved)
+  const primary = new HostPool(pg.primary, settings, {
+    name: 'primary',
+    role: 'primary',
+    logger,
+    onThrottled,
+    onConnect,
+  })
+  const replicaConfigs = pg.replicas.map(({ name, ...hostConfig }, i) => ({
+    config: hostConfig,
+    host: new HostPool(hostConfig, settings, {
+      name: name ?? `replica${i + 1}`,
+      role: 'replica',
+      logger,
+      onThrottled,
+      onConnect,
+    }),
+  }))
+  let monitor: ReplicaMonitor | undefined
+  if (replicaConfigs.length > 0) {
+    monitor = new ReplicaMonitor({ config: pg.primary }, replicaConfigs, {
+      pollMs: pg.replicaPollMs,
+      maxLagMs: pg.maxReplicaLagMs,
+      connectionTimeoutMs: pg.pool.connectionTimeoutMs,
+      applicationName: pg.applicationName,
+      logger,
+      onEjected: (state, reason) => {
+        telemetry.replicaEjected(state.host.info)
+        logger?.warn(
+          { replica: state.host.info.name, address: state.host.info.address, reason, signal: 'replica_ejected' },
+          'keel: replica taken out of read rotation',
+        )
+      },
+      onRestored: (state) => {
+        logger?.info(
+          { replica: state.host.info.name, lagMs: state.lagMs, signal: 'replica_restored' },
+          'keel: replica back in read rotation',
+        )
+      },
+    })
+    const states = monitor.replicas
+    telemetry.observeReplicaLag(() => states.map((s) => ({ host: s.host.info, lagMs: s.lagMs })))
+    void monitor.start()
+  }
+  const engine = new Engine(
+    resolved,
+    strategy,
+    { primary, replicas: replicaConfigs.map((r) => r.host), monitor },
+    telemetry,
   )
-  return new Keel(resolved, new Engine(resolved, strategy, primary, telemetry))
+  return new Keel(resolved, engine)
 }

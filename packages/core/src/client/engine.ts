@@ -4,11 +4,13 @@ import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
 import type { HostPool, Lease } from '../pool/host-pool.js'
 import type { PgQueryInternals } from '../pool/pg-internals.js'
-import type { ScopedQuery } from '../pool/scoped-query.js'
-import { abortError, TenantLimiter } from '../pool/tenant-limiter.js'
+import { ScopedQuery } from '../pool/scoped-query.js'
+import { abortError } from '../pool/tenant-limiter.js'
+import type { ReplicaMonitor } from '../routing/replica-monitor.js'
+import { ReplicaRouter } from '../routing/replica-router.js'
 import type { Telemetry } from '../telemetry/telemetry.js'
 import type { TenancyStrategy } from '../tenancy/tenancy-strategy.js'
-import type { QueryResult } from './query-types.js'
+import type { Consistency, QueryResult } from './query-types.js'
 
 export interface TenantLimits {
   readonly connections: number
@@ -25,32 +27,42 @@ export class Engine {
   readonly config: Readonly<ResolvedConfig>
   readonly strategy: TenancyStrategy
   readonly primary: HostPool
+  readonly replicas: readonly HostPool[]
+  /** Present when replicas are configured. */
+  readonly monitor: ReplicaMonitor | undefined
+  readonly router: ReplicaRouter | undefined
   readonly telemetry: Telemetry
-  readonly limiter: TenantLimiter
   readonly logger: Logger | undefined
   readonly statementCacheSize: number
+  readonly acquireTimeoutMs: number
+  readonly consistency: Consistency
   closed = false
   readonly #limits = new LRUCache<string, TenantLimits>({ max: 10_000 })
 
   constructor(
     config: Readonly<ResolvedConfig>,
     strategy: TenancyStrategy,
-    primary: HostPool,
+    hosts: { primary: HostPool; replicas: readonly HostPool[]; monitor: ReplicaMonitor | undefined },
     telemetry: Telemetry,
   ) {
     this.config = config
     this.strategy = strategy
-    this.primary = primary
+    this.primary = hosts.primary
+    this.replicas = hosts.replicas
+    this.monitor = hosts.monitor
+    this.router = hosts.monitor === undefined ? undefined : new ReplicaRouter(hosts.monitor.replicas)
     this.telemetry = telemetry
     this.logger = config.logger
     this.statementCacheSize = config.postgres.statementCacheSize
-    this.limiter = new TenantLimiter((tenantId, limit) => {
-      telemetry.tenantThrottled(tenantId)
-      this.logger?.warn(
-        { tenantId, limit, signal: 'tenant_throttled' },
-        'keel: tenant throttled (KEEL_TENANT_BUSY)',
-      )
-    })
+    this.acquireTimeoutMs = config.limits.acquireTimeoutMs
+    this.consistency = config.postgres.consistency
+  }
+
+  /** Per-tenant connections and waiters on each host, for health output and tests. */
+  tenantSnapshot(): Record<string, Record<string, { active: number; waiting: number }>> {
+    const out: Record<string, Record<string, { active: number; waiting: number }>> = {}
+    for (const host of [this.primary, ...this.replicas]) out[host.info.name] = host.limiter.snapshot()
+    return out
   }
 
   assertOpen(): void {
@@ -91,31 +103,6 @@ export class Engine {
     return values
   }
 
-  /** Takes one of the tenant's permits, then a connection; undoes the permit if the connection fails. */
-  async lease(tenantId: string, limits: TenantLimits, signal: AbortSignal | undefined): Promise<Lease> {
-    if (signal?.aborted) throw abortError(signal)
-    const permit = this.limiter.acquire(
-      tenantId,
-      limits.connections,
-      this.config.limits.acquireTimeoutMs,
-      signal,
-    )
-    if (permit !== true) await permit
-    try {
-      if (signal?.aborted) throw abortError(signal)
-      return await this.primary.lease()
-    } catch (error) {
-      this.limiter.release(tenantId)
-      throw error
-    }
-  }
-
-  giveBack(tenantId: string, lease: Lease): void {
-    // The connection goes back first so the tenant's next waiter finds it free in the pool.
-    lease.release()
-    this.limiter.release(tenantId)
-  }
-
   /** Sends a query on a leased connection; an abort cancels it server-side and retires the connection. */
   submit<R>(lease: Lease, query: PgQueryInternals, signal: AbortSignal | undefined): Promise<QueryResult<R>> {
     return new Promise<QueryResult<R>>((resolve, reject) => {
@@ -135,7 +122,7 @@ export class Engine {
           // A cancel request can land after this statement finished and hit whatever the backend runs
           // next, so a cancelled connection is never handed to anyone again.
           lease.markBroken()
-          this.primary.cancel(lease.client)
+          lease.host.cancel(lease.client)
         }
         signal.addEventListener('abort', onAbort, { once: true })
       }
@@ -155,8 +142,21 @@ export class Engine {
     return this.strategy.scopeError(tenantId, error) ?? error
   }
 
-  endSpan(span: Span, started: number, operation: string, error: unknown): void {
+  /**
+   * After a failed batch that opened a transaction (BEGIN ... COMMIT around a write), the connection is
+   * left in a failed transaction: roll it back, or retire it if even that fails.
+   */
+  async settle(lease: Lease): Promise<void> {
+    if (lease.client.getTransactionStatus() === 'I') return
+    try {
+      await this.submit(lease, new ScopedQuery('ROLLBACK', undefined, [], 0), undefined)
+    } catch {
+      lease.markBroken()
+    }
+  }
+
+  endSpan(span: Span, started: number, operation: string, host: HostPool, error: unknown): void {
     this.telemetry.endSpan(span, error)
-    this.telemetry.recordDuration((performance.now() - started) / 1_000, operation, this.primary.info, error)
+    this.telemetry.recordDuration((performance.now() - started) / 1_000, operation, host.info, error)
   }
 }

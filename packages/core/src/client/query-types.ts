@@ -6,7 +6,17 @@ export interface QueryResult<R = Record<string, unknown>> {
   fields: Array<{ name: string; dataTypeID: number }>
 }
 
+/**
+ * How fresh a read must be. 'session': it sees this session's own writes (a replica only once it has
+ * replayed them); 'eventual': any healthy replica; 'strong': the primary.
+ */
+export type Consistency = 'session' | 'eventual' | 'strong'
+
 export interface QueryOptions {
+  /** Send this statement to the primary whatever it is (same as consistency 'strong'). */
+  route?: 'primary'
+  /** Overrides `postgres.consistency` for this read. */
+  consistency?: Consistency
   /** Aborts the wait for a connection, or cancels the running statement (the connection is then retired). */
   signal?: AbortSignal
   /** statement_timeout for this statement alone, overriding the tenant's (0 = the server's). */

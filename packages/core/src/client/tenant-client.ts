@@ -1,22 +1,41 @@
-import { context, trace } from '@opentelemetry/api'
-import type { Lease } from '../pool/host-pool.js'
-import { ScopedQuery } from '../pool/scoped-query.js'
+import { type Span, context, trace } from '@opentelemetry/api'
+import type { HostPool, Lease } from '../pool/host-pool.js'
+import { type Prelude, ScopedQuery } from '../pool/scoped-query.js'
+import { classifySql, rememberWrite } from '../routing/classify-sql.js'
+import { isHostFailure, isReadOnlyRefusal, isRecoveryConflict } from '../routing/host-errors.js'
+import { type Lsn, parseLsn } from '../routing/lsn.js'
+import type { SessionPosition } from '../routing/session-position.js'
+import { BEGIN, COMMIT, REPLAY_POSITION, WAL_POSITION } from '../routing/wal-statements.js'
 import { operationName } from '../telemetry/sanitize-sql.js'
-import type { Engine } from './engine.js'
+import type { Engine, TenantLimits } from './engine.js'
 import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
 import { Transaction } from './transaction.js'
 
+type Served<R> = { result: QueryResult<R>; host: HostPool } | { result: undefined; learnedWrite: boolean }
+
 /**
- * One tenant's handle on the database. Every statement it sends carries the tenant's scope in the
- * same round trip; nothing about the tenant is ever left on a pooled connection.
+ * One tenant's handle on the database, and a read-your-writes session. Every statement carries the
+ * tenant's scope in the same round trip; nothing about the tenant is ever left on a pooled connection.
+ * Reads go to a replica when that is safe; after a write, only to one that has replayed it.
  */
 export class TenantClient implements Queryable {
   readonly tenantId: string
   readonly #engine: Engine
+  readonly #position: SessionPosition
 
-  constructor(engine: Engine, tenantId: string) {
+  constructor(engine: Engine, tenantId: string, position: SessionPosition) {
     this.#engine = engine
     this.tenantId = tenantId
+    this.#position = position
+  }
+
+  /**
+   * Where this session's writes ended, as an opaque string: hand it to the next request (the adapters
+   * use the `keel-consistency` header) or a job, and pass it to `keel.tenant(id, { consistencyToken })`
+   * there. Undefined until the session writes (and when no replicas are configured).
+   */
+  get consistencyToken(): string | undefined {
+    return this.#position.token()
   }
 
   async query<R = Record<string, unknown>>(
@@ -29,37 +48,150 @@ export class TenantClient implements Queryable {
     const sql = engine.checkText(text, false)
     const params = engine.checkValues(values)
     const limits = engine.limitsFor(this.tenantId)
-    const signal = options?.signal
-    const timeout = options?.statementTimeoutMs ?? limits.statementTimeoutMs
-    const span = engine.telemetry.startQuery({
-      text: sql,
-      tenantId: this.tenantId,
-      host: engine.primary.info,
-    })
+    const operation = operationName(sql)
+    const span = engine.telemetry.startQuery({ text: sql, operation, tenantId: this.tenantId, host: engine.primary.info })
     const started = performance.now()
-    let lease: Lease | undefined
-    let query: ScopedQuery | undefined
+    let host = engine.primary
     let failure: unknown
     try {
-      lease = await engine.lease(this.tenantId, limits, signal)
-      const scope = [engine.strategy.scope(this.tenantId, timeout)]
-      query = new ScopedQuery(sql, params, scope, engine.statementCacheSize)
-      try {
-        return await engine.submit<R>(lease, query, signal)
-      } catch (error) {
-        // DDL changed the result shape under a cached plan. The batch failed as a whole, so nothing
-        // ran: preparing afresh and sending it once more is safe.
-        if (!ScopedQuery.isStalePlan(error)) throw error
-        query = new ScopedQuery(sql, params, scope, engine.statementCacheSize)
-        return await engine.submit<R>(lease, query, signal)
+      const kind = engine.router === undefined ? 'write' : classifySql(sql)
+      let write = kind === 'write'
+      let route: 'primary' | 'fallback' = 'primary'
+      const consistency = options?.route === 'primary' ? 'strong' : (options?.consistency ?? engine.consistency)
+      if (engine.router !== undefined && !write && consistency !== 'strong') {
+        const requirement =
+          consistency === 'eventual' ? undefined : this.#position.requirement(engine.monitor!.cluster)
+        if (requirement?.primaryOnly !== true) {
+          const served = await this.#readFromReplicas<R>(sql, params, options, limits, requirement?.minLsn, span)
+          if (served.result !== undefined) {
+            host = served.host
+            engine.telemetry.setRoute(span, host.info, 'replica')
+            return served.result
+          }
+          write = served.learnedWrite
+        }
+        route = 'fallback'
       }
+      engine.telemetry.setRoute(span, host.info, write ? 'primary' : route)
+      return await this.#onPrimary<R>(sql, params, options, limits, write && engine.router !== undefined)
     } catch (error) {
-      failure = engine.translate(this.tenantId, error, query, lease)
-      throw failure
+      failure = error
+      throw error
     } finally {
-      if (lease !== undefined) engine.giveBack(this.tenantId, lease)
-      engine.endSpan(span, started, operationName(sql), failure)
+      engine.endSpan(span, started, operation, host, failure)
     }
+  }
+
+  /** Tries replicas in turn; undefined result means the primary must serve it. */
+  async #readFromReplicas<R>(
+    sql: string,
+    params: readonly unknown[] | undefined,
+    options: QueryOptions | undefined,
+    limits: TenantLimits,
+    minLsn: Lsn | undefined,
+    span: Span,
+  ): Promise<Served<R>> {
+    const engine = this.#engine
+    const exclude = new Set<HostPool>()
+    for (;;) {
+      const state = engine.router!.choose(minLsn, exclude)
+      if (state === undefined) return { result: undefined, learnedWrite: false }
+      const host = state.host
+      const preludes: Prelude[] = [engine.strategy.scope(this.tenantId, timeoutOf(options, limits))]
+      if (minLsn !== undefined) preludes.push(REPLAY_POSITION)
+      let lease: Lease | undefined
+      const ref: { query?: ScopedQuery } = {}
+      try {
+        lease = await host.lease(this.tenantId, limits.connections, engine.acquireTimeoutMs, options?.signal)
+        const size = engine.statementCacheSize
+        const result = await this.#send<R>(lease, () => new ScopedQuery(sql, params, preludes, size), options?.signal, ref)
+        const query = ref.query!
+        if (minLsn !== undefined) {
+          // The poll said this replica had replayed the session's writes; its own answer decides.
+          const replayed = parseLsn(query.preludeRows[1]?.[0])
+          if (replayed !== undefined) engine.monitor!.observeReplay(host, replayed)
+          if (replayed === undefined || replayed < minLsn) {
+            exclude.add(host)
+            span.addEvent('keel.replica_behind', { 'keel.replica.name': host.info.name })
+            continue
+          }
+        }
+        return { result, host }
+      } catch (error) {
+        if (isReadOnlyRefusal(error)) {
+          // 25006: the replica ran nothing. The statement writes (a function, say): primary from now on.
+          rememberWrite(sql)
+          return { result: undefined, learnedWrite: true }
+        }
+        const hostFailed = isHostFailure(error)
+        if (!hostFailed && !isRecoveryConflict(error)) throw engine.translate(this.tenantId, error, ref.query, lease)
+        if (hostFailed) engine.monitor!.markDown(host, error)
+        exclude.add(host)
+        span.addEvent('keel.retry', {
+          'keel.replica.name': host.info.name,
+          'error.type': String((error as { code?: unknown } | null)?.code ?? 'Error'),
+        })
+      } finally {
+        lease?.release()
+      }
+    }
+  }
+
+  async #onPrimary<R>(
+    sql: string,
+    params: readonly unknown[] | undefined,
+    options: QueryOptions | undefined,
+    limits: TenantLimits,
+    trackPosition: boolean,
+  ): Promise<QueryResult<R>> {
+    const engine = this.#engine
+    const scope = engine.strategy.scope(this.tenantId, timeoutOf(options, limits))
+    const lease = await engine.primary.lease(this.tenantId, limits.connections, engine.acquireTimeoutMs, options?.signal)
+    const ref: { query?: ScopedQuery } = {}
+    const size = engine.statementCacheSize
+    try {
+      if (!trackPosition) {
+        return await this.#send<R>(lease, () => new ScopedQuery(sql, params, [scope], size), options?.signal, ref)
+      }
+      const build = () => new ScopedQuery(sql, params, [BEGIN, scope], size, [COMMIT, WAL_POSITION])
+      const result = await this.#send<R>(lease, build, options?.signal, ref)
+      await this.#observe(parseLsn(ref.query?.postludeRows[1]?.[0]))
+      return result
+    } catch (error) {
+      if (trackPosition) await engine.settle(lease)
+      throw engine.translate(this.tenantId, error, ref.query, lease)
+    } finally {
+      lease.release()
+    }
+  }
+
+  /**
+   * Sends one batch; a plan made stale by DDL is prepared afresh and sent once more (the batch failed
+   * as a whole, so nothing ran). `ref.query` is the last batch sent, for error translation.
+   */
+  async #send<R>(
+    lease: Lease,
+    build: () => ScopedQuery,
+    signal: AbortSignal | undefined,
+    ref: { query?: ScopedQuery },
+  ): Promise<QueryResult<R>> {
+    const engine = this.#engine
+    ref.query = build()
+    try {
+      return await engine.submit<R>(lease, ref.query, signal)
+    } catch (error) {
+      if (!ScopedQuery.isStalePlan(error)) throw error
+      await engine.settle(lease)
+      ref.query = build()
+      return await engine.submit<R>(lease, ref.query, signal)
+    }
+  }
+
+  async #observe(lsn: Lsn | undefined): Promise<void> {
+    const monitor = this.#engine.monitor
+    if (lsn === undefined || monitor === undefined) return
+    if (monitor.cluster === undefined) await monitor.poll()
+    if (monitor.cluster !== undefined) this.#position.observe(lsn, monitor.cluster)
   }
 
   /**
@@ -77,15 +209,13 @@ export class TenantClient implements Queryable {
     let tx: Transaction | undefined
     let failure: unknown
     try {
-      lease = await engine.lease(this.tenantId, limits, options.signal)
-      tx = new Transaction(
-        engine,
-        this.tenantId,
-        lease,
-        limits,
-        options,
-        trace.setSpan(context.active(), span),
-      )
+      lease = await engine.primary.lease(this.tenantId, limits.connections, engine.acquireTimeoutMs, options.signal)
+      const onCommitted = (lsn: string | undefined) => this.#observe(parseLsn(lsn))
+      const trackPosition = engine.router !== undefined && options.readOnly !== true
+      tx = new Transaction(engine, this.tenantId, lease, limits, options, trace.setSpan(context.active(), span), {
+        trackPosition,
+        onCommitted,
+      })
       const result = await context.with(tx.context, () => fn(tx!))
       await tx.commit()
       return result
@@ -95,8 +225,12 @@ export class TenantClient implements Queryable {
       throw error
     } finally {
       tx?.close()
-      if (lease !== undefined) engine.giveBack(this.tenantId, lease)
-      engine.endSpan(span, started, 'TRANSACTION', failure)
+      lease?.release()
+      engine.endSpan(span, started, 'TRANSACTION', engine.primary, failure)
     }
   }
+}
+
+function timeoutOf(options: QueryOptions | undefined, limits: TenantLimits): number {
+  return options?.statementTimeoutMs ?? limits.statementTimeoutMs
 }

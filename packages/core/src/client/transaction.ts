@@ -2,6 +2,7 @@ import type { Context } from '@opentelemetry/api'
 import { KeelError } from '../errors.js'
 import type { Lease } from '../pool/host-pool.js'
 import { type Prelude, ScopedQuery } from '../pool/scoped-query.js'
+import { COMMIT, WAL_POSITION_TEXT } from '../routing/wal-statements.js'
 import { operationName } from '../telemetry/sanitize-sql.js'
 import type { Engine, TenantLimits } from './engine.js'
 import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
@@ -24,6 +25,7 @@ export class Transaction implements Queryable {
   readonly #preludes: readonly Prelude[]
   #state: State = 'new'
   #savepoints = 0
+  readonly #position: { trackPosition: boolean; onCommitted: (lsn: string | undefined) => Promise<void> }
 
   constructor(
     engine: Engine,
@@ -32,7 +34,9 @@ export class Transaction implements Queryable {
     limits: TenantLimits,
     options: TransactionOptions,
     context: Context,
+    position: { trackPosition: boolean; onCommitted: (lsn: string | undefined) => Promise<void> },
   ) {
+    this.#position = position
     this.#engine = engine
     this.tenantId = tenantId
     this.#lease = lease
@@ -64,8 +68,10 @@ export class Transaction implements Queryable {
     }
     const sql = engine.checkText(text, false)
     const params = engine.checkValues(values)
+    const operation = operationName(sql)
     const span = engine.telemetry.startQuery({
       text: sql,
+      operation,
       tenantId: this.tenantId,
       host: engine.primary.info,
       parent: this.context,
@@ -84,7 +90,7 @@ export class Transaction implements Queryable {
       )
       throw failure
     } finally {
-      engine.endSpan(span, started, operationName(sql), failure)
+      engine.endSpan(span, started, operation, engine.primary, failure)
     }
   }
 
@@ -121,10 +127,21 @@ export class Transaction implements Queryable {
         { details: { tenantId: this.tenantId } },
       )
     }
-    const result = await this.#send('COMMIT')
-    this.#state = 'closed'
+    let command: string | undefined
+    if (this.#position.trackPosition) {
+      // COMMIT, then the WAL position after it, in one round trip: the session's reads can then wait
+      // for a replica that has replayed this transaction.
+      const query = new ScopedQuery(WAL_POSITION_TEXT, undefined, [COMMIT], this.#engine.statementCacheSize)
+      const result = await this.#engine.submit<{ lsn: string }>(this.#lease, query, undefined)
+      this.#state = 'closed'
+      command = query.preludeTags[0]
+      if (command === 'COMMIT') await this.#position.onCommitted(result.rows[0]?.lsn)
+    } else {
+      command = (await this.#send('COMMIT')).command
+      this.#state = 'closed'
+    }
     // Postgres answers COMMIT of a failed transaction with ROLLBACK and no error.
-    if (result.command === 'ROLLBACK') {
+    if (command === 'ROLLBACK') {
       throw new KeelError('KEEL_TRANSACTION_ABORTED', 'Postgres rolled this transaction back at COMMIT', {
         details: { tenantId: this.tenantId },
       })

@@ -11,8 +11,7 @@ function isPostgresUrl(value: string): boolean {
   }
 }
 
-const hostSchema = z
-  .strictObject({
+const hostFields = {
     /** `postgres://user:pass@host:port/db`. Its password never appears in errors, logs or spans. */
     connectionString: z
       .string()
@@ -23,11 +22,24 @@ const hostSchema = z
     user: z.string().min(1).optional(),
     password: z.string().optional(),
     database: z.string().min(1).optional(),
-    ssl: z.union([z.boolean(), z.record(z.string(), z.unknown())]).optional(),
+  ssl: z.union([z.boolean(), z.record(z.string(), z.unknown())]).optional(),
+}
+
+const needsAddress = {
+  check: (h: { connectionString?: string | undefined; host?: string | undefined }) =>
+    h.connectionString !== undefined || h.host !== undefined,
+  message: 'needs a connectionString or a host',
+}
+
+const hostSchema = z.strictObject(hostFields).refine(needsAddress.check, { message: needsAddress.message })
+
+const replicaSchema = z
+  .strictObject({
+    ...hostFields,
+    /** Shown in health output, logs and metrics. @default 'replica<n>' (1-based) */
+    name: z.string().min(1).max(63).optional(),
   })
-  .refine((h) => h.connectionString !== undefined || h.host !== undefined, {
-    message: 'needs a connectionString or a host',
-  })
+  .refine(needsAddress.check, { message: needsAddress.message })
 
 const poolSchema = z.strictObject({
   /** Connections per host. @default 10 */
@@ -42,6 +54,18 @@ const poolSchema = z.strictObject({
 
 const postgresSchema = z.strictObject({
   primary: hostSchema,
+  /** Streaming replicas that serve reads when that is safe. @default [] */
+  replicas: z.array(replicaSchema).max(64).default([]),
+  /** A replica further behind than this leaves rotation until it catches up. @default 5000 */
+  maxReplicaLagMs: z.number().int().min(0).default(5_000),
+  /** How often each replica's replay position (and the primary's WAL position) is polled. @default 250 */
+  replicaPollMs: z.number().int().min(20).max(60_000).default(250),
+  /**
+   * The consistency of reads that do not say: 'session' reads your own writes (a replica only once it has
+   * replayed them), 'eventual' takes any healthy replica, 'strong' always reads the primary.
+   * @default 'session'
+   */
+  consistency: z.enum(['session', 'eventual', 'strong']).default('session'),
   pool: poolSchema.prefault({}),
   /**
    * Statements kept prepared per connection (LRU), so repeated SQL skips parsing and planning. 0 sends

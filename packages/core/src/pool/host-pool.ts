@@ -1,6 +1,7 @@
 import pg from 'pg'
 import type { Logger } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
+import { TenantLimiter, abortError } from './tenant-limiter.js'
 
 export interface HostConfig {
   connectionString?: string | undefined
@@ -22,12 +23,14 @@ export interface PoolSettings {
 
 /** Where a host is, for spans and health output: never the user or password. */
 export interface HostInfo {
+  readonly name: string
+  readonly role: 'primary' | 'replica'
   readonly address: string
   readonly port: number
   readonly database: string
 }
 
-export function hostInfo(config: HostConfig): HostInfo {
+export function hostInfo(config: HostConfig, name: string, role: HostInfo['role']): HostInfo {
   let address = config.host ?? 'localhost'
   let port = config.port ?? 5432
   let database = config.database
@@ -38,12 +41,13 @@ export function hostInfo(config: HostConfig): HostInfo {
     if (database === undefined && url.pathname.length > 1)
       database = decodeURIComponent(url.pathname.slice(1))
   }
-  return { address, port, database: database ?? config.user ?? 'postgres' }
+  return { name, role, address, port, database: database ?? config.user ?? 'postgres' }
 }
 
 /** A connection lent to one call; released exactly once, destroyed unless provably clean. */
 export class Lease {
   readonly client: pg.PoolClient
+  readonly host: HostPool
   #broken = false
   #released = false
   readonly #onError = (): void => {
@@ -52,8 +56,12 @@ export class Lease {
     this.#broken = true
   }
 
-  constructor(client: pg.PoolClient) {
+  readonly #done: () => void
+
+  constructor(client: pg.PoolClient, host: HostPool, done: () => void) {
     this.client = client
+    this.host = host
+    this.#done = done
     client.on('error', this.#onError)
   }
 
@@ -69,23 +77,36 @@ export class Lease {
     // settings (the previous tenant's): pg-pool does not check, so keel destroys it instead.
     const clean = !this.#broken && this.client.getTransactionStatus() === 'I'
     this.client.release(clean ? undefined : true)
+    // The connection goes back first so the tenant's next waiter finds it free in the pool.
+    this.#done()
   }
 }
 
-/** One pg.Pool per Postgres host, hardened for multi-tenant use. */
+export interface HostPoolOptions {
+  readonly name: string
+  readonly role: HostInfo['role']
+  readonly logger: Logger | undefined
+  readonly onThrottled: (tenantId: string, limit: number, host: HostInfo) => void
+  readonly onConnect?: ((client: pg.ClientBase) => Promise<void>) | undefined
+}
+
+/**
+ * One pg.Pool per Postgres host, hardened for multi-tenant use, with its own per-tenant caps: a
+ * tenant's reads on a replica do not use up its share of the primary.
+ */
 export class HostPool {
   readonly pool: pg.Pool
   readonly info: HostInfo
+  readonly limiter: TenantLimiter
+  /** Calls holding or waiting for a connection here: the balancing signal across replicas. */
+  outstanding = 0
   readonly #logger: Logger | undefined
 
-  constructor(
-    config: HostConfig,
-    settings: PoolSettings,
-    logger: Logger | undefined,
-    onConnect?: (client: pg.ClientBase) => Promise<void>,
-  ) {
-    this.info = hostInfo(config)
-    this.#logger = logger
+  constructor(config: HostConfig, settings: PoolSettings, options: HostPoolOptions) {
+    this.info = hostInfo(config, options.name, options.role)
+    this.#logger = options.logger
+    const onConnect = options.onConnect
+    this.limiter = new TenantLimiter((tenantId, limit) => options.onThrottled(tenantId, limit, this.info))
     const poolConfig: pg.PoolConfig = {
       ...config,
       max: settings.max,
@@ -106,17 +127,44 @@ export class HostPool {
     })
   }
 
-  async lease(): Promise<Lease> {
+  /**
+   * Takes one of the tenant's permits on this host, then a connection; undoes the permit if the
+   * connection fails. The lease gives both back.
+   */
+  async lease(tenantId: string, limit: number, acquireTimeoutMs: number, signal?: AbortSignal): Promise<Lease> {
+    if (signal?.aborted) throw abortError(signal)
+    this.outstanding++
     try {
-      return new Lease(await this.pool.connect())
+      const permit = this.limiter.acquire(tenantId, limit, acquireTimeoutMs, signal)
+      if (permit !== true) await permit
+    } catch (error) {
+      this.outstanding--
+      throw error
+    }
+    try {
+      if (signal?.aborted) throw abortError(signal)
+      return new Lease(await this.#connect(), this, () => {
+        this.limiter.release(tenantId)
+        this.outstanding--
+      })
+    } catch (error) {
+      this.limiter.release(tenantId)
+      this.outstanding--
+      throw error
+    }
+  }
+
+  async #connect(): Promise<pg.PoolClient> {
+    try {
+      return await this.pool.connect()
     } catch (error) {
       if (error instanceof KeelError) throw error
       const message = error instanceof Error ? error.message : String(error)
       if (message.includes('timeout exceeded when trying to connect')) {
         throw new KeelError(
           'KEEL_POOL_TIMEOUT',
-          `no connection to ${this.info.address}:${this.info.port} became available in time`,
-          { cause: error, details: { host: this.info.address, port: this.info.port } },
+          `no connection to ${this.info.name} (${this.info.address}:${this.info.port}) became available in time`,
+          { cause: error, details: { host: this.info.name, address: this.info.address, port: this.info.port } },
         )
       }
       throw error

@@ -1,6 +1,7 @@
 import { type PgConnection, PgQuery } from './pg-internals.js'
 import { StatementCache } from './statement-cache.js'
 
+/** A statement sent in the same batch as the caller's, before it (prelude) or after it (postlude). */
 export interface Prelude {
   /** Named statements are parsed once per connection; unnamed ones are parsed every time. */
   readonly name?: string
@@ -8,20 +9,36 @@ export interface Prelude {
   readonly values?: readonly unknown[]
 }
 
+interface DataRowMessage {
+  fields: Array<string | null>
+}
+
+interface CommandCompleteMessage {
+  text: string
+}
+
 /**
- * A pg Submittable that sends its preludes (BEGIN, the tenant scope) and then the caller's statement
- * in one batch before a single Sync: one round trip, and the scope's transaction-local settings live
- * exactly as long as the implicit (or explicit) transaction. Preludes are executed without Describe,
- * so they produce DataRow and CommandComplete messages only, which are swallowed here; everything
- * after them belongs to the caller's statement and is handled by pg's own Query.
+ * A pg Submittable that sends its preludes (BEGIN, the tenant scope), the caller's statement and its
+ * postludes (COMMIT, a WAL position) in one batch before a single Sync: one round trip, and the
+ * scope's transaction-local settings live exactly as long as the implicit (or explicit) transaction.
+ * Preludes and postludes are executed without Describe, so they produce DataRow and CommandComplete
+ * messages only: their first row is kept in `preludeRows`/`postludeRows` and their command tags in
+ * `preludeTags`, and the rest is swallowed; the caller's statement is handled by pg's own Query.
  */
 export class ScopedQuery extends PgQuery {
   readonly #preludes: readonly Prelude[]
+  readonly #postludes: readonly Prelude[]
   readonly #cacheSize: number
   #cache: StatementCache | undefined
+  /** Preludes still to complete; then the caller's statement (mainDone); then postludes. */
   #pending: number
+  #mainDone = false
+  #postDone = 0
   /** Index of the prelude that failed, when one did. */
   failedPrelude = -1
+  readonly preludeRows: Array<Array<string | null> | undefined> = []
+  readonly preludeTags: string[] = []
+  readonly postludeRows: Array<Array<string | null> | undefined> = []
 
   /**
    * @param cacheSize statements kept prepared per connection; 0 sends every statement (and prelude)
@@ -32,9 +49,11 @@ export class ScopedQuery extends PgQuery {
     values: readonly unknown[] | undefined,
     preludes: readonly Prelude[],
     cacheSize: number,
+    postludes: readonly Prelude[] = [],
   ) {
     super(values === undefined ? { text } : { text, values })
     this.#preludes = preludes
+    this.#postludes = postludes
     this.#pending = preludes.length
     this.#cacheSize = cacheSize
   }
@@ -49,19 +68,10 @@ export class ScopedQuery extends PgQuery {
     connection.stream.cork?.()
     try {
       if (caching) StatementCache.of(connection, this.#cacheSize).flushCloses(connection)
-      for (const prelude of this.#preludes) {
-        const name = caching ? (prelude.name ?? '') : ''
-        if (name === '' || connection.parsedStatements[name] === undefined) {
-          connection.parse({ text: prelude.text, name })
-          // Recorded now: a Parse of fixed, valid text cannot fail on its own, and a backend that dies
-          // takes the connection (and this record) with it.
-          if (name !== '') connection.parsedStatements[name] = prelude.text
-        }
-        connection.bind({ statement: name, values: prelude.values ?? [] })
-        connection.execute({ portal: '' })
-      }
+      for (const prelude of this.#preludes) this.#sendSide(connection, prelude, caching)
       // Always the extended protocol: it is what lets the batch share one Sync, and it refuses
       // several statements in one string, which keeps a caller from smuggling in a COMMIT.
+      // pg's prepare() ends in _getRows(), overridden below to add the postludes before the Sync.
       this.prepare(connection)
     } finally {
       connection.stream.uncork?.()
@@ -69,20 +79,51 @@ export class ScopedQuery extends PgQuery {
     return null
   }
 
+  #sendSide(connection: PgConnection, statement: Prelude, caching: boolean): void {
+    const name = caching ? (statement.name ?? '') : ''
+    if (name === '' || connection.parsedStatements[name] === undefined) {
+      connection.parse({ text: statement.text, name })
+      // Recorded now: a Parse of fixed, valid text cannot fail on its own, and a backend that dies
+      // takes the connection (and this record) with it.
+      if (name !== '') connection.parsedStatements[name] = statement.text
+    }
+    connection.bind({ statement: name, values: statement.values ?? [] })
+    connection.execute({ portal: '' })
+  }
+
+  /** pg's Query: Execute of the caller's portal, then Sync. The postludes go in between. */
+  _getRows(connection: PgConnection & { sync(): void }, rows: number | undefined): void {
+    connection.execute({ portal: '', rows: rows ?? 0 })
+    for (const postlude of this.#postludes) this.#sendSide(connection, postlude, this.#cacheSize > 0)
+    connection.sync()
+  }
+
   override handleDataRow(msg: unknown): void {
-    if (this.#pending === 0) super.handleDataRow(msg)
+    if (this.#pending > 0) {
+      const index = this.#preludes.length - this.#pending
+      this.preludeRows[index] ??= (msg as DataRowMessage).fields
+    } else if (this.#mainDone) {
+      this.postludeRows[this.#postDone] ??= (msg as DataRowMessage).fields
+    } else super.handleDataRow(msg)
   }
 
   override handleCommandComplete(msg: unknown, connection: PgConnection): void {
     if (this.#pending > 0) {
+      this.preludeTags.push((msg as CommandCompleteMessage).text)
       this.#pending--
-      return
+    } else if (this.#mainDone) {
+      this.#postDone++
+    } else {
+      this.#mainDone = true
+      super.handleCommandComplete(msg, connection)
     }
-    super.handleCommandComplete(msg, connection)
   }
 
   override handleEmptyQuery(connection: PgConnection): void {
-    if (this.#pending === 0) super.handleEmptyQuery(connection)
+    if (this.#pending === 0 && !this.#mainDone) {
+      this.#mainDone = true
+      super.handleEmptyQuery(connection)
+    }
   }
 
   override handleError(err: Error, connection: PgConnection): void {

@@ -15,7 +15,7 @@ import {
   trace,
 } from '@opentelemetry/api'
 import type { HostInfo } from '../pool/host-pool.js'
-import { operationName, sanitizeSql } from './sanitize-sql.js'
+import { sanitizeSql } from './sanitize-sql.js'
 
 const SCOPE = '@keel/core'
 const VERSION = '0.1.0'
@@ -28,6 +28,8 @@ export interface TelemetryOptions {
 
 export interface QuerySpanInput {
   readonly text: string
+  /** operationName(text), computed once by the caller. */
+  readonly operation: string
   readonly tenantId: string
   readonly host: HostInfo
   readonly parent?: Context | undefined
@@ -43,6 +45,8 @@ export class Telemetry {
   readonly #queryText: TelemetryOptions['queryText']
   readonly #duration: Histogram
   readonly #throttled: Counter
+  readonly #routes: Counter
+  readonly #ejected: Counter
   readonly #okAttributes = new WeakMap<HostInfo, Map<string, Attributes>>()
 
   constructor(options: TelemetryOptions) {
@@ -59,10 +63,16 @@ export class Telemetry {
     this.#throttled = this.meter.createCounter('keel.tenant.throttled', {
       description: 'Calls refused with KEEL_TENANT_BUSY because the tenant held all its connections',
     })
+    this.#routes = this.meter.createCounter('keel.route.decisions', {
+      description: 'Where statements were sent: primary (writes, strong reads), replica, fallback (a read the primary served)',
+    })
+    this.#ejected = this.meter.createCounter('keel.replica.ejected', {
+      description: 'Replicas taken out of read rotation (down, not a replica, or lagging past maxReplicaLagMs)',
+    })
   }
 
   startQuery(input: QuerySpanInput): Span {
-    const operation = operationName(input.text)
+    const operation = input.operation
     const span = this.tracer.startSpan(
       `${operation} ${input.host.database}`,
       { kind: SpanKind.CLIENT },
@@ -83,6 +93,34 @@ export class Telemetry {
       span.setAttributes(attributes)
     }
     return span
+  }
+
+  /** Records where a statement ran, once routing decided. */
+  setRoute(span: Span, host: HostInfo, route: 'primary' | 'replica' | 'fallback'): void {
+    this.#routes.add(1, ROUTE_ATTRIBUTES[route])
+    if (span.isRecording()) {
+      span.setAttributes({ 'server.address': host.address, 'server.port': host.port, 'keel.route': route })
+      if (host.role === 'replica') span.setAttribute('keel.replica.name', host.name)
+    }
+  }
+
+  replicaEjected(host: HostInfo): void {
+    this.#ejected.add(1, { 'keel.replica.name': host.name, 'server.address': host.address })
+  }
+
+  /** Reports each replica's replay lag as a gauge, read whenever the meter collects. */
+  observeReplicaLag(read: () => ReadonlyArray<{ host: HostInfo; lagMs: number | undefined }>): void {
+    const gauge = this.meter.createObservableGauge('keel.replica.lag', {
+      unit: 's',
+      description: 'How far behind the primary each replica replays WAL',
+    })
+    gauge.addCallback((result) => {
+      for (const { host, lagMs } of read()) {
+        if (lagMs !== undefined && Number.isFinite(lagMs)) {
+          result.observe(lagMs / 1_000, { 'keel.replica.name': host.name, 'server.address': host.address })
+        }
+      }
+    })
   }
 
   startTransaction(tenantId: string, host: HostInfo): Span {
@@ -141,6 +179,12 @@ export class Telemetry {
     this.#throttled.add(1, { 'keel.tenant.id': tenantId })
   }
 }
+
+const ROUTE_ATTRIBUTES = {
+  primary: Object.freeze({ 'keel.route': 'primary' }),
+  replica: Object.freeze({ 'keel.route': 'replica' }),
+  fallback: Object.freeze({ 'keel.route': 'fallback' }),
+} as const
 
 function durationAttributes(operation: string, host: HostInfo): Attributes {
   return {

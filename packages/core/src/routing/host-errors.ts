@@ -1,0 +1,39 @@
+import { isKeelError } from '../errors.js'
+
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+  '57P01', // admin_shutdown (terminated, or the server is shutting down)
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now (starting up, or in recovery and not yet consistent)
+])
+
+const CONNECTION_MESSAGES =
+  /Connection terminated|not queryable|Client was closed|timeout exceeded when trying to connect|Connection terminated due to connection timeout|the database system is (?:starting up|shutting down|in recovery)/i
+
+/**
+ * True when the error says the host (not the statement) failed: the statement may or may not have run
+ * on a primary, but a read on a replica is safe to send elsewhere.
+ */
+export function isHostFailure(error: unknown): boolean {
+  if (isKeelError(error, 'KEEL_POOL_TIMEOUT')) return true
+  const code = (error as { code?: unknown } | null)?.code
+  if (typeof code === 'string' && (CONNECTION_CODES.has(code) || code.startsWith('08'))) return true
+  const message = (error as { message?: unknown } | null)?.message
+  return typeof message === 'string' && CONNECTION_MESSAGES.test(message)
+}
+
+/** A replica cancelled the read because replay needed what it was reading (recovery conflict). */
+export function isRecoveryConflict(error: unknown): boolean {
+  const e = error as { code?: string; message?: string } | null
+  return e?.code === '40001' && /conflict with recovery/i.test(e.message ?? '')
+}
+
+/** A replica refused a statement that writes: nothing ran. */
+export function isReadOnlyRefusal(error: unknown): boolean {
+  return (error as { code?: string } | null)?.code === '25006'
+}

@@ -1,0 +1,224 @@
+import pg from 'pg'
+import type { Logger } from '../config/config-schema.js'
+import type { HostConfig, HostPool } from '../pool/host-pool.js'
+import type { ClusterIdentity } from './consistency-token.js'
+import { type Lsn, parseLsn } from './lsn.js'
+
+export interface ReplicaState {
+  readonly host: HostPool
+  /** The last poll succeeded, the server is in recovery and belongs to the primary's cluster. */
+  up: boolean
+  /** Up and no further behind than maxReplicaLagMs: reads may go here. */
+  inRotation: boolean
+  /** The WAL position replayed, i.e. visible to queries (never the received one). */
+  replayLsn: Lsn | undefined
+  lagMs: number | undefined
+  lastError: string | undefined
+  lastPollAt: number
+  /** Whether rotation was ever decided (the first decision is not a change to report as restored). */
+  decided: boolean
+}
+
+export interface MonitorOptions {
+  readonly pollMs: number
+  readonly maxLagMs: number
+  readonly connectionTimeoutMs: number
+  readonly applicationName: string
+  readonly logger: Logger | undefined
+  readonly onEjected: (state: ReplicaState, reason: string) => void
+  readonly onRestored: (state: ReplicaState) => void
+}
+
+const PRIMARY_POLL = `SELECT pg_current_wal_insert_lsn()::text AS lsn,
+  ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline,
+  (SELECT system_identifier FROM pg_control_system())::text AS system_id`
+
+const REPLICA_POLL = `SELECT pg_is_in_recovery() AS recovery,
+  pg_last_wal_replay_lsn()::text AS replay,
+  (SELECT system_identifier FROM pg_control_system())::text AS system_id,
+  (EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000)::float8 AS ts_lag_ms`
+
+// WAL the primary has inserted but a replica cannot have replayed yet without being behind: page
+// headers and a record in flight. Less than this counts as caught up.
+const LSN_SLACK = 8_192n
+const HISTORY_MS = 120_000
+
+interface Sample {
+  at: number
+  lsn: Lsn
+}
+
+/**
+ * Polls, on their own small pools, the primary's WAL position and identity and each replica's replay
+ * position. Lag is measured against the primary's own WAL history (how long ago the primary passed the
+ * replica's replay position), so it needs no clock agreement and reads 0 on an idle cluster; when the
+ * primary cannot be polled it falls back to the age of the last replayed commit.
+ */
+export class ReplicaMonitor {
+  readonly replicas: ReplicaState[]
+  cluster: ClusterIdentity | undefined
+  primaryLsn: Lsn | undefined
+  readonly #primaryProbe: pg.Pool
+  readonly #probes: Map<ReplicaState, pg.Pool>
+  readonly #history: Sample[] = []
+  readonly #options: MonitorOptions
+  #timer: NodeJS.Timeout | undefined
+  #polling: Promise<void> | undefined
+  #closed = false
+
+  constructor(
+    primary: { config: HostConfig },
+    replicas: ReadonlyArray<{ host: HostPool; config: HostConfig }>,
+    options: MonitorOptions,
+  ) {
+    this.#options = options
+    this.#primaryProbe = this.#probePool(primary.config)
+    this.replicas = replicas.map(({ host }) => ({
+      host,
+      up: false,
+      inRotation: false,
+      replayLsn: undefined,
+      lagMs: undefined,
+      lastError: 'not polled yet',
+      lastPollAt: 0,
+      decided: false,
+    }))
+    this.#probes = new Map(this.replicas.map((state, i) => [state, this.#probePool(replicas[i]!.config)]))
+  }
+
+  #probePool(config: HostConfig): pg.Pool {
+    const timeout = Math.max(1_000, this.#options.pollMs * 4)
+    const pool = new pg.Pool({
+      ...config,
+      max: 1,
+      idleTimeoutMillis: 0,
+      connectionTimeoutMillis: Math.min(timeout, this.#options.connectionTimeoutMs || timeout),
+      query_timeout: timeout,
+      application_name: `${this.#options.applicationName}:monitor`,
+      allowExitOnIdle: true,
+    })
+    pool.on('error', () => undefined)
+    return pool
+  }
+
+  /** Polls at once (so the first reads find a picture), then every pollMs. */
+  start(): Promise<void> {
+    const first = this.poll()
+    this.#timer = setInterval(() => {
+      // Never overlap polls: a slow host must not pile up probes.
+      if (this.#polling === undefined) void this.poll()
+    }, this.#options.pollMs)
+    this.#timer.unref()
+    return first
+  }
+
+  poll(): Promise<void> {
+    this.#polling ??= (async () => {
+      try {
+        await Promise.all([this.#pollPrimary(), ...this.replicas.map((r) => this.#pollReplica(r))])
+      } finally {
+        this.#polling = undefined
+      }
+    })()
+    return this.#polling
+  }
+
+  async #pollPrimary(): Promise<void> {
+    try {
+      const r = await this.#primaryProbe.query<{ lsn: string; timeline: number; system_id: string }>(PRIMARY_POLL)
+      const row = r.rows[0]
+      const lsn = parseLsn(row?.lsn)
+      if (row === undefined || lsn === undefined) return
+      if (this.cluster?.systemId !== row.system_id || this.cluster.timeline !== row.timeline) {
+        this.cluster = { systemId: row.system_id, timeline: row.timeline }
+      }
+      this.primaryLsn = lsn
+      const now = Date.now()
+      const last = this.#history.at(-1)
+      if (last === undefined || last.lsn !== lsn) this.#history.push({ at: now, lsn })
+      while (this.#history.length > 1 && this.#history[0]!.at < now - HISTORY_MS) this.#history.shift()
+    } catch {
+      // The primary's health is the pools' business; without it lag falls back to commit timestamps.
+      this.primaryLsn = undefined
+    }
+  }
+
+  async #pollReplica(state: ReplicaState): Promise<void> {
+    const probe = this.#probes.get(state)!
+    try {
+      const r = await probe.query<{ recovery: boolean; replay: string | null; system_id: string; ts_lag_ms: number | null }>(
+        REPLICA_POLL,
+      )
+      const row = r.rows[0]
+      if (this.#closed || row === undefined) return
+      state.lastPollAt = Date.now()
+      if (!row.recovery) return this.#setDown(state, 'not in recovery (promoted, or not a replica)')
+      if (this.cluster !== undefined && row.system_id !== this.cluster.systemId) {
+        return this.#setDown(state, 'replicates another cluster (system identifier differs)')
+      }
+      const replay = parseLsn(row.replay)
+      state.replayLsn = replay
+      state.lagMs = this.#lagOf(replay, row.ts_lag_ms)
+      state.up = true
+      state.lastError = undefined
+      this.#setRotation(
+        state,
+        state.lagMs <= this.#options.maxLagMs,
+        `replay lag ${Math.round(state.lagMs)} ms exceeds maxReplicaLagMs ${this.#options.maxLagMs}`,
+      )
+    } catch (error) {
+      if (!this.#closed) this.#setDown(state, error instanceof Error ? error.message : String(error))
+    }
+  }
+
+  #lagOf(replay: Lsn | undefined, timestampLagMs: number | null): number {
+    if (replay === undefined) return Number.POSITIVE_INFINITY
+    if (this.primaryLsn === undefined || this.#history.length === 0) return Math.max(0, timestampLagMs ?? 0)
+    if (this.primaryLsn <= replay + LSN_SLACK) return 0
+    // The first time the primary was seen past the replica's position: how long it has been behind.
+    const passed = this.#history.find((s) => s.lsn > replay + LSN_SLACK)
+    return passed === undefined ? 0 : Date.now() - passed.at
+  }
+
+  /** A read on this replica failed at the host level: out of rotation until a poll says otherwise. */
+  markDown(host: HostPool, error: unknown): void {
+    const state = this.replicas.find((r) => r.host === host)
+    if (state !== undefined && state.up) {
+      this.#setDown(state, error instanceof Error ? error.message : String(error))
+    }
+  }
+
+  /** A same-round-trip check saw this replay position: newer information than the last poll. */
+  observeReplay(host: HostPool, replay: Lsn): void {
+    const state = this.replicas.find((r) => r.host === host)
+    if (state !== undefined) state.replayLsn = replay
+  }
+
+  #setDown(state: ReplicaState, reason: string): void {
+    state.up = false
+    state.lastError = reason
+    this.#setRotation(state, false, reason)
+  }
+
+  #setRotation(state: ReplicaState, inRotation: boolean, reason: string): void {
+    const first = !state.decided
+    state.decided = true
+    if (first) {
+      // A replica found healthy at start-up was never ejected; one found unusable is reported.
+      state.inRotation = inRotation
+      if (!inRotation) this.#options.onEjected(state, reason)
+      return
+    }
+    if (state.inRotation === inRotation) return
+    state.inRotation = inRotation
+    if (inRotation) this.#options.onRestored(state)
+    else this.#options.onEjected(state, reason)
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true
+    if (this.#timer !== undefined) clearInterval(this.#timer)
+    await this.#polling?.catch(() => undefined)
+    await Promise.all([this.#primaryProbe.end(), ...[...this.#probes.values()].map((p) => p.end())])
+  }
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs keel's benchmarks against the local stack: bash scripts/bench.sh [all|throughput|proxy|noisy]
+# Runs keel's benchmarks against the local stack: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown]
 # Results go to bench/results/ and bench/README.md. Tunables: see bench/README.md (BENCH_* variables).
 set -euo pipefail
 
@@ -7,9 +7,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scenario="${1:-all}"
 case "$scenario" in
-  all | throughput | loopback | proxy | noisy) ;;
+  all | throughput | loopback | proxy | noisy | breakdown) ;;
   *)
-    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy]" >&2
+    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown]" >&2
     exit 2
     ;;
 esac

@@ -69,7 +69,13 @@ export class Keel {
     this.#engine.assertOpen()
     const tenantId = validateTenantId(id, this.config.tenants.idPattern)
     const token = options?.consistencyToken
-    return new TenantClient(this.#engine, tenantId, SessionPosition.fromToken(typeof token === 'string' ? token : token === undefined ? undefined : '\u0000'))
+    return new TenantClient(
+      this.#engine,
+      tenantId,
+      SessionPosition.fromToken(
+        typeof token === 'string' ? token : token === undefined ? undefined : '\u0000',
+      ),
+    )
   }
 
   /** Runs `fn` with `db` as the current tenant client, reachable from deep code via current(). */
@@ -222,7 +228,12 @@ export function createKeel(config: KeelConfig): Keel {
       onEjected: (state, reason) => {
         telemetry.replicaEjected(state.host.info)
         logger?.warn(
-          { replica: state.host.info.name, address: state.host.info.address, reason, signal: 'replica_ejected' },
+          {
+            replica: state.host.info.name,
+            address: state.host.info.address,
+            reason,
+            signal: 'replica_ejected',
+          },
           'keel: replica taken out of read rotation',
         )
       },

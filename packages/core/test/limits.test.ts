@@ -43,7 +43,7 @@ describe('per-tenant limits', () => {
     const quiet = await keel.tenant('quiet').query<{ one: number }>('SELECT 1 AS one')
     expect(quiet.rows[0]?.one).toBe(1)
     const health = await keel.health()
-    expect(health.tenants.noisy?.active).toBe(2)
+    expect(health.tenants.primary?.noisy?.active).toBe(2)
     await flood
   })
 

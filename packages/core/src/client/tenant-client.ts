@@ -1,4 +1,4 @@
-import { type Span, context, trace } from '@opentelemetry/api'
+import { context, type Span, trace } from '@opentelemetry/api'
 import type { HostPool, Lease } from '../pool/host-pool.js'
 import { type Prelude, ScopedQuery } from '../pool/scoped-query.js'
 import { classifySql, rememberWrite } from '../routing/classify-sql.js'
@@ -49,7 +49,12 @@ export class TenantClient implements Queryable {
     const params = engine.checkValues(values)
     const limits = engine.limitsFor(this.tenantId)
     const operation = operationName(sql)
-    const span = engine.telemetry.startQuery({ text: sql, operation, tenantId: this.tenantId, host: engine.primary.info })
+    const span = engine.telemetry.startQuery({
+      text: sql,
+      operation,
+      tenantId: this.tenantId,
+      host: engine.primary.info,
+    })
     const started = performance.now()
     let host = engine.primary
     let failure: unknown
@@ -57,12 +62,20 @@ export class TenantClient implements Queryable {
       const kind = engine.router === undefined ? 'write' : classifySql(sql)
       let write = kind === 'write'
       let route: 'primary' | 'fallback' = 'primary'
-      const consistency = options?.route === 'primary' ? 'strong' : (options?.consistency ?? engine.consistency)
+      const consistency =
+        options?.route === 'primary' ? 'strong' : (options?.consistency ?? engine.consistency)
       if (engine.router !== undefined && !write && consistency !== 'strong') {
         const requirement =
           consistency === 'eventual' ? undefined : this.#position.requirement(engine.monitor!.cluster)
         if (requirement?.primaryOnly !== true) {
-          const served = await this.#readFromReplicas<R>(sql, params, options, limits, requirement?.minLsn, span)
+          const served = await this.#readFromReplicas<R>(
+            sql,
+            params,
+            options,
+            limits,
+            requirement?.minLsn,
+            span,
+          )
           if (served.result !== undefined) {
             host = served.host
             engine.telemetry.setRoute(span, host.info, 'replica')
@@ -104,27 +117,32 @@ export class TenantClient implements Queryable {
       try {
         lease = await host.lease(this.tenantId, limits.connections, engine.acquireTimeoutMs, options?.signal)
         const size = engine.statementCacheSize
-        const result = await this.#send<R>(lease, () => new ScopedQuery(sql, params, preludes, size), options?.signal, ref)
-        const query = ref.query!
-        if (minLsn !== undefined) {
-          // The poll said this replica had replayed the session's writes; its own answer decides.
-          const replayed = parseLsn(query.preludeRows[1]?.[0])
-          if (replayed !== undefined) engine.monitor!.observeReplay(host, replayed)
-          if (replayed === undefined || replayed < minLsn) {
-            exclude.add(host)
-            span.addEvent('keel.replica_behind', { 'keel.replica.name': host.info.name })
-            continue
-          }
+        const result = await this.#send<R>(
+          lease,
+          () => new ScopedQuery(sql, params, preludes, size),
+          options?.signal,
+          ref,
+        )
+        if (minLsn !== undefined && this.#behind(ref.query!, host, minLsn, span)) {
+          exclude.add(host)
+          continue
         }
         return { result, host }
       } catch (error) {
+        // A replica that has not replayed the session's writes can fail the read for that very reason
+        // (a table it does not have yet): its replay position, read before the statement, decides.
+        if (minLsn !== undefined && ref.query !== undefined && this.#behind(ref.query, host, minLsn, span)) {
+          exclude.add(host)
+          continue
+        }
         if (isReadOnlyRefusal(error)) {
           // 25006: the replica ran nothing. The statement writes (a function, say): primary from now on.
           rememberWrite(sql)
           return { result: undefined, learnedWrite: true }
         }
         const hostFailed = isHostFailure(error)
-        if (!hostFailed && !isRecoveryConflict(error)) throw engine.translate(this.tenantId, error, ref.query, lease)
+        if (!hostFailed && !isRecoveryConflict(error))
+          throw engine.translate(this.tenantId, error, ref.query, lease)
         if (hostFailed) engine.monitor!.markDown(host, error)
         exclude.add(host)
         span.addEvent('keel.retry', {
@@ -137,6 +155,15 @@ export class TenantClient implements Queryable {
     }
   }
 
+  /** Whether the replica's replay position, read in the read's own batch, is short of `minLsn`. */
+  #behind(query: ScopedQuery, host: HostPool, minLsn: Lsn, span: Span): boolean {
+    const replayed = parseLsn(query.preludeRows[1]?.[0])
+    if (replayed !== undefined) this.#engine.monitor!.observeReplay(host, replayed)
+    if (replayed !== undefined && replayed >= minLsn) return false
+    span.addEvent('keel.replica_behind', { 'keel.replica.name': host.info.name })
+    return true
+  }
+
   async #onPrimary<R>(
     sql: string,
     params: readonly unknown[] | undefined,
@@ -146,12 +173,22 @@ export class TenantClient implements Queryable {
   ): Promise<QueryResult<R>> {
     const engine = this.#engine
     const scope = engine.strategy.scope(this.tenantId, timeoutOf(options, limits))
-    const lease = await engine.primary.lease(this.tenantId, limits.connections, engine.acquireTimeoutMs, options?.signal)
+    const lease = await engine.primary.lease(
+      this.tenantId,
+      limits.connections,
+      engine.acquireTimeoutMs,
+      options?.signal,
+    )
     const ref: { query?: ScopedQuery } = {}
     const size = engine.statementCacheSize
     try {
       if (!trackPosition) {
-        return await this.#send<R>(lease, () => new ScopedQuery(sql, params, [scope], size), options?.signal, ref)
+        return await this.#send<R>(
+          lease,
+          () => new ScopedQuery(sql, params, [scope], size),
+          options?.signal,
+          ref,
+        )
       }
       const build = () => new ScopedQuery(sql, params, [BEGIN, scope], size, [COMMIT, WAL_POSITION])
       const result = await this.#send<R>(lease, build, options?.signal, ref)
@@ -209,13 +246,26 @@ export class TenantClient implements Queryable {
     let tx: Transaction | undefined
     let failure: unknown
     try {
-      lease = await engine.primary.lease(this.tenantId, limits.connections, engine.acquireTimeoutMs, options.signal)
+      lease = await engine.primary.lease(
+        this.tenantId,
+        limits.connections,
+        engine.acquireTimeoutMs,
+        options.signal,
+      )
       const onCommitted = (lsn: string | undefined) => this.#observe(parseLsn(lsn))
       const trackPosition = engine.router !== undefined && options.readOnly !== true
-      tx = new Transaction(engine, this.tenantId, lease, limits, options, trace.setSpan(context.active(), span), {
-        trackPosition,
-        onCommitted,
-      })
+      tx = new Transaction(
+        engine,
+        this.tenantId,
+        lease,
+        limits,
+        options,
+        trace.setSpan(context.active(), span),
+        {
+          trackPosition,
+          onCommitted,
+        },
+      )
       const result = await context.with(tx.context, () => fn(tx!))
       await tx.commit()
       return result

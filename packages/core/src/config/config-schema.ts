@@ -12,16 +12,16 @@ function isPostgresUrl(value: string): boolean {
 }
 
 const hostFields = {
-    /** `postgres://user:pass@host:port/db`. Its password never appears in errors, logs or spans. */
-    connectionString: z
-      .string()
-      .refine(isPostgresUrl, { message: 'must be a postgres:// or postgresql:// URL' })
-      .optional(),
-    host: z.string().min(1).optional(),
-    port: z.number().int().min(1).max(65_535).optional(),
-    user: z.string().min(1).optional(),
-    password: z.string().optional(),
-    database: z.string().min(1).optional(),
+  /** `postgres://user:pass@host:port/db`. Its password never appears in errors, logs or spans. */
+  connectionString: z
+    .string()
+    .refine(isPostgresUrl, { message: 'must be a postgres:// or postgresql:// URL' })
+    .optional(),
+  host: z.string().min(1).optional(),
+  port: z.number().int().min(1).max(65_535).optional(),
+  user: z.string().min(1).optional(),
+  password: z.string().optional(),
+  database: z.string().min(1).optional(),
   ssl: z.union([z.boolean(), z.record(z.string(), z.unknown())]).optional(),
 }
 

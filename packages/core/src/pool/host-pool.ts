@@ -1,7 +1,7 @@
 import pg from 'pg'
 import type { Logger } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
-import { TenantLimiter, abortError } from './tenant-limiter.js'
+import { abortError, TenantLimiter } from './tenant-limiter.js'
 
 export interface HostConfig {
   connectionString?: string | undefined
@@ -131,7 +131,12 @@ export class HostPool {
    * Takes one of the tenant's permits on this host, then a connection; undoes the permit if the
    * connection fails. The lease gives both back.
    */
-  async lease(tenantId: string, limit: number, acquireTimeoutMs: number, signal?: AbortSignal): Promise<Lease> {
+  async lease(
+    tenantId: string,
+    limit: number,
+    acquireTimeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<Lease> {
     if (signal?.aborted) throw abortError(signal)
     this.outstanding++
     try {
@@ -164,7 +169,10 @@ export class HostPool {
         throw new KeelError(
           'KEEL_POOL_TIMEOUT',
           `no connection to ${this.info.name} (${this.info.address}:${this.info.port}) became available in time`,
-          { cause: error, details: { host: this.info.name, address: this.info.address, port: this.info.port } },
+          {
+            cause: error,
+            details: { host: this.info.name, address: this.info.address, port: this.info.port },
+          },
         )
       }
       throw error

@@ -125,7 +125,9 @@ export class ReplicaMonitor {
 
   async #pollPrimary(): Promise<void> {
     try {
-      const r = await this.#primaryProbe.query<{ lsn: string; timeline: number; system_id: string }>(PRIMARY_POLL)
+      const r = await this.#primaryProbe.query<{ lsn: string; timeline: number; system_id: string }>(
+        PRIMARY_POLL,
+      )
       const row = r.rows[0]
       const lsn = parseLsn(row?.lsn)
       if (row === undefined || lsn === undefined) return
@@ -146,9 +148,12 @@ export class ReplicaMonitor {
   async #pollReplica(state: ReplicaState): Promise<void> {
     const probe = this.#probes.get(state)!
     try {
-      const r = await probe.query<{ recovery: boolean; replay: string | null; system_id: string; ts_lag_ms: number | null }>(
-        REPLICA_POLL,
-      )
+      const r = await probe.query<{
+        recovery: boolean
+        replay: string | null
+        system_id: string
+        ts_lag_ms: number | null
+      }>(REPLICA_POLL)
       const row = r.rows[0]
       if (this.#closed || row === undefined) return
       state.lastPollAt = Date.now()

@@ -21,11 +21,22 @@ export class ReplicaRouter {
     if (n === 0) return undefined
     const start = this.#turn++ % n
     let best: ReplicaState | undefined
+    // Known to have replayed minLsn beats merely keeping up (lag 0 at the last poll): the latter is
+    // tried only when nothing better exists, and its own answer in the read's round trip decides.
+    let bestKnown = false
     for (let i = 0; i < n; i++) {
       const state = this.#replicas[(start + i) % n]!
       if (!state.inRotation || exclude.has(state.host)) continue
-      if (minLsn !== undefined && (state.replayLsn === undefined || state.replayLsn < minLsn)) continue
-      if (best === undefined || state.host.outstanding < best.host.outstanding) best = state
+      const known = minLsn === undefined || (state.replayLsn !== undefined && state.replayLsn >= minLsn)
+      if (!known && state.lagMs !== 0) continue
+      if (
+        best === undefined ||
+        (known && !bestKnown) ||
+        (known === bestKnown && state.host.outstanding < best.host.outstanding)
+      ) {
+        best = state
+        bestKnown = known
+      }
     }
     return best
   }

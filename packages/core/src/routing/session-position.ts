@@ -2,7 +2,9 @@ import { type ClusterIdentity, decodeToken, encodeToken, sameCluster } from './c
 import type { Lsn } from './lsn.js'
 
 /** What a session's next read needs: the primary, or a replica that has replayed `minLsn`. */
-export type ReadRequirement = { readonly primaryOnly: true } | { readonly primaryOnly: false; readonly minLsn?: Lsn }
+export type ReadRequirement =
+  | { readonly primaryOnly: true }
+  | { readonly primaryOnly: false; readonly minLsn?: Lsn }
 
 const ANY: ReadRequirement = { primaryOnly: false }
 const PRIMARY: ReadRequirement = { primaryOnly: true }
@@ -44,7 +46,8 @@ export class SessionPosition {
     if (this.#untrusted) return PRIMARY
     if (this.#lsn === undefined) return ANY
     // Until the primary's identity is known, a position cannot be checked against it.
-    if (current === undefined || this.#cluster === undefined || !sameCluster(this.#cluster, current)) return PRIMARY
+    if (current === undefined || this.#cluster === undefined || !sameCluster(this.#cluster, current))
+      return PRIMARY
     return { primaryOnly: false, minLsn: this.#lsn }
   }
 

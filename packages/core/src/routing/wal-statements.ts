@@ -10,4 +10,7 @@ export const WAL_POSITION_TEXT = 'SELECT pg_current_wal_insert_lsn()::text AS ls
 export const WAL_POSITION: Prelude = { name: 'keel_wal_lsn', text: WAL_POSITION_TEXT }
 
 // On a replica, the replay position read in the same batch as the read: what the read could see.
-export const REPLAY_POSITION: Prelude = { name: 'keel_replay_lsn', text: 'SELECT pg_last_wal_replay_lsn()::text' }
+export const REPLAY_POSITION: Prelude = {
+  name: 'keel_replay_lsn',
+  text: 'SELECT pg_last_wal_replay_lsn()::text',
+}

@@ -64,10 +64,12 @@ export class Telemetry {
       description: 'Calls refused with KEEL_TENANT_BUSY because the tenant held all its connections',
     })
     this.#routes = this.meter.createCounter('keel.route.decisions', {
-      description: 'Where statements were sent: primary (writes, strong reads), replica, fallback (a read the primary served)',
+      description:
+        'Where statements were sent: primary (writes, strong reads), replica, fallback (a read the primary served)',
     })
     this.#ejected = this.meter.createCounter('keel.replica.ejected', {
-      description: 'Replicas taken out of read rotation (down, not a replica, or lagging past maxReplicaLagMs)',
+      description:
+        'Replicas taken out of read rotation (down, not a replica, or lagging past maxReplicaLagMs)',
     })
   }
 

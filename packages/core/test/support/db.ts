@@ -26,6 +26,29 @@ export async function createRlsTable(table: string): Promise<void> {
   }
 }
 
+/**
+ * Waits until every replica has replayed the creation of a table (or, with `to_regproc`, a function):
+ * replica2 lags 1.5 s on purpose.
+ */
+export async function awaitOnReplicas(
+  name: string,
+  lookup: 'to_regclass' | 'to_regproc' = 'to_regclass',
+): Promise<void> {
+  for (const replica of readStack().replicas) {
+    const client = new pg.Client({ connectionString: replica.superUrl })
+    await client.connect()
+    try {
+      for (let i = 0; i < 200; i++) {
+        const r = await client.query<{ t: string | null }>(`SELECT ${lookup}($1)::text AS t`, [name])
+        if (r.rows[0]?.t !== null) break
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+    } finally {
+      await client.end()
+    }
+  }
+}
+
 export async function dropTable(table: string): Promise<void> {
   const owner = await connect('owner')
   try {

@@ -6,14 +6,34 @@ type Overrides = Omit<Partial<KeelConfig>, 'postgres'> & {
   connectionString?: string
   applicationName?: string
   statementCacheSize?: number
+  /** Which of the stack's replicas keel reads from. */
+  replicas?: Array<'replica1' | 'replica2'>
+  maxReplicaLagMs?: number
+  replicaPollMs?: number
 }
 
 /** A keel instance on the stack's primary, as the runtime role. */
 export function testKeel(overrides: Overrides = {}) {
-  const { pool, connectionString, applicationName, statementCacheSize, ...rest } = overrides
+  const {
+    pool,
+    connectionString,
+    applicationName,
+    statementCacheSize,
+    replicas,
+    maxReplicaLagMs,
+    replicaPollMs,
+    ...rest
+  } = overrides
+  const stack = readStack()
   return createKeel({
     postgres: {
-      primary: { connectionString: connectionString ?? readStack().primary.url },
+      primary: { connectionString: connectionString ?? stack.primary.url },
+      replicas: (replicas ?? []).map((name) => ({
+        name,
+        connectionString: stack.replicas.find((r) => r.name === name)!.url,
+      })),
+      ...(maxReplicaLagMs === undefined ? {} : { maxReplicaLagMs }),
+      ...(replicaPollMs === undefined ? {} : { replicaPollMs }),
       pool: { max: pool?.max ?? 4 },
       ...(applicationName === undefined ? {} : { applicationName }),
       ...(statementCacheSize === undefined ? {} : { statementCacheSize }),

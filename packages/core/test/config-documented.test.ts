@@ -23,6 +23,13 @@ function leafPaths(schema: AnySchema, prefix: string, out: Set<string>): Set<str
       }
       return out
     }
+    case 'array': {
+      // The array itself is an option; the fields of its object elements are too.
+      out.add(prefix)
+      const element = def.element as AnySchema
+      if ((element._zod.def as { type: string }).type === 'object') leafPaths(element, prefix, out)
+      return out
+    }
     case 'union':
       for (const option of def.options as AnySchema[]) {
         const d = option._zod.def as { type: string }

@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Keel } from '../src/index.js'
 import { connect } from './support/db.js'
@@ -74,6 +75,15 @@ describe('per-tenant limits', () => {
       Array.from({ length: 3 }, () => keel.tenant('enterprise').query('SELECT pg_sleep(0.4)')),
     )
     expect(held.every((r) => r.status === 'fulfilled')).toBe(true)
+  })
+
+  it('leaves no listener on a shared AbortSignal, however many calls waited on it', async () => {
+    const controller = new AbortController()
+    const db = keel.tenant('shared-signal')
+    await Promise.all(
+      Array.from({ length: 40 }, () => db.query('SELECT pg_sleep(0.005)', [], { signal: controller.signal })),
+    )
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0)
   })
 
   it('an AbortSignal cancels the running statement and gives the connection up', async () => {

@@ -100,13 +100,36 @@ describe('rls mode', () => {
   })
 
   it('rejects transaction control in db.query', async () => {
-    for (const sql of ['BEGIN', 'commit', '  ROLLBACK', 'SAVEPOINT a', 'DISCARD ALL', 'start transaction']) {
+    for (const sql of [
+      'BEGIN',
+      'commit',
+      '  ROLLBACK',
+      'SAVEPOINT a',
+      'DISCARD ALL',
+      'start transaction',
+      'SET search_path TO public',
+      'set role postgres',
+      'SET SESSION statement_timeout = 0',
+      'RESET ALL',
+      'reset statement_timeout',
+    ]) {
       await expect(keel.tenant('acme').query(sql)).rejects.toMatchObject({ code: 'KEEL_QUERY_INVALID' })
     }
     await expect(keel.tenant('acme').query('')).rejects.toBeInstanceOf(KeelError)
     await expect(keel.tenant('acme').query('SELECT $1::int', 'x' as never)).rejects.toMatchObject({
       code: 'KEEL_QUERY_INVALID',
     })
+  })
+
+  it('allows transaction-scoped SET inside a transaction', async () => {
+    const seen = await keel.tenant('acme').transaction(async (tx) => {
+      await tx.query("SET LOCAL statement_timeout = '123ms'")
+      await expect(tx.query('SET statement_timeout = 0')).rejects.toMatchObject({
+        code: 'KEEL_QUERY_INVALID',
+      })
+      return (await tx.query<{ s: string }>("SELECT current_setting('statement_timeout') AS s")).rows[0]?.s
+    })
+    expect(seen).toBe('123ms')
   })
 
   it('returns pg result shapes: rows, rowCount, command, fields', async () => {

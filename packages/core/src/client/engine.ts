@@ -20,7 +20,11 @@ export interface TenantLimits {
 // Transaction control belongs to db.transaction(): a BEGIN sent through db.query would outlive the
 // call on a pooled connection, and a COMMIT would end the statement's implicit scope early.
 const TRANSACTION_CONTROL =
-  /^\s*(?:BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT|SAVEPOINT|RELEASE|PREPARE\s+TRANSACTION|DISCARD|DEALLOCATE|RESET\s+ALL)\b/i
+  /^\s*(?:BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT|SAVEPOINT|RELEASE|PREPARE\s+TRANSACTION|DISCARD|DEALLOCATE)\b/i
+
+// Session-level SET/RESET (anything but SET LOCAL) would stay on the pooled connection for whichever
+// tenant borrows it next: a role, a search_path, a timeout.
+const SESSION_SETTING = /^\s*(?:SET(?!\s+(?:LOCAL|TRANSACTION|CONSTRAINTS)\b)|RESET)\b/i
 
 /** The parts every tenant client shares, wired once by createKeel. */
 export class Engine {
@@ -92,6 +96,12 @@ export class Engine {
       throw new KeelError(
         'KEEL_QUERY_INVALID',
         'transaction control is not allowed in db.query(); use db.transaction(async (tx) => ...)',
+      )
+    }
+    if (SESSION_SETTING.test(text)) {
+      throw new KeelError(
+        'KEEL_QUERY_INVALID',
+        'session-level SET/RESET would outlive this call on a pooled connection; use SET LOCAL inside db.transaction()',
       )
     }
     return text

@@ -44,25 +44,31 @@ export function hostInfo(config: HostConfig, name: string, role: HostInfo['role'
   return { name, role, address, port, database: database ?? config.user ?? 'postgres' }
 }
 
+// One 'error' listener per client for its whole life (not one added and removed per checkout): a
+// checked-out client that loses its socket emits 'error', and without a listener Node would crash.
+// The failing query is rejected by pg itself; the listener only records that the client is done for.
+const watched = new WeakSet<pg.PoolClient>()
+const failed = new WeakSet<pg.PoolClient>()
+
+function watch(client: pg.PoolClient): void {
+  if (watched.has(client)) return
+  watched.add(client)
+  client.on('error', () => failed.add(client))
+}
+
 /** A connection lent to one call; released exactly once, destroyed unless provably clean. */
 export class Lease {
   readonly client: pg.PoolClient
   readonly host: HostPool
   #broken = false
   #released = false
-  readonly #onError = (): void => {
-    // A checked-out client that loses its socket emits 'error'; without a listener Node would crash.
-    // The failing query is rejected by pg itself; here we only make sure the client is never reused.
-    this.#broken = true
-  }
-
   readonly #done: () => void
 
   constructor(client: pg.PoolClient, host: HostPool, done: () => void) {
     this.client = client
     this.host = host
     this.#done = done
-    client.on('error', this.#onError)
+    watch(client)
   }
 
   markBroken(): void {
@@ -72,10 +78,9 @@ export class Lease {
   release(): void {
     if (this.#released) return
     this.#released = true
-    this.client.removeListener('error', this.#onError)
     // A client released inside an open or failed transaction still carries that transaction's
     // settings (the previous tenant's): pg-pool does not check, so keel destroys it instead.
-    const clean = !this.#broken && this.client.getTransactionStatus() === 'I'
+    const clean = !this.#broken && !failed.has(this.client) && this.client.getTransactionStatus() === 'I'
     this.client.release(clean ? undefined : true)
     // The connection goes back first so the tenant's next waiter finds it free in the pool.
     this.#done()

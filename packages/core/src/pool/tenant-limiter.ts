@@ -3,7 +3,8 @@ import { KeelError } from '../errors.js'
 interface Waiter {
   resolve(): void
   reject(error: Error): void
-  timer: NodeJS.Timeout | undefined
+  /** Clears the timer and the abort listener: a shared signal must not collect listeners. */
+  cleanup(): void
   settled: boolean
 }
 
@@ -47,7 +48,7 @@ export class TenantLimiter {
       if (next.settled) continue
       // The permit passes straight to the next waiter: `active` stays the same.
       next.settled = true
-      if (next.timer !== undefined) clearTimeout(next.timer)
+      next.cleanup()
       next.resolve()
       return
     }
@@ -66,16 +67,26 @@ export class TenantLimiter {
 
   #wait(tenantId: string, slot: Slot, limit: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject, timer: undefined, settled: false }
+      let timer: NodeJS.Timeout | undefined
+      const onAbort = () => fail(abortError(signal!))
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        settled: false,
+        cleanup: () => {
+          clearTimeout(timer)
+          signal?.removeEventListener('abort', onAbort)
+        },
+      }
       const fail = (error: Error) => {
         if (waiter.settled) return
         waiter.settled = true
-        if (waiter.timer !== undefined) clearTimeout(waiter.timer)
+        waiter.cleanup()
         const index = slot.waiters.indexOf(waiter)
         if (index >= 0) slot.waiters.splice(index, 1)
         reject(error)
       }
-      waiter.timer = setTimeout(() => {
+      timer = setTimeout(() => {
         this.#onThrottled(tenantId, limit)
         fail(
           new KeelError(
@@ -85,9 +96,7 @@ export class TenantLimiter {
           ),
         )
       }, timeoutMs)
-      if (signal !== undefined) {
-        signal.addEventListener('abort', () => fail(abortError(signal)), { once: true })
-      }
+      signal?.addEventListener('abort', onAbort, { once: true })
       slot.waiters.push(waiter)
     })
   }

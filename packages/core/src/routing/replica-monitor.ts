@@ -188,7 +188,7 @@ export class ReplicaMonitor {
   /** A read on this replica failed at the host level: out of rotation until a poll says otherwise. */
   markDown(host: HostPool, error: unknown): void {
     const state = this.replicas.find((r) => r.host === host)
-    if (state !== undefined && state.up) {
+    if (state?.up) {
       this.#setDown(state, error instanceof Error ? error.message : String(error))
     }
   }

@@ -2,7 +2,7 @@ import { applyRlsPolicy, createKeel, isKeelError, KeelError } from '@keel/core'
 import pg from 'pg'
 import { demoUrls } from './stack-urls.js'
 
-const { appUrl, ownerUrl } = demoUrls()
+const { appUrl, ownerUrl, replicas } = demoUrls()
 const bold = (s: string) => `\x1b[1m${s}\x1b[0m`
 const dim = (s: string) => `\x1b[2m${s}\x1b[0m`
 const step = (title: string) => console.log(`\n${bold(`▸ ${title}`)}`)
@@ -121,14 +121,84 @@ async function main(): Promise<void> {
     const tally: Record<string, number> = {}
     for (const outcome of outcomes) tally[outcome] = (tally[outcome] ?? 0) + 1
     console.log(`  acme's reports: ${JSON.stringify(tally)}  (the rest waited in acme's own line, bounded)`)
+  } finally {
+    await keel.close()
+  }
+
+  if (replicas.length > 0) await replicaTour()
+  console.log(`\n${bold('Done.')} Tests: npm test   Benchmarks: npm run bench`)
+}
+
+async function replicaTour(): Promise<void> {
+  const lagged = replicas.at(-1)!
+  // Reads only from the replica that replays 1.5 s late: the hardest case for read-your-writes.
+  const keel = createKeel({
+    postgres: { primary: { connectionString: appUrl }, replicas: [lagged], maxReplicaLagMs: 10_000 },
+  })
+  const where = (r: { rows: Array<{ replica: boolean }> }) =>
+    r.rows[0]?.replica ? 'a replica' : 'the primary'
+  try {
+    await waitForRotation(keel)
+    // The migration above (DROP/CREATE demo_invoices) reaches this replica 1.5 s late.
+    await new Promise((r) => setTimeout(r, 1_600))
+    step(`Reads go to replicas (here only ${lagged.name}, which replays WAL 1.5 s late)`)
+    const read = await keel
+      .tenant('acme')
+      .query<{ replica: boolean }>('SELECT pg_is_in_recovery() AS replica')
+    console.log(`  SELECT served by ${where(read)}`)
+
+    step('Read-your-writes: a write, then reads in the same session and in the next request')
+    const db = keel.tenant('acme')
+    await db.query(
+      "INSERT INTO demo_invoices (tenant_id, number, amount_cents) VALUES ('acme', 'ACME-NEW', 4200)",
+    )
+    const mine = await db.query<{ replica: boolean; n: string }>(
+      "SELECT pg_is_in_recovery() AS replica, count(*) AS n FROM demo_invoices WHERE number = 'ACME-NEW'",
+    )
+    console.log(
+      `  same session, right away: found ${mine.rows[0]?.n}, served by ${where(mine)} (the replica has not replayed it)`,
+    )
+    const token = db.consistencyToken
+    console.log(`  consistency token for the next request: ${token}`)
+    const stranger = await keel
+      .tenant('acme')
+      .query<{ replica: boolean; n: string }>(
+        "SELECT pg_is_in_recovery() AS replica, count(*) AS n FROM demo_invoices WHERE number = 'ACME-NEW'",
+      )
+    console.log(
+      `  a request WITHOUT the token: found ${stranger.rows[0]?.n}, served by ${where(stranger)} (stale)`,
+    )
+    const next = keel.tenant('acme', { consistencyToken: token })
+    const carried = await next.query<{ replica: boolean; n: string }>(
+      "SELECT pg_is_in_recovery() AS replica, count(*) AS n FROM demo_invoices WHERE number = 'ACME-NEW'",
+    )
+    console.log(`  the next request WITH the token: found ${carried.rows[0]?.n}, served by ${where(carried)}`)
+    await new Promise((r) => setTimeout(r, 1_700))
+    const later = await next.query<{ replica: boolean; n: string }>(
+      "SELECT pg_is_in_recovery() AS replica, count(*) AS n FROM demo_invoices WHERE number = 'ACME-NEW'",
+    )
+    console.log(
+      `  1.7 s later, with the token: found ${later.rows[0]?.n}, served by ${where(later)} (it has replayed it now)`,
+    )
 
     step('Health')
     const health = await keel.health()
     console.log(`  primary ${health.primary.status} at ${health.primary.address}:${health.primary.port}`)
+    for (const r of health.replicas) {
+      console.log(
+        `  ${r.name} ${r.status}, ${r.inRotation ? 'in rotation' : 'out of rotation'}, lag ${r.lagMs} ms`,
+      )
+    }
   } finally {
     await keel.close()
   }
-  console.log(`\n${bold('Done.')} Tests: npm test   Benchmarks: npm run bench`)
+}
+
+async function waitForRotation(keel: ReturnType<typeof createKeel>): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if ((await keel.health()).replicas.every((r) => r.inRotation)) return
+    await new Promise((r) => setTimeout(r, 50))
+  }
 }
 
 main().catch((error: unknown) => {

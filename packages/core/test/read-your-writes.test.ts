@@ -113,6 +113,25 @@ describe('read-your-writes', () => {
     expect((await db.query<Row>('SELECT 1 AS v, pg_is_in_recovery() AS r')).rows[0]?.r).toBe(false)
   })
 
+  it('a table the lagged replica has not replayed yet: the read falls back to the primary', async () => {
+    const fresh = 'ryw_new_table'
+    await createRlsTable(fresh)
+    try {
+      const r = await lagged
+        .tenant('acme')
+        .query<Row>(`SELECT count(*)::int AS v, pg_is_in_recovery() AS r FROM ${fresh}`)
+      expect(r.rows[0]).toEqual({ v: 0, r: false })
+      // A real mistake still fails, after the primary confirms it.
+      await expect(lagged.tenant('acme').query('SELECT * FROM no_such_table_anywhere')).rejects.toMatchObject(
+        {
+          code: '42P01',
+        },
+      )
+    } finally {
+      await dropTable(fresh)
+    }
+  })
+
   it('without writes, a session reads replicas and has no token', async () => {
     const db = lagged.tenant('ryw_reader')
     expect((await db.query<Row>('SELECT 1 AS v, pg_is_in_recovery() AS r')).rows[0]?.r).toBe(true)

@@ -2,7 +2,7 @@ import { context, type Span, trace } from '@opentelemetry/api'
 import type { HostPool, Lease } from '../pool/host-pool.js'
 import { type Prelude, ScopedQuery } from '../pool/scoped-query.js'
 import { classifySql, rememberWrite } from '../routing/classify-sql.js'
-import { isHostFailure, isReadOnlyRefusal, isRecoveryConflict } from '../routing/host-errors.js'
+import { isHostFailure, isReadOnlyRefusal, isRecoveryConflict, isSchemaLag } from '../routing/host-errors.js'
 import { type Lsn, parseLsn } from '../routing/lsn.js'
 import type { SessionPosition } from '../routing/session-position.js'
 import { BEGIN, COMMIT, REPLAY_POSITION, WAL_POSITION } from '../routing/wal-statements.js'
@@ -134,6 +134,10 @@ export class TenantClient implements Queryable {
         if (minLsn !== undefined && ref.query !== undefined && this.#behind(ref.query, host, minLsn, span)) {
           exclude.add(host)
           continue
+        }
+        if (isSchemaLag(error)) {
+          span.addEvent('keel.replica_schema_lag', { 'keel.replica.name': host.info.name })
+          return { result: undefined, learnedWrite: false }
         }
         if (isReadOnlyRefusal(error)) {
           // 25006: the replica ran nothing. The statement writes (a function, say): primary from now on.

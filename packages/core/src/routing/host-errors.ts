@@ -37,3 +37,15 @@ export function isRecoveryConflict(error: unknown): boolean {
 export function isReadOnlyRefusal(error: unknown): boolean {
   return (error as { code?: string } | null)?.code === '25006'
 }
+
+// undefined_table, undefined_column, undefined_function, undefined_object, invalid_schema_name
+const SCHEMA_LAG_CODES = new Set(['42P01', '42703', '42883', '42704', '3F000'])
+
+/**
+ * The replica does not know an object the statement names: it may not have replayed the migration that
+ * created it yet. The primary decides (if it fails there too, that error is the caller's).
+ */
+export function isSchemaLag(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code
+  return typeof code === 'string' && SCHEMA_LAG_CODES.has(code)
+}

@@ -15,6 +15,8 @@ export const errorCodes = {
   KEEL_TRANSACTION_ABORTED:
     'A transaction callback returned after a statement in it failed, so nothing was committed.',
   KEEL_POOL_TIMEOUT: 'No pooled connection to the database host became available within connectionTimeoutMs.',
+  KEEL_CACHE_OPTIONS_INVALID:
+    'cached() or invalidate() got a missing or malformed key, tag, duration or loader.',
   KEEL_ABORTED: 'The caller aborted the operation through its AbortSignal.',
   KEEL_NO_TENANT_CONTEXT: 'keel.current() was called outside keel.run().',
   KEEL_CLOSED: 'keel.close() was called; the instance takes no more work.',

@@ -1,4 +1,7 @@
+export type { CacheApi } from './cache/cache-client.js'
+export type { CachedOptions, InvalidateOptions } from './cache/cached-options.js'
 export type {
+  Consistency,
   IsolationLevel,
   Queryable,
   QueryOptions,
@@ -10,7 +13,7 @@ export { Transaction } from './client/transaction.js'
 export type { KeelConfig, Logger, ResolvedConfig, TenantLimitsOverride } from './config/config-schema.js'
 export type { KeelErrorCode, KeelErrorOptions } from './errors.js'
 export { errorCodes, isKeelError, KeelError } from './errors.js'
-export type { Health, HostHealth } from './keel.js'
+export type { Health, HostHealth, ReplicaHealth, TenantOptions } from './keel.js'
 export { createKeel, Keel } from './keel.js'
 export type { RlsPolicyOptions, SqlRunner, SqlRunnerPool } from './tenancy/rls-policy.js'
 export { applyRlsPolicy, rlsPolicySql } from './tenancy/rls-policy.js'

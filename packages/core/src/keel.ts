@@ -1,4 +1,6 @@
 import type pg from 'pg'
+import { type CacheApi, CacheClient, SHARED_SCOPE } from './cache/cache-client.js'
+import { LayeredCache } from './cache/layered-cache.js'
 import { Engine } from './client/engine.js'
 import { TenantClient } from './client/tenant-client.js'
 import type { KeelConfig, ResolvedConfig } from './config/config-schema.js'
@@ -9,6 +11,7 @@ import { type HostInfo, HostPool } from './pool/host-pool.js'
 import { formatLsn } from './routing/lsn.js'
 import { ReplicaMonitor } from './routing/replica-monitor.js'
 import { SessionPosition } from './routing/session-position.js'
+import { CacheTelemetry } from './telemetry/cache-telemetry.js'
 import { Telemetry } from './telemetry/telemetry.js'
 import { RlsStrategy } from './tenancy/rls-strategy.js'
 import { SchemaStrategy } from './tenancy/schema-strategy.js'
@@ -52,6 +55,8 @@ export interface TenantOptions {
 /** The SDK instance: build one per process with createKeel() and share it. */
 export class Keel {
   readonly config: Readonly<ResolvedConfig>
+  /** The cache for data shared by all tenants (same API as db.cached / db.invalidate). */
+  readonly cache: CacheApi
   readonly #engine: Engine
   readonly #context = new TenantContext<TenantClient>()
   #closing: Promise<void> | undefined
@@ -59,6 +64,7 @@ export class Keel {
   constructor(config: Readonly<ResolvedConfig>, engine: Engine) {
     this.config = config
     this.#engine = engine
+    this.cache = new CacheClient(engine.cache, SHARED_SCOPE, undefined, () => engine.assertOpen())
   }
 
   /**
@@ -122,7 +128,11 @@ export class Keel {
       engine.closed = true
       this.#closing = (async () => {
         await engine.monitor?.close()
-        await Promise.all([engine.primary.end(), ...engine.replicas.map((r) => r.end())])
+        await Promise.all([
+          engine.primary.end(),
+          ...engine.replicas.map((r) => r.end()),
+          engine.cache.close(),
+        ])
       })()
     }
     return this.#closing
@@ -248,11 +258,17 @@ export function createKeel(config: KeelConfig): Keel {
     telemetry.observeReplicaLag(() => states.map((s) => ({ host: s.host.info, lagMs: s.lagMs })))
     void monitor.start()
   }
+  const cache = new LayeredCache(
+    resolved.cache,
+    new CacheTelemetry(telemetry.tracer, telemetry.meter),
+    logger,
+  )
   const engine = new Engine(
     resolved,
     strategy,
     { primary, replicas: replicaConfigs.map((r) => r.host), monitor },
     telemetry,
+    cache,
   )
   return new Keel(resolved, engine)
 }

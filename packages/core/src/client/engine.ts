@@ -1,5 +1,7 @@
 import type { Span } from '@opentelemetry/api'
 import { LRUCache } from 'lru-cache'
+import { CacheClient, tenantScope } from '../cache/cache-client.js'
+import type { LayeredCache } from '../cache/layered-cache.js'
 import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
 import type { HostPool, Lease } from '../pool/host-pool.js'
@@ -40,6 +42,7 @@ export class Engine {
   readonly statementCacheSize: number
   readonly acquireTimeoutMs: number
   readonly consistency: Consistency
+  readonly cache: LayeredCache
   closed = false
   readonly #limits = new LRUCache<string, TenantLimits>({ max: 10_000 })
 
@@ -48,7 +51,9 @@ export class Engine {
     strategy: TenancyStrategy,
     hosts: { primary: HostPool; replicas: readonly HostPool[]; monitor: ReplicaMonitor | undefined },
     telemetry: Telemetry,
+    cache: LayeredCache,
   ) {
+    this.cache = cache
     this.config = config
     this.strategy = strategy
     this.primary = hosts.primary
@@ -60,6 +65,10 @@ export class Engine {
     this.statementCacheSize = config.postgres.statementCacheSize
     this.acquireTimeoutMs = config.limits.acquireTimeoutMs
     this.consistency = config.postgres.consistency
+  }
+
+  cacheFor(tenantId: string): CacheClient {
+    return new CacheClient(this.cache, tenantScope(tenantId), tenantId, () => this.assertOpen())
   }
 
   /** Per-tenant connections and waiters on each host, for health output and tests. */

@@ -1,4 +1,6 @@
 import { context, type Span, trace } from '@opentelemetry/api'
+import type { CacheClient } from '../cache/cache-client.js'
+import type { CachedOptions, InvalidateOptions } from '../cache/cached-options.js'
 import type { HostPool, Lease } from '../pool/host-pool.js'
 import { type Prelude, ScopedQuery } from '../pool/scoped-query.js'
 import { classifySql, rememberWrite } from '../routing/classify-sql.js'
@@ -23,10 +25,27 @@ export class TenantClient implements Queryable {
   readonly #engine: Engine
   readonly #position: SessionPosition
 
+  #cache: CacheClient | undefined
+
   constructor(engine: Engine, tenantId: string, position: SessionPosition) {
     this.#engine = engine
     this.tenantId = tenantId
     this.#position = position
+  }
+
+  /**
+   * This tenant's cached value for `options.key` (L1, then Redis, then the loader, run once per key
+   * across the fleet). Keys are namespaced by tenant: another tenant's same key is another entry.
+   */
+  cached<T>(options: CachedOptions, loader: () => Promise<T>): Promise<T> {
+    this.#cache ??= this.#engine.cacheFor(this.tenantId)
+    return this.#cache.cached(options, loader)
+  }
+
+  /** Drops this tenant's keys, and its keys carrying the tags, in every process. */
+  invalidate(options: InvalidateOptions): Promise<void> {
+    this.#cache ??= this.#engine.cacheFor(this.tenantId)
+    return this.#cache.invalidate(options)
   }
 
   /**

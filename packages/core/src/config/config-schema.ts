@@ -138,6 +138,66 @@ export interface TenantLimitsOverride {
   statementTimeoutMs?: number
 }
 
+function isRedisUrl(value: string): boolean {
+  try {
+    const url = new URL(value)
+    return url.protocol === 'redis:' || url.protocol === 'rediss:'
+  } catch {
+    return false
+  }
+}
+
+const cacheSchema = z.strictObject({
+  /** Redis for the shared tier, stampede locks and cross-process invalidation. Without it: L1 only. */
+  redis: z
+    .strictObject({
+      /** `redis://[:password@]host:port[/db]`. The password never appears in errors or logs. */
+      url: z.string().refine(isRedisUrl, { message: 'must be a redis:// or rediss:// URL' }),
+      /** Per-command timeout: a slow Redis counts as a failing one. @default 100 */
+      commandTimeoutMs: z.number().int().min(1).max(60_000).default(100),
+    })
+    .optional(),
+  l1: z
+    .strictObject({
+      /** Entries kept in process. @default 10000 */
+      maxEntries: z.number().int().min(1).max(10_000_000).default(10_000),
+      /** Approximate bytes kept in process (serialized size). @default 67108864 (64 MiB) */
+      maxBytes: z
+        .number()
+        .int()
+        .min(1_024)
+        .default(64 * 1_024 * 1_024),
+      /** Deep-freeze cached objects and arrays so no caller can mutate what others share. @default true */
+      freeze: z.boolean().default(true),
+    })
+    .prefault({}),
+  /** How long a value is fresh. @default 60000 */
+  ttlMs: z.number().int().min(1).default(60_000),
+  /** After ttlMs, how long a value is served while one caller refreshes it. @default 0 */
+  staleMs: z.number().int().min(0).default(0),
+  /** After that, how long a value may still be served when the loader fails (fail-safe). @default 0 */
+  graceMs: z.number().int().min(0).default(0),
+  /** With a stale value at hand, return it if the loader takes longer than this (0 = wait). @default 0 */
+  softTimeoutMs: z.number().int().min(0).default(0),
+  /** TTLs vary by up to this fraction so entries written together do not expire together. @default 0.1 */
+  jitter: z.number().min(0).max(0.5).default(0.1),
+  /** XFetch beta: how eagerly hot keys refresh before expiry (0 = never early). @default 1 */
+  earlyRefreshBeta: z.number().min(0).max(10).default(1),
+  /** Prefix of every Redis key and channel. @default 'keel' */
+  prefix: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,32}$/)
+    .default('keel'),
+  /** How long one process may hold a key's loader lock; a crashed loader blocks others no longer. @default 5000 */
+  lockTtlMs: z.number().int().min(100).max(600_000).default(5_000),
+  /** How long invalidate() waits for the other processes to confirm they dropped their copies. @default 500 */
+  invalidationAckTimeoutMs: z.number().int().min(0).max(60_000).default(500),
+  /** Consecutive Redis failures that open the circuit breaker. @default 5 */
+  breakerThreshold: z.number().int().min(1).default(5),
+  /** How long the breaker stays open before one command probes Redis again. @default 2000 */
+  breakerResetMs: z.number().int().min(10).default(2_000),
+})
+
 const telemetrySchema = z.strictObject({
   tracerProvider: z.custom<object>((v) => typeof v === 'object' && v !== null).optional(),
   meterProvider: z.custom<object>((v) => typeof v === 'object' && v !== null).optional(),
@@ -174,6 +234,7 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
   limits: limitsSchema.prefault({}),
+  cache: cacheSchema.prefault({}),
   telemetry: telemetrySchema.prefault({}),
   logger: loggerSchema.optional(),
 })

@@ -1,0 +1,213 @@
+import { randomUUID } from 'node:crypto'
+import { Redis } from 'ioredis'
+import type { Logger } from '../config/config-schema.js'
+import type { CacheEntry } from './cache-entry.js'
+import type { CacheKeys } from './cache-keys.js'
+import { CircuitBreaker } from './circuit-breaker.js'
+import { decode } from './serializer.js'
+
+// Writes the value only if no invalidation happened since the load began (the version keys still hold
+// what the loader saw), then tells waiting processes. Atomic: an invalidation cannot slip in between.
+const CAS_SET = `
+for i = 2, #KEYS do
+  local current = redis.call('GET', KEYS[i]) or '0'
+  if current ~= ARGV[i + 3] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1`
+
+const UNLOCK = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`
+
+interface KeelRedis extends Redis {
+  keelCasSet(...args: Array<string | Buffer | number>): Promise<number>
+  keelUnlock(lock: string, token: string): Promise<number>
+}
+
+export interface Read {
+  /** The decoded entry, if present and readable. */
+  readonly entry: CacheEntry | undefined
+  /** Current [key, ...tags] invalidation counters. */
+  readonly versions: string[]
+  /** Serialized size of the entry (0 when absent). */
+  readonly bytes: number
+}
+
+export interface RedisTierEvents {
+  readonly onMessage: (channel: string, message: string) => void
+  /** The subscription was lost and is back: invalidations may have been missed meanwhile. */
+  readonly onResubscribed: () => void
+  readonly onBreaker: (open: boolean) => void
+}
+
+/**
+ * The shared tier and the coordination channel: one command connection (per-command timeout, no
+ * retries, behind a circuit breaker) and one subscriber connection. Every method either succeeds or
+ * throws quickly; the cache above treats a throw as "Redis unavailable" and carries on without it.
+ */
+export class RedisTier {
+  readonly processId = randomUUID()
+  readonly #command: KeelRedis
+  readonly #subscriber: Redis
+  readonly #breaker: CircuitBreaker
+  readonly #keys: CacheKeys
+  readonly #firstReady: Promise<void>
+  #subscriberLost = false
+  #closed = false
+
+  constructor(
+    url: string,
+    commandTimeoutMs: number,
+    keys: CacheKeys,
+    breaker: { threshold: number; resetMs: number },
+    logger: Logger | undefined,
+    events: RedisTierEvents,
+  ) {
+    this.#keys = keys
+    this.#breaker = new CircuitBreaker(breaker.threshold, breaker.resetMs, events.onBreaker)
+    const options = {
+      commandTimeout: commandTimeoutMs,
+      maxRetriesPerRequest: 0,
+      connectTimeout: Math.max(1_000, commandTimeoutMs * 10),
+      // Reconnect quickly, forever: the breaker, not the connection, decides whether commands are sent.
+      retryStrategy: (times: number) => Math.min(50 * times, 1_000),
+      lazyConnect: false,
+    }
+    this.#command = new Redis(url, { ...options, enableOfflineQueue: true }) as KeelRedis
+    this.#command.defineCommand('keelCasSet', { lua: CAS_SET })
+    this.#command.defineCommand('keelUnlock', { numberOfKeys: 1, lua: UNLOCK })
+    this.#command.on('error', (error: Error) =>
+      logger?.debug({ err: error }, 'keel cache: redis connection error'),
+    )
+    this.#subscriber = new Redis(url, { ...options, enableOfflineQueue: true, commandTimeout: undefined })
+    this.#subscriber.on('error', (error: Error) =>
+      logger?.debug({ err: error }, 'keel cache: redis subscriber error'),
+    )
+    this.#subscriber.on('message', events.onMessage)
+    this.#subscriber.on('close', () => {
+      if (!this.#closed) this.#subscriberLost = true
+    })
+    this.#subscriber.on('ready', () => {
+      if (this.#subscriberLost) {
+        this.#subscriberLost = false
+        events.onResubscribed()
+      }
+    })
+    void this.#subscriber.subscribe(keys.events, keys.ackChannel(this.processId)).catch(() => undefined)
+    // The first calls wait (bounded) for the first connection, so a cold start does not stampede the
+    // database while Redis is merely still connecting.
+    this.#firstReady = new Promise<void>((resolve) => {
+      const done = () => resolve()
+      this.#command.once('ready', done)
+      setTimeout(done, options.connectTimeout).unref()
+    })
+  }
+
+  get breakerOpen(): boolean {
+    return this.#breaker.open
+  }
+
+  /** True when commands should be tried at all. */
+  usable(): boolean {
+    return !this.#closed && this.#breaker.allows()
+  }
+
+  async #run<T>(fn: (redis: KeelRedis) => Promise<T>): Promise<T> {
+    if (this.#command.status !== 'ready') {
+      await this.#firstReady
+      // Re-read: the status may have changed while we waited.
+      if ((this.#command.status as string) !== 'ready') {
+        this.#breaker.failure()
+        throw new Error(`redis is ${this.#command.status}`)
+      }
+    }
+    try {
+      const result = await fn(this.#command)
+      this.#breaker.success()
+      return result
+    } catch (error) {
+      this.#breaker.failure()
+      throw error
+    }
+  }
+
+  async read(valueKey: string, versionKeys: readonly string[]): Promise<Read> {
+    const raw = await this.#run((r) => r.mgetBuffer(valueKey, ...versionKeys))
+    const versions = raw.slice(1).map((v) => (v === null ? '0' : v.toString()))
+    const decoded = decode(raw[0])
+    return {
+      entry: decoded.ok ? (decoded.value as CacheEntry) : undefined,
+      versions,
+      bytes: raw[0]?.length ?? 0,
+    }
+  }
+
+  /** Writes if the versions are unchanged, and publishes the fill; false when fenced out. */
+  async casWrite(
+    valueKey: string,
+    versionKeys: readonly string[],
+    expected: readonly string[],
+    payload: Buffer,
+    ttlMs: number,
+    fillMessage: string,
+  ): Promise<boolean> {
+    const result = await this.#run((r) =>
+      r.keelCasSet(
+        1 + versionKeys.length,
+        valueKey,
+        ...versionKeys,
+        payload,
+        Math.max(1, Math.ceil(ttlMs)),
+        this.#keys.events,
+        fillMessage,
+        ...expected,
+      ),
+    )
+    return result === 1
+  }
+
+  /** A token when this process now holds the key's loader lock, else undefined. */
+  async tryLock(lockKey: string, ttlMs: number): Promise<string | undefined> {
+    const token = `${this.processId}:${randomUUID()}`
+    const ok = await this.#run((r) => r.set(lockKey, token, 'PX', ttlMs, 'NX'))
+    return ok === 'OK' ? token : undefined
+  }
+
+  unlock(lockKey: string, token: string): void {
+    // Best effort: the lock expires by itself anyway.
+    this.#run((r) => r.keelUnlock(lockKey, token)).catch(() => undefined)
+  }
+
+  /** Bumps the counters, drops the values, and broadcasts; resolves to the number of receivers. */
+  async invalidate(
+    keyVersions: readonly string[],
+    valueKeys: readonly string[],
+    tagVersions: readonly string[],
+    message: string,
+  ): Promise<number> {
+    const results = await this.#run((r) => {
+      const pipeline = r.multi()
+      for (const key of keyVersions) pipeline.incr(key)
+      for (const key of tagVersions) pipeline.incr(key)
+      if (valueKeys.length > 0) pipeline.del(...valueKeys)
+      pipeline.publish(this.#keys.events, message)
+      return pipeline.exec()
+    })
+    const last = results?.at(-1)
+    if (last === undefined || last[0] !== null) throw last?.[0] ?? new Error('invalidation failed')
+    return Number(last[1])
+  }
+
+  publish(channel: string, message: string): void {
+    this.#run((r) => r.publish(channel, message)).catch(() => undefined)
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true
+    await Promise.allSettled([this.#command.quit(), this.#subscriber.quit()])
+    this.#command.disconnect()
+    this.#subscriber.disconnect()
+  }
+}

@@ -1,0 +1,250 @@
+import { afterAll, beforeEach, describe, expect, it } from 'vitest'
+import { type Keel, KeelError } from '../src/index.js'
+import { cacheKeel, freshPrefix, redisClient, sleep } from './support/cache.js'
+
+const open: Keel[] = []
+function make(...args: Parameters<typeof cacheKeel>): Keel {
+  const k = cacheKeel(...args)
+  open.push(k)
+  return k
+}
+afterAll(async () => {
+  await Promise.all(open.map((k) => k.close()))
+})
+
+let prefix: string
+beforeEach(() => {
+  prefix = freshPrefix()
+})
+
+function counting<T>(value: () => T, delayMs = 0) {
+  const loader = async () => {
+    loader.calls++
+    if (delayMs > 0) await sleep(delayMs)
+    return value()
+  }
+  loader.calls = 0
+  return loader
+}
+
+const sample = () => ({
+  at: new Date('2026-11-27T12:00:00.123Z'),
+  big: 2n ** 70n,
+  map: new Map<string, unknown>([['a', { nested: new Set([1, 2]) }]]),
+  set: new Set(['x', 'y']),
+  buf: Buffer.from('keel'),
+  nan: Number.NaN,
+  nothing: undefined,
+  list: [1, 'two', null],
+})
+
+describe('cache: tiers and types', () => {
+  it('loads once, then serves L1; a second process (instance) gets it from Redis', async () => {
+    const a = make({ prefix })
+    const b = make({ prefix })
+    const loader = counting(sample)
+    const first = await a.tenant('acme').cached({ key: 'dash' }, loader)
+    const again = await a.tenant('acme').cached({ key: 'dash' }, loader)
+    const remote = await b.tenant('acme').cached({ key: 'dash' }, loader)
+    expect(loader.calls).toBe(1)
+    expect(again).toBe(first) // L1: the same decoded object
+    expect(remote).not.toBe(first) // L2: decoded anew
+    for (const value of [first, remote]) {
+      expect(value).toEqual(sample())
+      expect(value.at).toBeInstanceOf(Date)
+      expect(typeof value.big).toBe('bigint')
+      expect(value.map).toBeInstanceOf(Map)
+      expect(value.set).toBeInstanceOf(Set)
+      expect(Buffer.isBuffer(value.buf)).toBe(true)
+      expect(Number.isNaN(value.nan)).toBe(true)
+      expect('nothing' in value).toBe(true)
+    }
+  })
+
+  it('freezes shared values so no caller can mutate what others read', async () => {
+    const a = make({ prefix })
+    const value = await a.tenant('acme').cached({ key: 'obj' }, async () => ({ nested: { list: [1, 2] } }))
+    expect(Object.isFrozen(value)).toBe(true)
+    expect(Object.isFrozen(value.nested.list)).toBe(true)
+    expect(() => {
+      ;(value.nested.list as number[]).push(3)
+    }).toThrow(TypeError)
+  })
+
+  it('namespaces keys by tenant: the same key is a different entry per tenant, in both tiers', async () => {
+    const a = make({ prefix })
+    const b = make({ prefix })
+    await a.tenant('acme').cached({ key: 'k' }, async () => 'acme value')
+    await a.tenant('globex').cached({ key: 'k' }, async () => 'globex value')
+    expect(await b.tenant('acme').cached({ key: 'k' }, async () => 'reloaded')).toBe('acme value')
+    expect(await b.tenant('globex').cached({ key: 'k' }, async () => 'reloaded')).toBe('globex value')
+    expect(await b.cache.cached({ key: 'k' }, async () => 'shared value')).toBe('shared value')
+    const redis = redisClient()
+    const keys = await redis.keys(`${prefix}:*`)
+    await redis.quit()
+    expect(keys.sort()).toEqual([`${prefix}:{g}:v:k`, `${prefix}:{t:acme}:v:k`, `${prefix}:{t:globex}:v:k`])
+  })
+
+  it('works with L1 only when no Redis is configured', async () => {
+    const local = make({ prefix }, false)
+    const loader = counting(() => 42)
+    expect(await local.tenant('acme').cached({ key: 'x' }, loader)).toBe(42)
+    expect(await local.tenant('acme').cached({ key: 'x' }, loader)).toBe(42)
+    expect(loader.calls).toBe(1)
+    await local.tenant('acme').invalidate({ keys: ['x'] })
+    expect(await local.tenant('acme').cached({ key: 'x' }, loader)).toBe(42)
+    expect(loader.calls).toBe(2)
+  })
+})
+
+describe('cache: freshness', () => {
+  it('reloads after ttlMs', async () => {
+    const a = make({ prefix })
+    let n = 0
+    const loader = async () => ++n
+    expect(await a.tenant('acme').cached({ key: 'ttl', ttlMs: 80 }, loader)).toBe(1)
+    expect(await a.tenant('acme').cached({ key: 'ttl', ttlMs: 80 }, loader)).toBe(1)
+    await sleep(120)
+    expect(await a.tenant('acme').cached({ key: 'ttl', ttlMs: 80 }, loader)).toBe(2)
+  })
+
+  it('stale-while-revalidate: serves the stale value at once and refreshes once behind it', async () => {
+    const a = make({ prefix, earlyRefreshBeta: 0 })
+    let n = 0
+    const loader = async () => {
+      await sleep(50)
+      return ++n
+    }
+    const opts = { key: 'swr', ttlMs: 50, staleMs: 5_000 }
+    expect(await a.tenant('acme').cached(opts, loader)).toBe(1)
+    await sleep(80)
+    const stale = await Promise.all(Array.from({ length: 10 }, () => a.tenant('acme').cached(opts, loader)))
+    expect(stale).toEqual(Array(10).fill(1))
+    await sleep(120)
+    expect(await a.tenant('acme').cached(opts, loader)).toBe(2)
+    expect(n).toBe(2)
+  })
+
+  it('fail-safe: when the loader fails within the grace period, the last value is served', async () => {
+    const a = make({ prefix })
+    let fail = false
+    const loader = async () => {
+      if (fail) throw new Error('database down')
+      return 'last good'
+    }
+    const opts = { key: 'failsafe', ttlMs: 30, graceMs: 5_000 }
+    expect(await a.tenant('acme').cached(opts, loader)).toBe('last good')
+    await sleep(50)
+    fail = true
+    expect(await a.tenant('acme').cached(opts, loader)).toBe('last good')
+    // Beyond grace (none configured here): the error surfaces.
+    await expect(a.tenant('acme').cached({ key: 'nograce', ttlMs: 10 }, loader)).rejects.toThrow(
+      'database down',
+    )
+  })
+
+  it('soft timeout: with a stale value at hand, a slow loader does not hold the caller', async () => {
+    const a = make({ prefix })
+    let n = 0
+    const loader = async () => {
+      n++
+      if (n > 1) await sleep(400)
+      return n
+    }
+    const opts = { key: 'soft', ttlMs: 20, graceMs: 10_000, softTimeoutMs: 50 }
+    expect(await a.tenant('acme').cached(opts, loader)).toBe(1)
+    await sleep(40)
+    expect(await a.tenant('acme').cached(opts, loader)).toBe(1) // returned after ~50 ms, stale
+    await sleep(450)
+    expect(await a.tenant('acme').cached(opts, loader)).toBe(2) // the load went on and landed
+  })
+
+  it('coalesces concurrent misses in one process into one load', async () => {
+    const a = make({ prefix })
+    const loader = counting(() => 'v', 50)
+    const values = await Promise.all(
+      Array.from({ length: 100 }, () => a.tenant('acme').cached({ key: 'herd' }, loader)),
+    )
+    expect(values).toEqual(Array(100).fill('v'))
+    expect(loader.calls).toBe(1)
+  })
+})
+
+describe('cache: invalidation', () => {
+  it('by key and by tag, in this process and the others (pub/sub), across both tiers', async () => {
+    const a = make({ prefix })
+    const b = make({ prefix })
+    let version = 1
+    const loader = async () => version
+    for (const k of [a, b]) {
+      expect(await k.tenant('acme').cached({ key: 'list', tags: ['invoices'] }, loader)).toBe(1)
+      expect(await k.tenant('acme').cached({ key: 'one' }, loader)).toBe(1)
+    }
+    version = 2
+    await a.tenant('acme').invalidate({ tags: ['invoices'] })
+    expect(await b.tenant('acme').cached({ key: 'list', tags: ['invoices'] }, loader)).toBe(2)
+    expect(await b.tenant('acme').cached({ key: 'one' }, loader)).toBe(1) // untagged: untouched
+    version = 3
+    await b.tenant('acme').invalidate({ keys: ['one'] })
+    expect(await a.tenant('acme').cached({ key: 'one' }, loader)).toBe(3)
+    // Another tenant's tag of the same name is another tag.
+    expect(await a.tenant('globex').cached({ key: 'list', tags: ['invoices'] }, loader)).toBe(3)
+  })
+
+  it('an invalidation that lands while a loader runs is not overwritten by that loader (fenced)', async () => {
+    const a = make({ prefix })
+    const b = make({ prefix })
+    let source = 'old'
+    const slow = async () => {
+      const seen = source
+      await sleep(200)
+      return seen
+    }
+    const inFlight = a.tenant('acme').cached({ key: 'fenced', tags: ['t'] }, slow)
+    await sleep(50)
+    source = 'new'
+    await b.tenant('acme').invalidate({ tags: ['t'] })
+    // The load that began before the invalidation is not returned and not cached.
+    expect(await inFlight).toBe('new')
+    expect(await b.tenant('acme').cached({ key: 'fenced', tags: ['t'] }, slow)).toBe('new')
+    expect(await a.tenant('acme').cached({ key: 'fenced', tags: ['t'] }, slow)).toBe('new')
+  })
+})
+
+describe('cache: bad input', () => {
+  it.each([
+    ['no options', undefined, async () => 1],
+    ['no key', {}, async () => 1],
+    ['empty key', { key: '' }, async () => 1],
+    ['key too long', { key: 'x'.repeat(600) }, async () => 1],
+    ['negative ttl', { key: 'k', ttlMs: -1 }, async () => 1],
+    ['zero ttl', { key: 'k', ttlMs: 0 }, async () => 1],
+    ['tags not an array', { key: 'k', tags: 'invoices' }, async () => 1],
+    ['a tag not a string', { key: 'k', tags: [1] }, async () => 1],
+    ['no loader', { key: 'k' }, undefined],
+  ])('cached() with %s -> KEEL_CACHE_OPTIONS_INVALID', async (_name, options, loader) => {
+    const a = make({ prefix }, false)
+    await expect(a.tenant('acme').cached(options as never, loader as never)).rejects.toMatchObject({
+      code: 'KEEL_CACHE_OPTIONS_INVALID',
+    })
+  })
+
+  it('invalidate() needs keys or tags', async () => {
+    const a = make({ prefix }, false)
+    await expect(a.tenant('acme').invalidate({})).rejects.toBeInstanceOf(KeelError)
+    await expect(a.cache.invalidate({ keys: [''] })).rejects.toMatchObject({
+      code: 'KEEL_CACHE_OPTIONS_INVALID',
+    })
+  })
+
+  it('bad cache config is KEEL_CONFIG_INVALID naming the field, without the Redis password', () => {
+    try {
+      cacheKeel({ prefix, redis: { url: 'http://:hunter2@h:6379' } as never })
+      expect.unreachable()
+    } catch (error) {
+      expect(error).toMatchObject({ code: 'KEEL_CONFIG_INVALID' })
+      expect((error as Error).message).toContain('cache.redis.url')
+      expect((error as Error).message).not.toContain('hunter2')
+    }
+  })
+})

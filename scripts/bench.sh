@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs keel's benchmarks against the local stack: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown]
+# Runs keel's benchmarks against the local stack: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas]
 # Results go to bench/results/ and bench/README.md. Tunables: see bench/README.md (BENCH_* variables).
 set -euo pipefail
 
@@ -7,9 +7,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scenario="${1:-all}"
 case "$scenario" in
-  all | throughput | loopback | proxy | noisy | breakdown) ;;
+  all | throughput | loopback | proxy | noisy | breakdown | replicas) ;;
   *)
-    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown]" >&2
+    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas]" >&2
     exit 2
     ;;
 esac
@@ -28,4 +28,11 @@ fi
 "${pnpm_cmd[@]}" --filter @keel/bench build
 node scripts/stack.mjs up
 
-node bench/dist/tenancy.js "$scenario"
+case "$scenario" in
+  replicas) node bench/dist/replicas.js ;;
+  all)
+    node bench/dist/tenancy.js all
+    node bench/dist/replicas.js
+    ;;
+  *) node bench/dist/tenancy.js "$scenario" ;;
+esac

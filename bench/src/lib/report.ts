@@ -1,3 +1,5 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+
 /** Plain markdown tables, padded so they read well in a terminal too. */
 export function markdownTable(
   headers: readonly string[],
@@ -25,4 +27,22 @@ export function fmtInt(value: number | undefined): string {
 
 export function fmtRatio(value: number | undefined): string {
   return value === undefined || !Number.isFinite(value) ? 'n/a' : `${value.toFixed(2)}x`
+}
+
+export function fmtPct(value: number | undefined, digits = 1): string {
+  return value === undefined || !Number.isFinite(value) ? 'n/a' : `${(value * 100).toFixed(digits)} %`
+}
+
+/**
+ * Replaces what lies between two marker lines of a file (a README section refreshed by a run).
+ * Returns false, leaving the file alone, when either marker is missing.
+ */
+export function replaceBetweenMarkers(file: string, start: string, end: string, content: string): boolean {
+  if (!existsSync(file)) return false
+  const text = readFileSync(file, 'utf8')
+  const i = text.indexOf(start)
+  const j = text.indexOf(end)
+  if (i < 0 || j < i) return false
+  writeFileSync(file, `${text.slice(0, i + start.length)}\n${content}${text.slice(j)}`)
+  return true
 }

@@ -11,8 +11,16 @@ export interface StackNode {
   superUrl: string
 }
 
+export interface StackReplica extends StackNode {
+  name: string
+  /** recovery_min_apply_delay the stack gave this replica (replica2: 1500 by default). */
+  applyDelayMs?: number
+}
+
 export interface Stack {
   primary: StackNode
+  /** Streaming replicas of the primary (replica1, replica2), when the stack has them. */
+  replicas?: StackReplica[]
 }
 
 /** The repository root: this file is bundled into bench/dist/*.js. */

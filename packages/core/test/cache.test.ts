@@ -211,16 +211,18 @@ describe('cache: invalidation', () => {
   })
 })
 
+const one = async (): Promise<number> => 1
+
 describe('cache: bad input', () => {
-  it.each([
-    ['no options', undefined, async () => 1],
-    ['no key', {}, async () => 1],
-    ['empty key', { key: '' }, async () => 1],
-    ['key too long', { key: 'x'.repeat(600) }, async () => 1],
-    ['negative ttl', { key: 'k', ttlMs: -1 }, async () => 1],
-    ['zero ttl', { key: 'k', ttlMs: 0 }, async () => 1],
-    ['tags not an array', { key: 'k', tags: 'invoices' }, async () => 1],
-    ['a tag not a string', { key: 'k', tags: [1] }, async () => 1],
+  it.each<[string, unknown, unknown]>([
+    ['no options', undefined, one],
+    ['no key', {}, one],
+    ['empty key', { key: '' }, one],
+    ['key too long', { key: 'x'.repeat(600) }, one],
+    ['negative ttl', { key: 'k', ttlMs: -1 }, one],
+    ['zero ttl', { key: 'k', ttlMs: 0 }, one],
+    ['tags not an array', { key: 'k', tags: 'invoices' }, one],
+    ['a tag not a string', { key: 'k', tags: [1] }, one],
     ['no loader', { key: 'k' }, undefined],
   ])('cached() with %s -> KEEL_CACHE_OPTIONS_INVALID', async (_name, options, loader) => {
     const a = make({ prefix }, false)

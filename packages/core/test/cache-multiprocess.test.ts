@@ -1,0 +1,89 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { freshPrefix, redisClient, sleep } from './support/cache.js'
+import { stackCtl } from './support/stack.js'
+import { waitFor } from './support/wait.js'
+import { buildForWorkers, startWorkers, type Worker } from './support/worker.js'
+
+let dist: string
+let workers: Worker[] = []
+const redis = redisClient()
+
+beforeAll(() => {
+  dist = buildForWorkers()
+})
+afterEach(async () => {
+  await stackCtl('start', 'redis')
+  await Promise.all(workers.map((w) => w.close()))
+  workers = []
+})
+afterAll(() => redis.quit())
+
+describe('cache across processes', () => {
+  it('4 processes x 200 concurrent cold reads of one key, 100 ms loader: the loader runs exactly once', async () => {
+    const prefix = freshPrefix()
+    workers = await startWorkers(4, dist, prefix)
+    await redis.set(`${prefix}:source:hot`, 'v1')
+    const results = await Promise.all(
+      workers.map((w) => w.call<string[]>('burst', { key: 'hot', n: 200, delayMs: 100 })),
+    )
+    const loads = Number(await redis.get(`${prefix}:loads:hot`))
+    console.log(`stampede: 4 processes x 200 cold reads -> ${loads} loader call(s)`)
+    expect(results).toEqual([['v1'], ['v1'], ['v1'], ['v1']])
+    expect(loads).toBe(1)
+  })
+
+  it('an invalidation during a load: once invalidate() resolves, no process returns the old value', async () => {
+    const prefix = freshPrefix()
+    workers = await startWorkers(3, dist, prefix)
+    const [a, b, c] = workers as [Worker, Worker, Worker]
+    await redis.set(`${prefix}:source:report`, 'old')
+    const inFlight = a.call<string>('get', { key: 'report', tags: ['reports'], delayMs: 300 })
+    await sleep(100)
+    await redis.set(`${prefix}:source:report`, 'new')
+    await b.call('invalidate', { tags: ['reports'] })
+    expect(await c.call('get', { key: 'report', tags: ['reports'] })).toBe('new')
+    expect(await inFlight).toBe('new')
+    expect(await b.call('get', { key: 'report', tags: ['reports'] })).toBe('new')
+  })
+
+  it("a tag invalidated in one process drops the others' L1 copies before it resolves", async () => {
+    const prefix = freshPrefix()
+    workers = await startWorkers(3, dist, prefix)
+    await redis.set(`${prefix}:source:list`, 'v1')
+    for (const w of workers) expect(await w.call('get', { key: 'list', tags: ['invoices'] })).toBe('v1')
+    await redis.set(`${prefix}:source:list`, 'v2')
+    await workers[0]!.call('invalidate', { tags: ['invoices'] })
+    for (const w of workers) expect(await w.call('get', { key: 'list', tags: ['invoices'] })).toBe('v2')
+    expect(Number(await redis.get(`${prefix}:loads:list`))).toBe(2)
+  })
+
+  it('Redis stopped in the middle of a read load: zero failed calls; started again: both tiers work', async () => {
+    const prefix = freshPrefix()
+    workers = await startWorkers(2, dist, prefix)
+    const [a, b] = workers as [Worker, Worker]
+    const loads = workers.map((w) =>
+      w.call<{ calls: number; failureCount: number; failures: string[] }>('load', { durationMs: 3_000 }),
+    )
+    await sleep(500)
+    await stackCtl('stop', 'redis')
+    await sleep(1_000)
+    await stackCtl('start', 'redis')
+    const results = await Promise.all(loads)
+    for (const r of results) {
+      expect(r.failures).toEqual([])
+      expect(r.calls).toBeGreaterThan(100)
+    }
+    // Back: a value one process loads is served to the other from Redis, without loading again.
+    const probe = redisClient()
+    await waitFor('redis reachable', async () => (await probe.ping().catch(() => '')) === 'PONG')
+    await probe.set(`${prefix}:source:after`, 'fine')
+    await waitFor('the shared tier to be used again', async () => {
+      const key = `after${Date.now()}`
+      await probe.set(`${prefix}:source:${key}`, 'x')
+      await a.call('get', { key })
+      await b.call('get', { key })
+      return Number(await probe.get(`${prefix}:loads:${key}`)) === 1
+    })
+    await probe.quit()
+  })
+})

@@ -9,6 +9,8 @@ export interface DemoUrls {
   ownerUrl: string
   /** Streaming replicas (the local stack's second one replays 1.5 s late). */
   replicas: Array<{ name: string; connectionString: string }>
+  /** Redis for the cache's shared tier, when there is one. */
+  redisUrl: string | undefined
 }
 
 /** Configured URLs win; otherwise the local stack's (scripts/stack.mjs up writes .keel/stack.json). */
@@ -19,16 +21,18 @@ export function demoUrls(): DemoUrls {
     const replicas = [process.env.KEEL_PG_REPLICA1_URL, process.env.KEEL_PG_REPLICA2_URL]
       .filter((url): url is string => url !== undefined && url !== '')
       .map((connectionString, i) => ({ name: `replica${i + 1}`, connectionString }))
-    return { appUrl: app, ownerUrl: owner, replicas }
+    return { appUrl: app, ownerUrl: owner, replicas, redisUrl: process.env.KEEL_REDIS_URL }
   }
   const file = join(dirname(fileURLToPath(import.meta.url)), '../../.keel/stack.json')
   const stack = JSON.parse(readFileSync(file, 'utf8')) as {
     primary: { url: string; ownerUrl: string }
     replicas: Array<{ name: string; url: string }>
+    redis: { url: string }
   }
   return {
     appUrl: stack.primary.url,
     ownerUrl: stack.primary.ownerUrl,
     replicas: stack.replicas.map((r) => ({ name: r.name, connectionString: r.url })),
+    redisUrl: stack.redis.url,
   }
 }

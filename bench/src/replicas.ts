@@ -8,9 +8,14 @@
  * by replicas (measured with inet_server_port(), not inferred), throughput vs primary-only.
  * Prints tables; writes bench/results/replicas.{json,md} and the README's replicas section.
  *
- *   node bench/dist/replicas.js
+ *   node bench/dist/replicas.js [all|loopback|proxy]
  *
- * Environment: BENCH_SECONDS (8), BENCH_ROUNDS (3), BENCH_WARMUP_SECONDS (2), BENCH_CONCURRENCY (32),
+ * `loopback` runs against the stack's ports (every server shares this machine's cores); `proxy` puts
+ * a delay proxy in front of each server, as if each were its own machine a network hop away. `all`
+ * (the default) runs both.
+ *
+ * Environment: BENCH_SECONDS (6), BENCH_ROUNDS (3), BENCH_WARMUP_SECONDS (1.5), BENCH_PROXY_SECONDS (5),
+ * BENCH_PROXY_ROUNDS (2), BENCH_PROXY_DELAY_MS (2, each way), BENCH_CONCURRENCY (32),
  * BENCH_POOL_MAX (10, per host), BENCH_USERS (20000), BENCH_VARIANTS (comma list narrowing the run;
  * primary-only is always measured), KEEL_STACK_FILE (.keel/stack.json), BENCH_RESULTS_DIR
  * (bench/results; the README is refreshed only for the default). A benchmark, not a test: it never
@@ -22,19 +27,23 @@ import os from 'node:os'
 import { join } from 'node:path'
 import { applyRlsPolicy, createKeel, type Keel } from '@keel/core'
 import pg from 'pg'
-import { BENCH_APPLICATION_NAME, type CpuSnapshot, CpuMeter } from './lib/cpu.js'
+import { BENCH_APPLICATION_NAME, CpuMeter, type CpuSnapshot } from './lib/cpu.js'
 import { envNumber } from './lib/env.js'
 import { closedLoop, sleep } from './lib/load.js'
+import { type DelayProxy, startDelayProxy } from './lib/proxy.js'
 import { fmt, fmtInt, fmtPct, fmtRatio, markdownTable, replaceBetweenMarkers } from './lib/report.js'
-import { readStack, repoRoot, type Stack, type StackReplica } from './lib/stack.js'
+import { readStack, repoRoot, type Stack, type StackReplica, withHostPort } from './lib/stack.js'
 import { median, percentile, round, Samples } from './lib/stats.js'
 
 // ---------------------------------------------------------------------------------------------- settings
 
 const settings = {
-  seconds: envNumber('BENCH_SECONDS', 8),
+  seconds: envNumber('BENCH_SECONDS', 6),
   rounds: Math.round(envNumber('BENCH_ROUNDS', 3)),
-  warmupSeconds: envNumber('BENCH_WARMUP_SECONDS', 2),
+  warmupSeconds: envNumber('BENCH_WARMUP_SECONDS', 1.5),
+  proxySeconds: envNumber('BENCH_PROXY_SECONDS', 5),
+  proxyRounds: Math.round(envNumber('BENCH_PROXY_ROUNDS', 2)),
+  proxyDelayMs: envNumber('BENCH_PROXY_DELAY_MS', 2),
   concurrency: Math.round(envNumber('BENCH_CONCURRENCY', 32)),
   poolMax: Math.round(envNumber('BENCH_POOL_MAX', 10)),
   users: Math.round(envNumber('BENCH_USERS', 20_000)),
@@ -48,6 +57,18 @@ const settings = {
   recentRows: 4,
   /** The read-your-writes window: Rails' sticky delay, and the "inside/outside" split of every variant. */
   windowMs: 2_000,
+}
+
+const SCENARIOS = ['loopback', 'proxy'] as const
+type Scenario = (typeof SCENARIOS)[number]
+
+function parseScenarios(arg: string | undefined): Scenario[] {
+  if (arg === undefined || arg === 'all') return [...SCENARIOS]
+  if ((SCENARIOS as readonly string[]).includes(arg)) return [arg as Scenario]
+  console.error(
+    `usage: node bench/dist/replicas.js [all|${SCENARIOS.join('|')}]  (got ${JSON.stringify(arg)})`,
+  )
+  process.exit(2)
 }
 
 const VARIANT_KEYS = ['primary-only', 'keel-primary', 'random-replica', 'rails-sticky', 'keel'] as const
@@ -165,8 +186,8 @@ async function setup(stack: Stack): Promise<SetupRecord> {
           throw new Error(`${r.name} (${r.host}:${r.port}) is unreachable: ${(error as Error).message}`)
         }
         applyDelay[r.name] =
-          (await client.query<{ d: string }>("SELECT current_setting('recovery_min_apply_delay') AS d")).rows[0]
-            ?.d ?? '?'
+          (await client.query<{ d: string }>("SELECT current_setting('recovery_min_apply_delay') AS d"))
+            .rows[0]?.d ?? '?'
         return { replica: r, client }
       }),
     )
@@ -360,8 +381,9 @@ class Workload {
     const request = async (): Promise<void> => {
       const user = pickUser()
       user.busy = true
-      const session = variant.begin(user)
+      let session: Session | undefined
       try {
+        session = variant.begin(user)
         if (Math.random() < settings.writeShare) {
           const id = pickRow()
           const startedAt = performance.now()
@@ -380,7 +402,7 @@ class Workload {
         }
         tally.requests++
       } finally {
-        session.end()
+        session?.end()
         user.busy = false
       }
     }
@@ -420,15 +442,30 @@ interface RawPools {
   replicas: pg.Pool[]
 }
 
+/** Where the variants connect: the stack's own ports, or a delay proxy in front of each host. */
+interface Endpoints {
+  primary: { url: string; superUrl: string }
+  replicas: Array<{ name: string; url: string; superUrl: string }>
+}
+
+function directEndpoints(stack: Stack): Endpoints {
+  return {
+    primary: { url: stack.primary.url, superUrl: stack.primary.superUrl },
+    replicas: replicasOf(stack).map((r) => ({ name: r.name, url: r.url, superUrl: r.superUrl })),
+  }
+}
+
 function randomOf<T>(items: readonly T[]): T {
   return items[randomInt(items.length)]!
 }
 
-function keelFor(stack: Stack, withReplicas: boolean): Keel {
+function keelFor(endpoints: Endpoints, withReplicas: boolean): Keel {
   return createKeel({
     postgres: {
-      primary: { connectionString: stack.primary.url },
-      replicas: withReplicas ? replicasOf(stack).map((r) => ({ name: r.name, connectionString: r.url })) : [],
+      primary: { connectionString: endpoints.primary.url },
+      replicas: withReplicas
+        ? endpoints.replicas.map((r) => ({ name: r.name, connectionString: r.url }))
+        : [],
       pool: { max: settings.poolMax, idleTimeoutMs: 0 },
       consistency: 'session',
       applicationName: `${BENCH_APPLICATION_NAME}-keel`,
@@ -457,7 +494,7 @@ function keelVariant(key: VariantKey, label: string, keel: Keel): Variant {
   }
 }
 
-function makeVariant(key: VariantKey, stack: Stack, pools: RawPools): Variant {
+function makeVariant(key: VariantKey, endpoints: Endpoints, pools: RawPools): Variant {
   const noop = () => undefined
   switch (key) {
     case 'primary-only':
@@ -472,7 +509,7 @@ function makeVariant(key: VariantKey, stack: Stack, pools: RawPools): Variant {
         close: async () => undefined,
       }
     case 'keel-primary':
-      return keelVariant(key, 'keel, no replicas configured', keelFor(stack, false))
+      return keelVariant(key, 'keel, no replicas configured', keelFor(endpoints, false))
     case 'random-replica':
       // Drizzle withReplicas, Prisma readReplicas, TypeORM replication: the statement's kind decides;
       // reads go to a random replica, with no memory of the user's writes.
@@ -510,7 +547,11 @@ function makeVariant(key: VariantKey, stack: Stack, pools: RawPools): Variant {
         close: async () => undefined,
       }
     case 'keel':
-      return keelVariant(key, 'keel: session consistency, token carried across requests', keelFor(stack, true))
+      return keelVariant(
+        key,
+        'keel: session consistency, token carried across requests',
+        keelFor(endpoints, true),
+      )
   }
 }
 
@@ -681,8 +722,8 @@ class ClusterCpu {
     }
   }
 
-  close(): Promise<void[]> {
-    return Promise.all(this.#meters.map((m) => m.close()))
+  async close(): Promise<void> {
+    await Promise.all(this.#meters.map((m) => m.close()))
   }
 }
 
@@ -760,18 +801,36 @@ function mergeCounts(target: Map<string, number>, source: Map<string, number>): 
   for (const [k, v] of source) target.set(k, (target.get(k) ?? 0) + v)
 }
 
+interface ComparisonRecord {
+  date: string
+  rounds: number
+  seconds: number
+  warmupSeconds: number
+  /** Through the delay proxies: the delay each way, per chunk. */
+  delayMsEachWay?: number
+  variants: VariantRecord[]
+}
+
+interface Plan {
+  endpoints: Endpoints
+  rounds: number
+  seconds: number
+  delayMsEachWay?: number
+}
+
 async function runComparison(
   stack: Stack,
+  plan: Plan,
   keys: readonly VariantKey[],
   watch: StackWatch,
-): Promise<VariantRecord[]> {
+): Promise<ComparisonRecord> {
   const workload = new Workload(stack)
   const replicas = replicasOf(stack)
   const pools: RawPools = {
-    primary: rawPool(stack.primary.superUrl),
-    replicas: replicas.map((r) => rawPool(r.superUrl)),
+    primary: rawPool(plan.endpoints.primary.superUrl),
+    replicas: plan.endpoints.replicas.map((r) => rawPool(r.superUrl)),
   }
-  const variants = keys.map((key) => makeVariant(key, stack, pools))
+  const variants = keys.map((key) => makeVariant(key, plan.endpoints, pools))
   const keels = new Map<VariantKey, Keel>()
   const rounds = new Map<VariantKey, RoundRecord[]>(keys.map((k) => [k, []]))
   const totals = new Map<VariantKey, { tally: Tally; errors: number; firstError: string | undefined }>(
@@ -793,13 +852,13 @@ async function runComparison(
       const problem = await keelReady(keel)
       if (problem !== undefined) notes.get(key)!.push(`before measuring: ${problem}`)
     }
-    for (let r = 0; r < settings.rounds; r++) {
+    for (let r = 0; r < plan.rounds; r++) {
       const order = r % 2 === 0 ? variants : [...variants].reverse()
       const line: string[] = []
       for (const variant of order) {
         watch.reset()
         const cpuBefore = await cpu.snapshot()
-        const { loop, tally } = await workload.window(variant, settings.seconds)
+        const { loop, tally } = await workload.window(variant, plan.seconds)
         const used = cpu.since(cpuBefore, await cpu.snapshot())
         const watched = watch.snapshot()
         const keel = keels.get(variant.key)
@@ -835,7 +894,15 @@ async function runComparison(
                   lagMs: h.lagMs,
                 })),
               }),
-          trouble: troubleOf(watched),
+          trouble: [
+            ...troubleOf(watched),
+            // keel took a replica out of rotation (it answers from the others): say so, it changes the shares.
+            ...(health?.replicas ?? [])
+              .filter((h) => !h.inRotation)
+              .map(
+                (h) => `keel had ${h.name} out of rotation at the end (${h.error ?? `lag ${h.lagMs} ms`})`,
+              ),
+          ],
         }
         rounds.get(variant.key)!.push(record)
         const total = totals.get(variant.key)!
@@ -847,7 +914,7 @@ async function runComparison(
             `${loop.errors > 0 ? `, ${loop.errors} errors` : ''}${record.trouble.length > 0 ? ' (!)' : ''}`,
         )
       }
-      console.log(`  round ${r + 1}/${settings.rounds}:\n    ${line.join('\n    ')}`)
+      console.log(`  round ${r + 1}/${plan.rounds}:\n    ${line.join('\n    ')}`)
     }
   } finally {
     await cpu.close()
@@ -857,7 +924,7 @@ async function runComparison(
 
   const base = rounds.get('primary-only')!
   const baseMedian = median(base.map((r) => r.opsPerS))
-  return variants.map((variant): VariantRecord => {
+  const records = variants.map((variant): VariantRecord => {
     const list = rounds.get(variant.key)!
     const total = totals.get(variant.key)!
     const t = total.tally
@@ -907,6 +974,14 @@ async function runComparison(
       notes: [...notes.get(variant.key)!, ...trouble],
     }
   })
+  return {
+    date: new Date().toISOString(),
+    rounds: plan.rounds,
+    seconds: plan.seconds,
+    warmupSeconds: settings.warmupSeconds,
+    ...(plan.delayMsEachWay === undefined ? {} : { delayMsEachWay: plan.delayMsEachWay }),
+    variants: records,
+  }
 }
 
 function mergeTally(target: Tally, source: Tally): void {
@@ -945,14 +1020,16 @@ interface Meta {
   stack: {
     primary: string
     replicas: Array<{ name: string; address: string; applyDelay: string | undefined; visibilityMs?: number }>
+    /** The replica that applies WAL late (the one whose replay delay the detail table shows). */
+    lagged: string
   }
 }
 
 interface Results {
   meta: Meta
   setup: SetupRecord
-  variants: VariantRecord[]
-  totalS: number
+  loopback?: ComparisonRecord
+  proxy?: ComparisonRecord
 }
 
 async function collectMeta(stack: Stack, setupRecord: SetupRecord): Promise<Meta> {
@@ -986,6 +1063,8 @@ async function collectMeta(stack: Stack, setupRecord: SetupRecord): Promise<Meta
           ? {}
           : { visibilityMs: setupRecord.visibilityMs[r.name] }),
       })),
+      lagged: replicasOf(stack).reduce((a, b) => ((b.applyDelayMs ?? 0) > (a.applyDelayMs ?? 0) ? b : a))
+        .name,
     },
   }
 }
@@ -1027,7 +1106,9 @@ function mainTable(variants: readonly VariantRecord[]): string {
   )
 }
 
-function detailTable(variants: readonly VariantRecord[], replicaNames: readonly string[]): string {
+function detailTable(variants: readonly VariantRecord[], meta: Meta): string {
+  const replicaNames = replicaNamesOf(meta)
+  const lagged = meta.stack.lagged
   const hosts = ['primary', ...replicaNames]
   return markdownTable(
     [
@@ -1040,7 +1121,7 @@ function detailTable(variants: readonly VariantRecord[], replicaNames: readonly 
       'older than seen',
       'write p50 / p99 ms',
       'CPU µs/op: client / PG / machine',
-      `${replicaNames.at(-1)} replay delay (mean)`,
+      `${lagged} replay delay (mean)`,
     ],
     variants.map((v) => {
       const byHost = hosts.map((h) => fmtPct((v.readsByHost[h] ?? 0) / v.reads, 0)).join(' / ')
@@ -1048,7 +1129,7 @@ function detailTable(variants: readonly VariantRecord[], replicaNames: readonly 
         .map(([h, n]) => `${h} ${fmtInt(n)}`)
         .join(', ')
       const lags = v.rounds
-        .map((r) => r.replicaLagMs[replicaNames.at(-1)!]?.mean)
+        .map((r) => r.replicaLagMs[lagged]?.mean)
         .filter((x): x is number => x !== undefined)
       return [
         v.label,
@@ -1067,13 +1148,13 @@ function detailTable(variants: readonly VariantRecord[], replicaNames: readonly 
   )
 }
 
-function findings(variants: readonly VariantRecord[]): string[] {
+function findings(record: ComparisonRecord): string[] {
   const out: string[] = []
-  const by = (key: VariantKey) => variants.find((v) => v.key === key)
+  const by = (key: VariantKey) => record.variants.find((v) => v.key === key)
   const keel = by('keel')
   if (keel !== undefined) {
     out.push(
-      `keel: **${fmtInt(keel.stale)} stale reads** of ${fmtInt(keel.ownReads)} reads of the user's own writes (target 0); ` +
+      `keel: **${fmtInt(keel.stale)} stale reads** in ${fmtInt(keel.ownReads)} reads of the user's own writes (target 0); ` +
         `**${fmtPct(keel.outside.share)}** of reads on replicas outside the read-your-writes windows (target ≥ 90 %), ` +
         `${fmtPct(keel.inside.share)} inside them; throughput **${fmtRatio(keel.ratioToPrimary)}** of primary-only (target ≥ 1.00x)`,
     )
@@ -1088,8 +1169,8 @@ function findings(variants: readonly VariantRecord[]): string[] {
   const rails = by('rails-sticky')
   if (rails !== undefined) {
     out.push(
-      `Rails-style 2 s sticky window: ${fmtInt(rails.stale)} stale reads; ${fmtPct(rails.replicaShare)} of reads on replicas overall, ` +
-        `${fmtPct(rails.inside.share)} inside the windows; ${fmtRatio(rails.ratioToPrimary)} of primary-only`,
+      `Rails-style ${settings.windowMs / 1_000} s sticky window: ${fmtInt(rails.stale)} stale reads; ${fmtPct(rails.replicaShare)} of reads on replicas overall, ` +
+        `${fmtPct(rails.outside.share)} outside the windows and ${fmtPct(rails.inside.share)} inside; ${fmtRatio(rails.ratioToPrimary)} of primary-only`,
     )
   }
   const keelPrimary = by('keel-primary')
@@ -1103,39 +1184,76 @@ function when(iso: string): string {
   return `${iso.slice(0, 16).replace('T', ' ')} UTC`
 }
 
-function renderMarkdown(results: Results): string {
-  const m = results.meta
-  const s = m.settings
-  const replicaNames = m.stack.replicas.map((r) => r.name)
-  const replicaText = m.stack.replicas
-    .map(
-      (r) =>
-        `${r.name} (recovery_min_apply_delay ${r.applyDelay ?? '?'}; a commit showed there after ${fmt(r.visibilityMs, 0)} ms)`,
-    )
-    .join(' and ')
-  const parts: string[] = []
-  parts.push(
-    `Measured ${when(m.date)} on ${m.cores} cores (${m.cpuModel}), Node ${m.node}, pg ${m.pgClient}, @keel/core ${m.keel}, ${m.postgres.split(' ').slice(0, 2).join(' ')}; ` +
-      `primary, ${replicaText}, all on this machine. ` +
-      `${s.users} users over ${s.tenants} tenants x ${s.rowsPerTenant} rows, ${s.concurrency} requests in flight, pool max ${s.poolMax} per host; ` +
-      `${s.rounds} alternating rounds of ${s.seconds} s per variant after a ${s.warmupSeconds} s warm-up. ` +
-      `Reads:writes 10:1; a read is stale when it returns an older version of a row than the same user's own last write of it; ` +
-      `"RYW windows" are the ${s.windowMs / 1_000} s after each of a user's writes (the same definition for every variant).`,
-  )
-  const summary = findings(results.variants)
-  if (summary.length > 0) parts.push(summary.map((line) => `- ${line}`).join('\n'))
-  parts.push(mainTable(results.variants))
-  parts.push(
-    `Detail: where the reads ran (measured with \`inet_server_port()\`), stale reads split by when and where, reads that returned an older version than the user had already seen (session consistency does not promise monotonic reads across replicas), and ${replicaNames.at(-1)}'s replay delay during the runs (\`now() - pg_last_xact_replay_timestamp()\`, polled twice a second).\n\n${detailTable(results.variants, replicaNames)}`,
-  )
-  const notes = results.variants.flatMap((v) => [
+function replicaNamesOf(meta: Meta): string[] {
+  return meta.stack.replicas.map((r) => r.name)
+}
+
+function notesOf(record: ComparisonRecord): string[] {
+  return record.variants.flatMap((v) => [
     ...v.notes.map((n) => `${v.key}: ${n}`),
     ...(v.errors > 0 ? [`${v.key}: ${v.errors} failed requests, first: ${v.firstError}`] : []),
     ...(v.misroutedWrites > 0 ? [`${v.key}: ${v.misroutedWrites} writes not answered by the primary`] : []),
   ])
+}
+
+function renderComparison(heading: string, intro: string, record: ComparisonRecord, meta: Meta): string {
+  const parts = [`### ${heading}`, intro]
+  parts.push(
+    findings(record)
+      .map((line) => `- ${line}`)
+      .join('\n'),
+  )
+  parts.push(mainTable(record.variants))
+  parts.push(detailTable(record.variants, meta))
+  const notes = notesOf(record)
   if (notes.length > 0) {
     parts.push(
-      `_During this run:_\n\n${notes.map((n) => `- ${n}`).join('\n')}\n\n_Numbers from rounds with unreachable or restarted hosts are not comparable: re-run._`,
+      `_During this run:_\n\n${notes.map((n) => `- ${n}`).join('\n')}\n\n_Rounds with an unreachable or restarted host are not comparable: re-run._`,
+    )
+  }
+  return parts.join('\n\n')
+}
+
+function renderMarkdown(results: Results): string {
+  const m = results.meta
+  const s = m.settings
+  const replicaText = m.stack.replicas
+    .map(
+      (r) =>
+        `${r.name} (recovery_min_apply_delay ${r.applyDelay ?? '?'}: a commit showed there after ${fmt(r.visibilityMs, 0)} ms)`,
+    )
+    .join(' and ')
+  const parts: string[] = []
+  parts.push(
+    `Measured ${m.date.slice(0, 10)} on ${m.cores} cores (${m.cpuModel}), Node ${m.node}, pg ${m.pgClient}, @keel/core ${m.keel}, ${m.postgres.split(' ').slice(0, 2).join(' ')}: ` +
+      `the primary, ${replicaText}, all on this machine. ` +
+      `${fmtInt(s.users)} users over ${s.tenants} tenants x ${s.rowsPerTenant} rows, ${s.concurrency} requests in flight, pool max ${s.poolMax} per host. ` +
+      `Reads:writes 10:1. A read is stale when it returns an older version of a row than the same user's own last write of it. ` +
+      `The read-your-writes (RYW) windows are the ${s.windowMs / 1_000} s after each of a user's writes, the same definition for every variant.`,
+  )
+  const legend =
+    "Detail columns: where the reads ran (`inet_server_port()` of each answer), the share of reads inside the windows, reads of a row the user had written (the reads that can be stale), stale reads split by when and where, reads older than a version the user had already seen (session consistency does not promise monotonic reads across replicas), CPU per op of this process, of the backends serving the bench on all three servers, and of the whole machine, and the lagged replica's replay delay while the variant ran (`now() - pg_last_xact_replay_timestamp()`, polled twice a second)."
+  if (results.loopback !== undefined) {
+    const r = results.loopback
+    parts.push(
+      renderComparison(
+        'On loopback: three servers sharing this machine',
+        `${when(r.date)}: ${r.rounds} alternating rounds of ${r.seconds} s per variant after a ${r.warmupSeconds} s warm-up; median ops/s (reads + writes), ratio of medians to primary-only (range of the per-round ratios). ` +
+          `Every server runs on the same ${m.cores} cores as the bench, so a replica adds no capacity here: throughput follows CPU per op, and the machine is shared with other work, so absolute numbers swing from round to round. ${legend}`,
+        r,
+        m,
+      ),
+    )
+  }
+  if (results.proxy !== undefined) {
+    const r = results.proxy
+    parts.push(
+      renderComparison(
+        `Through a ${r.delayMsEachWay} ms-each-way delay proxy per host`,
+        `${when(r.date)}: each server behind its own TCP proxy (a child process) that holds every chunk ${r.delayMsEachWay} ms in each direction, as if the primary and each replica were separate machines a network hop away: round trips, not this machine's CPU, bound a pool of ${s.poolMax}, so a replica's pool adds capacity. ${r.rounds} alternating rounds of ${r.seconds} s after a ${r.warmupSeconds} s warm-up.`,
+        r,
+        m,
+      ),
     )
   }
   return `${parts.join('\n\n')}\n`
@@ -1143,6 +1261,15 @@ function renderMarkdown(results: Results): string {
 
 function resultsDir(): string {
   return process.env.BENCH_RESULTS_DIR ?? join(repoRoot, 'bench/results')
+}
+
+/** Keeps the earlier result of the scenario not run this time (the file holds the latest of each). */
+function previousResults(): Partial<Results> {
+  try {
+    return JSON.parse(readFileSync(join(resultsDir(), 'replicas.json'), 'utf8')) as Partial<Results>
+  } catch {
+    return {}
+  }
 }
 
 function writeResults(results: Results): string[] {
@@ -1163,9 +1290,26 @@ function writeResults(results: Results): string[] {
   return written
 }
 
+function printComparison(heading: string, record: ComparisonRecord, meta: Meta): void {
+  console.log(`\n## ${heading}\n\n${mainTable(record.variants)}\n\n${detailTable(record.variants, meta)}`)
+  for (const note of notesOf(record)) console.log(`  ! ${note}`)
+  console.log(
+    `\n${findings(record)
+      .map((line) => `- ${line.replaceAll('**', '')}`)
+      .join('\n')}`,
+  )
+  const keel = record.variants.find((v) => v.key === 'keel')
+  if (keel !== undefined && keel.stale > 0) {
+    console.log(
+      `\n! keel served ${keel.stale} stale reads (${keel.staleSameRequest} of them the read-back in the request that wrote): its read-your-writes guarantee failed; details in replicas.json`,
+    )
+  }
+}
+
 // ------------------------------------------------------------------------------------------------- main
 
 async function main(): Promise<number> {
+  const scenarios = parseScenarios(process.argv[2])
   const started = performance.now()
   const stack = readStack()
   const keys = selectVariants()
@@ -1176,46 +1320,90 @@ async function main(): Promise<number> {
     `keel replica bench: ${meta.cores} cores, Node ${meta.node}, pg ${meta.pgClient}, ${meta.postgres.split(',')[0]}\n` +
       `primary ${meta.stack.primary}; ${meta.stack.replicas.map((r) => `${r.name} ${r.address} (apply delay ${r.applyDelay}, commit visible after ${fmt(r.visibilityMs, 0)} ms)`).join(', ')}\n` +
       `${settings.users} users over ${settings.tenants} tenants x ${settings.rowsPerTenant} rows (${setupRecord.seeded ? 'seeded' : 'already seeded'}, setup ${setupRecord.setupS.toFixed(1)} s), ` +
-      `${settings.concurrency} requests in flight, pool max ${settings.poolMax} per host, ${settings.rounds} rounds x ${settings.seconds} s; variants: ${keys.join(', ')}`,
+      `${settings.concurrency} requests in flight, pool max ${settings.poolMax} per host; variants: ${keys.join(', ')}; scenarios: ${scenarios.join(', ')}`,
   )
+  const results: Results = { ...previousResults(), meta, setup: setupRecord }
   const watch = new StackWatch(stack)
   watch.start()
-  let variants: VariantRecord[]
   try {
-    variants = await runComparison(stack, keys, watch)
+    if (scenarios.includes('loopback')) {
+      console.log(`\nOn loopback: ${settings.rounds} rounds x ${settings.seconds} s`)
+      results.loopback = await runComparison(
+        stack,
+        { endpoints: directEndpoints(stack), rounds: settings.rounds, seconds: settings.seconds },
+        keys,
+        watch,
+      )
+    }
+    if (scenarios.includes('proxy')) {
+      console.log(
+        `\nThrough a ${settings.proxyDelayMs} ms-each-way delay proxy per host: ${settings.proxyRounds} rounds x ${settings.proxySeconds} s`,
+      )
+      results.proxy = await withProxies(stack, settings.proxyDelayMs, (endpoints) =>
+        runComparison(
+          stack,
+          {
+            endpoints,
+            rounds: settings.proxyRounds,
+            seconds: settings.proxySeconds,
+            delayMsEachWay: settings.proxyDelayMs,
+          },
+          keys,
+          watch,
+        ),
+      )
+    }
   } finally {
     await watch.stop()
   }
-  const results: Results = { meta, setup: setupRecord, variants, totalS: 0 }
 
-  const replicaNames = meta.stack.replicas.map((r) => r.name)
-  console.log(`\n## Read/write splitting: ${settings.users} users, reads:writes 10:1\n\n${mainTable(variants)}`)
-  console.log(`\n${detailTable(variants, replicaNames)}`)
-  for (const v of variants) {
-    for (const note of v.notes) console.log(`  ! ${v.key}: ${note}`)
-    if (v.errors > 0) console.log(`  ! ${v.key}: ${v.errors} failed requests, first: ${v.firstError}`)
-    if (v.misroutedWrites > 0) console.log(`  ! ${v.key}: ${v.misroutedWrites} writes not answered by the primary`)
+  if (scenarios.includes('loopback') && results.loopback !== undefined) {
+    printComparison(`On loopback (${settings.users} users, reads:writes 10:1)`, results.loopback, meta)
   }
-  console.log(`\n${findings(variants)
-    .map((s) => `- ${s.replaceAll('**', '')}`)
-    .join('\n')}`)
-  const keel = variants.find((v) => v.key === 'keel')
-  if (keel !== undefined && keel.stale > 0) {
-    console.log(
-      `\n! keel served ${keel.stale} stale reads (${keel.staleSameRequest} in the request that wrote): its read-your-writes guarantee failed; see bench/results/replicas.json`,
+  if (scenarios.includes('proxy') && results.proxy !== undefined) {
+    printComparison(
+      `Through a ${settings.proxyDelayMs} ms-each-way delay proxy per host`,
+      results.proxy,
+      meta,
     )
   }
-  results.totalS = round((performance.now() - started) / 1_000, 1)
   const written = writeResults(results)
-  console.log(`\nwrote ${written.join(', ')}; total ${results.totalS.toFixed(0)} s`)
+  console.log(`\nwrote ${written.join(', ')}; total ${((performance.now() - started) / 1_000).toFixed(0)} s`)
   // The bench itself is broken when the reference could not run at all, or writes went elsewhere.
-  const reference = variants.find((v) => v.key === 'primary-only')
-  if (reference === undefined || reference.reads === 0) {
-    console.error('primary-only completed no reads: the bench could not run')
-    return 1
+  for (const scenario of scenarios) {
+    const record = results[scenario]
+    const reference = record?.variants.find((v) => v.key === 'primary-only')
+    if (reference === undefined || reference.reads === 0) {
+      console.error(`${scenario}: primary-only completed no reads: the bench could not run`)
+      return 1
+    }
+    if (record!.variants.some((v) => v.misroutedWrites > 0)) return 1
   }
-  if (variants.some((v) => v.misroutedWrites > 0)) return 1
   return 0
+}
+
+/** Starts a delay proxy in front of every host, runs `fn` against them, stops them. */
+async function withProxies<T>(
+  stack: Stack,
+  delayMs: number,
+  fn: (endpoints: Endpoints) => Promise<T>,
+): Promise<T> {
+  const hosts = [stack.primary, ...replicasOf(stack)]
+  const proxies: DelayProxy[] = []
+  try {
+    for (const host of hosts) proxies.push(await startDelayProxy(host.host, host.port, delayMs))
+    const through = (url: string, i: number) => withHostPort(url, '127.0.0.1', proxies[i]!.port)
+    return await fn({
+      primary: { url: through(stack.primary.url, 0), superUrl: through(stack.primary.superUrl, 0) },
+      replicas: replicasOf(stack).map((r, i) => ({
+        name: r.name,
+        url: through(r.url, i + 1),
+        superUrl: through(r.superUrl, i + 1),
+      })),
+    })
+  } finally {
+    await Promise.all(proxies.map((p) => p.stop()))
+  }
 }
 
 main().then(

@@ -75,13 +75,12 @@ export class Keel {
     this.#engine.assertOpen()
     const tenantId = validateTenantId(id, this.config.tenants.idPattern)
     const token = options?.consistencyToken
-    return new TenantClient(
-      this.#engine,
-      tenantId,
-      SessionPosition.fromToken(
-        typeof token === 'string' ? token : token === undefined ? undefined : '\u0000',
-      ),
-    )
+    // A token that is not even a string is garbage like any other: the session reads the primary.
+    const position =
+      typeof token === 'string' || token === undefined
+        ? SessionPosition.fromToken(token)
+        : SessionPosition.untrusted()
+    return new TenantClient(this.#engine, tenantId, position)
   }
 
   /** Runs `fn` with `db` as the current tenant client, reachable from deep code via current(). */

@@ -363,13 +363,8 @@ export class LayeredCache {
     return {
       cancel,
       wait: async (timeoutMs) => {
-        let timer: NodeJS.Timeout | undefined
-        try {
-          await Promise.race([done, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))])
-        } finally {
-          clearTimeout(timer)
-          cancel()
-        }
+        await settleWithin(done, timeoutMs)
+        cancel()
       },
     }
   }
@@ -448,13 +443,8 @@ export class LayeredCache {
       wait: async (expected, timeoutMs) => {
         record.expected = expected
         if (record.count >= expected) record.done()
-        let timer: NodeJS.Timeout | undefined
-        try {
-          await Promise.race([done, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))])
-        } finally {
-          clearTimeout(timer)
-          cancel()
-        }
+        await settleWithin(done, timeoutMs)
+        cancel()
       },
     }
   }
@@ -532,6 +522,16 @@ export class LayeredCache {
   async close(): Promise<void> {
     this.#closed = true
     await this.#redis?.close()
+  }
+}
+
+/** Resolves when `done` does or after `timeoutMs`, whichever comes first. */
+async function settleWithin(done: Promise<void>, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    await Promise.race([done, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))])
+  } finally {
+    clearTimeout(timer)
   }
 }
 

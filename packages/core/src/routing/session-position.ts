@@ -19,15 +19,20 @@ export class SessionPosition {
   #cluster: ClusterIdentity | undefined
   #untrusted = false
 
+  /** A session whose history cannot be known: it reads the primary until it writes. */
+  static untrusted(): SessionPosition {
+    const position = new SessionPosition()
+    position.#untrusted = true
+    return position
+  }
+
   static fromToken(token: string | undefined): SessionPosition {
     const position = new SessionPosition()
     if (token === undefined || token === '') return position
     const decoded = decodeToken(token)
-    if (decoded === undefined) position.#untrusted = true
-    else {
-      position.#lsn = decoded.lsn
-      position.#cluster = decoded.cluster
-    }
+    if (decoded === undefined) return SessionPosition.untrusted()
+    position.#lsn = decoded.lsn
+    position.#cluster = decoded.cluster
     return position
   }
 

@@ -45,6 +45,8 @@ export interface Health {
   replicas: ReplicaHealth[]
   /** Per host name, per tenant: connections held and calls waiting. */
   tenants: Record<string, Record<string, { active: number; waiting: number }>>
+  /** The cache's shared tier: 'down' while its circuit breaker is open (calls still succeed via L1). */
+  cache: { redis: 'up' | 'down' | 'not configured' }
 }
 
 export interface TenantOptions {
@@ -117,7 +119,9 @@ export class Keel {
         ...(state.lastError === undefined ? {} : { error: state.lastError }),
       }
     })
-    return { status: primary.status, primary, replicas, tenants: engine.tenantSnapshot() }
+    const redis =
+      this.config.cache.redis === undefined ? 'not configured' : engine.cache.redisAvailable ? 'up' : 'down'
+    return { status: primary.status, primary, replicas, tenants: engine.tenantSnapshot(), cache: { redis } }
   }
 
   /** Stops taking work, waits for calls in flight to give their connections back, closes the pools. */

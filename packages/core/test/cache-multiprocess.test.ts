@@ -66,7 +66,11 @@ describe('cache across processes', () => {
     )
     await sleep(500)
     await stackCtl('stop', 'redis')
-    await sleep(1_000)
+    await waitFor('the breaker to open in a worker', async () => {
+      const health = await a.call<{ cache: { redis: string } }>('health')
+      return health.cache.redis === 'down'
+    })
+    await sleep(500)
     await stackCtl('start', 'redis')
     const results = await Promise.all(loads)
     for (const r of results) {
@@ -83,6 +87,10 @@ describe('cache across processes', () => {
       await a.call('get', { key })
       await b.call('get', { key })
       return Number(await probe.get(`${prefix}:loads:${key}`)) === 1
+    })
+    await waitFor('the breaker to close again', async () => {
+      const health = await a.call<{ cache: { redis: string } }>('health')
+      return health.cache.redis === 'up'
     })
     await probe.quit()
   })

@@ -9,5 +9,5 @@ export default defineConfig({
   target: 'node20',
   platform: 'node',
   // Runtime deps stay external so users dedupe pg/zod with their own copies.
-  external: ['pg', 'lru-cache', 'zod', 'ioredis', '@opentelemetry/api'],
+  external: ['pg', 'lru-cache', 'zod', 'ioredis', 'bullmq', '@opentelemetry/api'],
 })

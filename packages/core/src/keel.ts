@@ -1,3 +1,4 @@
+import type { Worker } from 'bullmq'
 import type pg from 'pg'
 import { type CacheApi, CacheClient, SHARED_SCOPE } from './cache/cache-client.js'
 import { LayeredCache } from './cache/layered-cache.js'
@@ -7,11 +8,14 @@ import type { KeelConfig, ResolvedConfig } from './config/config-schema.js'
 import { parseConfig } from './config/parse-config.js'
 import { TenantContext } from './context/tenant-context.js'
 import { KeelError } from './errors.js'
+import { type JobDefinition, type ResolvedJobDefinition, resolveDefinition } from './jobs/job-definition.js'
+import { JobRuntime, type StartWorkerOptions } from './jobs/job-runtime.js'
 import { type HostInfo, HostPool } from './pool/host-pool.js'
 import { formatLsn } from './routing/lsn.js'
 import { ReplicaMonitor } from './routing/replica-monitor.js'
 import { SessionPosition } from './routing/session-position.js'
 import { CacheTelemetry } from './telemetry/cache-telemetry.js'
+import { JobTelemetry } from './telemetry/job-telemetry.js'
 import { Telemetry } from './telemetry/telemetry.js'
 import { RlsStrategy } from './tenancy/rls-strategy.js'
 import { SchemaStrategy } from './tenancy/schema-strategy.js'
@@ -60,12 +64,18 @@ export class Keel {
   /** The cache for data shared by all tenants (same API as db.cached / db.invalidate). */
   readonly cache: CacheApi
   readonly #engine: Engine
+  readonly #definitions: Map<string, ResolvedJobDefinition>
   readonly #context = new TenantContext<TenantClient>()
   #closing: Promise<void> | undefined
 
-  constructor(config: Readonly<ResolvedConfig>, engine: Engine) {
+  constructor(
+    config: Readonly<ResolvedConfig>,
+    engine: Engine,
+    definitions: Map<string, ResolvedJobDefinition>,
+  ) {
     this.config = config
     this.#engine = engine
+    this.#definitions = definitions
     this.cache = new CacheClient(engine.cache, SHARED_SCOPE, undefined, () => engine.assertOpen())
   }
 
@@ -91,6 +101,38 @@ export class Keel {
       throw new KeelError('KEEL_INVALID_TENANT', 'keel.run() needs a client from keel.tenant(id)')
     }
     return this.#context.run(db, fn)
+  }
+
+  /**
+   * Defines a job: its zod schema (checked at enqueue and before each attempt), handler, retries,
+   * backoff and per-attempt timeout. Define every job in producers and workers alike.
+   */
+  defineJob<P, R>(name: string, definition: JobDefinition<P, R>): void {
+    this.#engine.assertOpen()
+    const resolved = resolveDefinition(name, definition)
+    if (this.#definitions.has(name)) {
+      throw new KeelError('KEEL_JOB_INVALID', `job ${JSON.stringify(name)} is already defined`, {
+        details: { name },
+      })
+    }
+    this.#definitions.set(name, resolved)
+  }
+
+  /**
+   * Starts a BullMQ worker for defined jobs. Each job runs as its tenant (a db resuming the producer's
+   * consistency token, inside keel.run) and continues the producer's trace. keel.close() stops it.
+   */
+  startWorker(options?: StartWorkerOptions): Worker {
+    const runtime = this.#engine.jobRuntime()
+    return runtime.startWorker(
+      {
+        runAs: (tenantId, consistencyToken, fn) => {
+          const db = this.tenant(tenantId, { consistencyToken })
+          return this.run(db, () => fn(db))
+        },
+      },
+      options,
+    )
   }
 
   /** The tenant client of the surrounding keel.run(); throws KEEL_NO_TENANT_CONTEXT outside one. */
@@ -130,6 +172,8 @@ export class Keel {
       const engine = this.#engine
       engine.closed = true
       this.#closing = (async () => {
+        // Workers first: their running jobs still need the pools.
+        await engine.jobs?.close()
         await engine.monitor?.close()
         await Promise.all([
           engine.primary.end(),
@@ -266,12 +310,23 @@ export function createKeel(config: KeelConfig): Keel {
     new CacheTelemetry(telemetry.tracer, telemetry.meter),
     logger,
   )
+  const definitions = new Map<string, ResolvedJobDefinition>()
+  const jobs =
+    resolved.jobs === undefined
+      ? undefined
+      : new JobRuntime(
+          resolved.jobs,
+          definitions,
+          new JobTelemetry(telemetry.tracer, resolved.jobs.queue),
+          logger,
+        )
   const engine = new Engine(
     resolved,
     strategy,
     { primary, replicas: replicaConfigs.map((r) => r.host), monitor },
     telemetry,
     cache,
+    jobs,
   )
-  return new Keel(resolved, engine)
+  return new Keel(resolved, engine, definitions)
 }

@@ -4,6 +4,7 @@ import { CacheClient, tenantScope } from '../cache/cache-client.js'
 import type { LayeredCache } from '../cache/layered-cache.js'
 import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
+import type { JobRuntime } from '../jobs/job-runtime.js'
 import type { HostPool, Lease } from '../pool/host-pool.js'
 import type { PgQueryInternals } from '../pool/pg-internals.js'
 import { ScopedQuery } from '../pool/scoped-query.js'
@@ -43,6 +44,8 @@ export class Engine {
   readonly acquireTimeoutMs: number
   readonly consistency: Consistency
   readonly cache: LayeredCache
+  /** Present when jobs are configured. */
+  readonly jobs: JobRuntime | undefined
   closed = false
   readonly #limits = new LRUCache<string, TenantLimits>({ max: 10_000 })
 
@@ -52,8 +55,10 @@ export class Engine {
     hosts: { primary: HostPool; replicas: readonly HostPool[]; monitor: ReplicaMonitor | undefined },
     telemetry: Telemetry,
     cache: LayeredCache,
+    jobs: JobRuntime | undefined,
   ) {
     this.cache = cache
+    this.jobs = jobs
     this.config = config
     this.strategy = strategy
     this.primary = hosts.primary
@@ -65,6 +70,14 @@ export class Engine {
     this.statementCacheSize = config.postgres.statementCacheSize
     this.acquireTimeoutMs = config.limits.acquireTimeoutMs
     this.consistency = config.postgres.consistency
+  }
+
+  jobRuntime(): JobRuntime {
+    this.assertOpen()
+    if (this.jobs === undefined) {
+      throw new KeelError('KEEL_JOBS_NOT_CONFIGURED', 'jobs need createKeel({ jobs: { redis: { url } } })')
+    }
+    return this.jobs
   }
 
   cacheFor(tenantId: string): CacheClient {

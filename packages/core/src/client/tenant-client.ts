@@ -1,6 +1,7 @@
 import { context, type Span, trace } from '@opentelemetry/api'
 import type { CacheClient } from '../cache/cache-client.js'
 import type { CachedOptions, InvalidateOptions } from '../cache/cached-options.js'
+import type { EnqueueOptions, JobStatus } from '../jobs/job-runtime.js'
 import type { HostPool, Lease } from '../pool/host-pool.js'
 import { type Prelude, ScopedQuery } from '../pool/scoped-query.js'
 import { classifySql, rememberWrite } from '../routing/classify-sql.js'
@@ -40,6 +41,23 @@ export class TenantClient implements Queryable {
   cached<T>(options: CachedOptions, loader: () => Promise<T>): Promise<T> {
     this.#cache ??= this.#engine.cacheFor(this.tenantId)
     return this.#cache.cached(options, loader)
+  }
+
+  /**
+   * Enqueues a defined job for this tenant: the payload is validated first (nothing is enqueued when it
+   * fails), and the job carries this session's consistency token and trace. Returns at once.
+   */
+  enqueue(name: string, payload: unknown, options?: EnqueueOptions): Promise<{ jobId: string }> {
+    try {
+      return this.#engine.jobRuntime().enqueue(this.tenantId, name, payload, options, this.consistencyToken)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+  }
+
+  /** A job's state, progress, attempts, result or error; null when absent or another tenant's. */
+  async jobStatus(jobId: string): Promise<JobStatus | null> {
+    return this.#engine.jobRuntime().status(this.tenantId, jobId)
   }
 
   /** Drops this tenant's keys, and its keys carrying the tags, in every process. */

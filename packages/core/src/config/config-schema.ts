@@ -198,6 +198,31 @@ const cacheSchema = z.strictObject({
   breakerResetMs: z.number().int().min(10).default(2_000),
 })
 
+const jobsSchema = z.strictObject({
+  /** The Redis BullMQ keeps its queue in. */
+  redis: z.strictObject({
+    url: z.string().refine(isRedisUrl, { message: 'must be a redis:// or rediss:// URL' }),
+  }),
+  /** The BullMQ queue name. @default 'keel-jobs' */
+  queue: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,64}$/)
+    .default('keel-jobs'),
+  /** BullMQ key prefix in Redis. @default 'bull' */
+  prefix: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,32}$/)
+    .default('bull'),
+  /** How long finished jobs (and so their idempotency keys) are kept. @default 86400000 (24 h) */
+  retentionMs: z.number().int().min(1_000).default(86_400_000),
+  /** How long jobs that exhausted their retries are kept (dead letters). @default 604800000 (7 d) */
+  deadLetterRetentionMs: z.number().int().min(1_000).default(604_800_000),
+  /** How long keel.close() waits for running jobs before abandoning them (they run again elsewhere). @default 30000 */
+  closeTimeoutMs: z.number().int().min(0).default(30_000),
+  /** A worker that stops renewing a job's lock for this long is presumed dead; the job runs elsewhere. @default 30000 */
+  lockDurationMs: z.number().int().min(1_000).default(30_000),
+})
+
 const telemetrySchema = z.strictObject({
   tracerProvider: z.custom<object>((v) => typeof v === 'object' && v !== null).optional(),
   meterProvider: z.custom<object>((v) => typeof v === 'object' && v !== null).optional(),
@@ -235,6 +260,7 @@ export const configSchema = z.strictObject({
     .prefault({}),
   limits: limitsSchema.prefault({}),
   cache: cacheSchema.prefault({}),
+  jobs: jobsSchema.optional(),
   telemetry: telemetrySchema.prefault({}),
   logger: loggerSchema.optional(),
 })

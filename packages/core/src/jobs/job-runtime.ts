@@ -1,0 +1,315 @@
+import { createHash, randomUUID } from 'node:crypto'
+import { context } from '@opentelemetry/api'
+import { type Job, type MinimalJob, Queue, Worker } from 'bullmq'
+import { Redis } from 'ioredis'
+import type { TenantClient } from '../client/tenant-client.js'
+import type { Logger, ResolvedConfig } from '../config/config-schema.js'
+import { KeelError } from '../errors.js'
+import type { JobTelemetry } from '../telemetry/job-telemetry.js'
+import { checkPayload, type ResolvedJobDefinition } from './job-definition.js'
+import { isEnvelope, type JobEnvelope } from './job-envelope.js'
+
+type JobsConfig = NonNullable<ResolvedConfig['jobs']>
+
+export interface EnqueueOptions {
+  /** The same key (per tenant and job name) gives the same job, also after it finished, within retentionMs. */
+  idempotencyKey?: string
+  /** Run no earlier than this many milliseconds from now. */
+  delayMs?: number
+  /** 1 (first) to 10 (last) among this tenant's jobs. @default 5 */
+  priority?: number
+}
+
+export type JobState = 'waiting' | 'delayed' | 'active' | 'completed' | 'failed' | 'unknown'
+
+export interface JobStatus {
+  id: string
+  name: string
+  state: JobState
+  progress: unknown
+  /** Attempts made so far. */
+  attempts: number
+  result: unknown
+  error: string | null
+  createdAt: number
+  finishedAt: number | null
+}
+
+/** Resolves a tenant's db and runs code as that tenant: supplied by keel, so jobs need no keel import. */
+export interface JobHost {
+  runAs<R>(
+    tenantId: string,
+    consistencyToken: string | undefined,
+    fn: (db: TenantClient) => Promise<R>,
+  ): Promise<R>
+}
+
+export interface StartWorkerOptions {
+  /** Which defined jobs this worker runs. @default all defined */
+  jobs?: readonly string[]
+  /** Jobs run at once by this worker. @default 10 */
+  concurrency?: number
+}
+
+function jobIdFor(tenantId: string, name: string, idempotencyKey: string | undefined): string {
+  if (idempotencyKey === undefined) return `j-${randomUUID()}`
+  // BullMQ ids cannot contain ':'; a digest also keeps long keys short and opaque.
+  const digest = createHash('sha256').update(`${tenantId}\u0000${name}\u0000${idempotencyKey}`).digest('hex')
+  return `k-${digest.slice(0, 40)}`
+}
+
+const STATES: Record<string, JobState> = {
+  waiting: 'waiting',
+  'waiting-children': 'waiting',
+  prioritized: 'waiting',
+  delayed: 'delayed',
+  active: 'active',
+  completed: 'completed',
+  failed: 'failed',
+}
+
+/**
+ * keel's jobs on BullMQ: validated payloads, idempotency keys, tenant-scoped status, workers that run
+ * each job as its tenant with the producer's consistency token and trace.
+ */
+export class JobRuntime {
+  readonly #config: JobsConfig
+  readonly #definitions: ReadonlyMap<string, ResolvedJobDefinition>
+  readonly #telemetry: JobTelemetry
+  readonly #logger: Logger | undefined
+  readonly #workers: Worker[] = []
+  #queue: Queue | undefined
+
+  constructor(
+    config: JobsConfig,
+    definitions: ReadonlyMap<string, ResolvedJobDefinition>,
+    telemetry: JobTelemetry,
+    logger: Logger | undefined,
+  ) {
+    this.#config = config
+    this.#definitions = definitions
+    this.#telemetry = telemetry
+    this.#logger = logger
+  }
+
+  #connection(forWorker: boolean): Redis {
+    // BullMQ workers block on Redis and must retry forever; producers should fail fast.
+    const redis = new Redis(
+      this.#config.redis.url,
+      forWorker ? { maxRetriesPerRequest: null } : { maxRetriesPerRequest: 1 },
+    )
+    redis.on('error', (error: Error) =>
+      this.#logger?.debug({ err: error }, 'keel jobs: redis connection error'),
+    )
+    return redis
+  }
+
+  get queue(): Queue {
+    this.#queue ??= new Queue(this.#config.queue, {
+      connection: this.#connection(false),
+      prefix: this.#config.prefix,
+    })
+    return this.#queue
+  }
+
+  definition(name: unknown): ResolvedJobDefinition {
+    const definition = typeof name === 'string' ? this.#definitions.get(name) : undefined
+    if (definition === undefined) {
+      throw new KeelError(
+        'KEEL_UNKNOWN_JOB',
+        `no job ${JSON.stringify(name)} was defined with keel.defineJob()`,
+        {
+          details: { name },
+        },
+      )
+    }
+    return definition
+  }
+
+  async enqueue(
+    tenantId: string,
+    name: string,
+    payload: unknown,
+    options: EnqueueOptions | undefined,
+    consistencyToken: string | undefined,
+  ): Promise<{ jobId: string }> {
+    const definition = this.definition(name)
+    const data = checkPayload(definition, payload)
+    const opts = checkEnqueueOptions(options)
+    const { span, carrier } = this.#telemetry.startSend(name, tenantId)
+    const jobId = jobIdFor(tenantId, name, opts.idempotencyKey)
+    span.setAttribute('messaging.message.id', jobId)
+    const envelope: JobEnvelope = {
+      v: 1,
+      t: tenantId,
+      p: data,
+      ...(consistencyToken === undefined ? {} : { c: consistencyToken }),
+      tc: carrier,
+    }
+    try {
+      await this.queue.add(name, envelope, {
+        jobId,
+        attempts: definition.retries + 1,
+        backoff: { type: 'keel' },
+        ...(opts.delayMs === undefined ? {} : { delay: opts.delayMs }),
+        ...(opts.priority === undefined ? {} : { priority: opts.priority }),
+        removeOnComplete: { age: Math.ceil(this.#config.retentionMs / 1_000) },
+        removeOnFail: { age: Math.ceil(this.#config.deadLetterRetentionMs / 1_000) },
+      })
+      this.#telemetry.end(span)
+      return { jobId }
+    } catch (error) {
+      this.#telemetry.end(span, error)
+      throw error
+    }
+  }
+
+  /** The job's status, or null when absent or another tenant's (its existence is not revealed). */
+  async status(tenantId: string, jobId: unknown): Promise<JobStatus | null> {
+    if (typeof jobId !== 'string' || jobId.length === 0 || jobId.length > 100) return null
+    const job = await this.queue.getJob(jobId)
+    if (job === undefined || !isEnvelope(job.data) || job.data.t !== tenantId) return null
+    const state = STATES[await job.getState()] ?? 'unknown'
+    return {
+      id: jobId,
+      name: job.name,
+      state,
+      progress: job.progress,
+      attempts: job.attemptsMade,
+      result: job.returnvalue ?? null,
+      error: job.failedReason ?? null,
+      createdAt: job.timestamp,
+      finishedAt: job.finishedOn ?? null,
+    }
+  }
+
+  startWorker(host: JobHost, options: StartWorkerOptions = {}): Worker {
+    const names = options.jobs ?? [...this.#definitions.keys()]
+    for (const name of names) this.definition(name)
+    const concurrency = options.concurrency ?? 10
+    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 1_000) {
+      throw new KeelError('KEEL_JOB_INVALID', 'startWorker concurrency must be an integer from 1 to 1000', {
+        details: { field: 'concurrency' },
+      })
+    }
+    const accepted = new Set(names)
+    const worker = new Worker(
+      this.#config.queue,
+      (job: Job, token?: string) => this.#process(host, accepted, job, token),
+      {
+        connection: this.#connection(true),
+        prefix: this.#config.prefix,
+        concurrency,
+        lockDuration: this.#config.lockDurationMs,
+        stalledInterval: Math.max(1_000, Math.floor(this.#config.lockDurationMs / 2)),
+        maxStalledCount: 3,
+        settings: {
+          backoffStrategy: (attemptsMade: number, _type?: string, _error?: Error, job?: MinimalJob) => {
+            const definition = job === undefined ? undefined : this.#definitions.get(job.name)
+            return backoffDelay(
+              attemptsMade,
+              definition?.backoffDelayMs ?? 1_000,
+              definition?.backoffMaxMs ?? 300_000,
+            )
+          },
+        },
+      },
+    )
+    worker.on('error', (error) => this.#logger?.warn({ err: error }, 'keel jobs: worker error'))
+    this.#workers.push(worker)
+    return worker
+  }
+
+  async #process(host: JobHost, accepted: ReadonlySet<string>, job: Job, _token?: string): Promise<unknown> {
+    const definition = this.#definitions.get(job.name)
+    if (definition === undefined || !accepted.has(job.name)) {
+      throw new KeelError('KEEL_UNKNOWN_JOB', `this worker does not run job ${JSON.stringify(job.name)}`)
+    }
+    if (!isEnvelope(job.data))
+      throw new KeelError('KEEL_JOB_PAYLOAD_INVALID', 'the job data is not a keel job')
+    const envelope = job.data
+    const { span, context: traceContext } = this.#telemetry.startProcess(
+      job.name,
+      envelope.t,
+      String(job.id),
+      job.attemptsMade + 1,
+      envelope.tc,
+    )
+    const controller = new AbortController()
+    let timer: NodeJS.Timeout | undefined
+    try {
+      const payload = checkPayload(definition, envelope.p)
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          const error = new KeelError(
+            'KEEL_JOB_TIMEOUT',
+            `job ${job.name} attempt exceeded ${definition.timeoutMs} ms`,
+            {
+              details: { job: job.name, jobId: job.id, timeoutMs: definition.timeoutMs },
+            },
+          )
+          controller.abort(error)
+          reject(error)
+        }, definition.timeoutMs)
+      })
+      const run = context.with(traceContext, () =>
+        host.runAs(envelope.t, envelope.c, (db) =>
+          definition.handler(payload, { db, job, signal: controller.signal }),
+        ),
+      )
+      const result = await Promise.race([run, timeout])
+      this.#telemetry.end(span)
+      return result
+    } catch (error) {
+      this.#telemetry.end(span, error)
+      throw error
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /** Stops taking jobs, waits (bounded) for the running ones, closes connections. */
+  async close(): Promise<void> {
+    const graceful = Promise.all(this.#workers.map((w) => w.close()))
+    let timer: NodeJS.Timeout | undefined
+    const bound = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), this.#config.closeTimeoutMs)
+    })
+    const outcome = await Promise.race([graceful.then(() => 'done' as const), bound])
+    clearTimeout(timer)
+    if (outcome === 'timeout') {
+      // Abandoned jobs keep their lock until it expires; then another worker picks them up.
+      this.#logger?.warn(
+        { timeoutMs: this.#config.closeTimeoutMs },
+        'keel jobs: close timed out; running jobs abandoned',
+      )
+      await Promise.all(this.#workers.map((w) => w.close(true)))
+    }
+    await this.#queue?.close()
+  }
+}
+
+/** Exponential backoff with equal jitter: half the exponential delay, plus a random half. */
+export function backoffDelay(attemptsMade: number, baseMs: number, maxMs: number): number {
+  const exponential = Math.min(maxMs, baseMs * 2 ** Math.max(0, attemptsMade - 1))
+  return Math.round(exponential / 2 + Math.random() * (exponential / 2))
+}
+
+function checkEnqueueOptions(options: EnqueueOptions | undefined): EnqueueOptions {
+  if (options === undefined) return {}
+  const o = options
+  const bad = (field: string, message: string) =>
+    new KeelError('KEEL_JOB_INVALID', `enqueue option ${field} ${message}`, { details: { field } })
+  if (
+    o.idempotencyKey !== undefined &&
+    (typeof o.idempotencyKey !== 'string' || o.idempotencyKey.length === 0 || o.idempotencyKey.length > 512)
+  ) {
+    throw bad('idempotencyKey', 'must be a string of 1 to 512 characters')
+  }
+  if (o.delayMs !== undefined && (!Number.isInteger(o.delayMs) || o.delayMs < 0))
+    throw bad('delayMs', 'must be a non-negative integer')
+  if (o.priority !== undefined && (!Number.isInteger(o.priority) || o.priority < 1 || o.priority > 10)) {
+    throw bad('priority', 'must be an integer from 1 to 10')
+  }
+  return o
+}

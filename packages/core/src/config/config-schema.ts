@@ -221,6 +221,8 @@ const jobsSchema = z.strictObject({
   closeTimeoutMs: z.number().int().min(0).default(30_000),
   /** A worker that stops renewing a job's lock for this long is presumed dead; the job runs elsewhere. @default 30000 */
   lockDurationMs: z.number().int().min(1_000).default(30_000),
+  /** Jobs of one tenant running at once across all workers (0 = no cap). @default 0 */
+  tenantConcurrency: z.number().int().min(0).default(0),
 })
 
 const telemetrySchema = z.strictObject({

@@ -1,11 +1,12 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { context } from '@opentelemetry/api'
-import { type Job, type MinimalJob, Queue, Worker } from 'bullmq'
+import { DelayedError, type Job, type MinimalJob, Queue, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
 import type { TenantClient } from '../client/tenant-client.js'
 import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
 import type { JobTelemetry } from '../telemetry/job-telemetry.js'
+import { FairScheduler } from './fair-scheduler.js'
 import { checkPayload, type ResolvedJobDefinition } from './job-definition.js'
 import { isEnvelope, type JobEnvelope } from './job-envelope.js'
 
@@ -79,6 +80,7 @@ export class JobRuntime {
   readonly #logger: Logger | undefined
   readonly #workers: Worker[] = []
   #queue: Queue | undefined
+  #fair: FairScheduler | undefined
 
   constructor(
     config: JobsConfig,
@@ -102,6 +104,14 @@ export class JobRuntime {
       this.#logger?.debug({ err: error }, 'keel jobs: redis connection error'),
     )
     return redis
+  }
+
+  get fair(): FairScheduler {
+    this.#fair ??= new FairScheduler(
+      this.#connection(false),
+      `${this.#config.prefix}:${this.#config.queue}:keel`,
+    )
+    return this.#fair
   }
 
   get queue(): Queue {
@@ -146,19 +156,30 @@ export class JobRuntime {
       ...(consistencyToken === undefined ? {} : { c: consistencyToken }),
       tc: carrier,
     }
+    let claimed = false
     try {
+      // An idempotency key is claimed before anything else: of concurrent callers, one enqueues.
+      if (opts.idempotencyKey !== undefined) {
+        claimed = await this.fair.claim(jobId, this.#config.retentionMs)
+        if (!claimed) {
+          this.#telemetry.end(span)
+          return { jobId }
+        }
+      }
+      const priority = await this.fair.priority(tenantId, opts.priority ?? 5, this.#config.retentionMs)
       await this.queue.add(name, envelope, {
         jobId,
         attempts: definition.retries + 1,
         backoff: { type: 'keel' },
+        priority,
         ...(opts.delayMs === undefined ? {} : { delay: opts.delayMs }),
-        ...(opts.priority === undefined ? {} : { priority: opts.priority }),
         removeOnComplete: { age: Math.ceil(this.#config.retentionMs / 1_000) },
         removeOnFail: { age: Math.ceil(this.#config.deadLetterRetentionMs / 1_000) },
       })
       this.#telemetry.end(span)
       return { jobId }
     } catch (error) {
+      if (claimed) await this.fair.unclaim(jobId).catch(() => undefined)
       this.#telemetry.end(span, error)
       throw error
     }
@@ -216,11 +237,19 @@ export class JobRuntime {
       },
     )
     worker.on('error', (error) => this.#logger?.warn({ err: error }, 'keel jobs: worker error'))
+    // A tenant's pending count (its fair-share position) drops when a job is done for good.
+    const settled = (job: Job | undefined) => {
+      if (job !== undefined && isEnvelope(job.data)) this.fair.done(job.data.t).catch(() => undefined)
+    }
+    worker.on('completed', settled)
+    worker.on('failed', (job) => {
+      if (job !== undefined && job.attemptsMade >= (job.opts.attempts ?? 1)) settled(job)
+    })
     this.#workers.push(worker)
     return worker
   }
 
-  async #process(host: JobHost, accepted: ReadonlySet<string>, job: Job, _token?: string): Promise<unknown> {
+  async #process(host: JobHost, accepted: ReadonlySet<string>, job: Job, token?: string): Promise<unknown> {
     const definition = this.#definitions.get(job.name)
     if (definition === undefined || !accepted.has(job.name)) {
       throw new KeelError('KEEL_UNKNOWN_JOB', `this worker does not run job ${JSON.stringify(job.name)}`)
@@ -228,6 +257,29 @@ export class JobRuntime {
     if (!isEnvelope(job.data))
       throw new KeelError('KEEL_JOB_PAYLOAD_INVALID', 'the job data is not a keel job')
     const envelope = job.data
+    const cap = this.#config.tenantConcurrency
+    const slot =
+      cap > 0
+        ? await this.fair.acquire(envelope.t, String(job.id), cap, this.#config.lockDurationMs)
+        : undefined
+    if (slot === false) {
+      // The tenant already runs its share: put the job back for a moment, without using an attempt.
+      await job.moveToDelayed(Date.now() + 100 + Math.floor(Math.random() * 100), token)
+      throw new DelayedError()
+    }
+    try {
+      return await this.#run(job, definition, envelope, host)
+    } finally {
+      slot?.release()
+    }
+  }
+
+  async #run(
+    job: Job,
+    definition: ResolvedJobDefinition,
+    envelope: JobEnvelope,
+    host: JobHost,
+  ): Promise<unknown> {
     const { span, context: traceContext } = this.#telemetry.startProcess(
       job.name,
       envelope.t,
@@ -286,6 +338,7 @@ export class JobRuntime {
       await Promise.all(this.#workers.map((w) => w.close(true)))
     }
     await this.#queue?.close()
+    await this.#fair?.close()
   }
 }
 

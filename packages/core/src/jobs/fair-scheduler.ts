@@ -1,0 +1,117 @@
+import type { Redis } from 'ioredis'
+
+// Priority of a tenant's next job: 1 when it has nothing pending, else one more than its last. BullMQ runs
+// lower numbers first (FIFO among equals), so the n-th pending job of every tenant competes with the
+// n-th of every other: a tenant with one job never waits behind another tenant's backlog.
+const FAIR_PRIORITY = `
+local pending = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local p = 1
+if pending > 1 then p = math.min((tonumber(redis.call('GET', KEYS[2])) or 0) + 1, tonumber(ARGV[1])) end
+redis.call('SET', KEYS[2], p, 'PX', ARGV[2])
+return p`
+
+const DONE = `
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then return redis.call('DECR', KEYS[1]) end
+return 0`
+
+// A running job holds a slot (member = job id, score = when the slot lapses) until it ends; slots of
+// workers that died lapse after the lock duration.
+const ACQUIRE = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[4]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  return 1
+end
+return 0`
+
+interface SchedulerRedis extends Redis {
+  keelFairPriority(pending: string, last: string, max: number, ttlMs: number): Promise<number>
+  keelFairDone(pending: string): Promise<number>
+  keelSlotAcquire(
+    running: string,
+    now: number,
+    until: number,
+    member: string,
+    cap: number,
+    ttlMs: number,
+  ): Promise<number>
+}
+
+/** Fair ordering tier: priorities 1-10 map to bands; within a band, per-tenant positions. */
+const BAND = 2 ** 17
+const MAX_POSITION = BAND - 1
+
+/**
+ * Fairness across tenants on plain BullMQ (groups are a Pro feature): per-tenant positions as BullMQ
+ * priorities, and an optional fleet-wide cap on a tenant's running jobs. See ADR 0013.
+ */
+export class FairScheduler {
+  readonly #redis: SchedulerRedis
+  readonly #prefix: string
+
+  constructor(redis: Redis, prefix: string) {
+    this.#redis = redis as SchedulerRedis
+    this.#prefix = prefix
+    this.#redis.defineCommand('keelFairPriority', { numberOfKeys: 2, lua: FAIR_PRIORITY })
+    this.#redis.defineCommand('keelFairDone', { numberOfKeys: 1, lua: DONE })
+    this.#redis.defineCommand('keelSlotAcquire', { numberOfKeys: 1, lua: ACQUIRE })
+  }
+
+  /** Claims an idempotency key for the retention window; false when another call already has it. */
+  async claim(jobId: string, retentionMs: number): Promise<boolean> {
+    return (await this.#redis.set(`${this.#prefix}:idem:${jobId}`, '1', 'PX', retentionMs, 'NX')) === 'OK'
+  }
+
+  async unclaim(jobId: string): Promise<void> {
+    await this.#redis.del(`${this.#prefix}:idem:${jobId}`)
+  }
+
+  /** The BullMQ priority for a tenant's next job in `band` (1 first .. 10 last). */
+  async priority(tenantId: string, band: number, ttlMs: number): Promise<number> {
+    const position = await this.#redis.keelFairPriority(
+      `${this.#prefix}:pending:{${tenantId}}`,
+      `${this.#prefix}:last:{${tenantId}}`,
+      MAX_POSITION,
+      ttlMs,
+    )
+    return (band - 1) * BAND + position
+  }
+
+  async done(tenantId: string): Promise<void> {
+    await this.#redis.keelFairDone(`${this.#prefix}:pending:{${tenantId}}`)
+  }
+
+  /** A running slot for the tenant, or false when it already runs `cap` jobs fleet-wide. */
+  async acquire(
+    tenantId: string,
+    jobId: string,
+    cap: number,
+    lockMs: number,
+  ): Promise<{ release(): void } | false> {
+    const key = `${this.#prefix}:running:{${tenantId}}`
+    const hold = () => {
+      const now = Date.now()
+      return this.#redis.keelSlotAcquire(key, now, now + lockMs, jobId, cap, lockMs * 2)
+    }
+    if ((await hold()) !== 1) return false
+    // Keep the slot while the job runs; a dead worker's slot lapses after lockMs.
+    const heartbeat = setInterval(
+      () => void hold().catch(() => undefined),
+      Math.max(500, Math.floor(lockMs / 2)),
+    )
+    heartbeat.unref()
+    return {
+      release: () => {
+        clearInterval(heartbeat)
+        this.#redis.zrem(key, jobId).catch(() => undefined)
+      },
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#redis.quit().catch(() => undefined)
+  }
+}

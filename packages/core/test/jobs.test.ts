@@ -221,6 +221,36 @@ describe('jobs', () => {
     expect(producer.attributes['messaging.operation.type']).toBe('send')
   })
 
+  it('lists dead letters per tenant and re-drives one after the cause is fixed', async () => {
+    const keel = jobsKeel()
+    let broken = true
+    keel.defineJob('webhooks.deliver', {
+      schema: z.object({ url: z.string() }),
+      retries: 1,
+      backoff: { delayMs: 10 },
+      handler: async ({ url }) => {
+        if (broken) throw new Error(`${url} answered 503`)
+        return 'delivered'
+      },
+    })
+    keel.startWorker()
+    const acme = keel.tenant('acme')
+    const { jobId } = await acme.enqueue('webhooks.deliver', { url: 'https://example.invalid/hook' })
+    expect(await finished(acme, jobId)).toMatchObject({ state: 'failed', attempts: 2 })
+    await waitFor('the dead letter to be listed', async () => (await acme.deadLetters()).length === 1)
+    const [dead] = await acme.deadLetters()
+    expect(dead).toMatchObject({ id: jobId, name: 'webhooks.deliver', state: 'failed' })
+    expect(dead?.error).toContain('answered 503')
+    expect(await keel.tenant('globex').deadLetters()).toEqual([])
+    expect(await keel.tenant('globex').redrive(jobId)).toBe(false)
+    broken = false
+    expect(await acme.redrive(jobId)).toBe(true)
+    await waitFor('the re-driven job to complete', async () => (await acme.jobStatus(jobId))?.state === 'completed')
+    expect(await acme.jobStatus(jobId)).toMatchObject({ result: 'delivered', attempts: 1 })
+    expect(await acme.deadLetters()).toEqual([])
+    expect(await acme.redrive(jobId)).toBe(false)
+  })
+
   it('bad definitions and calls without a jobs configuration are KeelErrors', () => {
     const keel = jobsKeel()
     expect(() => keel.defineJob('bad name!', { schema: z.object({}), handler: async () => 1 })).toThrow(

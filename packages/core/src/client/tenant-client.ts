@@ -60,6 +60,16 @@ export class TenantClient implements Queryable {
     return this.#engine.jobRuntime().status(this.tenantId, jobId)
   }
 
+  /** This tenant's jobs that exhausted their retries, newest first. */
+  async deadLetters(options?: { limit?: number }): Promise<JobStatus[]> {
+    return this.#engine.jobRuntime().deadLetters(this.tenantId, options?.limit)
+  }
+
+  /** Runs one of this tenant's dead letters again from its first attempt; false if it is not one. */
+  async redrive(jobId: string): Promise<boolean> {
+    return this.#engine.jobRuntime().redrive(this.tenantId, jobId)
+  }
+
   /** Drops this tenant's keys, and its keys carrying the tags, in every process. */
   invalidate(options: InvalidateOptions): Promise<void> {
     this.#cache ??= this.#engine.cacheFor(this.tenantId)

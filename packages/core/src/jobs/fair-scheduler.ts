@@ -111,6 +111,35 @@ export class FairScheduler {
     }
   }
 
+  /** Indexes a job that exhausted its retries under its tenant, newest first. */
+  async deadLetter(tenantId: string, jobId: string, at: number, retentionMs: number): Promise<void> {
+    const key = `${this.#prefix}:dead:{${tenantId}}`
+    await this.#redis
+      .multi()
+      .zadd(key, at, jobId)
+      .zremrangebyscore(key, '-inf', at - retentionMs)
+      .pexpire(key, retentionMs)
+      .exec()
+  }
+
+  async deadLetters(tenantId: string, limit: number): Promise<string[]> {
+    return this.#redis.zrevrange(`${this.#prefix}:dead:{${tenantId}}`, 0, limit - 1)
+  }
+
+  /** Takes a job out of the tenant's dead letters; false when it was not there. */
+  async undead(tenantId: string, jobId: string): Promise<boolean> {
+    return (await this.#redis.zrem(`${this.#prefix}:dead:{${tenantId}}`, jobId)) === 1
+  }
+
+  /** A re-driven job is pending again for its tenant's fair position. */
+  async repend(tenantId: string, ttlMs: number): Promise<void> {
+    await this.#redis
+      .multi()
+      .incr(`${this.#prefix}:pending:{${tenantId}}`)
+      .pexpire(`${this.#prefix}:pending:{${tenantId}}`, ttlMs)
+      .exec()
+  }
+
   async close(): Promise<void> {
     await this.#redis.quit().catch(() => undefined)
   }

@@ -204,6 +204,33 @@ export class JobRuntime {
     }
   }
 
+  /** This tenant's jobs that exhausted their retries, newest first (kept deadLetterRetentionMs). */
+  async deadLetters(tenantId: string, limit = 100): Promise<JobStatus[]> {
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1_000) {
+      throw new KeelError('KEEL_JOB_INVALID', 'deadLetters limit must be an integer from 1 to 1000', {
+        details: { field: 'limit' },
+      })
+    }
+    const ids = await this.fair.deadLetters(tenantId, limit)
+    const statuses = await Promise.all(ids.map((id) => this.status(tenantId, id)))
+    return statuses.filter((s): s is JobStatus => s !== null && s.state === 'failed')
+  }
+
+  /**
+   * Runs a dead letter again from its first attempt (after the cause was fixed). False when the job is
+   * not one of this tenant's dead letters.
+   */
+  async redrive(tenantId: string, jobId: unknown): Promise<boolean> {
+    const status = await this.status(tenantId, jobId)
+    if (status === null || status.state !== 'failed') return false
+    const job = await this.queue.getJob(status.id)
+    if (job === undefined) return false
+    if (!(await this.fair.undead(tenantId, status.id))) return false
+    await this.fair.repend(tenantId, this.#config.retentionMs)
+    await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true })
+    return true
+  }
+
   startWorker(host: JobHost, options: StartWorkerOptions = {}): Worker {
     const names = options.jobs ?? [...this.#definitions.keys()]
     for (const name of names) this.definition(name)
@@ -243,7 +270,24 @@ export class JobRuntime {
     }
     worker.on('completed', settled)
     worker.on('failed', (job) => {
-      if (job !== undefined && job.attemptsMade >= (job.opts.attempts ?? 1)) settled(job)
+      if (job === undefined || job.attemptsMade < (job.opts.attempts ?? 1)) return
+      settled(job)
+      if (isEnvelope(job.data)) {
+        const retention = this.#config.deadLetterRetentionMs
+        this.fair.deadLetter(job.data.t, String(job.id), Date.now(), retention).catch((error: unknown) => {
+          this.#logger?.warn({ err: error, jobId: job.id }, 'keel jobs: could not index a dead letter')
+        })
+        this.#logger?.warn(
+          {
+            jobId: job.id,
+            job: job.name,
+            tenantId: job.data.t,
+            error: job.failedReason,
+            signal: 'job_dead_letter',
+          },
+          'keel jobs: job exhausted its retries',
+        )
+      }
     })
     this.#workers.push(worker)
     return worker

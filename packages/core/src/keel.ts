@@ -317,7 +317,7 @@ export function createKeel(config: KeelConfig): Keel {
       : new JobRuntime(
           resolved.jobs,
           definitions,
-          new JobTelemetry(telemetry.tracer, resolved.jobs.queue),
+          new JobTelemetry(telemetry.tracer, telemetry.meter, resolved.jobs.queue),
           logger,
         )
   const engine = new Engine(

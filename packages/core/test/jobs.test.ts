@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { context, SpanKind } from '@opentelemetry/api'
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
+import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics'
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base'
 import { Queue } from 'bullmq'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -42,6 +43,27 @@ afterAll(async () => {
   await dropTable(table)
   context.disable()
 })
+
+class TestReader extends MetricReader {
+  protected override async onShutdown(): Promise<void> {}
+  protected override async onForceFlush(): Promise<void> {}
+}
+
+/** Sums each metric's points: histogram counts, counter and gauge values. */
+async function metricValues(reader: TestReader): Promise<Record<string, number>> {
+  const { resourceMetrics } = await reader.collect()
+  const out: Record<string, number> = {}
+  for (const scope of resourceMetrics.scopeMetrics) {
+    for (const metric of scope.metrics) {
+      let total = 0
+      for (const point of metric.dataPoints as Array<{ value: number | { count: number } }>) {
+        total += typeof point.value === 'number' ? point.value : point.value.count
+      }
+      out[metric.descriptor.name] = total
+    }
+  }
+  return out
+}
 
 async function finished(db: TenantClient, jobId: string) {
   let status = await db.jobStatus(jobId)
@@ -249,6 +271,31 @@ describe('jobs', () => {
     expect(await acme.jobStatus(jobId)).toMatchObject({ result: 'delivered', attempts: 1 })
     expect(await acme.deadLetters()).toEqual([])
     expect(await acme.redrive(jobId)).toBe(false)
+  })
+
+  it('measures queue depth, wait and run time, and failures', async () => {
+    const reader = new TestReader()
+    const keel = jobsKeel({ telemetry: { meterProvider: new MeterProvider({ readers: [reader] }) } })
+    keel.defineJob('metered', {
+      schema: z.object({ fail: z.boolean() }),
+      retries: 0,
+      handler: async ({ fail }) => {
+        if (fail) throw new Error('no')
+        return 'yes'
+      },
+    })
+    const db = keel.tenant('acme')
+    const ok = await db.enqueue('metered', { fail: false })
+    const bad = await db.enqueue('metered', { fail: true })
+    const before = await metricValues(reader)
+    expect(before['keel.jobs.queue.depth']).toBeGreaterThanOrEqual(2)
+    keel.startWorker()
+    await finished(db, ok.jobId)
+    await finished(db, bad.jobId)
+    const after = await metricValues(reader)
+    expect(after['keel.jobs.wait.duration']).toBe(2)
+    expect(after['keel.jobs.run.duration']).toBe(2)
+    expect(after['keel.jobs.failures']).toBe(1)
   })
 
   it('bad definitions and calls without a jobs configuration are KeelErrors', () => {

@@ -115,10 +115,16 @@ export class JobRuntime {
   }
 
   get queue(): Queue {
-    this.#queue ??= new Queue(this.#config.queue, {
-      connection: this.#connection(false),
-      prefix: this.#config.prefix,
-    })
+    if (this.#queue === undefined) {
+      const queue = new Queue(this.#config.queue, {
+        connection: this.#connection(false),
+        prefix: this.#config.prefix,
+      })
+      this.#queue = queue
+      this.#telemetry.observeDepth(() =>
+        queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'failed', 'completed'),
+      )
+    }
     return this.#queue
   }
 
@@ -333,6 +339,8 @@ export class JobRuntime {
     )
     const controller = new AbortController()
     let timer: NodeJS.Timeout | undefined
+    const started = Date.now()
+    this.#telemetry.attemptStarted(job.name, started - job.timestamp - (job.opts.delay ?? 0))
     try {
       const payload = checkPayload(definition, envelope.p)
       const timeout = new Promise<never>((_, reject) => {
@@ -355,9 +363,16 @@ export class JobRuntime {
       )
       const result = await Promise.race([run, timeout])
       this.#telemetry.end(span)
+      this.#telemetry.attemptEnded(job.name, Date.now() - started, false, false)
       return result
     } catch (error) {
       this.#telemetry.end(span, error)
+      this.#telemetry.attemptEnded(
+        job.name,
+        Date.now() - started,
+        true,
+        job.attemptsMade + 1 >= (job.opts.attempts ?? 1),
+      )
       throw error
     } finally {
       clearTimeout(timer)

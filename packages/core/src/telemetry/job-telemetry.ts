@@ -1,7 +1,10 @@
 import {
   type Context,
+  type Counter,
   context,
+  type Histogram,
   isSpanContextValid,
+  type Meter,
   propagation,
   type Span,
   type SpanContext,
@@ -31,11 +34,48 @@ function parseTraceparent(value: string): SpanContext | undefined {
  */
 export class JobTelemetry {
   readonly #tracer: Tracer
+  readonly #meter: Meter
   readonly #queue: string
+  readonly #wait: Histogram
+  readonly #run: Histogram
+  readonly #failures: Counter
 
-  constructor(tracer: Tracer, queue: string) {
+  constructor(tracer: Tracer, meter: Meter, queue: string) {
     this.#tracer = tracer
+    this.#meter = meter
     this.#queue = queue
+    this.#wait = meter.createHistogram('keel.jobs.wait.duration', {
+      unit: 's',
+      description: 'From when a job could run (enqueue, or the end of its delay) to when an attempt started',
+    })
+    this.#run = meter.createHistogram('keel.jobs.run.duration', {
+      unit: 's',
+      description: 'How long job attempts ran',
+    })
+    this.#failures = meter.createCounter('keel.jobs.failures', {
+      description: 'Failed job attempts; keel.job.final=true when no retry remains (a dead letter)',
+    })
+  }
+
+  attemptStarted(jobName: string, waitedMs: number): void {
+    this.#wait.record(Math.max(0, waitedMs) / 1_000, { 'keel.job.name': jobName })
+  }
+
+  attemptEnded(jobName: string, ranMs: number, failed: boolean, final: boolean): void {
+    this.#run.record(ranMs / 1_000, { 'keel.job.name': jobName })
+    if (failed) this.#failures.add(1, { 'keel.job.name': jobName, 'keel.job.final': final })
+  }
+
+  /** Queue depth by state, read whenever the meter collects. */
+  observeDepth(read: () => Promise<Record<string, number>>): void {
+    this.#meter
+      .createObservableGauge('keel.jobs.queue.depth', { description: 'Jobs in the queue by state' })
+      .addCallback(async (result) => {
+        const counts = await read().catch(() => undefined)
+        for (const [state, count] of Object.entries(counts ?? {})) {
+          result.observe(count, { 'messaging.destination.name': this.#queue, 'keel.job.state': state })
+        }
+      })
   }
 
   startSend(jobName: string, tenantId: string): { span: Span; carrier: Record<string, string> } {

@@ -267,7 +267,10 @@ describe('jobs', () => {
     expect(await keel.tenant('globex').redrive(jobId)).toBe(false)
     broken = false
     expect(await acme.redrive(jobId)).toBe(true)
-    await waitFor('the re-driven job to complete', async () => (await acme.jobStatus(jobId))?.state === 'completed')
+    await waitFor(
+      'the re-driven job to complete',
+      async () => (await acme.jobStatus(jobId))?.state === 'completed',
+    )
     expect(await acme.jobStatus(jobId)).toMatchObject({ result: 'delivered', attempts: 1 })
     expect(await acme.deadLetters()).toEqual([])
     expect(await acme.redrive(jobId)).toBe(false)

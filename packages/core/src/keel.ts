@@ -130,6 +130,7 @@ export class Keel {
           const db = this.tenant(tenantId, { consistencyToken })
           return this.run(db, () => fn(db))
         },
+        primaryPool: this.#engine.primary.pool,
       },
       options,
     )

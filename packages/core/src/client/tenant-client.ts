@@ -2,6 +2,7 @@ import { context, type Span, trace } from '@opentelemetry/api'
 import type { CacheClient } from '../cache/cache-client.js'
 import type { CachedOptions, InvalidateOptions } from '../cache/cached-options.js'
 import type { EnqueueOptions, JobStatus } from '../jobs/job-runtime.js'
+import type { OutboxRow } from '../jobs/outbox.js'
 import type { HostPool, Lease } from '../pool/host-pool.js'
 import { type Prelude, ScopedQuery } from '../pool/scoped-query.js'
 import { classifySql, rememberWrite } from '../routing/classify-sql.js'
@@ -275,6 +276,23 @@ export class TenantClient implements Queryable {
     }
   }
 
+  /**
+   * After COMMIT: the outbox rows go to the queue on the next turn of the event loop, never before the
+   * commit and without delaying the caller. If this process dies first, a worker's sweep relays them.
+   */
+  #relay(rows: readonly OutboxRow[]): void {
+    const engine = this.#engine
+    const token = this.consistencyToken
+    setImmediate(() => {
+      engine.jobs?.relay(engine.primary.pool, rows, token).catch((error: unknown) => {
+        engine.logger?.warn(
+          { err: error, tenantId: this.tenantId },
+          'keel jobs: outbox relay failed; the sweep will retry',
+        )
+      })
+    })
+  }
+
   async #observe(lsn: Lsn | undefined): Promise<void> {
     const monitor = this.#engine.monitor
     if (lsn === undefined || monitor === undefined) return
@@ -319,6 +337,7 @@ export class TenantClient implements Queryable {
       )
       const result = await context.with(tx.context, () => fn(tx!))
       await tx.commit()
+      if (tx.outbox.length > 0) this.#relay(tx.outbox)
       return result
     } catch (error) {
       failure = error

@@ -1,5 +1,8 @@
 import type { Context } from '@opentelemetry/api'
 import { KeelError } from '../errors.js'
+import { checkPayload } from '../jobs/job-definition.js'
+import { checkEnqueueOptions, type EnqueueOptions, jobIdFor } from '../jobs/job-runtime.js'
+import { OUTBOX_TABLE, type OutboxRow } from '../jobs/outbox.js'
 import type { Lease } from '../pool/host-pool.js'
 import { type Prelude, ScopedQuery } from '../pool/scoped-query.js'
 import { COMMIT, WAL_POSITION_TEXT } from '../routing/wal-statements.js'
@@ -164,6 +167,44 @@ export class Transaction implements Queryable {
 
   close(): void {
     this.#state = 'closed'
+  }
+
+  /** Jobs enqueued in this transaction, relayed to the queue once it commits. */
+  readonly outbox: OutboxRow[] = []
+
+  /**
+   * Enqueues a job only if this transaction commits: it is written to the outbox in the transaction and
+   * relayed after COMMIT (or by a worker's sweep if this process dies first). Validated now, like
+   * db.enqueue(); needs `jobs.outbox: true` and the outbox table (applyJobOutbox).
+   */
+  async enqueue(name: string, payload: unknown, options?: EnqueueOptions): Promise<{ jobId: string }> {
+    const runtime = this.#engine.jobRuntime()
+    if (!this.#engine.config.jobs?.outbox) {
+      throw new KeelError(
+        'KEEL_JOBS_NOT_CONFIGURED',
+        'tx.enqueue() needs jobs.outbox: true and the outbox table',
+      )
+    }
+    const definition = runtime.definition(name)
+    const payloadData = checkPayload(definition, payload)
+    const opts = checkEnqueueOptions(options)
+    const id = jobIdFor(this.tenantId, name, opts.idempotencyKey)
+    const row: OutboxRow = {
+      tenant_id: this.tenantId,
+      id,
+      name,
+      payload: payloadData,
+      options: {
+        ...(opts.delayMs === undefined ? {} : { delayMs: opts.delayMs }),
+        ...(opts.priority === undefined ? {} : { priority: opts.priority }),
+      },
+    }
+    await this.query(
+      `INSERT INTO ${OUTBOX_TABLE} (tenant_id, id, name, payload, options) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+      [row.tenant_id, row.id, row.name, JSON.stringify(row.payload), JSON.stringify(row.options)],
+    )
+    this.outbox.push(row)
+    return { jobId: id }
   }
 
   #next(text: string, values: readonly unknown[] | undefined, cacheSize: number): ScopedQuery {

@@ -223,6 +223,10 @@ const jobsSchema = z.strictObject({
   lockDurationMs: z.number().int().min(1_000).default(30_000),
   /** Jobs of one tenant running at once across all workers (0 = no cap). @default 0 */
   tenantConcurrency: z.number().int().min(0).default(0),
+  /** tx.enqueue() writes to keel_job_outbox (create it with applyJobOutbox) and workers sweep it. @default false */
+  outbox: z.boolean().default(false),
+  /** How often workers relay outbox rows left behind by a crash, and how old a row must be. @default 2000 */
+  outboxSweepMs: z.number().int().min(100).default(2_000),
 })
 
 const telemetrySchema = z.strictObject({

@@ -2,6 +2,7 @@ import { createHash, randomUUID } from 'node:crypto'
 import { context } from '@opentelemetry/api'
 import { DelayedError, type Job, type MinimalJob, Queue, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
+import type pg from 'pg'
 import type { TenantClient } from '../client/tenant-client.js'
 import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
@@ -9,6 +10,7 @@ import type { JobTelemetry } from '../telemetry/job-telemetry.js'
 import { FairScheduler } from './fair-scheduler.js'
 import { checkPayload, type ResolvedJobDefinition } from './job-definition.js'
 import { isEnvelope, type JobEnvelope } from './job-envelope.js'
+import { OUTBOX_TABLE, type OutboxRow, RELAY_SETTING } from './outbox.js'
 
 type JobsConfig = NonNullable<ResolvedConfig['jobs']>
 
@@ -43,6 +45,8 @@ export interface JobHost {
     consistencyToken: string | undefined,
     fn: (db: TenantClient) => Promise<R>,
   ): Promise<R>
+  /** The primary's pool, for the outbox relay (it reads every tenant's pending rows). */
+  readonly primaryPool: pg.Pool
 }
 
 export interface StartWorkerOptions {
@@ -52,7 +56,7 @@ export interface StartWorkerOptions {
   concurrency?: number
 }
 
-function jobIdFor(tenantId: string, name: string, idempotencyKey: string | undefined): string {
+export function jobIdFor(tenantId: string, name: string, idempotencyKey: string | undefined): string {
   if (idempotencyKey === undefined) return `j-${randomUUID()}`
   // BullMQ ids cannot contain ':'; a digest also keeps long keys short and opaque.
   const digest = createHash('sha256').update(`${tenantId}\u0000${name}\u0000${idempotencyKey}`).digest('hex')
@@ -81,6 +85,8 @@ export class JobRuntime {
   readonly #workers: Worker[] = []
   #queue: Queue | undefined
   #fair: FairScheduler | undefined
+  #sweeper: NodeJS.Timeout | undefined
+  #sweeping = false
 
   constructor(
     config: JobsConfig,
@@ -162,16 +168,32 @@ export class JobRuntime {
       ...(consistencyToken === undefined ? {} : { c: consistencyToken }),
       tc: carrier,
     }
-    let claimed = false
     try {
-      // An idempotency key is claimed before anything else: of concurrent callers, one enqueues.
-      if (opts.idempotencyKey !== undefined) {
-        claimed = await this.fair.claim(jobId, this.#config.retentionMs)
-        if (!claimed) {
-          this.#telemetry.end(span)
-          return { jobId }
-        }
-      }
+      await this.#add(tenantId, name, envelope, jobId, opts.idempotencyKey !== undefined, definition, opts)
+      this.#telemetry.end(span)
+      return { jobId }
+    } catch (error) {
+      this.#telemetry.end(span, error)
+      throw error
+    }
+  }
+
+  /**
+   * Claims the id (when it must be unique), takes the tenant's fair position and adds the job. A claimed
+   * id that is already taken means the job exists (or existed within retentionMs): nothing is added.
+   */
+  async #add(
+    tenantId: string,
+    name: string,
+    envelope: JobEnvelope,
+    jobId: string,
+    unique: boolean,
+    definition: ResolvedJobDefinition,
+    opts: EnqueueOptions,
+  ): Promise<void> {
+    const claimed = unique ? await this.fair.claim(jobId, this.#config.retentionMs) : false
+    if (unique && !claimed) return
+    try {
       const priority = await this.fair.priority(tenantId, opts.priority ?? 5, this.#config.retentionMs)
       await this.queue.add(name, envelope, {
         jobId,
@@ -182,12 +204,78 @@ export class JobRuntime {
         removeOnComplete: { age: Math.ceil(this.#config.retentionMs / 1_000) },
         removeOnFail: { age: Math.ceil(this.#config.deadLetterRetentionMs / 1_000) },
       })
-      this.#telemetry.end(span)
-      return { jobId }
     } catch (error) {
       if (claimed) await this.fair.unclaim(jobId).catch(() => undefined)
-      this.#telemetry.end(span, error)
       throw error
+    }
+  }
+
+  /**
+   * Moves committed outbox rows to the queue and deletes them. Each row's id is claimed first, so a row
+   * relayed twice (after commit, and by a sweeper that found it) becomes one job.
+   */
+  async relay(
+    pool: pg.Pool,
+    rows: readonly OutboxRow[],
+    consistencyToken: string | undefined,
+  ): Promise<void> {
+    await this.#addRows(rows, consistencyToken)
+    await deleteOutboxRows(pool, rows)
+  }
+
+  async #addRows(rows: readonly OutboxRow[], consistencyToken: string | undefined): Promise<void> {
+    for (const row of rows) {
+      const definition = this.definition(row.name)
+      const { span, carrier } = this.#telemetry.startSend(row.name, row.tenant_id)
+      span.setAttribute('messaging.message.id', row.id)
+      const envelope: JobEnvelope = {
+        v: 1,
+        t: row.tenant_id,
+        p: row.payload,
+        ...(consistencyToken === undefined ? {} : { c: consistencyToken }),
+        tc: carrier,
+      }
+      try {
+        await this.#add(row.tenant_id, row.name, envelope, row.id, true, definition, row.options)
+        this.#telemetry.end(span)
+      } catch (error) {
+        this.#telemetry.end(span, error)
+        throw error
+      }
+    }
+  }
+
+  /**
+   * Relays rows whose transaction committed but whose process died before relaying them (older than
+   * `ageMs`). Rows are locked while relayed, so concurrent sweepers split the work.
+   */
+  async sweep(pool: pg.Pool, ageMs: number): Promise<number> {
+    const client = await pool.connect()
+    let failure: unknown
+    try {
+      await client.query('BEGIN')
+      await client.query(`SELECT set_config('${RELAY_SETTING}', 'on', true)`)
+      const { rows } = await client.query<OutboxRow>(
+        `SELECT tenant_id, id, name, payload, options FROM ${OUTBOX_TABLE}
+         WHERE created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT 100 FOR UPDATE SKIP LOCKED`,
+        [ageMs / 1_000],
+      )
+      // A swept job cannot know how far its transaction's WAL reached: it reads the primary.
+      await this.#addRows(rows, SWEPT_TOKEN)
+      if (rows.length > 0) {
+        await client.query(
+          `DELETE FROM ${OUTBOX_TABLE} WHERE (tenant_id, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+          [rows.map((r) => r.tenant_id), rows.map((r) => r.id)],
+        )
+      }
+      await client.query('COMMIT')
+      return rows.length
+    } catch (error) {
+      failure = error
+      await client.query('ROLLBACK').catch(() => undefined)
+      throw error
+    } finally {
+      client.release(failure === undefined ? undefined : true)
     }
   }
 
@@ -270,6 +358,7 @@ export class JobRuntime {
       },
     )
     worker.on('error', (error) => this.#logger?.warn({ err: error }, 'keel jobs: worker error'))
+    this.#startSweeper(host.primaryPool)
     // A tenant's pending count (its fair-share position) drops when a job is done for good.
     const settled = (job: Job | undefined) => {
       if (job !== undefined && isEnvelope(job.data)) this.fair.done(job.data.t).catch(() => undefined)
@@ -379,8 +468,24 @@ export class JobRuntime {
     }
   }
 
+  #startSweeper(pool: pg.Pool): void {
+    if (this.#sweeper !== undefined || !this.#config.outbox) return
+    const every = this.#config.outboxSweepMs
+    this.#sweeper = setInterval(() => {
+      if (this.#sweeping) return
+      this.#sweeping = true
+      this.sweep(pool, every)
+        .catch((error: unknown) => this.#logger?.warn({ err: error }, 'keel jobs: outbox sweep failed'))
+        .finally(() => {
+          this.#sweeping = false
+        })
+    }, every)
+    this.#sweeper.unref()
+  }
+
   /** Stops taking jobs, waits (bounded) for the running ones, closes connections. */
   async close(): Promise<void> {
+    if (this.#sweeper !== undefined) clearInterval(this.#sweeper)
     const graceful = Promise.all(this.#workers.map((w) => w.close()))
     let timer: NodeJS.Timeout | undefined
     const bound = new Promise<'timeout'>((resolve) => {
@@ -401,13 +506,37 @@ export class JobRuntime {
   }
 }
 
+/** Not a valid token on purpose: a session resumed from it reads the primary. */
+const SWEPT_TOKEN = 'outbox-swept'
+
+async function deleteOutboxRows(pool: pg.Pool, rows: readonly OutboxRow[]): Promise<void> {
+  if (rows.length === 0) return
+  const client = await pool.connect()
+  let failure: unknown
+  try {
+    await client.query('BEGIN')
+    await client.query(`SELECT set_config('${RELAY_SETTING}', 'on', true)`)
+    await client.query(
+      `DELETE FROM ${OUTBOX_TABLE} WHERE (tenant_id, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+      [rows.map((r) => r.tenant_id), rows.map((r) => r.id)],
+    )
+    await client.query('COMMIT')
+  } catch (error) {
+    failure = error
+    await client.query('ROLLBACK').catch(() => undefined)
+    throw error
+  } finally {
+    client.release(failure === undefined ? undefined : true)
+  }
+}
+
 /** Exponential backoff with equal jitter: half the exponential delay, plus a random half. */
 export function backoffDelay(attemptsMade: number, baseMs: number, maxMs: number): number {
   const exponential = Math.min(maxMs, baseMs * 2 ** Math.max(0, attemptsMade - 1))
   return Math.round(exponential / 2 + Math.random() * (exponential / 2))
 }
 
-function checkEnqueueOptions(options: EnqueueOptions | undefined): EnqueueOptions {
+export function checkEnqueueOptions(options: EnqueueOptions | undefined): EnqueueOptions {
   if (options === undefined) return {}
   const o = options
   const bad = (field: string, message: string) =>

@@ -301,6 +301,32 @@ describe('jobs', () => {
     expect(after['keel.jobs.failures']).toBe(1)
   })
 
+  it('close() stops taking jobs and waits for the running ones, bounded', async () => {
+    const keel = jobsKeel()
+    let finishedRuns = 0
+    keel.defineJob('long', {
+      schema: z.object({}),
+      handler: async () => {
+        await new Promise((r) => setTimeout(r, 300))
+        finishedRuns++
+        return 'done'
+      },
+    })
+    keel.startWorker({ concurrency: 1 })
+    const db = keel.tenant('acme')
+    const first = await db.enqueue('long', {})
+    const second = await db.enqueue('long', {})
+    await waitFor('the first job to start', async () => (await db.jobStatus(first.jobId))?.state === 'active')
+    await keel.close()
+    // The running job finished; the waiting one was not taken.
+    expect(finishedRuns).toBe(1)
+    const sameQueue = testKeel({ jobs: { redis: { url: readStack().redis.url }, queue: keel.config.jobs!.queue } })
+    open.push(sameQueue)
+    const statusOf = (id: string) => sameQueue.tenant('acme').jobStatus(id)
+    expect((await statusOf(first.jobId))?.state).toBe('completed')
+    expect((await statusOf(second.jobId))?.state).toBe('waiting')
+  })
+
   it('bad definitions and calls without a jobs configuration are KeelErrors', () => {
     const keel = jobsKeel()
     expect(() => keel.defineJob('bad name!', { schema: z.object({}), handler: async () => 1 })).toThrow(

@@ -14,21 +14,40 @@ export interface CacheEntry<T = unknown> {
   readonly tags: readonly string[]
 }
 
+/**
+ * Freezes a value and everything it holds, so callers sharing an L1 entry cannot change it under each
+ * other. Built for speed on the L2-hit path: indexed loops for arrays, own enumerable string keys for
+ * objects (symbol-keyed properties are left alone), primitives skipped before any call.
+ */
 export function deepFreeze<T>(value: T): T {
-  if (value === null || typeof value !== 'object' || Object.isFrozen(value)) return value
-  // Typed arrays and Buffers cannot be frozen while they hold elements; Map, Set and Date keep their
-  // internal state mutable even when frozen. Those are documented as "do not mutate".
-  if (ArrayBuffer.isView(value)) return value
-  Object.freeze(value)
-  if (value instanceof Map) {
+  if (typeof value === 'object' && value !== null) freezeObject(value)
+  return value
+}
+
+function freezeObject(value: object): void {
+  if (Object.isFrozen(value)) return
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const item: unknown = value[i]
+      if (typeof item === 'object' && item !== null) freezeObject(item)
+    }
+  } else if (ArrayBuffer.isView(value)) {
+    // Typed arrays and Buffers cannot be frozen while they hold elements.
+    return
+  } else if (value instanceof Map) {
     for (const [k, v] of value) {
-      deepFreeze(k)
-      deepFreeze(v)
+      if (typeof k === 'object' && k !== null) freezeObject(k)
+      if (typeof v === 'object' && v !== null) freezeObject(v)
     }
   } else if (value instanceof Set) {
-    for (const v of value) deepFreeze(v)
+    for (const v of value) if (typeof v === 'object' && v !== null) freezeObject(v)
   } else {
-    for (const key of Reflect.ownKeys(value)) deepFreeze((value as Record<PropertyKey, unknown>)[key])
+    const record = value as Record<string, unknown>
+    for (const key of Object.keys(record)) {
+      const item = record[key]
+      if (typeof item === 'object' && item !== null) freezeObject(item)
+    }
   }
-  return value
+  // Map, Set and Date keep their internal state mutable even when frozen: documented as "do not mutate".
+  Object.freeze(value)
 }

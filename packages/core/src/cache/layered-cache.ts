@@ -69,6 +69,7 @@ export class LayeredCache {
   readonly #acks = new Map<string, { count: number; expected: number; done: () => void }>()
   /** Invalidations Redis could not take: replayed when it is back. */
   readonly #deferred: Array<{ scope: string; keys: readonly string[]; tags: readonly string[] }> = []
+  readonly #localKeys = new Map<string, Map<string, string>>()
   #waiting = 0
   #closed = false
 
@@ -102,7 +103,7 @@ export class LayeredCache {
     options: CachedOptions,
     loader: () => Promise<T>,
   ): Promise<T> {
-    const local = localKey(scope, options.key)
+    const local = this.#localKey(scope, options.key)
     const entry = this.#l1.get(local)
     const now = Date.now()
     if (entry !== undefined && now < entry.freshUntil) {
@@ -115,6 +116,26 @@ export class LayeredCache {
       record(outcome.result)
       return outcome.entry.value as T
     })
+  }
+
+  /**
+   * The L1 key for (scope, key), memoized: building `scope + NUL + key` on every hit would cost more
+   * than the hit itself (a new string to flatten and hash each time). Bounded by clearing.
+   */
+  #localKey(scope: string, key: string): string {
+    let byKey = this.#localKeys.get(scope)
+    if (byKey === undefined) {
+      if (this.#localKeys.size >= 10_000) this.#localKeys.clear()
+      byKey = new Map()
+      this.#localKeys.set(scope, byKey)
+    }
+    let local = byKey.get(key)
+    if (local === undefined) {
+      if (byKey.size >= 10_000) byKey.clear()
+      local = localKey(scope, key)
+      byKey.set(key, local)
+    }
+    return local
   }
 
   async #slow(

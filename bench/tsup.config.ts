@@ -7,6 +7,19 @@ export default defineConfig({
   clean: true,
   target: 'node20',
   platform: 'node',
-  // Benchmarks measure the built @keel/core and the pinned pg, never a bundled copy.
-  external: ['pg', '@keel/core'],
+  // Benchmarks measure the built @keel/core and the pinned libraries, never a bundled copy.
+  external: [
+    'pg',
+    '@keel/core',
+    'lru-cache',
+    'ioredis',
+    'redis',
+    'bentocache',
+    'cache-manager',
+    'cacheable',
+    'keyv',
+    '@keyv/redis',
+    '@epic-web/cachified',
+    'cachified-redis-adapter',
+  ],
 })

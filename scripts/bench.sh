@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs keel's benchmarks against the local stack: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas]
+# Runs keel's benchmarks against the local stack:
+#   bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile]
 # Results go to bench/results/ and bench/README.md. Tunables: see bench/README.md (BENCH_* variables).
 set -euo pipefail
 
@@ -7,9 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scenario="${1:-all}"
 case "$scenario" in
-  all | throughput | loopback | proxy | noisy | breakdown | replicas) ;;
+  all | throughput | loopback | proxy | noisy | breakdown | replicas | cache | cache-profile) ;;
   *)
-    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas]" >&2
+    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile]" >&2
     exit 2
     ;;
 esac
@@ -30,9 +31,12 @@ node scripts/stack.mjs up
 
 case "$scenario" in
   replicas) node bench/dist/replicas.js ;;
+  cache) node bench/dist/cache.js ;;
+  cache-profile) node bench/dist/cache-profile.js ;;
   all)
     node bench/dist/tenancy.js all
     node bench/dist/replicas.js
+    node bench/dist/cache.js
     ;;
   *) node bench/dist/tenancy.js "$scenario" ;;
 esac

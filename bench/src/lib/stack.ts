@@ -17,10 +17,18 @@ export interface StackReplica extends StackNode {
   applyDelayMs?: number
 }
 
+export interface StackRedis {
+  host: string
+  port: number
+  url: string
+}
+
 export interface Stack {
   primary: StackNode
   /** Streaming replicas of the primary (replica1, replica2), when the stack has them. */
   replicas?: StackReplica[]
+  /** The stack's own Redis (never the system one on 6379), when the stack has it. */
+  redis?: StackRedis
 }
 
 /** The repository root: this file is bundled into bench/dist/*.js. */

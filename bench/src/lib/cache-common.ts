@@ -1,0 +1,72 @@
+import { createKeel, type Keel } from '@keel/core'
+import { Redis } from 'ioredis'
+
+/**
+ * What every part of the cache bench shares: the value, keel's setup and a raw ioredis client. Kept
+ * apart from the peers (cache-peers.ts) so the profiler's child loads keel alone.
+ */
+
+/** A small dashboard: a dozen aggregate rows, what `db.cached` typically holds (~1 KB as JSON). */
+export interface Dashboard {
+  tenant: string
+  generatedAt: string
+  rows: Array<{ status: string; month: string; invoices: number; amountCents: number; currency: string }>
+}
+
+const STATUSES = ['draft', 'open', 'paid', 'overdue', 'void', 'disputed']
+
+export function dashboardValue(): Dashboard {
+  return {
+    tenant: 't001',
+    generatedAt: '2026-11-27T12:00:00.000Z',
+    rows: Array.from({ length: 12 }, (_, i) => ({
+      status: STATUSES[i % STATUSES.length]!,
+      month: `2026-${String(i + 1).padStart(2, '0')}`,
+      invoices: 100 + i * 7,
+      amountCents: 1_234_500 + i * 10_000,
+      currency: 'EUR',
+    })),
+  }
+}
+
+export function isDashboard(value: unknown): boolean {
+  const v = value as Dashboard | undefined
+  return v?.tenant === 't001' && Array.isArray(v.rows) && v.rows.length === 12
+}
+
+export const TTL_MS = 10 * 60_000
+
+// ------------------------------------------------------------------------------------------------ keel
+
+export interface KeelSetup {
+  redisUrl: string
+  primaryUrl: string
+  prefix: string
+  l1MaxEntries?: number
+  /** keel's `cache.l1.freeze` (default true: values are deep-frozen before they are shared). */
+  l1Freeze?: boolean
+}
+
+/** keel with its Redis tier; Postgres is configured (required) but the cache bench never queries it. */
+export function createKeelCache(setup: KeelSetup): Keel {
+  return createKeel({
+    postgres: { primary: { connectionString: setup.primaryUrl }, pool: { max: 1 } },
+    cache: {
+      redis: { url: setup.redisUrl },
+      prefix: setup.prefix,
+      ttlMs: TTL_MS,
+      l1: {
+        ...(setup.l1MaxEntries === undefined ? {} : { maxEntries: setup.l1MaxEntries }),
+        ...(setup.l1Freeze === undefined ? {} : { freeze: setup.l1Freeze }),
+      },
+    },
+  })
+}
+
+// -------------------------------------------------------------------------------------------- ioredis
+
+export function rawRedis(redisUrl: string): Redis {
+  const redis = new Redis(redisUrl, { lazyConnect: false, maxRetriesPerRequest: 1 })
+  redis.on('error', () => undefined)
+  return redis
+}

@@ -1,4 +1,5 @@
 import { afterAll, beforeEach, describe, expect, it } from 'vitest'
+import { decode, encode } from '../src/cache/serializer.js'
 import { type Keel, KeelError } from '../src/index.js'
 import { cacheKeel, freshPrefix, redisClient, sleep } from './support/cache.js'
 
@@ -247,6 +248,47 @@ describe('cache: bad input', () => {
       expect(error).toMatchObject({ code: 'KEEL_CONFIG_INVALID' })
       expect((error as Error).message).toContain('cache.redis.url')
       expect((error as Error).message).not.toContain('hunter2')
+    }
+  })
+})
+
+describe('cache serializer', () => {
+  class Point {
+    x = 1
+  }
+  it.each<[string, unknown, number]>([
+    ['plain JSON data', { a: 1, b: 'x', c: [true, null, { d: 2.5 }] }, 2],
+    ['a Date', { at: new Date(0) }, 1],
+    ['a BigInt', { n: 1n }, 1],
+    ['a Map', new Map([[1, 2]]), 1],
+    ['undefined in an object', { a: undefined }, 1],
+    ['-0', { z: -0 }, 1],
+    ['NaN', [Number.NaN], 1],
+    // biome-ignore lint/suspicious/noSparseArray: a sparse array is the case under test
+    ['a sparse array', [1, , 3], 1],
+    ['a Buffer', Buffer.from('x'), 1],
+  ])('%s round-trips exactly (format %i)', (_name, value, format) => {
+    const encoded = encode(value)
+    expect(encoded[0]).toBe(format)
+    expect(decode(encoded)).toStrictEqual({ ok: true, value })
+  })
+
+  it('a class instance takes the V8 format and comes back as a plain object', () => {
+    const encoded = encode(new Point())
+    expect(encoded[0]).toBe(1)
+    expect(decode(encoded)).toStrictEqual({ ok: true, value: { x: 1 } })
+  })
+
+  it('treats unreadable bytes as a miss, never an error', () => {
+    for (const bad of [
+      null,
+      undefined,
+      Buffer.from([]),
+      Buffer.from([9, 1, 2]),
+      Buffer.from([2, 123]),
+      Buffer.from([1, 255, 0]),
+    ]) {
+      expect(decode(bad as never)).toEqual({ ok: false })
     }
   })
 })

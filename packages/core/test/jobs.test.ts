@@ -320,7 +320,9 @@ describe('jobs', () => {
     await keel.close()
     // The running job finished; the waiting one was not taken.
     expect(finishedRuns).toBe(1)
-    const sameQueue = testKeel({ jobs: { redis: { url: readStack().redis.url }, queue: keel.config.jobs!.queue } })
+    const sameQueue = testKeel({
+      jobs: { redis: { url: readStack().redis.url }, queue: keel.config.jobs!.queue },
+    })
     open.push(sameQueue)
     const statusOf = (id: string) => sameQueue.tenant('acme').jobStatus(id)
     expect((await statusOf(first.jobId))?.state).toBe('completed')

@@ -241,7 +241,8 @@ export class LayeredCache {
     const now = Date.now()
     if (entry === undefined || now >= entry.staleUntil || !sameVersions(entry.versions, read.versions))
       return undefined
-    const frozen = this.#config.l1.freeze ? { ...entry, value: deepFreeze(entry.value) } : entry
+    // Decoded just now for this read: nobody else holds it, so it is frozen in place, not copied.
+    const frozen = this.#config.l1.freeze ? deepFreeze(entry) : entry
     this.#l1.set(target.local, frozen, read.bytes, target.localTags)
     if (now < entry.freshUntil) return { entry: frozen, result: 'l2_hit' }
     return { entry: frozen, result: 'stale' }

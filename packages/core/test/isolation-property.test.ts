@@ -47,6 +47,10 @@ interface Tally {
   violations: string[]
 }
 
+function newTally(): Tally {
+  return { ops: 0, reads: 0, writes: 0, expectedFailures: 0, connectionLosses: 0, kills: 0, violations: [] }
+}
+
 async function checkScope(q: Queryable, tally: Tally, where: string): Promise<void> {
   const r = await q.query<{ s: string; seen: string[] | null }>(
     `SELECT current_setting('app.tenant_id', true) AS s, (SELECT array_agg(DISTINCT tenant_id) FROM ${table}) AS seen`,
@@ -171,15 +175,7 @@ describe('tenant isolation under random interleavings and faults', () => {
     async (max) => {
       const rand = mulberry32(seed + max)
       const keel = createIsoKeel(max)
-      const tally: Tally = {
-        ops: 0,
-        reads: 0,
-        writes: 0,
-        expectedFailures: 0,
-        connectionLosses: 0,
-        kills: 0,
-        violations: [],
-      }
+      const tally = newTally()
       const stop = { done: false }
       const killing = killer(stop, rand, tally)
       try {
@@ -231,15 +227,7 @@ describe('the property check itself', () => {
   it('flags a statement that ran under another tenant (the check can fail)', async () => {
     const keel = createIsoKeel(1)
     try {
-      const tally: Tally = {
-        ops: 0,
-        reads: 0,
-        writes: 0,
-        expectedFailures: 0,
-        connectionLosses: 0,
-        kills: 0,
-        violations: [],
-      }
+      const tally = newTally()
       const t0 = keel.tenant('t0')
       await write(t0, tally)
       // A client that claims to be t1 but is scoped to t0: exactly what a leak looks like.

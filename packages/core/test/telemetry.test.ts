@@ -88,6 +88,31 @@ describe('telemetry', () => {
     expect(tx.attributes['keel.tenant.id']).toBe('acme')
   })
 
+  it("traces cache calls with keel.cache.result, the loader's queries nested under them", async () => {
+    const tracer = provider.getTracer('test')
+    const db = keel.tenant('acme')
+    const loader = () => db.query('SELECT 1 AS one').then((r) => r.rows)
+    await tracer.startActiveSpan('request', async (request) => {
+      await db.cached({ key: `otel-${Date.now()}-${Math.random()}`, tags: ['t'] }, loader)
+      request.end()
+    })
+    let all = spans()
+    const cacheSpan = all.find((s) => s.name === 'keel.cache get')!
+    expect(cacheSpan.attributes).toMatchObject({ 'keel.cache.result': 'miss', 'keel.tenant.id': 'acme' })
+    const query = all.find((s) => s.name === 'SELECT keel')!
+    expect(query.parentSpanContext?.spanId).toBe(cacheSpan.spanContext().spanId)
+    exporter.reset()
+    await tracer.startActiveSpan('request 2', async (request) => {
+      await db.cached({ key: 'otel-hit' }, loader)
+      await db.cached({ key: 'otel-hit' }, loader)
+      request.end()
+    })
+    all = spans()
+    expect(
+      all.filter((s) => s.name === 'keel.cache get').map((s) => s.attributes['keel.cache.result']),
+    ).toEqual(['miss', 'l1_hit'])
+  })
+
   it("honours queryText: 'off'", async () => {
     const quiet = testKeel({ telemetry: { tracerProvider: provider, queryText: 'off' } })
     try {

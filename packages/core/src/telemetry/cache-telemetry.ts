@@ -63,12 +63,13 @@ export class CacheTelemetry {
   ): Promise<T> {
     const span = this.#span(tenantId)
     let result: CacheResult = 'miss'
+    const record = (r: CacheResult) => {
+      result = r
+    }
     try {
-      return await context.with(trace.setSpan(context.active(), span), () =>
-        fn((r) => {
-          result = r
-        }),
-      )
+      // Only a recording span needs to become the context of the loader (its queries nest under it).
+      if (!span.isRecording()) return await fn(record)
+      return await context.with(trace.setSpan(context.active(), span), () => fn(record))
     } catch (error) {
       span.setStatus({
         code: SpanStatusCode.ERROR,

@@ -17,7 +17,7 @@ import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { deserialize, serialize } from 'node:v8'
 import { LRUCache } from 'lru-cache'
-import { createKeelCache, dashboardValue, rawRedis, TTL_MS } from './lib/cache-common.js'
+import { createKeelCache, dashboardValue, deepFreezeLikeKeel, rawRedis, TTL_MS } from './lib/cache-common.js'
 import { envNumber } from './lib/env.js'
 import { fmt, markdownTable } from './lib/report.js'
 import { readStack, repoRoot } from './lib/stack.js'
@@ -77,41 +77,6 @@ async function runLoop(loop: Loop): Promise<void> {
 }
 
 // ------------------------------------------------------------------------------- components (parent)
-
-/**
- * keel's deepFreeze as of 4524d7c (packages/core/src/cache/cache-entry.ts; keel does not export it):
- * indexed loops for arrays, Object.keys for objects, primitives skipped before any call.
- */
-function deepFreezeLikeKeel<T>(value: T): T {
-  if (typeof value === 'object' && value !== null) freezeObjectLikeKeel(value)
-  return value
-}
-
-function freezeObjectLikeKeel(value: object): void {
-  if (Object.isFrozen(value)) return
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) {
-      const item: unknown = value[i]
-      if (typeof item === 'object' && item !== null) freezeObjectLikeKeel(item)
-    }
-  } else if (ArrayBuffer.isView(value)) {
-    return
-  } else if (value instanceof Map) {
-    for (const [k, v] of value) {
-      if (typeof k === 'object' && k !== null) freezeObjectLikeKeel(k)
-      if (typeof v === 'object' && v !== null) freezeObjectLikeKeel(v)
-    }
-  } else if (value instanceof Set) {
-    for (const v of value) if (typeof v === 'object' && v !== null) freezeObjectLikeKeel(v)
-  } else {
-    const record = value as Record<string, unknown>
-    for (const key of Object.keys(record)) {
-      const item = record[key]
-      if (typeof item === 'object' && item !== null) freezeObjectLikeKeel(item)
-    }
-  }
-  Object.freeze(value)
-}
 
 /** keel's deepFreeze before 4524d7c: every object walked with Reflect.ownKeys (array indices as strings). */
 function freezeBefore4524d7c<T>(value: T): T {

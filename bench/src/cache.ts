@@ -34,6 +34,7 @@ import {
   createKeelCache,
   type Dashboard,
   dashboardValue,
+  deepFreezeLikeKeel,
   isDashboard,
   rawRedis,
   TTL_MS,
@@ -400,41 +401,6 @@ interface Context {
 function counter(): { inc: () => void; get: () => number } {
   let n = 0
   return { inc: () => void n++, get: () => n }
-}
-
-/**
- * keel's deepFreeze as of 4524d7c (packages/core/src/cache/cache-entry.ts; keel does not export it):
- * indexed loops for arrays, Object.keys for objects, primitives skipped before any call.
- */
-function deepFreezeLikeKeel<T>(value: T): T {
-  if (typeof value === 'object' && value !== null) freezeObjectLikeKeel(value)
-  return value
-}
-
-function freezeObjectLikeKeel(value: object): void {
-  if (Object.isFrozen(value)) return
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) {
-      const item: unknown = value[i]
-      if (typeof item === 'object' && item !== null) freezeObjectLikeKeel(item)
-    }
-  } else if (ArrayBuffer.isView(value)) {
-    return
-  } else if (value instanceof Map) {
-    for (const [k, v] of value) {
-      if (typeof k === 'object' && k !== null) freezeObjectLikeKeel(k)
-      if (typeof v === 'object' && v !== null) freezeObjectLikeKeel(v)
-    }
-  } else if (value instanceof Set) {
-    for (const v of value) if (typeof v === 'object' && v !== null) freezeObjectLikeKeel(v)
-  } else {
-    const record = value as Record<string, unknown>
-    for (const key of Object.keys(record)) {
-      const item = record[key]
-      if (typeof item === 'object' && item !== null) freezeObjectLikeKeel(item)
-    }
-  }
-  Object.freeze(value)
 }
 
 // --------------------------------------------------------------------------------------------- L1 hits

@@ -3,7 +3,9 @@ import type { Redis } from 'ioredis'
 // Priority of a tenant's next job: 1 when it has nothing pending, else one more than its last. BullMQ runs
 // lower numbers first (FIFO among equals), so the n-th pending job of every tenant competes with the
 // n-th of every other: a tenant with one job never waits behind another tenant's backlog.
+// With a third key, the idempotency claim comes first, in the same call: 0 means "already claimed".
 const FAIR_PRIORITY = `
+if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'PX', ARGV[3], 'NX') then return 0 end
 local pending = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local p = 1
@@ -28,7 +30,7 @@ end
 return 0`
 
 interface SchedulerRedis extends Redis {
-  keelFairPriority(pending: string, last: string, max: number, ttlMs: number): Promise<number>
+  keelFairPriority(keys: number, ...args: Array<string | number>): Promise<number>
   keelFairDone(pending: string): Promise<number>
   keelSlotAcquire(
     running: string,
@@ -55,29 +57,47 @@ export class FairScheduler {
   constructor(redis: Redis, prefix: string) {
     this.#redis = redis as SchedulerRedis
     this.#prefix = prefix
-    this.#redis.defineCommand('keelFairPriority', { numberOfKeys: 2, lua: FAIR_PRIORITY })
+    this.#redis.defineCommand('keelFairPriority', { lua: FAIR_PRIORITY })
     this.#redis.defineCommand('keelFairDone', { numberOfKeys: 1, lua: DONE })
     this.#redis.defineCommand('keelSlotAcquire', { numberOfKeys: 1, lua: ACQUIRE })
   }
 
-  /** Claims an idempotency key for the retention window; false when another call already has it. */
-  async claim(jobId: string, retentionMs: number): Promise<boolean> {
-    return (await this.#redis.set(`${this.#prefix}:idem:${jobId}`, '1', 'PX', retentionMs, 'NX')) === 'OK'
+  #idemKey(tenantId: string, jobId: string): string {
+    return `${this.#prefix}:idem:{${tenantId}}:${jobId}`
   }
 
-  async unclaim(jobId: string): Promise<void> {
-    await this.#redis.del(`${this.#prefix}:idem:${jobId}`)
+  /**
+   * The BullMQ priority for a tenant's next job in `band` (1 first .. 10 last), taking the tenant's next
+   * fair position. With a `claimId`, the id is first claimed for `retentionMs` in the same round trip;
+   * null when another call already claimed it (nothing was counted).
+   */
+  async priority(
+    tenantId: string,
+    band: number,
+    ttlMs: number,
+    claim?: { id: string; retentionMs: number },
+  ): Promise<number | null> {
+    const pending = `${this.#prefix}:pending:{${tenantId}}`
+    const last = `${this.#prefix}:last:{${tenantId}}`
+    const position =
+      claim === undefined
+        ? await this.#redis.keelFairPriority(2, pending, last, MAX_POSITION, ttlMs)
+        : await this.#redis.keelFairPriority(
+            3,
+            pending,
+            last,
+            this.#idemKey(tenantId, claim.id),
+            MAX_POSITION,
+            ttlMs,
+            claim.retentionMs,
+          )
+    return position === 0 ? null : (band - 1) * BAND + position
   }
 
-  /** The BullMQ priority for a tenant's next job in `band` (1 first .. 10 last). */
-  async priority(tenantId: string, band: number, ttlMs: number): Promise<number> {
-    const position = await this.#redis.keelFairPriority(
-      `${this.#prefix}:pending:{${tenantId}}`,
-      `${this.#prefix}:last:{${tenantId}}`,
-      MAX_POSITION,
-      ttlMs,
-    )
-    return (band - 1) * BAND + position
+  /** Releases a claim whose enqueue failed, so a retry can enqueue; its position is given back too. */
+  async unclaim(tenantId: string, jobId: string): Promise<void> {
+    await this.#redis.del(this.#idemKey(tenantId, jobId))
+    await this.done(tenantId)
   }
 
   async done(tenantId: string): Promise<void> {

@@ -191,10 +191,14 @@ export class JobRuntime {
     definition: ResolvedJobDefinition,
     opts: EnqueueOptions,
   ): Promise<void> {
-    const claimed = unique ? await this.fair.claim(jobId, this.#config.retentionMs) : false
-    if (unique && !claimed) return
+    const priority = await this.fair.priority(
+      tenantId,
+      opts.priority ?? 5,
+      this.#config.retentionMs,
+      unique ? { id: jobId, retentionMs: this.#config.retentionMs } : undefined,
+    )
+    if (priority === null) return
     try {
-      const priority = await this.fair.priority(tenantId, opts.priority ?? 5, this.#config.retentionMs)
       await this.queue.add(name, envelope, {
         jobId,
         attempts: definition.retries + 1,
@@ -205,7 +209,8 @@ export class JobRuntime {
         removeOnFail: { age: Math.ceil(this.#config.deadLetterRetentionMs / 1_000) },
       })
     } catch (error) {
-      if (claimed) await this.fair.unclaim(jobId).catch(() => undefined)
+      if (unique) await this.fair.unclaim(tenantId, jobId).catch(() => undefined)
+      else await this.fair.done(tenantId).catch(() => undefined)
       throw error
     }
   }

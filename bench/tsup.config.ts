@@ -21,5 +21,7 @@ export default defineConfig({
     '@keyv/redis',
     '@epic-web/cachified',
     'cachified-redis-adapter',
+    'bullmq',
+    'zod',
   ],
 })

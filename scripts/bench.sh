@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs keel's benchmarks against the local stack:
-#   bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile]
+#   bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile]
 # Results go to bench/results/ and bench/README.md. Tunables: see bench/README.md (BENCH_* variables).
 set -euo pipefail
 
@@ -8,9 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scenario="${1:-all}"
 case "$scenario" in
-  all | throughput | loopback | proxy | noisy | breakdown | replicas | cache | cache-profile) ;;
+  all | throughput | loopback | proxy | noisy | breakdown | replicas | cache | cache-profile | jobs | jobs-profile) ;;
   *)
-    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile]" >&2
+    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile]" >&2
     exit 2
     ;;
 esac
@@ -33,10 +33,13 @@ case "$scenario" in
   replicas) node bench/dist/replicas.js ;;
   cache) node bench/dist/cache.js ;;
   cache-profile) node bench/dist/cache-profile.js ;;
+  jobs) node bench/dist/jobs.js ;;
+  jobs-profile) node bench/dist/jobs-profile.js ;;
   all)
     node bench/dist/tenancy.js all
     node bench/dist/replicas.js
     node bench/dist/cache.js
+    node bench/dist/jobs.js
     ;;
   *) node bench/dist/tenancy.js "$scenario" ;;
 esac

@@ -1,0 +1,284 @@
+import { Queue } from 'bullmq'
+import { addPrioritizedJob } from 'bullmq/dist/esm/scripts/addPrioritizedJob-9.js'
+import type { Redis } from 'ioredis'
+import {
+  createJobsKeel,
+  defineBenchJob,
+  JOB_NAME,
+  payloadFor,
+  producerRedis,
+  RAW_JOB_OPTS,
+} from './jobs-common.js'
+
+/**
+ * The enqueue variants of the jobs bench, shared by bench/src/jobs.ts (which times them) and
+ * bench/src/jobs-profile.ts (which profiles them), so both run exactly the same code.
+ */
+
+export interface RunnerContext {
+  redisUrl: string
+  primaryUrl: string
+}
+
+/** Enqueues rotate over this many tenants (keel: `keel.tenant(id)`; raw: the id in the data). */
+export const TENANTS = 50
+export const tenantIds = Array.from({ length: TENANTS }, (_, i) => `t${String(i).padStart(2, '0')}`)
+
+export interface Runner {
+  enqueue(i: number): Promise<unknown>
+  close(): Promise<void>
+}
+
+export interface EnqueueVariant {
+  key: string
+  label: string
+  setup(ctx: RunnerContext, queue: string, round: number): Runner
+}
+
+// keel's position script, copied from packages/core/src/jobs/fair-scheduler.ts (keel does not export it).
+export const FAIR_PRIORITY = `
+local pending = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local p = 1
+if pending > 1 then p = math.min((tonumber(redis.call('GET', KEYS[2])) or 0) + 1, tonumber(ARGV[1])) end
+redis.call('SET', KEYS[2], p, 'PX', ARGV[2])
+return p`
+export const BAND = 2 ** 17
+/** keel's default priority 5 selects the fifth band of positions. */
+export const DEFAULT_BAND_OFFSET = 4 * BAND
+
+export function rawQueue(ctx: RunnerContext, name: string): { queue: Queue; close(): Promise<void> } {
+  const connection = producerRedis(ctx.redisUrl)
+  const queue = new Queue(name, { connection })
+  return {
+    queue,
+    close: async () => {
+      await queue.close().catch(() => undefined)
+      await connection.quit().catch(() => undefined)
+    },
+  }
+}
+
+/**
+ * A prototype of one fix, not keel's code: keel's position taken inside BullMQ's own add script, so an
+ * enqueue is one round trip. BullMQ 6.7.0's addPrioritizedJob script with keel's position block spliced
+ * in just before the job is stored (after BullMQ's duplicate-id and deduplication checks, so a
+ * duplicate takes no position): the priority the client passes is the band's offset, the script adds
+ * the tenant's position. Two more keys (the tenant's pending count and last position), two more
+ * arguments (the position cap and the keys' TTL).
+ */
+export const FAIR_ADD_LUA = (() => {
+  const marker = '-- Store the job.'
+  const source = addPrioritizedJob.content
+  if (!source.includes(marker))
+    throw new Error("BullMQ's addPrioritizedJob script changed: no '-- Store the job.'")
+  const block = `
+do
+  local pending = rcall('INCR', KEYS[10])
+  rcall('PEXPIRE', KEYS[10], ARGV[5])
+  local p = 1
+  if pending > 1 then p = math.min((tonumber(rcall('GET', KEYS[11])) or 0) + 1, tonumber(ARGV[4])) end
+  rcall('SET', KEYS[11], p, 'PX', ARGV[5])
+  opts['priority'] = (opts['priority'] or 0) + p
+end
+`
+  return source.replace(marker, `${block}${marker}`)
+})()
+
+interface BackendInternals {
+  addPrioritizedJobArgs(job: unknown, encodedOpts: unknown, args: unknown, keys: unknown): unknown[]
+  addPrioritizedJob(
+    client: unknown,
+    job: unknown,
+    encodedOpts: unknown,
+    args: unknown,
+    keys: unknown,
+  ): unknown
+}
+
+function oneScriptRunner(ctx: RunnerContext, name: string): Runner {
+  const connection = producerRedis(ctx.redisUrl) as Redis & {
+    benchFairAdd(args: unknown[]): Promise<unknown>
+  }
+  connection.defineCommand('benchFairAdd', { numberOfKeys: addPrioritizedJob.keys + 2, lua: FAIR_ADD_LUA })
+  const queue = new Queue(name, { connection })
+  const backend = (queue as unknown as { backend: BackendInternals }).backend
+  // Route BullMQ's prioritized add to the spliced script, with the tenant's two keys.
+  backend.addPrioritizedJob = (_client, job, encodedOpts, args, keys) => {
+    const list = backend.addPrioritizedJobArgs(job, encodedOpts, args, keys)
+    const tenant = (job as { data: string }).data.slice(11, 14) // '{"tenant":"t00",…'
+    const n = addPrioritizedJob.keys
+    return connection.benchFairAdd([
+      ...list.slice(0, n),
+      `bull:${name}:one:pending:{${tenant}}`,
+      `bull:${name}:one:last:{${tenant}}`,
+      ...list.slice(n),
+      BAND - 1,
+      86_400_000,
+    ])
+  }
+  return {
+    enqueue: (i) =>
+      queue.add(
+        JOB_NAME,
+        { tenant: tenantIds[i % tenantIds.length]!, ...payloadFor(i) },
+        { ...RAW_JOB_OPTS, priority: DEFAULT_BAND_OFFSET },
+      ),
+    close: async () => {
+      await queue.close().catch(() => undefined)
+      await connection.quit().catch(() => undefined)
+    },
+  }
+}
+
+export function keelRunner(ctx: RunnerContext, name: string, idempotencyKey?: (i: number) => string): Runner {
+  const keel = createJobsKeel({ primaryUrl: ctx.primaryUrl, redisUrl: ctx.redisUrl, queue: name })
+  defineBenchJob(keel)
+  return {
+    enqueue: (i) =>
+      keel
+        .tenant(tenantIds[i % tenantIds.length]!)
+        .enqueue(
+          JOB_NAME,
+          payloadFor(i),
+          idempotencyKey === undefined ? undefined : { idempotencyKey: idempotencyKey(i) },
+        ),
+    close: () => keel.close(),
+  }
+}
+
+export const ENQUEUE_VARIANTS: EnqueueVariant[] = [
+  {
+    key: 'raw',
+    label: 'raw BullMQ `Queue.add` (FIFO)',
+    setup: (ctx, name) => {
+      const { queue, close } = rawQueue(ctx, name)
+      return {
+        enqueue: (i) =>
+          queue.add(JOB_NAME, { tenant: tenantIds[i % tenantIds.length]!, ...payloadFor(i) }, RAW_JOB_OPTS),
+        close,
+      }
+    },
+  },
+  {
+    key: 'raw-priority',
+    label: 'raw `Queue.add` with a priority',
+    setup: (ctx, name) => {
+      const { queue, close } = rawQueue(ctx, name)
+      return {
+        // The priorities keel would give: each tenant's next position in the default band.
+        enqueue: (i) =>
+          queue.add(
+            JOB_NAME,
+            { tenant: tenantIds[i % tenantIds.length]!, ...payloadFor(i) },
+            { ...RAW_JOB_OPTS, priority: DEFAULT_BAND_OFFSET + Math.floor(i / tenantIds.length) + 1 },
+          ),
+        close,
+      }
+    },
+  },
+  {
+    key: 'by-hand',
+    label: "keel's round trips by hand: position script, then `Queue.add` with it",
+    setup: (ctx, name) => {
+      const { queue, close } = rawQueue(ctx, name)
+      const redis = producerRedis(ctx.redisUrl) as Redis & {
+        benchFairPriority(pending: string, last: string, max: number, ttlMs: number): Promise<number>
+      }
+      redis.defineCommand('benchFairPriority', { numberOfKeys: 2, lua: FAIR_PRIORITY })
+      return {
+        enqueue: async (i) => {
+          const tenant = tenantIds[i % tenantIds.length]!
+          const position = await redis.benchFairPriority(
+            `bull:${name}:bh:pending:{${tenant}}`,
+            `bull:${name}:bh:last:{${tenant}}`,
+            BAND - 1,
+            86_400_000,
+          )
+          return queue.add(
+            JOB_NAME,
+            { tenant, ...payloadFor(i) },
+            { ...RAW_JOB_OPTS, priority: DEFAULT_BAND_OFFSET + position },
+          )
+        },
+        close: async () => {
+          await close()
+          await redis.quit().catch(() => undefined)
+        },
+      }
+    },
+  },
+  {
+    key: 'one-script',
+    label: "what-if (a prototype, not keel): the position taken inside BullMQ's add script, one round trip",
+    setup: (ctx, name) => oneScriptRunner(ctx, name),
+  },
+  {
+    key: 'keel',
+    label: 'keel `db.enqueue`',
+    setup: (ctx, name) => keelRunner(ctx, name),
+  },
+  {
+    key: 'keel-idem',
+    label: 'keel `db.enqueue` with an idempotencyKey',
+    setup: (ctx, name, round) => keelRunner(ctx, name, (i) => `invoice-${round}-${i}`),
+  },
+]
+
+/** `n` enqueues with `inFlight` callers, each awaiting its previous enqueue before the next. */
+export async function drive(
+  runner: Runner,
+  from: number,
+  n: number,
+  inFlight: number,
+): Promise<{ elapsedMs: number; errors: number; firstError: string | undefined }> {
+  let next = from
+  const end = from + n
+  let errors = 0
+  let firstError: string | undefined
+  const started = performance.now()
+  const caller = async (): Promise<void> => {
+    while (next < end) {
+      const i = next++
+      try {
+        await runner.enqueue(i)
+      } catch (error) {
+        errors++
+        firstError ??= errorText(error)
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(inFlight, n) }, caller))
+  return { elapsedMs: performance.now() - started, errors, firstError }
+}
+
+export function errorText(error: unknown): string {
+  return error instanceof Error
+    ? `${(error as { code?: string }).code ?? error.name}: ${error.message}`
+    : String(error)
+}
+
+/**
+ * Removes a queue and all its jobs (BullMQ's obliterate, forced: nothing of it is running), then the
+ * keys BullMQ does not know about under the queue's prefix (keel's positions and idempotency claims).
+ */
+export async function dropQueue(admin: Redis, name: string): Promise<void> {
+  const queue = new Queue(name, { connection: admin })
+  try {
+    await queue.obliterate({ force: true })
+  } finally {
+    await queue.close().catch(() => undefined)
+  }
+  await deleteKeys(admin, `bull:${name}:*`)
+}
+
+export async function deleteKeys(admin: Redis, pattern: string): Promise<number> {
+  let cursor = '0'
+  let deleted = 0
+  do {
+    const [next, keys] = await admin.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
+    cursor = next
+    if (keys.length > 0) deleted += await admin.unlink(...keys)
+  } while (cursor !== '0')
+  return deleted
+}

@@ -23,7 +23,7 @@
 import { type ChildProcess, fork } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -51,8 +51,9 @@ import {
   type StampedeVariant,
 } from './lib/cache-peers.js'
 import { envNumber } from './lib/env.js'
-import { fmt, fmtRatio, markdownTable, replaceBetweenMarkers } from './lib/report.js'
-import { readStack, repoRoot } from './lib/stack.js'
+import { fmt, fmtRatio, markdownTable } from './lib/report.js'
+import { previousResults, writeResults } from './lib/results.js'
+import { readStack } from './lib/stack.js'
 import { median, percentile, round } from './lib/stats.js'
 
 // ---------------------------------------------------------------------------------------------- settings
@@ -1221,35 +1222,6 @@ function renderMarkdown(results: Results): string {
   return `${parts.join('\n\n')}\n`
 }
 
-function resultsDir(): string {
-  return process.env.BENCH_RESULTS_DIR ?? join(repoRoot, 'bench/results')
-}
-
-function previousResults(): Partial<Results> {
-  try {
-    return JSON.parse(readFileSync(join(resultsDir(), 'cache.json'), 'utf8')) as Partial<Results>
-  } catch {
-    return {}
-  }
-}
-
-function writeResults(results: Results): string[] {
-  const dir = resultsDir()
-  mkdirSync(dir, { recursive: true })
-  const json = join(dir, 'cache.json')
-  const md = join(dir, 'cache.md')
-  writeFileSync(json, `${JSON.stringify(results, null, 2)}\n`)
-  const markdown = renderMarkdown(results)
-  writeFileSync(md, `## keel cache benchmark\n\n${markdown}`)
-  const written = [json, md]
-  if (process.env.BENCH_RESULTS_DIR === undefined) {
-    const readme = join(repoRoot, 'bench/README.md')
-    if (replaceBetweenMarkers(readme, '<!-- cache:start -->', '<!-- cache:end -->', markdown))
-      written.push(readme)
-  }
-  return written
-}
-
 // ------------------------------------------------------------------------------------------------- main
 
 /** The server's run_id, which changes when it restarts (retried: it may be restarting right now). */
@@ -1311,7 +1283,7 @@ async function main(): Promise<number> {
         .map(([k, x]) => `${k} ${x}`)
         .join(', ')}\nscenarios: ${scenarios.join(', ')}`,
   )
-  const results: Results = { ...previousResults(), meta }
+  const results: Results = { ...previousResults<Results>('cache'), meta }
   let broken = false
   try {
     if (scenarios.includes('l1')) {
@@ -1375,7 +1347,7 @@ async function main(): Promise<number> {
   meta.loadAverageEnd = os.loadavg().map((x) => round(x, 2))
   const summary = findings(results)
   if (summary.length > 0) console.log(`\n${summary.map((s) => `- ${s.replaceAll('**', '')}`).join('\n')}`)
-  const written = writeResults(results)
+  const written = writeResults('cache', 'keel cache benchmark', results, renderMarkdown(results))
   console.log(`\nwrote ${written.join(', ')}; total ${results.totalS.toFixed(0)} s`)
   if (broken) console.error('some rows could not be measured (see above): the bench is broken')
   return broken ? 1 : 0

@@ -26,7 +26,6 @@
  */
 import { type ChildProcess, fork } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -59,8 +58,9 @@ import {
   rawQueue,
   TENANTS,
 } from './lib/jobs-runners.js'
-import { fmt, fmtInt, fmtRatio, markdownTable, replaceBetweenMarkers } from './lib/report.js'
-import { readStack, repoRoot } from './lib/stack.js'
+import { fmt, fmtInt, fmtRatio, markdownTable } from './lib/report.js'
+import { previousResults, writeResults } from './lib/results.js'
+import { readStack } from './lib/stack.js'
 import { type LatencySummary, median, round, summarize } from './lib/stats.js'
 
 // ---------------------------------------------------------------------------------------------- settings
@@ -945,35 +945,6 @@ function renderMarkdown(results: Results): string {
   return `${parts.join('\n\n')}\n`
 }
 
-function resultsDir(): string {
-  return process.env.BENCH_RESULTS_DIR ?? join(repoRoot, 'bench/results')
-}
-
-function previousResults(): Partial<Results> {
-  try {
-    return JSON.parse(readFileSync(join(resultsDir(), 'jobs.json'), 'utf8')) as Partial<Results>
-  } catch {
-    return {}
-  }
-}
-
-function writeResults(results: Results): string[] {
-  const dir = resultsDir()
-  mkdirSync(dir, { recursive: true })
-  const json = join(dir, 'jobs.json')
-  const md = join(dir, 'jobs.md')
-  writeFileSync(json, `${JSON.stringify(results, null, 2)}\n`)
-  const markdown = renderMarkdown(results)
-  writeFileSync(md, `## keel jobs benchmark\n\n${markdown}`)
-  const written = [json, md]
-  if (process.env.BENCH_RESULTS_DIR === undefined) {
-    const readme = join(repoRoot, 'bench/README.md')
-    if (replaceBetweenMarkers(readme, '<!-- jobs:start -->', '<!-- jobs:end -->', markdown))
-      written.push(readme)
-  }
-  return written
-}
-
 // ------------------------------------------------------------------------------------------------- main
 
 async function main(): Promise<number> {
@@ -1007,7 +978,7 @@ async function main(): Promise<number> {
         .map(([k, x]) => `${k} ${x}`)
         .join(', ')}\nscenarios: ${scenarios.join(', ')}`,
   )
-  const results: Results = { ...previousResults(), meta }
+  const results: Results = { ...previousResults<Results>('jobs'), meta }
   let broken = false
   try {
     if (scenarios.includes('enqueue')) {
@@ -1037,7 +1008,7 @@ async function main(): Promise<number> {
   meta.loadAverageEnd = os.loadavg().map((x) => round(x, 2))
   const summary = findings(results)
   if (summary.length > 0) console.log(`\n${summary.map((s) => `- ${s.replaceAll('**', '')}`).join('\n')}`)
-  const written = writeResults(results)
+  const written = writeResults('jobs', 'keel jobs benchmark', results, renderMarkdown(results))
   console.log(`\nwrote ${written.join(', ')}; total ${results.totalS.toFixed(0)} s`)
   if (broken) console.error('some rows could not be measured (see above): the bench is broken')
   return broken ? 1 : 0

@@ -21,7 +21,7 @@
  * (bench/results; the README is refreshed only for the default). A benchmark, not a test: it never
  * fails on timings or stale reads, only when it cannot run (exit 1).
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import os from 'node:os'
 import { join } from 'node:path'
@@ -31,7 +31,8 @@ import { BENCH_APPLICATION_NAME, CpuMeter, type CpuSnapshot } from './lib/cpu.js
 import { envNumber } from './lib/env.js'
 import { closedLoop, sleep } from './lib/load.js'
 import { type DelayProxy, startDelayProxy } from './lib/proxy.js'
-import { fmt, fmtInt, fmtPct, fmtRatio, markdownTable, replaceBetweenMarkers } from './lib/report.js'
+import { fmt, fmtInt, fmtPct, fmtRatio, markdownTable } from './lib/report.js'
+import { previousResults, writeResults } from './lib/results.js'
 import { readStack, repoRoot, type Stack, type StackReplica, withHostPort } from './lib/stack.js'
 import { median, percentile, round, Samples } from './lib/stats.js'
 
@@ -1259,37 +1260,6 @@ function renderMarkdown(results: Results): string {
   return `${parts.join('\n\n')}\n`
 }
 
-function resultsDir(): string {
-  return process.env.BENCH_RESULTS_DIR ?? join(repoRoot, 'bench/results')
-}
-
-/** Keeps the earlier result of the scenario not run this time (the file holds the latest of each). */
-function previousResults(): Partial<Results> {
-  try {
-    return JSON.parse(readFileSync(join(resultsDir(), 'replicas.json'), 'utf8')) as Partial<Results>
-  } catch {
-    return {}
-  }
-}
-
-function writeResults(results: Results): string[] {
-  const dir = resultsDir()
-  mkdirSync(dir, { recursive: true })
-  const json = join(dir, 'replicas.json')
-  const md = join(dir, 'replicas.md')
-  writeFileSync(json, `${JSON.stringify(results, null, 2)}\n`)
-  const markdown = renderMarkdown(results)
-  writeFileSync(md, `## keel replica benchmark\n\n${markdown}`)
-  const written = [json, md]
-  // The README keeps the latest results between two markers (not for runs written elsewhere).
-  if (process.env.BENCH_RESULTS_DIR === undefined) {
-    const readme = join(repoRoot, 'bench/README.md')
-    if (replaceBetweenMarkers(readme, '<!-- replicas:start -->', '<!-- replicas:end -->', markdown))
-      written.push(readme)
-  }
-  return written
-}
-
 function printComparison(heading: string, record: ComparisonRecord, meta: Meta): void {
   console.log(`\n## ${heading}\n\n${mainTable(record.variants)}\n\n${detailTable(record.variants, meta)}`)
   for (const note of notesOf(record)) console.log(`  ! ${note}`)
@@ -1322,7 +1292,7 @@ async function main(): Promise<number> {
       `${settings.users} users over ${settings.tenants} tenants x ${settings.rowsPerTenant} rows (${setupRecord.seeded ? 'seeded' : 'already seeded'}, setup ${setupRecord.setupS.toFixed(1)} s), ` +
       `${settings.concurrency} requests in flight, pool max ${settings.poolMax} per host; variants: ${keys.join(', ')}; scenarios: ${scenarios.join(', ')}`,
   )
-  const results: Results = { ...previousResults(), meta, setup: setupRecord }
+  const results: Results = { ...previousResults<Results>('replicas'), meta, setup: setupRecord }
   const watch = new StackWatch(stack)
   watch.start()
   try {
@@ -1367,7 +1337,7 @@ async function main(): Promise<number> {
       meta,
     )
   }
-  const written = writeResults(results)
+  const written = writeResults('replicas', 'keel replica benchmark', results, renderMarkdown(results))
   console.log(`\nwrote ${written.join(', ')}; total ${((performance.now() - started) / 1_000).toFixed(0)} s`)
   // The bench itself is broken when the reference could not run at all, or writes went elsewhere.
   for (const scenario of scenarios) {

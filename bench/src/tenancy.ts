@@ -15,17 +15,16 @@
  * for the default). A benchmark, not a test: it never fails on timings.
  */
 import { setMaxListeners } from 'node:events'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import os from 'node:os'
-import { join } from 'node:path'
 import { applyRlsPolicy, createKeel, isKeelError, type Keel, type KeelConfig } from '@keel/core'
 import pg from 'pg'
 import { BENCH_APPLICATION_NAME, CpuMeter } from './lib/cpu.js'
 import { closedLoop, type LoopResult, sleep } from './lib/load.js'
 import { startDelayProxy } from './lib/proxy.js'
 import { fmt, fmtInt, fmtRatio, markdownTable } from './lib/report.js'
-import { readStack, repoRoot, type Stack, withHostPort } from './lib/stack.js'
+import { previousResults, writeResults } from './lib/results.js'
+import { readStack, type Stack, withHostPort } from './lib/stack.js'
 import { median, round } from './lib/stats.js'
 
 // ---------------------------------------------------------------------------------------------- settings
@@ -929,43 +928,6 @@ function renderMarkdown(results: Results): string {
   return `${parts.join('\n\n')}\n`
 }
 
-function resultsDir(): string {
-  return process.env.BENCH_RESULTS_DIR ?? join(repoRoot, 'bench/results')
-}
-
-function writeResults(results: Results): { json: string; md: string; readme: string | undefined } {
-  const dir = resultsDir()
-  mkdirSync(dir, { recursive: true })
-  const json = join(dir, 'tenancy.json')
-  const md = join(dir, 'tenancy.md')
-  writeFileSync(json, `${JSON.stringify(results, null, 2)}\n`)
-  const markdown = renderMarkdown(results)
-  writeFileSync(md, `## keel tenancy benchmark\n\n${markdown}`)
-  // The README keeps the latest results between two markers (not for runs written elsewhere).
-  const readme = join(repoRoot, 'bench/README.md')
-  if (process.env.BENCH_RESULTS_DIR !== undefined || !existsSync(readme))
-    return { json, md, readme: undefined }
-  const text = readFileSync(readme, 'utf8')
-  const start = '<!-- results:start -->'
-  const end = '<!-- results:end -->'
-  const i = text.indexOf(start)
-  const j = text.indexOf(end)
-  if (i < 0 || j < i) return { json, md, readme: undefined }
-  writeFileSync(readme, `${text.slice(0, i + start.length)}\n${markdown}${text.slice(j)}`)
-  return { json, md, readme }
-}
-
-/** Keeps earlier results of the scenarios not run this time (the file holds the latest of each). */
-function previousResults(): Partial<Results> {
-  const file = join(resultsDir(), 'tenancy.json')
-  if (!existsSync(file)) return {}
-  try {
-    return JSON.parse(readFileSync(file, 'utf8')) as Partial<Results>
-  } catch {
-    return {}
-  }
-}
-
 // ------------------------------------------------------------------------------------------------- main
 
 async function main(): Promise<void> {
@@ -985,7 +947,7 @@ async function main(): Promise<void> {
       `${settings.concurrency} callers, pool max ${settings.poolMax}, ${settings.rounds} rounds x ${settings.seconds} s; scenarios: ${scenarios.join(', ')}`,
   )
 
-  const results: Results = { ...previousResults(), meta }
+  const results: Results = { ...previousResults<Results>('tenancy'), meta }
 
   if (scenarios.includes('throughput')) {
     results.loopback = await compare(
@@ -1077,10 +1039,14 @@ async function main(): Promise<void> {
       `\n! Postgres restarted or was unreachable ${cpu.restarts} time(s) during the run (another suite sharing the stack?): treat these numbers with suspicion.`,
     )
   }
-  const written = writeResults(results)
-  console.log(
-    `\nwrote ${written.json}, ${written.md}${written.readme ? `, ${written.readme}` : ''}; total ${((performance.now() - started) / 1_000).toFixed(0)} s`,
+  const written = writeResults(
+    'tenancy',
+    'keel tenancy benchmark',
+    results,
+    renderMarkdown(results),
+    'results',
   )
+  console.log(`\nwrote ${written.join(', ')}; total ${((performance.now() - started) / 1_000).toFixed(0)} s`)
 }
 
 main().then(

@@ -13,11 +13,12 @@
 import { spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
-import { basename, join } from 'node:path'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { deserialize, serialize } from 'node:v8'
 import { LRUCache } from 'lru-cache'
 import { createKeelCache, dashboardValue, deepFreezeLikeKeel, rawRedis, TTL_MS } from './lib/cache-common.js'
+import { analyzeProfile, type CpuProfile } from './lib/cpu-profile.js'
 import { envNumber } from './lib/env.js'
 import { fmt, markdownTable } from './lib/report.js'
 import { readStack, repoRoot } from './lib/stack.js'
@@ -221,78 +222,6 @@ async function components(): Promise<string> {
 
 // ----------------------------------------------------------------------------------- analysis (parent)
 
-interface ProfileNode {
-  id: number
-  callFrame: { functionName: string; url: string; lineNumber: number }
-  children?: number[]
-}
-
-interface CpuProfile {
-  nodes: ProfileNode[]
-  startTime: number
-  samples: number[]
-  timeDeltas: number[]
-}
-
-function frameName(node: ProfileNode): string {
-  const f = node.callFrame
-  const name = f.functionName === '' ? '(anonymous)' : f.functionName
-  if (f.url === '') return name
-  let where = basename(f.url.replace(/^file:\/\//, ''))
-  if (f.url.includes('/packages/core/dist/')) where = `keel ${where}`
-  else {
-    const m = /node_modules\/(?:\.pnpm\/[^/]+\/node_modules\/)?((?:@[^/]+\/)?[^/]+)/.exec(f.url)
-    if (m) where = m[1]!
-    else if (f.url.startsWith('node:')) where = f.url
-  }
-  return `${name} (${where}:${f.lineNumber + 1})`
-}
-
-interface Row {
-  name: string
-  selfUs: number
-  totalUs: number
-}
-
-/** Self and inclusive time per function over the samples taken in [fromUs, toUs] (V8 and hrtime share CLOCK_MONOTONIC). */
-function analyze(
-  profile: CpuProfile,
-  fromUs: number,
-  toUs: number,
-): { rows: Row[]; sampledUs: number; idleUs: number } {
-  const byId = new Map(profile.nodes.map((n) => [n.id, n]))
-  const parent = new Map<number, number>()
-  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id)
-  const self = new Map<string, number>()
-  const total = new Map<string, number>()
-  let sampledUs = 0
-  let idleUs = 0
-  let at = profile.startTime
-  profile.samples.forEach((id, i) => {
-    at += profile.timeDeltas[i] ?? 0
-    const dt = profile.timeDeltas[i + 1] ?? 0 // the time until the next sample belongs to this one
-    if (at < fromUs || at > toUs) return
-    const node = byId.get(id)!
-    sampledUs += dt
-    const leaf = frameName(node)
-    if (node.callFrame.functionName === '(idle)') idleUs += dt
-    self.set(leaf, (self.get(leaf) ?? 0) + dt)
-    const seen = new Set<string>()
-    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
-      const name = frameName(byId.get(cur)!)
-      if (seen.has(name)) continue // recursion (deepFreeze) counts once
-      seen.add(name)
-      total.set(name, (total.get(name) ?? 0) + dt)
-    }
-  })
-  const rows = [...total.keys()].map((name) => ({
-    name,
-    selfUs: self.get(name) ?? 0,
-    totalUs: total.get(name) ?? 0,
-  }))
-  return { rows, sampledUs, idleUs }
-}
-
 async function profileLoop(loop: Loop): Promise<string> {
   const dir = mkdtempSync(join(os.tmpdir(), `keel-cache-profile-${loop}-`))
   const script = fileURLToPath(import.meta.url)
@@ -315,7 +244,7 @@ async function profileLoop(loop: Loop): Promise<string> {
   }
   const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'))!
   const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile
-  const { rows, sampledUs, idleUs } = analyze(profile, startUs, endUs)
+  const { rows, sampledUs, idleUs } = analyzeProfile(profile, startUs, endUs)
   const perCall = (us: number) => us / calls
   const interesting = rows
     .filter((r) => !r.name.startsWith('(root)') && !r.name.startsWith('(program)'))

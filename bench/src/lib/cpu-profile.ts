@@ -2,8 +2,8 @@ import { basename } from 'node:path'
 
 /**
  * Reading a `node --cpu-prof` profile: self and inclusive time per function over a window of it, and
- * self time per package (keel, bullmq, ioredis, zod, node's own code, GC). The same analysis as
- * bench/src/cache-profile.ts, shared with bench/src/jobs-profile.ts.
+ * self time per package (keel, bullmq, ioredis, zod, node's own code, GC). Shared by
+ * bench/src/cache-profile.ts and bench/src/jobs-profile.ts.
  */
 
 export interface ProfileNode {

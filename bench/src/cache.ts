@@ -51,6 +51,7 @@ import {
   type StampedeVariant,
 } from './lib/cache-peers.js'
 import { envNumber } from './lib/env.js'
+import { type MachineMeta, machineMeta } from './lib/machine.js'
 import { fmt, fmtRatio, markdownTable } from './lib/report.js'
 import { previousResults, writeResults } from './lib/results.js'
 import { readStack } from './lib/stack.js'
@@ -1012,14 +1013,7 @@ async function runStampede(ctx: Context): Promise<StampedeRecord> {
 
 // ----------------------------------------------------------------------------------------------- output
 
-interface Meta {
-  date: string
-  node: string
-  platform: string
-  cpuModel: string
-  cores: number
-  memoryGiB: number
-  loadAverage: number[]
+interface Meta extends MachineMeta {
   /** At the end of the run: the machine is shared, and its load moves every absolute number. */
   loadAverageEnd?: number[]
   redis: string
@@ -1261,15 +1255,8 @@ async function main(): Promise<number> {
   const admin = rawRedis(redisUrl)
   const info = await admin.info('server')
   const runId = `kb${randomBytes(4).toString('hex')}`
-  const cpus = os.cpus()
   const meta: Meta = {
-    date: new Date().toISOString(),
-    node: process.version,
-    platform: `${os.type()} ${os.release()} ${os.arch()}`,
-    cpuModel: cpus[0]?.model ?? 'unknown',
-    cores: cpus.length,
-    memoryGiB: round(os.totalmem() / 2 ** 30, 1),
-    loadAverage: os.loadavg().map((x) => round(x, 2)),
+    ...machineMeta(),
     redis: /redis_version:(\S+)/.exec(info)?.[1] ?? 'unknown',
     redisUrl: redisUrl.replace(/\/\/[^@/]*@/, '//'),
     runId,

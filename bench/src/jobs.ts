@@ -58,6 +58,7 @@ import {
   rawQueue,
   TENANTS,
 } from './lib/jobs-runners.js'
+import { type MachineMeta, machineMeta } from './lib/machine.js'
 import { fmt, fmtInt, fmtRatio, markdownTable } from './lib/report.js'
 import { previousResults, writeResults } from './lib/results.js'
 import { readStack } from './lib/stack.js'
@@ -100,14 +101,7 @@ function parseScenarios(arg: string | undefined): Scenario[] {
 
 // -------------------------------------------------------------------------------------------- results
 
-interface Meta {
-  date: string
-  node: string
-  platform: string
-  cpuModel: string
-  cores: number
-  memoryGiB: number
-  loadAverage: number[]
+interface Meta extends MachineMeta {
   loadAverageEnd?: number[]
   redis: string
   redisUrl: string
@@ -956,15 +950,8 @@ async function main(): Promise<number> {
   const admin = producerRedis(redisUrl)
   const info = await admin.info('server')
   const runId = randomBytes(4).toString('hex')
-  const cpus = os.cpus()
   const meta: Meta = {
-    date: new Date().toISOString(),
-    node: process.version,
-    platform: `${os.type()} ${os.release()} ${os.arch()}`,
-    cpuModel: cpus[0]?.model ?? 'unknown',
-    cores: cpus.length,
-    memoryGiB: round(os.totalmem() / 2 ** 30, 1),
-    loadAverage: os.loadavg().map((x) => round(x, 2)),
+    ...machineMeta(),
     redis: /redis_version:(\S+)/.exec(info)?.[1] ?? 'unknown',
     redisUrl: redisUrl.replace(/\/\/[^@/]*@/, '//'),
     runId,

@@ -23,13 +23,13 @@
  */
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import os from 'node:os'
 import { join } from 'node:path'
 import { applyRlsPolicy, createKeel, type Keel } from '@keel/core'
 import pg from 'pg'
 import { BENCH_APPLICATION_NAME, CpuMeter, type CpuSnapshot } from './lib/cpu.js'
 import { envNumber } from './lib/env.js'
 import { closedLoop, sleep } from './lib/load.js'
+import { type MachineMeta, machineMeta } from './lib/machine.js'
 import { type DelayProxy, startDelayProxy } from './lib/proxy.js'
 import { fmt, fmtInt, fmtPct, fmtRatio, markdownTable } from './lib/report.js'
 import { previousResults, writeResults } from './lib/results.js'
@@ -1006,17 +1006,10 @@ function mergeTally(target: Tally, source: Tally): void {
 
 // -------------------------------------------------------------------------------------------- reporting
 
-interface Meta {
-  date: string
-  node: string
+interface Meta extends MachineMeta {
   pgClient: string
   keel: string
   postgres: string
-  platform: string
-  cpuModel: string
-  cores: number
-  memoryGiB: number
-  loadAverage: number[]
   settings: typeof settings
   stack: {
     primary: string
@@ -1041,18 +1034,11 @@ async function collectMeta(stack: Stack, setupRecord: SetupRecord): Promise<Meta
   const keelPackage = JSON.parse(readFileSync(join(repoRoot, 'packages/core/package.json'), 'utf8')) as {
     version: string
   }
-  const cpus = os.cpus()
   return {
-    date: new Date().toISOString(),
-    node: process.version,
+    ...machineMeta(),
     pgClient: (require('pg/package.json') as { version: string }).version,
     keel: keelPackage.version,
     postgres,
-    platform: `${os.type()} ${os.release()} ${os.arch()}`,
-    cpuModel: cpus[0]?.model ?? 'unknown',
-    cores: cpus.length,
-    memoryGiB: round(os.totalmem() / 2 ** 30, 1),
-    loadAverage: os.loadavg().map((v) => round(v, 2)),
     settings,
     stack: {
       primary: `${stack.primary.host}:${stack.primary.port}`,

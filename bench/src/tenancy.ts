@@ -16,16 +16,16 @@
  */
 import { setMaxListeners } from 'node:events'
 import { createRequire } from 'node:module'
-import os from 'node:os'
 import { applyRlsPolicy, createKeel, isKeelError, type Keel, type KeelConfig } from '@keel/core'
 import pg from 'pg'
 import { BENCH_APPLICATION_NAME, CpuMeter } from './lib/cpu.js'
 import { closedLoop, type LoopResult, sleep } from './lib/load.js'
+import { type MachineMeta, machineMeta } from './lib/machine.js'
 import { startDelayProxy } from './lib/proxy.js'
 import { fmt, fmtInt, fmtRatio, markdownTable } from './lib/report.js'
 import { previousResults, writeResults } from './lib/results.js'
 import { readStack, type Stack, withHostPort } from './lib/stack.js'
-import { median, round } from './lib/stats.js'
+import { median } from './lib/stats.js'
 
 // ---------------------------------------------------------------------------------------------- settings
 
@@ -816,16 +816,9 @@ function noisyTable(record: NoisyRecord): string {
 
 // -------------------------------------------------------------------------------------------- reporting
 
-interface Meta {
-  date: string
-  node: string
+interface Meta extends MachineMeta {
   pgClient: string
   postgres: string
-  platform: string
-  cpuModel: string
-  cores: number
-  memoryGiB: number
-  loadAverage: number[]
   settings: typeof settings
 }
 
@@ -847,17 +840,10 @@ async function collectMeta(stack: Stack): Promise<Meta> {
     await client.end()
   }
   const require = createRequire(import.meta.url)
-  const cpus = os.cpus()
   return {
-    date: new Date().toISOString(),
-    node: process.version,
+    ...machineMeta(),
     pgClient: (require('pg/package.json') as { version: string }).version,
     postgres,
-    platform: `${os.type()} ${os.release()} ${os.arch()}`,
-    cpuModel: cpus[0]?.model ?? 'unknown',
-    cores: cpus.length,
-    memoryGiB: round(os.totalmem() / 2 ** 30, 1),
-    loadAverage: os.loadavg().map((v) => round(v, 2)),
     settings,
   }
 }

@@ -23,5 +23,6 @@ export default defineConfig({
     'cachified-redis-adapter',
     'bullmq',
     'zod',
+    'autocannon',
   ],
 })

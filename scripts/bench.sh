@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs keel's benchmarks against the local stack:
-#   bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile]
+#   bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http]
 # Results go to bench/results/ and bench/README.md. Tunables: see bench/README.md (BENCH_* variables).
 set -euo pipefail
 
@@ -8,9 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scenario="${1:-all}"
 case "$scenario" in
-  all | throughput | loopback | proxy | noisy | breakdown | replicas | cache | cache-profile | jobs | jobs-profile) ;;
+  all | throughput | loopback | proxy | noisy | breakdown | replicas | cache | cache-profile | jobs | jobs-profile | http) ;;
   *)
-    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile]" >&2
+    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http]" >&2
     exit 2
     ;;
 esac
@@ -27,6 +27,10 @@ fi
 
 "${pnpm_cmd[@]}" --filter @keel/core build
 "${pnpm_cmd[@]}" --filter @keel/bench build
+if [ "$scenario" = http ]; then
+  # The HTTP load drives the example app: it needs the adapters and examples/dist.
+  "${pnpm_cmd[@]}" --filter @keel/express --filter @keel/fastify --filter @keel/examples build
+fi
 node scripts/stack.mjs up
 
 case "$scenario" in
@@ -35,6 +39,7 @@ case "$scenario" in
   cache-profile) node bench/dist/cache-profile.js ;;
   jobs) node bench/dist/jobs.js ;;
   jobs-profile) node bench/dist/jobs-profile.js ;;
+  http) node bench/dist/http-load.js ;;
   all)
     node bench/dist/tenancy.js all
     node bench/dist/replicas.js

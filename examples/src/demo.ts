@@ -1,262 +1,222 @@
-import { applyRlsPolicy, createKeel, isKeelError, KeelError } from '@keel/core'
-import pg from 'pg'
+/**
+ * The README's first command: seeds the example SaaS app, starts it on Express with a job worker, walks
+ * a scripted scenario over HTTP and prints one request's trace as a tree. Spans are exported over
+ * OTLP/HTTP to a receiver this script runs (set OTEL_EXPORTER_OTLP_ENDPOINT to use your own backend).
+ */
+import { IMPORT_COLUMNS } from './app/app-jobs.js'
+import { migrate } from './app/migrate.js'
+import { SEED_TENANTS, seed } from './app/seed-data.js'
+import { apiClient } from './demo/api-client.js'
+import { type Child, startChild } from './demo/children.js'
 import { demoUrls } from './stack-urls.js'
+import { OtlpReceiver, type ReceivedSpan } from './telemetry/otlp-receiver.js'
+import { renderTraceTree } from './telemetry/trace-tree.js'
 
-const { appUrl, ownerUrl, replicas, redisUrl } = demoUrls()
 const bold = (s: string) => `\x1b[1m${s}\x1b[0m`
 const dim = (s: string) => `\x1b[2m${s}\x1b[0m`
-const step = (title: string) => console.log(`\n${bold(`▸ ${title}`)}`)
+const green = (s: string) => `\x1b[32m${s}\x1b[0m`
+const say = (s = '') => process.stdout.write(`${s}\n`)
+const step = (title: string) => say(`\n${bold(`▸ ${title}`)}`)
+const ms = (n: number) => `${n.toFixed(1)} ms`
 
-async function migrate(): Promise<void> {
-  // Migrations run as the owner role; the app never does.
-  const owner = new pg.Client({ connectionString: ownerUrl })
-  await owner.connect()
-  try {
-    await owner.query('DROP TABLE IF EXISTS demo_invoices')
-    await owner.query(`
-      CREATE TABLE demo_invoices (
-        tenant_id    text   NOT NULL,
-        id           bigserial,
-        number       text   NOT NULL,
-        amount_cents bigint NOT NULL,
-        PRIMARY KEY (tenant_id, id),
-        UNIQUE (tenant_id, number)
-      )`)
-    await applyRlsPolicy(owner, { table: 'demo_invoices' })
-  } finally {
-    await owner.end()
-  }
+interface Invoice {
+  id: string
+  number: string
+  customer: string
 }
+interface JobStatus {
+  state: string
+  attempts: number
+  progress: unknown
+  result: unknown
+  error: string | null
+}
+
+const children: Child[] = []
+const receiver = new OtlpReceiver()
 
 async function main(): Promise<void> {
-  step('Migrate: demo_invoices under row-level security (ENABLE + FORCE, USING + WITH CHECK)')
-  await migrate()
-  console.log(dim('  as the owner role; keel itself connects as keel_app (not owner, no BYPASSRLS)'))
+  const externalOtlp = process.env.OTEL_EXPORTER_OTLP_ENDPOINT
+  const otlp = await receiver.listen()
+  const env = {
+    // The app's spans go to the demo's receiver unless you named your own collector.
+    OTEL_EXPORTER_OTLP_ENDPOINT: externalOtlp ?? otlp,
+  }
 
-  const keel = createKeel({
-    postgres: { primary: { connectionString: appUrl }, pool: { max: 6 } },
-    tenancy: { mode: 'rls', setting: 'app.tenant_id' },
-    limits: { tenantConnections: 0.5, acquireTimeoutMs: 400, statementTimeoutMs: 5_000 },
+  step('Seed: twenty tenants of very different sizes, under row-level security')
+  const { ownerUrl } = demoUrls()
+  const seeded = performance.now()
+  await migrate(ownerUrl)
+  const invoiceCount = await seed(ownerUrl)
+  say(
+    `  ${SEED_TENANTS.length} tenants, ${invoiceCount.toLocaleString('en')} invoices in ${((performance.now() - seeded) / 1000).toFixed(1)} s` +
+      dim(`  (megacorp ${SEED_TENANTS[0]!.invoices.toLocaleString('en')}, acme 8,000, ..., newco 0)`),
+  )
+
+  step('Start the example: Express app + job worker (reads may use only the replica that replays 1.5 s late)')
+  const [server, worker] = await Promise.all([
+    startChild('server.js', ['--framework', 'express', '--port', '0', '--replicas', 'lagged'], env),
+    startChild('worker.js', ['--replicas', 'lagged', '--concurrency', '4'], env),
+  ])
+  children.push(server, worker)
+  const base = `http://127.0.0.1:${server.message.listening}`
+  const api = apiClient(base)
+  say(`  app on ${base}, worker ready; traces → ${externalOtlp ?? `${otlp} (the demo's OTLP/HTTP receiver)`}`)
+
+  step('Tenant isolation: the same route, no tenant filter in the SQL, row-level security does it')
+  for (const tenant of ['acme', 'globex']) {
+    const r = await api<{ invoices: Invoice[] }>('GET', '/api/invoices?limit=3', { tenant })
+    say(`  ${tenant.padEnd(7)} ${r.status}  ${r.body.invoices.map((i) => i.number).join(', ')}`)
+  }
+  for (const [label, tenant] of [
+    ['no tenant header', undefined],
+    ['hostile id "a;b"', 'a;b'],
+    ['unknown tenant "nosuch"', 'nosuch'],
+  ] as const) {
+    const r = await api<{ error: { code: string } }>('GET', '/api/invoices', tenant === undefined ? {} : { tenant })
+    say(`  ${label.padEnd(24)} → ${r.status} ${r.body?.error?.code ?? JSON.stringify(r.body)}`)
+  }
+
+  step('A read goes to a replica')
+  const read = await api<{ invoices: Invoice[] }>('GET', '/api/invoices?limit=5', { tenant: 'acme' })
+  const readSpans = await receiver.waitFor(read.traceId!, (s) => s.attributes['keel.route'] !== undefined)
+  const readDb = readSpans.find((s) => s.attributes['keel.route'] !== undefined)!
+  say(
+    `  GET /api/invoices → ${read.status} in ${ms(read.ms)}; its query ran on ${green(String(readDb.attributes['keel.route']))}` +
+      ` (${readDb.attributes['keel.replica.name'] ?? 'primary'})`,
+  )
+
+  step('Read-your-writes across requests: POST an invoice, then list, with and without the token')
+  const created = await api<{ invoice: Invoice }>('POST', '/api/invoices', {
+    tenant: 'acme',
+    body: { customer: 'Wile E. Coyote', amountCents: 129_900 },
   })
-
-  try {
-    step('Create three tenants and their invoices, each through its own scoped client')
-    const sizes = { acme: 5, globex: 3, initech: 1 } as const
-    for (const [tenant, count] of Object.entries(sizes)) {
-      const db = keel.tenant(tenant)
-      for (let i = 1; i <= count; i++) {
-        await db.query('INSERT INTO demo_invoices (tenant_id, number, amount_cents) VALUES ($1, $2, $3)', [
-          tenant,
-          `${tenant.toUpperCase()}-${i}`,
-          i * 1_250,
-        ])
-      }
-      console.log(`  ${tenant.padEnd(8)} ${count} invoice(s)`)
-    }
-
-    step('The same query, no WHERE tenant clause, per tenant: each sees only its own rows')
-    for (const tenant of Object.keys(sizes)) {
-      const r = await keel
-        .tenant(tenant)
-        .query<{ n: string; total: string }>(
-          'SELECT count(*) AS n, sum(amount_cents) AS total FROM demo_invoices',
-        )
-      console.log(`  ${tenant.padEnd(8)} count=${r.rows[0]?.n}  total=${r.rows[0]?.total} cents`)
-    }
-
-    step("acme tries to write a row for globex: refused by the policy's WITH CHECK")
-    try {
-      await keel
-        .tenant('acme')
-        .query("INSERT INTO demo_invoices (tenant_id, number, amount_cents) VALUES ('globex', 'X-1', 1)")
-    } catch (error) {
-      console.log(`  refused: ${(error as Error).message} (SQLSTATE ${(error as { code?: string }).code})`)
-    }
-
-    step('The runtime role without a tenant: fails closed, zero rows')
-    const raw = new pg.Client({ connectionString: appUrl })
-    await raw.connect()
-    const none = await raw.query('SELECT count(*) AS n FROM demo_invoices')
-    await raw.end()
-    console.log(`  count=${none.rows[0]?.n}`)
-
-    step('Hostile tenant ids never reach Postgres')
-    for (const id of ["acme'; DROP TABLE demo_invoices; --", '', 'a'.repeat(64), 'acme\nadmin']) {
-      try {
-        keel.tenant(id)
-      } catch (error) {
-        if (error instanceof KeelError)
-          console.log(`  ${JSON.stringify(id).slice(0, 40).padEnd(42)} -> ${error.code}`)
-      }
-    }
-
-    step(
-      'A transaction: BEGIN, the tenant scope and the first statement in one round trip; rolled back on throw',
-    )
-    await keel
-      .tenant('initech')
-      .transaction(async (tx) => {
-        await tx.query(
-          "INSERT INTO demo_invoices (tenant_id, number, amount_cents) VALUES ('initech', 'TPS-1', 99)",
-        )
-        throw new Error('the TPS report was missing its cover sheet')
-      })
-      .catch((error: Error) => console.log(`  rolled back: ${error.message}`))
-    const after = await keel.tenant('initech').query<{ n: string }>('SELECT count(*) AS n FROM demo_invoices')
-    console.log(`  initech still has ${after.rows[0]?.n} invoice(s)`)
-
-    step('Noisy neighbour: acme floods 8 slow reports; globex stays fast (acme may hold 3 of 6 connections)')
-    const flood = Array.from({ length: 8 }, () =>
-      keel
-        .tenant('acme')
-        .query('SELECT pg_sleep(0.3)')
-        .then(() => 'done')
-        .catch((error: unknown) => (isKeelError(error) ? error.code : 'error')),
-    )
-    await new Promise((r) => setTimeout(r, 50))
-    const started = performance.now()
-    await keel.tenant('globex').query('SELECT count(*) FROM demo_invoices')
-    console.log(`  globex point query during the flood: ${(performance.now() - started).toFixed(1)} ms`)
-    const outcomes = await Promise.all(flood)
-    const tally: Record<string, number> = {}
-    for (const outcome of outcomes) tally[outcome] = (tally[outcome] ?? 0) + 1
-    console.log(`  acme's reports: ${JSON.stringify(tally)}  (the rest waited in acme's own line, bounded)`)
-  } finally {
-    await keel.close()
-  }
-
-  if (replicas.length > 0) await replicaTour()
-  if (redisUrl !== undefined) await cacheTour(redisUrl)
-  console.log(`\n${bold('Done.')} Tests: npm test   Benchmarks: npm run bench`)
-}
-
-async function replicaTour(): Promise<void> {
-  const lagged = replicas.at(-1)!
-  // Reads only from the replica that replays 1.5 s late: the hardest case for read-your-writes.
-  const keel = createKeel({
-    postgres: { primary: { connectionString: appUrl }, replicas: [lagged], maxReplicaLagMs: 10_000 },
+  const token = created.headers.get('keel-consistency')
+  say(`  POST /api/invoices → ${created.status} ${created.body.invoice.number}; keel-consistency: ${dim(token ?? '(none)')}`)
+  const stale = await api<{ invoices: Invoice[] }>('GET', '/api/invoices?limit=5', { tenant: 'acme' })
+  const fresh = await api<{ invoices: Invoice[] }>('GET', '/api/invoices?limit=5', {
+    tenant: 'acme',
+    headers: token === null ? {} : { 'keel-consistency': token },
   })
-  const where = (r: { rows: Array<{ replica: boolean }> }) =>
-    r.rows[0]?.replica ? 'a replica' : 'the primary'
-  try {
-    await waitForRotation(keel)
-    // The migration above (DROP/CREATE demo_invoices) reaches this replica 1.5 s late.
-    await new Promise((r) => setTimeout(r, 1_600))
-    step(`Reads go to replicas (here only ${lagged.name}, which replays WAL 1.5 s late)`)
-    const read = await keel
-      .tenant('acme')
-      .query<{ replica: boolean }>('SELECT pg_is_in_recovery() AS replica')
-    console.log(`  SELECT served by ${where(read)}`)
+  const has = (r: typeof stale) => r.body.invoices.some((i) => i.id === created.body.invoice.id)
+  const freshSpans = await receiver.waitFor(fresh.traceId!, (s) => s.attributes['keel.route'] !== undefined)
+  const freshRoute = freshSpans.find((s) => s.attributes['keel.route'] !== undefined)!.attributes['keel.route']
+  say(`  without the header: new invoice listed? ${has(stale) ? 'yes' : 'no  (the replica is 1.5 s behind)'}`)
+  say(`  with the header:    new invoice listed? ${has(fresh) ? green('yes') : 'NO'}  (served by ${freshRoute})`)
 
-    step('Read-your-writes: a write, then reads in the same session and in the next request')
-    const db = keel.tenant('acme')
-    await db.query(
-      "INSERT INTO demo_invoices (tenant_id, number, amount_cents) VALUES ('acme', 'ACME-NEW', 4200)",
-    )
-    const mine = await db.query<{ replica: boolean; n: string }>(
-      "SELECT pg_is_in_recovery() AS replica, count(*) AS n FROM demo_invoices WHERE number = 'ACME-NEW'",
-    )
-    console.log(
-      `  same session, right away: found ${mine.rows[0]?.n}, served by ${where(mine)} (the replica has not replayed it)`,
-    )
-    const token = db.consistencyToken
-    console.log(`  consistency token for the next request: ${token}`)
-    const stranger = await keel
-      .tenant('acme')
-      .query<{ replica: boolean; n: string }>(
-        "SELECT pg_is_in_recovery() AS replica, count(*) AS n FROM demo_invoices WHERE number = 'ACME-NEW'",
-      )
-    console.log(
-      `  a request WITHOUT the token: found ${stranger.rows[0]?.n}, served by ${where(stranger)} (stale)`,
-    )
-    const next = keel.tenant('acme', { consistencyToken: token })
-    const carried = await next.query<{ replica: boolean; n: string }>(
-      "SELECT pg_is_in_recovery() AS replica, count(*) AS n FROM demo_invoices WHERE number = 'ACME-NEW'",
-    )
-    console.log(`  the next request WITH the token: found ${carried.rows[0]?.n}, served by ${where(carried)}`)
-    await new Promise((r) => setTimeout(r, 1_700))
-    const later = await next.query<{ replica: boolean; n: string }>(
-      "SELECT pg_is_in_recovery() AS replica, count(*) AS n FROM demo_invoices WHERE number = 'ACME-NEW'",
-    )
-    console.log(
-      `  1.7 s later, with the token: found ${later.rows[0]?.n}, served by ${where(later)} (it has replayed it now)`,
-    )
+  step('Cache: the dashboard aggregates all of a tenant\'s invoices; a miss, then hits')
+  for (let i = 0; i < 3; i++) {
+    const r = await api<{ invoices: number }>('GET', '/api/dashboard', { tenant: 'megacorp' })
+    const spans = await receiver.waitFor(r.traceId!, (s) => s.attributes['keel.cache.result'] !== undefined)
+    const result = spans.find((s) => s.attributes['keel.cache.result'] !== undefined)!.attributes['keel.cache.result']
+    say(`  megacorp dashboard: ${r.body.invoices.toLocaleString('en')} invoices in ${ms(r.ms).padStart(8)}  cache: ${result}`)
+  }
 
-    step('Health')
-    const health = await keel.health()
-    console.log(`  primary ${health.primary.status} at ${health.primary.address}:${health.primary.port}`)
-    for (const r of health.replicas) {
-      console.log(
-        `  ${r.name} ${r.status}, ${r.inRotation ? 'in rotation' : 'out of rotation'}, lag ${r.lagMs} ms`,
-      )
-    }
-  } finally {
-    await keel.close()
+  step('Stampede: 200 concurrent requests for a cold dashboard → one load')
+  const burst = await Promise.all(
+    Array.from({ length: 200 }, () => api('GET', '/api/dashboard', { tenant: 'globex' })),
+  )
+  const ok = burst.filter((r) => r.status === 200).length
+  const traces = burst.map((r) => r.traceId!).filter(Boolean)
+  await Promise.all(traces.map((t) => receiver.waitFor(t, (s) => s.attributes['keel.cache.result'] !== undefined)))
+  const burstSpans = traces.flatMap((t) => receiver.trace(t))
+  const results = countBy(burstSpans.filter((s) => s.name === 'keel.cache get' || s.attributes['keel.cache.result'] !== undefined), (s) =>
+    String(s.attributes['keel.cache.result']),
+  )
+  const loads = burstSpans.filter((s) => String(s.attributes['db.query.text'] ?? '').includes('count(')).length
+  say(`  ${ok}/200 answered 200; cache results: ${JSON.stringify(results)}; dashboard queries run: ${green(String(loads))}`)
+
+  step('Jobs: a CSV import is offloaded (202 + job id), a retry with the same Idempotency-Key is the same job')
+  const csv = importCsv(1_000)
+  const upload = await api<{ jobId: string }>('POST', '/api/imports', {
+    tenant: 'acme',
+    csv,
+    headers: { 'idempotency-key': 'upload-2026-11-27-01', 'keel-consistency': token ?? '' },
+  })
+  const retry = await api<{ jobId: string }>('POST', '/api/imports', {
+    tenant: 'acme',
+    csv,
+    headers: { 'idempotency-key': 'upload-2026-11-27-01' },
+  })
+  say(`  POST /api/imports → ${upload.status} ${upload.body.jobId} in ${ms(upload.ms)}; retried upload → ${retry.body.jobId}`)
+  const imported = await pollJob(api, 'acme', upload.body.jobId)
+  say(`  job ${imported.state} after ${imported.attempts} attempt(s): ${JSON.stringify(imported.result)}`)
+  const other = await api('GET', `/api/jobs/${upload.body.jobId}`, { tenant: 'globex' })
+  say(`  globex asking for acme's job → ${other.status}`)
+
+  step('Jobs: a report for the enterprise tenant runs in the worker, not in the request')
+  const report = await api<{ jobId: string }>('POST', '/api/reports', {
+    tenant: 'megacorp',
+    body: { year: new Date().getUTCFullYear() },
+  })
+  const done = await pollJob(api, 'megacorp', report.body.jobId)
+  const months = (done.result as { months: Array<{ month: string; invoices: number }> }).months
+  say(
+    `  POST /api/reports → ${report.status} in ${ms(report.ms)}; job ${done.state}: ${months.length} months, ` +
+      `${months.reduce((n, m) => n + m.invoices, 0).toLocaleString('en')} invoices`,
+  )
+
+  step('The trace of the CSV upload: HTTP span → enqueue (producer) → the worker\'s attempt (consumer) → its SQL')
+  const uploadTrace = await receiver.waitFor(upload.traceId!, (s) => s.kind === 5 && s.endNs > 0n)
+  await receiver.waitFor(upload.traceId!, (s) => s.service.includes('worker') && s.kind === 3)
+  say(indent(renderTraceTree(collapse(uploadTrace))))
+
+  step('The trace of the invoice POST: one transaction, the outbox row, the notify job after COMMIT')
+  await receiver.waitFor(created.traceId!, (s) => s.kind === 5)
+  say(indent(renderTraceTree(collapse(receiver.trace(created.traceId!)))))
+  say(
+    dim(
+      `\n  ${receiver.spans.length} spans received over OTLP/HTTP. To send them to Jaeger instead: ` +
+        'OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 npm run demo',
+    ),
+  )
+}
+
+function countBy<T>(items: T[], key: (t: T) => string): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const item of items) out[key(item)] = (out[key(item)] ?? 0) + 1
+  return out
+}
+
+function importCsv(rows: number): string {
+  const lines = [IMPORT_COLUMNS.join(',')]
+  for (let i = 1; i <= rows; i++) {
+    lines.push(`IMP-${String(i).padStart(5, '0')},"Importer ${i % 17}, Ltd",${500 + i * 3},open,2026-11-${String(1 + (i % 27)).padStart(2, '0')}`)
+  }
+  return `${lines.join('\n')}\n`
+}
+
+async function pollJob(api: ReturnType<typeof apiClient>, tenant: string, jobId: string): Promise<JobStatus> {
+  const deadline = Date.now() + 60_000
+  for (;;) {
+    const r = await api<JobStatus>('GET', `/api/jobs/${jobId}`, { tenant })
+    if (r.body.state === 'completed' || r.body.state === 'failed') return r.body
+    if (Date.now() > deadline) throw new Error(`job ${jobId} still ${r.body.state} after 60 s`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
   }
 }
 
-async function cacheTour(url: string): Promise<void> {
-  // Two keel instances stand for two app servers sharing one Redis.
-  const config = {
-    postgres: { primary: { connectionString: appUrl } },
-    cache: { redis: { url }, prefix: `demo${Date.now()}` },
-  }
-  const serverA = createKeel(config)
-  const serverB = createKeel(config)
-  let loads = 0
-  const summary = (keel: ReturnType<typeof createKeel>) => {
-    const db = keel.tenant('acme')
-    return db.cached({ key: 'dashboard', tags: ['invoices'], ttlMs: 30_000 }, async () => {
-      loads++
-      await new Promise((r) => setTimeout(r, 100)) // a slow aggregate
-      const r = await db.query<{ n: string; total: string }>(
-        'SELECT count(*) AS n, sum(amount_cents) AS total FROM demo_invoices',
-      )
-      return { ...r.rows[0], computedAt: new Date() }
-    })
-  }
-  try {
-    step('Cache: a stampede of 200 concurrent requests on two servers, cold key -> one load')
-    const started = performance.now()
-    const results = await Promise.all(
-      Array.from({ length: 200 }, (_, i) => summary(i % 2 === 0 ? serverA : serverB)),
-    )
-    console.log(
-      `  200 requests answered in ${(performance.now() - started).toFixed(0)} ms, loader ran ${loads} time(s)`,
-    )
-    console.log(
-      `  value: ${JSON.stringify(results[0])} (computedAt is a Date: ${results[0]?.computedAt instanceof Date})`,
-    )
-
-    step('Cache: hits from the in-process tier')
-    const t0 = performance.now()
-    for (let i = 0; i < 10_000; i++) await summary(serverA)
-    console.log(
-      `  10,000 hits in ${(performance.now() - t0).toFixed(1)} ms; loader still ran ${loads} time(s)`,
-    )
-
-    step('Cache: a write invalidates the tag on every server; the next read reloads once')
-    await serverA
-      .tenant('acme')
-      .query(
-        "INSERT INTO demo_invoices (tenant_id, number, amount_cents) VALUES ('acme', 'ACME-CACHE', 1000)",
-      )
-    await serverA.tenant('acme').invalidate({ tags: ['invoices'] })
-    const fresh = await summary(serverB)
-    console.log(`  server B now sees count=${fresh.n}; loader ran ${loads} time(s)`)
-  } finally {
-    await Promise.all([serverA.close(), serverB.close()])
-  }
+/** A long import makes one span per batch; keep the tree readable by folding repeats of a sibling. */
+function collapse(spans: ReceivedSpan[]): ReceivedSpan[] {
+  const seen = new Map<string, number>()
+  return spans.filter((s) => {
+    const key = `${s.parentSpanId}|${s.name}`
+    const n = (seen.get(key) ?? 0) + 1
+    seen.set(key, n)
+    return n <= 3
+  })
 }
 
-async function waitForRotation(keel: ReturnType<typeof createKeel>): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    if ((await keel.health()).replicas.every((r) => r.inRotation)) return
-    await new Promise((r) => setTimeout(r, 50))
-  }
+function indent(text: string): string {
+  return text
+    .split('\n')
+    .map((l) => `  ${l}`)
+    .join('\n')
 }
 
-main().catch((error: unknown) => {
-  console.error(error)
-  process.exit(1)
-})
+try {
+  await main()
+} finally {
+  await Promise.all(children.map((c) => c.stop()))
+  await receiver.close()
+}

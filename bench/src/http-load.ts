@@ -1,0 +1,183 @@
+/**
+ * HTTP load on the example app (autocannon): keel on Express vs the same routes on raw pg, and "what if
+ * every database call gets slower?": the same runs with a delay proxy in front of each Postgres server,
+ * at 1x and 2x its delay. Prints and writes bench/results/http-load.{md,json}.
+ *
+ *   npm run bench -- http          (BENCH_HTTP_SECONDS, BENCH_HTTP_CONNECTIONS, BENCH_HTTP_DELAY_MS)
+ */
+import { type ChildProcess, fork } from 'node:child_process'
+import { once } from 'node:events'
+import { join } from 'node:path'
+import autocannon from 'autocannon'
+import { envNumber } from './lib/env.js'
+import { machineMeta } from './lib/machine.js'
+import { type DelayProxy, startDelayProxy } from './lib/proxy.js'
+import { fmt, fmtInt, fmtRatio, markdownTable } from './lib/report.js'
+import { writeResults } from './lib/results.js'
+import { readStack, repoRoot, withHostPort } from './lib/stack.js'
+
+const SECONDS = envNumber('BENCH_HTTP_SECONDS', 8)
+const CONNECTIONS = envNumber('BENCH_HTTP_CONNECTIONS', 32)
+/** Added to each direction of every Postgres round trip in the "1x" runs; "2x" doubles it. */
+const DELAY_MS = envNumber('BENCH_HTTP_DELAY_MS', 1)
+/** Requests rotate over these tenants (the seed's: one enterprise, teams, a long tail). */
+const TENANTS = ['megacorp', 'acme', 'globex', 'initech', 'umbrella', 'hooli', 'stark', 'wayne', 'wonka', 'tyrell']
+const EXAMPLES = join(repoRoot, 'examples/dist')
+
+interface Run {
+  app: 'keel' | 'raw'
+  route: string
+  latency: string
+  requestsPerSec: number
+  p50Ms: number
+  p99Ms: number
+  errors: number
+  non2xx: number
+}
+
+async function startServer(framework: 'express' | 'raw', env: Record<string, string>): Promise<{ port: number; child: ChildProcess }> {
+  const child = fork(join(EXAMPLES, 'server.js'), ['--framework', framework, '--port', '0', '--replicas', 'all'], {
+    env: { ...process.env, ...env, OTEL_EXPORTER_OTLP_ENDPOINT: '' },
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  })
+  const [message] = (await once(child, 'message')) as [{ listening: number }]
+  return { port: message.listening, child }
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return
+  const exited = once(child, 'exit')
+  child.kill('SIGTERM')
+  await exited
+}
+
+async function load(port: number, path: string): Promise<autocannon.Result> {
+  let n = 0
+  return autocannon({
+    url: `http://127.0.0.1:${port}`,
+    connections: CONNECTIONS,
+    duration: SECONDS,
+    requests: [
+      {
+        method: 'GET',
+        path,
+        // Each request picks the next tenant, so caches and pools see many tenants, not one hot key.
+        setupRequest: (req) => ({ ...req, headers: { ...req.headers, 'x-tenant-id': TENANTS[n++ % TENANTS.length]! } }),
+      },
+    ],
+  })
+}
+
+/** The URLs the example's processes should use: the stack's, or each server behind its own delay proxy. */
+async function urlsFor(delayMs: number): Promise<{ env: Record<string, string>; proxies: DelayProxy[] }> {
+  const stack = readStack()
+  const nodes = [stack.primary, ...(stack.replicas ?? [])]
+  const proxies = delayMs === 0 ? [] : await Promise.all(nodes.map((n) => startDelayProxy(n.host, n.port, delayMs)))
+  const via = (url: string, i: number) => (delayMs === 0 ? url : withHostPort(url, '127.0.0.1', proxies[i]!.port))
+  const env: Record<string, string> = {
+    KEEL_PG_PRIMARY_URL: via(stack.primary.url, 0),
+    KEEL_PG_PRIMARY_OWNER_URL: via(stack.primary.ownerUrl, 0),
+    KEEL_PG_PRIMARY_SUPER_URL: via(stack.primary.superUrl, 0),
+    KEEL_REDIS_URL: stack.redis!.url,
+  }
+  ;(stack.replicas ?? []).forEach((r, i) => {
+    env[`KEEL_PG_REPLICA${i + 1}_URL`] = via(r.url, i + 1)
+  })
+  return { env, proxies }
+}
+
+async function seedOnce(): Promise<void> {
+  const child = fork(join(EXAMPLES, 'seed.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const [code] = (await once(child, 'exit')) as [number]
+  if (code !== 0) throw new Error(`seed failed (exit ${code})`)
+}
+
+async function measure(latency: string, delayMs: number, runs: Run[]): Promise<void> {
+  const { env, proxies } = await urlsFor(delayMs)
+  try {
+    for (const app of ['keel', 'raw'] as const) {
+      const { port, child } = await startServer(app === 'keel' ? 'express' : 'raw', env)
+      try {
+        for (const route of ['/api/invoices?limit=20', '/api/dashboard']) {
+          await load(port, route) // warm-up: pools, statement caches, the cache's first fills
+          const r = await load(port, route)
+          const run: Run = {
+            app,
+            route: route.replace('?limit=20', ''),
+            latency,
+            requestsPerSec: r.requests.average,
+            p50Ms: r.latency.p50,
+            p99Ms: r.latency.p99,
+            errors: r.errors + r.timeouts,
+            non2xx: r.non2xx,
+          }
+          runs.push(run)
+          process.stdout.write(
+            `  ${latency.padEnd(9)} ${app.padEnd(5)} ${run.route.padEnd(15)} ${fmtInt(run.requestsPerSec).padStart(7)} req/s  p50 ${fmt(run.p50Ms, 1)} ms  p99 ${fmt(run.p99Ms, 1)} ms  errors ${run.errors}  non-2xx ${run.non2xx}\n`,
+          )
+        }
+      } finally {
+        await stop(child)
+      }
+    }
+  } finally {
+    await Promise.all(proxies.map((p) => p.stop()))
+  }
+}
+
+async function main(): Promise<void> {
+  process.stdout.write('HTTP load on the example app (keel on Express vs the same routes on raw pg)\n')
+  await seedOnce()
+  const runs: Run[] = []
+  await measure('loopback', 0, runs)
+  await measure('1x delay', DELAY_MS, runs)
+  await measure('2x delay', DELAY_MS * 2, runs)
+
+  const find = (app: string, route: string, latency: string) =>
+    runs.find((r) => r.app === app && r.route === route && r.latency === latency)
+  const table = markdownTable(
+    ['latency', 'route', 'keel req/s', 'raw req/s', 'keel/raw', 'keel p99 ms', 'raw p99 ms', 'errors + non-2xx'],
+    runs
+      .filter((r) => r.app === 'keel')
+      .map((k) => {
+        const raw = find('raw', k.route, k.latency)!
+        return [
+          k.latency,
+          k.route,
+          fmtInt(k.requestsPerSec),
+          fmtInt(raw.requestsPerSec),
+          fmtRatio(k.requestsPerSec / raw.requestsPerSec),
+          fmt(k.p99Ms, 1),
+          fmt(raw.p99Ms, 1),
+          String(k.errors + k.non2xx + raw.errors + raw.non2xx),
+        ]
+      }),
+    [false, false, true, true, true, true, true, true],
+  )
+  const doubling = markdownTable(
+    ['route', 'app', 'p99 at 1x (ms)', 'p99 at 2x (ms)', '2x / 1x'],
+    runs
+      .filter((r) => r.latency === '1x delay')
+      .map((one) => {
+        const two = find(one.app, one.route, '2x delay')!
+        return [one.route, one.app, fmt(one.p99Ms, 1), fmt(two.p99Ms, 1), fmtRatio(two.p99Ms / one.p99Ms)]
+      }),
+    [false, false, true, true, true],
+  )
+  const meta = machineMeta()
+  const markdown = `Measured ${meta.date.slice(0, 16).replace('T', ' ')} UTC on ${meta.cores} cores (${meta.cpuModel}), Node ${meta.node}; the app, autocannon, three Postgres servers and Redis share the machine. autocannon: ${CONNECTIONS} connections, ${SECONDS} s per row after an unrecorded warm-up of the same length; requests rotate over ${TENANTS.length} seeded tenants (megacorp has 120k invoices). keel: the example app (\`examples/src/app/express-app.ts\`): RLS-scoped queries, reads on the two replicas, the dashboard cached per tenant. raw: the same routes on one \`pg.Pool\` on the primary, tenant filtered by hand in each WHERE, no cache (\`examples/src/app/raw-app.ts\`). "1x delay" puts each Postgres server behind its own proxy adding ${DELAY_MS} ms each way to every round trip; "2x delay" adds ${DELAY_MS * 2} ms.
+
+${table}
+
+What if every database call takes twice as long? p99 at the 1x and 2x delays:
+
+${doubling}
+`
+  const written = writeResults('http-load', 'HTTP load: the example app, keel vs raw pg', { meta, connections: CONNECTIONS, seconds: SECONDS, delayMs: DELAY_MS, runs }, markdown)
+  process.stdout.write(`\n${markdown}\nwrote ${written.join(', ')}\n`)
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`)
+  process.exit(1)
+})

@@ -1,0 +1,110 @@
+import { trace } from '@opentelemetry/api'
+import type { TenantClient } from '@keel/core'
+import { ZodError, z } from 'zod'
+import { createInvoice, dashboardSummary, listInvoices, listQuerySchema } from './invoices.js'
+
+/** What a route sees, whichever framework serves it. */
+export interface RouteInput {
+  db: TenantClient
+  params: Record<string, string>
+  query: unknown
+  body: unknown
+  header(name: string): string | undefined
+}
+
+export interface RouteOutput {
+  status: number
+  body: unknown
+}
+
+export interface AppRoute {
+  method: 'GET' | 'POST'
+  path: string
+  run(input: RouteInput): Promise<RouteOutput>
+}
+
+const reportSchema = z.strictObject({ year: z.number().int().min(2000).max(2100) })
+
+/**
+ * The example's HTTP surface, written once: the Express and Fastify apps only register these. Keel's
+ * errors (bad tenant, busy tenant, invalid job payload) are left to the adapter's error mapping.
+ */
+export const appRoutes: readonly AppRoute[] = [
+  {
+    method: 'GET',
+    path: '/api/dashboard',
+    run: async ({ db }) => ({ status: 200, body: await dashboardSummary(db) }),
+  },
+  {
+    method: 'GET',
+    path: '/api/invoices',
+    run: async ({ db, query }) => {
+      const { limit } = listQuerySchema.parse(query ?? {})
+      return { status: 200, body: { invoices: await listInvoices(db, limit) } }
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/invoices',
+    run: async ({ db, body }) => ({ status: 201, body: { invoice: await createInvoice(db, body as never) } }),
+  },
+  {
+    method: 'POST',
+    path: '/api/imports',
+    // The upload is accepted at once; the rows are written by a worker (a retried upload with the same
+    // Idempotency-Key is the same job, not a second import).
+    run: async ({ db, body, header }) => {
+      const csv = typeof body === 'string' ? body : (body as { csv?: unknown } | undefined)?.csv
+      const key = header('idempotency-key')
+      const { jobId } = await db.enqueue('invoices.import-csv', { csv }, key ? { idempotencyKey: key } : {})
+      return { status: 202, body: { jobId, status: `/api/jobs/${jobId}` } }
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/reports',
+    run: async ({ db, body }) => {
+      const { year } = reportSchema.parse(body ?? {})
+      const { jobId } = await db.enqueue('reports.monthly', { year })
+      return { status: 202, body: { jobId, status: `/api/jobs/${jobId}` } }
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/jobs/:id',
+    run: async ({ db, params }) => {
+      // Another tenant's job id reads as not found: jobStatus is scoped to the tenant.
+      const status = await db.jobStatus(params.id ?? '')
+      return status === null
+        ? { status: 404, body: { error: { code: 'NOT_FOUND', message: 'no such job for this tenant' } } }
+        : { status: 200, body: status }
+    },
+  },
+]
+
+/** Runs a route; a zod failure in the app's own input checks is the client's fault (400). */
+export async function runRoute(route: AppRoute, input: RouteInput): Promise<RouteOutput> {
+  try {
+    return await route.run(input)
+  } catch (error) {
+    if (error instanceof ZodError) {
+      return {
+        status: 400,
+        body: {
+          error: {
+            code: 'VALIDATION_FAILED',
+            message: 'the request is invalid',
+            issues: error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })),
+          },
+        },
+      }
+    }
+    throw error
+  }
+}
+
+/** The trace id of the request's span, so a client (the demo) can look its trace up. */
+export function currentTraceId(): string | undefined {
+  const span = trace.getActiveSpan()
+  return span?.isRecording() ? span.spanContext().traceId : undefined
+}

@@ -56,9 +56,9 @@ export async function seed(ownerUrl: string, tenants: readonly SeedTenant[] = SE
                 'Customer ' || (1 + (i * 7919) % 50),
                 1000 + (i * 104729) % 250000,
                 CASE WHEN i % 10 < 6 THEN 'paid' WHEN i % 10 < 9 THEN 'open' ELSE 'void' END,
-                current_date - ((i * 31) % 365),
-                now() - make_interval(secs => ($2::int - i) * 60)
-           FROM generate_series(1, $2::int) AS i`,
+                current_date - ((i * 31) % 365)::int,
+                now() - make_interval(secs => ($2::int - i)::int * 60)
+           FROM generate_series(1, $2::bigint) AS i`,
         [t.id, t.invoices],
       )
       await owner.query('COMMIT')

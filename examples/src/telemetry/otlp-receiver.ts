@@ -92,7 +92,7 @@ export class OtlpReceiver {
         return
       }
       try {
-        let body = Buffer.concat(chunks)
+        let body: Buffer = Buffer.concat(chunks)
         if (req.headers['content-encoding'] === 'gzip') body = gunzipSync(body)
         this.#ingest(JSON.parse(body.toString('utf8')) as OtlpExport)
         res.writeHead(200, { 'content-type': 'application/json' }).end('{}')

@@ -8,6 +8,7 @@ export const errorCodes = {
   KEEL_INVALID_TENANT: 'A tenant id is missing, malformed, too long or contains forbidden characters.',
   KEEL_TENANT_BUSY: 'The tenant already uses all the connections it may hold and none freed up in time.',
   KEEL_TENANT_SCHEMA_UNKNOWN: "In schema mode, the tenant's schema does not exist.",
+  KEEL_TENANT_UNKNOWN: "An adapter's tenantExists() check said the request's tenant does not exist.",
   KEEL_RLS_BYPASS:
     'In rls mode, the runtime role is a superuser or has BYPASSRLS, so policies would not apply.',
   KEEL_QUERY_INVALID: 'A query was malformed, or tried transaction control outside db.transaction().',

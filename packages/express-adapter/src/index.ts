@@ -1,5 +1,8 @@
 /**
  * @keel/express: Express 5 middleware giving each request a tenant-scoped `req.db`.
- * This release ships the package layout only; the middleware lands with the adapters issue (#6).
+ * Guide: docs/adapters.md.
  */
-export const packageName = '@keel/express'
+export { closeKeelWithServer } from './close-keel-with-server.js'
+export { keelErrorHandler } from './keel-error-handler.js'
+export type { KeelExpressOptions } from './keel-express.js'
+export { keelExpress } from './keel-express.js'

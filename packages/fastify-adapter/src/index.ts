@@ -1,5 +1,7 @@
 /**
  * @keel/fastify: a Fastify 5 plugin giving each request a tenant-scoped `request.db`.
- * This release ships the package layout only; the plugin lands with the adapters issue (#6).
+ * Guide: docs/adapters.md.
  */
-export const packageName = '@keel/fastify'
+export { keelErrorHandler } from './keel-error-handler.js'
+export type { KeelFastifyOptions } from './keel-fastify.js'
+export { keelFastify, keelFastify as default } from './keel-fastify.js'

@@ -1,0 +1,135 @@
+import {
+  consistencySetCookie,
+  consistencyTokenFrom,
+  HttpServerSpan,
+  httpErrorFor,
+  httpTracer,
+  type Keel,
+  type KeelHttpOptions,
+  LIVENESS_BODY,
+  type ResolvedHttpOptions,
+  readiness,
+  resolveHttpOptions,
+  type TenantClient,
+  tenantFromRequest,
+} from '@keel/core'
+import { context } from '@opentelemetry/api'
+import type { NextFunction, Request, RequestHandler, Response } from 'express'
+import { beforeHeaders } from './before-headers.js'
+import { responseSpans } from './request-span.js'
+import { sendKeelError } from './send-keel-error.js'
+
+declare global {
+  namespace Express {
+    interface Request {
+      /** This request's tenant client (set by keelExpress; absent on routes it does not cover). */
+      db: TenantClient
+      /** The keel instance the middleware was created with. */
+      keel: Keel
+    }
+  }
+}
+
+export type KeelExpressOptions = KeelHttpOptions<Request>
+
+const VERSION = '0.1.0'
+
+/**
+ * Express 5 middleware: resolves the request's tenant into `req.db` (400/404 JSON when it cannot),
+ * runs the rest of the request inside `keel.run(req.db)`, carries the consistency token in and out,
+ * serves the health routes, and traces the request when nothing else does. With `{ param }`, mount it
+ * on the path that declares the parameter: `app.use('/t/:tenantId', keelExpress(keel, ...))`.
+ */
+export function keelExpress(keel: Keel, options: KeelExpressOptions): RequestHandler {
+  const resolved = resolveHttpOptions(options)
+  const tracer = resolved.tracing ? httpTracer(keel, '@keel/express', VERSION) : undefined
+  const health = resolved.liveness !== undefined || resolved.readiness !== undefined
+
+  return function keelExpress(req, res, next) {
+    if (health && (req.method === 'GET' || req.method === 'HEAD')) {
+      if (req.path === resolved.liveness) {
+        res.json(LIVENESS_BODY)
+        return
+      }
+      if (req.path === resolved.readiness) {
+        return readiness(keel).then(({ status, body }) => {
+          res.status(status).json(body)
+        })
+      }
+    }
+    if (tracer === undefined) return handle(keel, resolved, req, res, next, undefined)
+    const span = HttpServerSpan.start(tracer, {
+      method: req.method,
+      path: req.originalUrl.split('?', 1)[0]!,
+      scheme: req.protocol === 'https' ? 'https' : 'http',
+      headers: req.headers,
+    })
+    responseSpans.set(res, span)
+    let status: number | undefined
+    const end = () => span.end(status)
+    res.once('finish', () => {
+      status = res.statusCode
+      end()
+    })
+    res.once('close', end)
+    return context.with(span.context, handle, undefined, keel, resolved, req, res, next, span)
+  }
+}
+
+async function handle(
+  keel: Keel,
+  options: ResolvedHttpOptions<Request>,
+  req: Request,
+  res: Response,
+  next: NextFunction,
+  span: HttpServerSpan | undefined,
+): Promise<void> {
+  let db: TenantClient | undefined
+  beforeHeaders(res, () => {
+    if (span !== undefined) {
+      const route = routeOf(req, options, db)
+      if (route !== undefined) span.setRoute(route)
+    }
+    const token = db?.consistencyToken
+    if (token === undefined) return
+    res.setHeader(options.consistencyHeader, token)
+    if (options.cookie !== undefined)
+      res.append('Set-Cookie', consistencySetCookie(options.cookie, token, req.secure))
+  })
+  try {
+    db = await tenantFromRequest(keel, options, req, consistencyTokenFrom(options, req.headers))
+  } catch (error) {
+    const mapped = httpErrorFor(error)
+    if (mapped === undefined) return next(error)
+    span?.setErrorType(mapped.body.error.code)
+    return sendKeelError(res, mapped)
+  }
+  span?.setTenant(db.tenantId)
+  req.db = db
+  req.keel = keel
+  keel.run(db, () => next())
+}
+
+/**
+ * The route template for the span. Express gives the matched route relative to its router; the
+ * router's base is a concrete path, so a tenant taken from a mount parameter is put back as `:param`
+ * (a tenant id in span names would make one name per tenant).
+ */
+function routeOf(
+  req: Request,
+  options: ResolvedHttpOptions<Request>,
+  db: TenantClient | undefined,
+): string | undefined {
+  const path: unknown = req.route?.path
+  if (typeof path !== 'string') return undefined
+  const source = options.tenant
+  let base = req.baseUrl
+  if (db !== undefined && typeof source === 'object' && 'param' in source) {
+    const segment = encodeURIComponent(db.tenantId)
+    base = base
+      .split('/')
+      .map((s) => (s === segment ? `:${source.param}` : s))
+      .join('/')
+  }
+  return base + path
+}

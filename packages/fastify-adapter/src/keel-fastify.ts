@@ -1,0 +1,133 @@
+import {
+  consistencySetCookie,
+  consistencyTokenFrom,
+  HttpServerSpan,
+  httpErrorFor,
+  httpTracer,
+  type Keel,
+  type KeelHttpOptions,
+  LIVENESS_BODY,
+  readiness,
+  resolveHttpOptions,
+  type TenantClient,
+  tenantFromRequest,
+} from '@keel/core'
+import { context } from '@opentelemetry/api'
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { keelErrorHandler } from './keel-error-handler.js'
+import { requestSpans } from './request-span.js'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** This request's tenant client (null on routes the plugin does not cover: health, 404, `keel: false`). */
+    db: TenantClient
+  }
+  interface FastifyInstance {
+    keel: Keel
+  }
+  interface FastifyContextConfig {
+    /** `false`: this route needs no tenant (public pages, webhooks); request.db stays null. */
+    keel?: false
+  }
+}
+
+export interface KeelFastifyOptions extends KeelHttpOptions<FastifyRequest> {
+  keel: Keel
+  /** Close keel when Fastify closes (`app.close()`, after requests in flight). @default true */
+  closeKeel?: boolean
+  /**
+   * Answer KeelErrors thrown by routes with the adapters' JSON (503 + Retry-After for
+   * KEEL_TENANT_BUSY), handing other errors to the error handler in place. false when the app sets
+   * its own: wrap it with keelErrorHandler(). @default true
+   */
+  errorHandler?: boolean
+}
+
+const VERSION = '0.1.0'
+
+const plugin: FastifyPluginAsync<KeelFastifyOptions> = async (fastify, options) => {
+  const { keel, closeKeel = true, errorHandler = true, ...httpOptions } = options
+  const resolved = resolveHttpOptions(httpOptions)
+  const tracer = resolved.tracing ? httpTracer(keel, '@keel/fastify', VERSION) : undefined
+
+  fastify.decorate('keel', keel)
+  // null up front and the client set per request: every request object keeps one shape (V8).
+  fastify.decorateRequest<TenantClient | null>('db', null)
+  if (closeKeel) fastify.addHook('onClose', () => keel.close())
+  if (errorHandler) fastify.setErrorHandler(keelErrorHandler(fastify.errorHandler))
+
+  const noTenant = { config: { keel: false as const } }
+  if (resolved.liveness !== undefined) fastify.get(resolved.liveness, noTenant, async () => LIVENESS_BODY)
+  if (resolved.readiness !== undefined) {
+    fastify.get(resolved.readiness, noTenant, async (_request, reply) => {
+      const { status, body } = await readiness(keel)
+      return reply.code(status).send(body)
+    })
+  }
+
+  // Routing is done by onRequest, so params exist; the body is not read yet, so a request without a
+  // tenant is refused before it is parsed.
+  fastify.addHook('onRequest', async (request, reply) => {
+    if (request.is404 || request.routeOptions.config.keel === false) return
+    const span =
+      tracer &&
+      HttpServerSpan.start(tracer, {
+        method: request.method,
+        path: request.url.split('?', 1)[0]!,
+        scheme: request.protocol,
+        route: request.routeOptions.url,
+        headers: request.headers,
+      })
+    if (span !== undefined) requestSpans.set(request, span)
+    const token = consistencyTokenFrom(resolved, request.headers)
+    const resolve = () => tenantFromRequest(keel, resolved, request, token)
+    try {
+      request.db = await (span === undefined ? resolve() : context.with(span.context, resolve))
+    } catch (error) {
+      const mapped = httpErrorFor(error)
+      if (mapped === undefined) throw error
+      span?.setErrorType(mapped.body.error.code)
+      return reply.code(mapped.status).headers(mapped.headers).send(mapped.body)
+    }
+    span?.setTenant(request.db.tenantId)
+  })
+
+  // Entered in preHandler, after the body was read: stream callbacks of body parsing would run outside
+  // any context entered earlier. Callback style, so the handler runs inside keel.run().
+  fastify.addHook('preHandler', (request, _reply, done) => {
+    const db = request.db as TenantClient | null
+    const span = requestSpans.get(request)
+    const run = db === null ? done : () => keel.run(db, done)
+    if (span === undefined) run()
+    else context.with(span.context, run)
+  })
+
+  fastify.addHook('onSend', (request, reply, payload, done) => {
+    const token = (request.db as TenantClient | null)?.consistencyToken
+    if (token !== undefined) {
+      reply.header(resolved.consistencyHeader, token)
+      if (resolved.cookie !== undefined) {
+        reply.header('set-cookie', consistencySetCookie(resolved.cookie, token, request.protocol === 'https'))
+      }
+    }
+    done(null, payload)
+  })
+
+  if (tracer !== undefined) {
+    fastify.addHook('onResponse', (request, reply, done) => {
+      requestSpans.get(request)?.end(reply.statusCode)
+      done()
+    })
+    fastify.addHook('onRequestAbort', (request, done) => {
+      requestSpans.get(request)?.end(undefined)
+      done()
+    })
+  }
+}
+
+/**
+ * Fastify 5 plugin: `request.db` (the tenant client), `fastify.keel`, keel.run() around handlers,
+ * the consistency token in and out, health routes, KeelError replies and keel closed in onClose.
+ */
+export const keelFastify = fp(plugin, { name: '@keel/fastify', fastify: '5.x' })

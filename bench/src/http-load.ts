@@ -21,7 +21,18 @@ const CONNECTIONS = envNumber('BENCH_HTTP_CONNECTIONS', 32)
 /** Added to each direction of every Postgres round trip in the "1x" runs; "2x" doubles it. */
 const DELAY_MS = envNumber('BENCH_HTTP_DELAY_MS', 1)
 /** Requests rotate over these tenants (the seed's: one enterprise, teams, a long tail). */
-const TENANTS = ['megacorp', 'acme', 'globex', 'initech', 'umbrella', 'hooli', 'stark', 'wayne', 'wonka', 'tyrell']
+const TENANTS = [
+  'megacorp',
+  'acme',
+  'globex',
+  'initech',
+  'umbrella',
+  'hooli',
+  'stark',
+  'wayne',
+  'wonka',
+  'tyrell',
+]
 const EXAMPLES = join(repoRoot, 'examples/dist')
 
 interface Run {
@@ -35,11 +46,18 @@ interface Run {
   non2xx: number
 }
 
-async function startServer(framework: 'express' | 'raw', env: Record<string, string>): Promise<{ port: number; child: ChildProcess }> {
-  const child = fork(join(EXAMPLES, 'server.js'), ['--framework', framework, '--port', '0', '--replicas', 'all'], {
-    env: { ...process.env, ...env, OTEL_EXPORTER_OTLP_ENDPOINT: '' },
-    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-  })
+async function startServer(
+  framework: 'express' | 'raw',
+  env: Record<string, string>,
+): Promise<{ port: number; child: ChildProcess }> {
+  const child = fork(
+    join(EXAMPLES, 'server.js'),
+    ['--framework', framework, '--port', '0', '--replicas', 'all'],
+    {
+      env: { ...process.env, ...env, OTEL_EXPORTER_OTLP_ENDPOINT: '' },
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    },
+  )
   const [message] = (await once(child, 'message')) as [{ listening: number }]
   return { port: message.listening, child }
 }
@@ -62,7 +80,10 @@ async function load(port: number, path: string): Promise<autocannon.Result> {
         method: 'GET',
         path,
         // Each request picks the next tenant, so caches and pools see many tenants, not one hot key.
-        setupRequest: (req) => ({ ...req, headers: { ...req.headers, 'x-tenant-id': TENANTS[n++ % TENANTS.length]! } }),
+        setupRequest: (req) => ({
+          ...req,
+          headers: { ...req.headers, 'x-tenant-id': TENANTS[n++ % TENANTS.length]! },
+        }),
       },
     ],
   })
@@ -72,8 +93,10 @@ async function load(port: number, path: string): Promise<autocannon.Result> {
 async function urlsFor(delayMs: number): Promise<{ env: Record<string, string>; proxies: DelayProxy[] }> {
   const stack = readStack()
   const nodes = [stack.primary, ...(stack.replicas ?? [])]
-  const proxies = delayMs === 0 ? [] : await Promise.all(nodes.map((n) => startDelayProxy(n.host, n.port, delayMs)))
-  const via = (url: string, i: number) => (delayMs === 0 ? url : withHostPort(url, '127.0.0.1', proxies[i]!.port))
+  const proxies =
+    delayMs === 0 ? [] : await Promise.all(nodes.map((n) => startDelayProxy(n.host, n.port, delayMs)))
+  const via = (url: string, i: number) =>
+    delayMs === 0 ? url : withHostPort(url, '127.0.0.1', proxies[i]!.port)
   const env: Record<string, string> = {
     KEEL_PG_PRIMARY_URL: via(stack.primary.url, 0),
     KEEL_PG_PRIMARY_OWNER_URL: via(stack.primary.ownerUrl, 0),
@@ -136,7 +159,16 @@ async function main(): Promise<void> {
   const find = (app: string, route: string, latency: string) =>
     runs.find((r) => r.app === app && r.route === route && r.latency === latency)
   const table = markdownTable(
-    ['latency', 'route', 'keel req/s', 'raw req/s', 'keel/raw', 'keel p99 ms', 'raw p99 ms', 'errors + non-2xx'],
+    [
+      'latency',
+      'route',
+      'keel req/s',
+      'raw req/s',
+      'keel/raw',
+      'keel p99 ms',
+      'raw p99 ms',
+      'errors + non-2xx',
+    ],
     runs
       .filter((r) => r.app === 'keel')
       .map((k) => {
@@ -173,7 +205,12 @@ What if every database call takes twice as long? p99 at the 1x and 2x delays:
 
 ${doubling}
 `
-  const written = writeResults('http-load', 'HTTP load: the example app, keel vs raw pg', { meta, connections: CONNECTIONS, seconds: SECONDS, delayMs: DELAY_MS, runs }, markdown)
+  const written = writeResults(
+    'http-load',
+    'HTTP load: the example app, keel vs raw pg',
+    { meta, connections: CONNECTIONS, seconds: SECONDS, delayMs: DELAY_MS, runs },
+    markdown,
+  )
   process.stdout.write(`\n${markdown}\nwrote ${written.join(', ')}\n`)
 }
 

@@ -3,9 +3,9 @@
  * Uses the configured URLs (KEEL_PG_PRIMARY_URL, ...) or the local stack's.
  */
 import type { AddressInfo } from 'node:net'
+import { createAppKeel } from './app/app-keel.js'
 import { buildExpressApp } from './app/express-app.js'
 import { buildFastifyApp } from './app/fastify-app.js'
-import { createAppKeel } from './app/app-keel.js'
 import { announce, processArgs } from './app/process-args.js'
 import { buildRawApp } from './app/raw-app.js'
 import { demoUrls } from './stack-urls.js'
@@ -57,6 +57,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`server failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`)
+  process.stderr.write(
+    `server failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+  )
   process.exit(1)
 })

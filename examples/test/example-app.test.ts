@@ -1,13 +1,13 @@
-import type { AddressInfo } from 'node:net'
 import { randomUUID } from 'node:crypto'
+import type { AddressInfo } from 'node:net'
 import type { Keel } from '@keel/core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createAppKeel } from '../src/app/app-keel.js'
 import { IMPORT_COLUMNS } from '../src/app/app-jobs.js'
+import { createAppKeel } from '../src/app/app-keel.js'
 import { buildExpressApp } from '../src/app/express-app.js'
 import { buildFastifyApp } from '../src/app/fastify-app.js'
 import { migrate } from '../src/app/migrate.js'
-import { seed } from '../src/app/seed-data.js'
+import { forgetCachedViews, seed, waitForReplay } from '../src/app/seed-data.js'
 import { apiClient } from '../src/demo/api-client.js'
 import { demoUrls } from '../src/stack-urls.js'
 
@@ -31,6 +31,12 @@ describe.each(['express', 'fastify'] as const)('the example app on %s', (framewo
     const queue = `example-test-${randomUUID().slice(0, 8)}`
     web = createAppKeel(urls, { replicas: 'lagged', queue })
     worker = createAppKeel(urls, { replicas: 'lagged', queue })
+    await waitForReplay(
+      urls.appUrl,
+      urls.replicas.map((r) => r.connectionString),
+    )
+    // Redis outlives the re-seed: drop the views an earlier run cached for these tenants.
+    await forgetCachedViews(web, ['acme', 'globex', 'newco'])
     await worker.startWorker({ concurrency: 4 }).waitUntilReady()
     if (framework === 'express') {
       const server = buildExpressApp(web).listen(0, '127.0.0.1')
@@ -53,9 +59,13 @@ describe.each(['express', 'fastify'] as const)('the example app on %s', (framewo
     await worker?.close()
   })
 
-  it('lists only the tenant\'s own invoices, with no tenant filter in the SQL', async () => {
-    const acme = await api<{ invoices: Array<{ number: string }> }>('GET', '/api/invoices?limit=200', { tenant: 'acme' })
-    const globex = await api<{ invoices: Array<{ number: string }> }>('GET', '/api/invoices?limit=200', { tenant: 'globex' })
+  it("lists only the tenant's own invoices, with no tenant filter in the SQL", async () => {
+    const acme = await api<{ invoices: Array<{ number: string }> }>('GET', '/api/invoices?limit=200', {
+      tenant: 'acme',
+    })
+    const globex = await api<{ invoices: Array<{ number: string }> }>('GET', '/api/invoices?limit=200', {
+      tenant: 'globex',
+    })
     expect(acme.status).toBe(200)
     expect(acme.body.invoices).toHaveLength(200)
     expect(acme.body.invoices.every((i) => i.number.startsWith('ACME-'))).toBe(true)
@@ -64,7 +74,9 @@ describe.each(['express', 'fastify'] as const)('the example app on %s', (framewo
 
   it('answers 400 for a missing or hostile tenant and 404 for an unknown one, as JSON with the code', async () => {
     const missing = await api<{ error: { code: string } }>('GET', '/api/invoices')
-    const hostile = await api<{ error: { code: string } }>('GET', '/api/invoices', { tenant: "x'; DROP TABLE invoices; --" })
+    const hostile = await api<{ error: { code: string } }>('GET', '/api/invoices', {
+      tenant: "x'; DROP TABLE invoices; --",
+    })
     const unknown = await api<{ error: { code: string } }>('GET', '/api/invoices', { tenant: 'nosuch' })
     expect([missing.status, hostile.status, unknown.status]).toEqual([400, 400, 404])
     expect(hostile.body.error.code).toBe('KEEL_INVALID_TENANT')
@@ -88,7 +100,7 @@ describe.each(['express', 'fastify'] as const)('the example app on %s', (framewo
     expect(after.body.invoices).toBe(before.body.invoices + 1)
   })
 
-  it('rejects a bad invoice (400) and a bad import payload (nothing enqueued)', async () => {
+  it('rejects a bad invoice and an empty upload with 400s', async () => {
     const bad = await api<{ error: { code: string } }>('POST', '/api/invoices', {
       tenant: 'acme',
       body: { customer: '', amountCents: -1 },
@@ -97,15 +109,23 @@ describe.each(['express', 'fastify'] as const)('the example app on %s', (framewo
     expect(bad.body.error.code).toBe('VALIDATION_FAILED')
     const empty = await api<{ error: { code: string } }>('POST', '/api/imports', { tenant: 'acme', body: {} })
     expect(empty.status).toBe(400)
-    expect(empty.body.error.code).toBe('KEEL_JOB_PAYLOAD_INVALID')
+    expect(empty.body.error.code).toBe('VALIDATION_FAILED')
   })
 
   it('offloads a CSV import: 202, the same job for a retried upload, rows written by the worker', async () => {
     const rows = Array.from({ length: 250 }, (_, i) => `T-${i},"Cust, ${i % 7}",${100 + i},paid,2026-10-01`)
     const csv = [IMPORT_COLUMNS.join(','), ...rows, 'bad-row'].join('\n')
     const key = randomUUID()
-    const first = await api<{ jobId: string }>('POST', '/api/imports', { tenant: 'newco', csv, headers: { 'idempotency-key': key } })
-    const again = await api<{ jobId: string }>('POST', '/api/imports', { tenant: 'newco', csv, headers: { 'idempotency-key': key } })
+    const first = await api<{ jobId: string }>('POST', '/api/imports', {
+      tenant: 'newco',
+      csv,
+      headers: { 'idempotency-key': key },
+    })
+    const again = await api<{ jobId: string }>('POST', '/api/imports', {
+      tenant: 'newco',
+      csv,
+      headers: { 'idempotency-key': key },
+    })
     expect(first.status).toBe(202)
     expect(again.body.jobId).toBe(first.body.jobId)
     const status = await untilDone(api, 'newco', first.body.jobId)
@@ -117,10 +137,13 @@ describe.each(['express', 'fastify'] as const)('the example app on %s', (framewo
   })
 
   it('runs a monthly report as a job and returns its result through the status route', async () => {
-    const report = await api<{ jobId: string }>('POST', '/api/reports', { tenant: 'globex', body: { year: 2026 } })
+    const report = await api<{ jobId: string }>('POST', '/api/reports', {
+      tenant: 'globex',
+      body: { year: 2026 },
+    })
     expect(report.status).toBe(202)
     const status = await untilDone(api, 'globex', report.body.jobId)
-    expect(status.state).toBe('completed')
+    expect(status).toMatchObject({ state: 'completed', error: null })
     const months = (status.result as { months: Array<{ invoices: number }> }).months
     expect(months.length).toBeGreaterThan(0)
   })
@@ -128,7 +151,11 @@ describe.each(['express', 'fastify'] as const)('the example app on %s', (framewo
 
 async function untilDone(api: ReturnType<typeof apiClient>, tenant: string, jobId: string) {
   for (let i = 0; i < 600; i++) {
-    const r = await api<{ state: string; result: unknown }>('GET', `/api/jobs/${jobId}`, { tenant })
+    const r = await api<{ state: string; result: unknown; error: string | null }>(
+      'GET',
+      `/api/jobs/${jobId}`,
+      { tenant },
+    )
     if (r.body.state === 'completed' || r.body.state === 'failed') return r.body
     await new Promise((resolve) => setTimeout(resolve, 50))
   }

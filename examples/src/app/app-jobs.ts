@@ -50,7 +50,8 @@ export function defineAppJobs(keel: Keel): void {
       rows.forEach((cells, i) => {
         const parsed = importRow.safeParse(cells.map((c) => c.trim()))
         if (parsed.success) valid.push(parsed.data)
-        else if (rejected.length < 100) rejected.push({ line: i + 2, reason: parsed.error.issues[0]!.message })
+        else if (rejected.length < 100)
+          rejected.push({ line: i + 2, reason: parsed.error.issues[0]!.message })
       })
       let inserted = 0
       // One transaction per batch: a retried attempt skips what an earlier one committed.

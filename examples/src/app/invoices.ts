@@ -96,9 +96,11 @@ export function dashboardSummary(db: TenantClient): Promise<DashboardSummary> {
   })
 }
 
+export const TENANT_EXISTS_KEY = 'tenant:exists'
+
 /** Whether the tenant exists (adapters answer 404 otherwise); cached, it is asked on every request. */
 export function tenantExists(db: TenantClient): Promise<boolean> {
-  return db.cached({ key: 'tenant:exists', ttlMs: 60_000 }, async () => {
+  return db.cached({ key: TENANT_EXISTS_KEY, ttlMs: 60_000 }, async () => {
     const r = await db.query('SELECT 1 FROM tenants')
     return r.rowCount === 1
   })

@@ -14,7 +14,8 @@ export function buildRawApp(superUrl: string, poolMax = 20): { app: express.Expr
   app.use(express.json({ limit: '1mb' }))
   const tenantOf = (req: express.Request): string => {
     const id = req.get('x-tenant-id')
-    if (id === undefined || !/^[a-z0-9-]{1,63}$/.test(id)) throw Object.assign(new Error('tenant'), { status: 400 })
+    if (id === undefined || !/^[a-z0-9-]{1,63}$/.test(id))
+      throw Object.assign(new Error('tenant'), { status: 400 })
     return id
   }
   app.get('/api/dashboard', async (req, res) => {

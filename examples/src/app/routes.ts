@@ -1,5 +1,5 @@
-import { trace } from '@opentelemetry/api'
 import type { TenantClient } from '@keel/core'
+import { trace } from '@opentelemetry/api'
 import { ZodError, z } from 'zod'
 import { createInvoice, dashboardSummary, listInvoices, listQuerySchema } from './invoices.js'
 
@@ -24,6 +24,8 @@ export interface AppRoute {
 }
 
 const reportSchema = z.strictObject({ year: z.number().int().min(2000).max(2100) })
+/** What the client sent is checked here (400); keel checks the job's payload again at enqueue. */
+const uploadSchema = z.string().min(1, 'the upload is empty')
 
 /**
  * The example's HTTP surface, written once: the Express and Fastify apps only register these. Keel's
@@ -54,7 +56,9 @@ export const appRoutes: readonly AppRoute[] = [
     // The upload is accepted at once; the rows are written by a worker (a retried upload with the same
     // Idempotency-Key is the same job, not a second import).
     run: async ({ db, body, header }) => {
-      const csv = typeof body === 'string' ? body : (body as { csv?: unknown } | undefined)?.csv
+      const csv = uploadSchema.parse(
+        typeof body === 'string' ? body : (body as { csv?: unknown } | undefined)?.csv,
+      )
       const key = header('idempotency-key')
       const { jobId } = await db.enqueue('invoices.import-csv', { csv }, key ? { idempotencyKey: key } : {})
       return { status: 202, body: { jobId, status: `/api/jobs/${jobId}` } }

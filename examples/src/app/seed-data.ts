@@ -1,4 +1,6 @@
+import type { Keel } from '@keel/core'
 import pg from 'pg'
+import { DASHBOARD_TAG, TENANT_EXISTS_KEY } from './invoices.js'
 import { TENANT_SETTING } from './migrate.js'
 
 export interface SeedTenant {
@@ -72,4 +74,52 @@ export async function seed(ownerUrl: string, tenants: readonly SeedTenant[] = SE
     await owner.end()
   }
   return total
+}
+
+/**
+ * The cache (Redis) outlives a re-seed: after one, drop what an earlier run cached for these tenants, so
+ * no dashboard or tenant check from the old data is served.
+ */
+export async function forgetCachedViews(keel: Keel, tenantIds: readonly string[]): Promise<void> {
+  await Promise.all(
+    tenantIds.map((id) => keel.tenant(id).invalidate({ tags: [DASHBOARD_TAG], keys: [TENANT_EXISTS_KEY] })),
+  )
+}
+
+/**
+ * Waits until every replica has replayed the primary's WAL as of now: the seed wrote with raw pg, so no
+ * consistency token covers it, and a read right after it could otherwise see the empty tables.
+ */
+export async function waitForReplay(
+  primaryUrl: string,
+  replicaUrls: readonly string[],
+  timeoutMs = 30_000,
+): Promise<void> {
+  const primary = new pg.Client({ connectionString: primaryUrl })
+  await primary.connect()
+  let target: string
+  try {
+    target = (await primary.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn
+  } finally {
+    await primary.end()
+  }
+  const deadline = Date.now() + timeoutMs
+  for (const url of replicaUrls) {
+    const replica = new pg.Client({ connectionString: url })
+    await replica.connect()
+    try {
+      for (;;) {
+        const r = await replica.query<{ done: boolean }>(
+          'SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, true) AS done',
+          [target],
+        )
+        if (r.rows[0]!.done) break
+        if (Date.now() > deadline)
+          throw new Error(`a replica did not replay ${target} within ${timeoutMs} ms`)
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+    } finally {
+      await replica.end()
+    }
+  }
 }

@@ -16,7 +16,11 @@ const DIST = dirname(fileURLToPath(import.meta.url))
  * Forks one of the example's processes (dist/server.js, dist/worker.js) and waits for the message it
  * announces when ready. Its stderr is passed through so a crash explains itself.
  */
-export async function startChild(script: string, args: string[], env: Record<string, string>): Promise<Child> {
+export async function startChild(
+  script: string,
+  args: string[],
+  env: Record<string, string>,
+): Promise<Child> {
   const child = fork(`${DIST}/${script}`, args, {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],

@@ -72,7 +72,8 @@ export class OtlpReceiver {
   async waitFor(traceId: string, predicate: (s: ReceivedSpan) => boolean, count = 1, timeoutMs = 10_000) {
     const deadline = Date.now() + timeoutMs
     while (this.trace(traceId).filter(predicate).length < count) {
-      if (Date.now() > deadline) throw new Error(`trace ${traceId}: spans did not arrive within ${timeoutMs} ms`)
+      if (Date.now() > deadline)
+        throw new Error(`trace ${traceId}: spans did not arrive within ${timeoutMs} ms`)
       await new Promise((r) => setTimeout(r, 50))
     }
     return this.trace(traceId)
@@ -97,7 +98,9 @@ export class OtlpReceiver {
         this.#ingest(JSON.parse(body.toString('utf8')) as OtlpExport)
         res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
       } catch (error) {
-        res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ message: String(error) }))
+        res
+          .writeHead(400, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ message: String(error) }))
       }
     })
   }

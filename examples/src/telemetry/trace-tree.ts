@@ -40,10 +40,14 @@ export function renderTraceTree(spans: readonly ReceivedSpan[]): string {
     )
     const kids = children.get(span.spanId) ?? []
     const next = isRoot ? prefix : `${prefix}${isLast ? '   ' : '│  '}`
-    kids.forEach((kid, i) => walk(kid, next, i === kids.length - 1, false))
+    kids.forEach((kid, i) => {
+      walk(kid, next, i === kids.length - 1, false)
+    })
   }
   const roots = children.get(undefined) ?? []
-  roots.forEach((root, i) => walk(root, '', i === roots.length - 1, true))
+  roots.forEach((root, i) => {
+    walk(root, '', i === roots.length - 1, true)
+  })
   return lines.join('\n')
 }
 

@@ -287,9 +287,12 @@ export class JobRuntime {
   /** The job's status, or null when absent or another tenant's (its existence is not revealed). */
   async status(tenantId: string, jobId: unknown): Promise<JobStatus | null> {
     if (typeof jobId !== 'string' || jobId.length === 0 || jobId.length > 100) return null
+    // The state first, then the job: a job that finishes between the two reads then shows as still
+    // running with its result, never as completed without one.
+    const rawState = await this.queue.getJobState(jobId)
     const job = await this.queue.getJob(jobId)
     if (job === undefined || !isEnvelope(job.data) || job.data.t !== tenantId) return null
-    const state = STATES[await job.getState()] ?? 'unknown'
+    const state = STATES[rawState] ?? 'unknown'
     return {
       id: jobId,
       name: job.name,

@@ -35,13 +35,13 @@ async function main(): Promise<void> {
       await keel.close()
     }
   } else if (args.framework === 'raw') {
-    const { app, pool } = buildRawApp(urls.superUrl ?? urls.appUrl, args.poolMax)
+    const { app, close } = buildRawApp(urls.superUrl ?? urls.appUrl, args.poolMax)
     const server = app.listen(args.port, '127.0.0.1')
     await new Promise<void>((resolve, reject) => server.once('listening', resolve).once('error', reject))
     port = (server.address() as AddressInfo).port
     stop = async () => {
       await new Promise<void>((resolve) => server.close(() => resolve()))
-      await pool.end()
+      await close()
     }
   } else {
     throw new Error(`--framework must be express, fastify or raw (got ${args.framework})`)

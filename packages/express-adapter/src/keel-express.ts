@@ -43,7 +43,7 @@ export function keelExpress(keel: Keel, options: KeelExpressOptions): RequestHan
   const tracer = resolved.tracing ? httpTracer(keel, '@keel/express', VERSION) : undefined
   const health = resolved.liveness !== undefined || resolved.readiness !== undefined
 
-  return function keelExpress(req, res, next) {
+  return function keelMiddleware(req, res, next) {
     if (health && (req.method === 'GET' || req.method === 'HEAD')) {
       if (req.path === resolved.liveness) {
         res.json(LIVENESS_BODY)

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest'
 import { testKeel } from '../../core/test/support/keel.js'
 import { conformanceRoutes as routes } from '../src/conformance-routes.js'
 import { type AppSetup, describeAdapter } from '../src/conformance-suite.js'
-import { encodeRequest, fromInjected, type TestRequest } from '../src/http-client.js'
+import { encodeRequest, fromInjected, socketRequest, type TestRequest } from '../src/http-client.js'
 
 function buildApp({ keel, options, prefix }: AppSetup): express.Express {
   const app = express()
@@ -86,6 +86,33 @@ describe('@keel/express specifics', () => {
     server.close()
     await closed
     expect(() => keel.tenant('acme')).toThrow(expect.objectContaining({ code: 'KEEL_CLOSED' }))
+  })
+
+  it('keel.current() survives a body parser mounted after the middleware (a body read in chunks)', async () => {
+    const keel = testKeel()
+    const app = express()
+    app.use(keelExpress(keel, { tenant: 'header' }))
+    app.use(express.json())
+    app.post('/echo', async (req, res) => {
+      await req.db.query('SELECT 1')
+      res.json({ tenant: keel.current().tenantId, size: (req.body as { big: string }).big.length })
+    })
+    const server = createServer(app)
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    try {
+      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+      const body = { big: 'x'.repeat(90_000) }
+      const res = await socketRequest(base, {
+        method: 'POST',
+        path: '/echo',
+        headers: { 'x-tenant-id': 'acme' },
+        body,
+      })
+      expect(res.body).toEqual({ tenant: 'acme', size: 90_000 })
+    } finally {
+      await new Promise((resolve) => server.close(resolve))
+      await keel.close()
+    }
   })
 
   it('refuses bad options with KEEL_CONFIG_INVALID naming the fields', () => {

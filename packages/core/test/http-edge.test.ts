@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import {
+  consistencyHeaders,
   consistencySetCookie,
   consistencyTokenFrom,
   errorCodes,
@@ -87,6 +88,12 @@ describe('HTTP edge helpers', () => {
       'kc=k1.x%2F1; Path=/; Max-Age=300; SameSite=Lax; HttpOnly',
     )
     expect(consistencySetCookie(options.cookie!, 't', true)).toMatch(/; Secure$/)
+    expect(consistencyHeaders(options, { consistencyToken: undefined }, false)).toEqual([])
+    expect(consistencyHeaders(options, null, false)).toEqual([])
+    expect(consistencyHeaders(options, { consistencyToken: 't' }, false)).toEqual([
+      ['keel-consistency', 't'],
+      ['set-cookie', 'kc=t; Path=/; Max-Age=300; SameSite=Lax; HttpOnly'],
+    ])
     const none = resolveHttpOptions({ tenant: 'header', consistency: { cookie: { sameSite: 'none' } } })
     expect(consistencySetCookie(none.cookie!, 't', false)).toMatch(/SameSite=None; HttpOnly; Secure$/)
   })

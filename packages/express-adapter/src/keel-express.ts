@@ -1,8 +1,6 @@
 import {
-  consistencySetCookie,
-  consistencyTokenFrom,
+  consistencyHeaders,
   HttpServerSpan,
-  httpErrorFor,
   httpTracer,
   type Keel,
   type KeelHttpOptions,
@@ -45,7 +43,7 @@ export function keelExpress(keel: Keel, options: KeelExpressOptions): RequestHan
   const tracer = resolved.tracing ? httpTracer(keel, '@keel/express', VERSION) : undefined
   const health = resolved.liveness !== undefined || resolved.readiness !== undefined
 
-  return function keelExpress(req, res, next) {
+  return function keelMiddleware(req, res, next) {
     if (health && (req.method === 'GET' || req.method === 'HEAD')) {
       if (req.path === resolved.liveness) {
         res.json(LIVENESS_BODY)
@@ -90,21 +88,14 @@ async function handle(
       const route = routeOf(req, options, db)
       if (route !== undefined) span.setRoute(route)
     }
-    const token = db?.consistencyToken
-    if (token === undefined) return
-    res.setHeader(options.consistencyHeader, token)
-    if (options.cookie !== undefined)
-      res.append('Set-Cookie', consistencySetCookie(options.cookie, token, req.secure))
+    for (const [name, value] of consistencyHeaders(options, db, req.secure)) {
+      if (name === 'set-cookie') res.append(name, value)
+      else res.setHeader(name, value)
+    }
   })
-  try {
-    db = await tenantFromRequest(keel, options, req, consistencyTokenFrom(options, req.headers))
-  } catch (error) {
-    const mapped = httpErrorFor(error)
-    if (mapped === undefined) return next(error)
-    span?.setErrorType(mapped.body.error.code)
-    return sendKeelError(res, mapped)
-  }
-  span?.setTenant(db.tenantId)
+  const outcome = await tenantFromRequest(keel, options, req, span)
+  if (outcome.error !== undefined) return sendKeelError(res, outcome.error)
+  db = outcome.db
   req.db = db
   req.keel = keel
   keel.run(db, () => next())

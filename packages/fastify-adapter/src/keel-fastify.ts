@@ -1,8 +1,6 @@
 import {
-  consistencySetCookie,
-  consistencyTokenFrom,
+  consistencyHeaders,
   HttpServerSpan,
-  httpErrorFor,
   httpTracer,
   type Keel,
   type KeelHttpOptions,
@@ -80,17 +78,12 @@ const plugin: FastifyPluginAsync<KeelFastifyOptions> = async (fastify, options) 
         headers: request.headers,
       })
     if (span !== undefined) requestSpans.set(request, span)
-    const token = consistencyTokenFrom(resolved, request.headers)
-    const resolve = () => tenantFromRequest(keel, resolved, request, token)
-    try {
-      request.db = await (span === undefined ? resolve() : context.with(span.context, resolve))
-    } catch (error) {
-      const mapped = httpErrorFor(error)
-      if (mapped === undefined) throw error
-      span?.setErrorType(mapped.body.error.code)
-      return reply.code(mapped.status).headers(mapped.headers).send(mapped.body)
+    const outcome = await tenantFromRequest(keel, resolved, request, span)
+    if (outcome.error !== undefined) {
+      const { status, headers, body } = outcome.error
+      return reply.code(status).headers(headers).send(body)
     }
-    span?.setTenant(request.db.tenantId)
+    request.db = outcome.db
   })
 
   // Entered in preHandler, after the body was read: stream callbacks of body parsing would run outside
@@ -104,12 +97,9 @@ const plugin: FastifyPluginAsync<KeelFastifyOptions> = async (fastify, options) 
   })
 
   fastify.addHook('onSend', (request, reply, payload, done) => {
-    const token = (request.db as TenantClient | null)?.consistencyToken
-    if (token !== undefined) {
-      reply.header(resolved.consistencyHeader, token)
-      if (resolved.cookie !== undefined) {
-        reply.header('set-cookie', consistencySetCookie(resolved.cookie, token, request.protocol === 'https'))
-      }
+    // Fastify appends set-cookie values rather than replacing them.
+    for (const [name, value] of consistencyHeaders(resolved, request.db, request.protocol === 'https')) {
+      reply.header(name, value)
     }
     done(null, payload)
   })

@@ -15,6 +15,23 @@ export function consistencyTokenFrom(
   return cookie === undefined ? undefined : cookieValue(headers.cookie, cookie.name)
 }
 
+/**
+ * The response headers carrying the session's position to the next request: none until the session
+ * has one (after a write, or a valid token came in). `set-cookie` is to be appended, not replace others.
+ */
+export function consistencyHeaders(
+  options: Pick<ResolvedHttpOptions<never>, 'consistencyHeader' | 'cookie'>,
+  db: { readonly consistencyToken: string | undefined } | null | undefined,
+  secureRequest: boolean,
+): Array<readonly [name: string, value: string]> {
+  const token = db?.consistencyToken
+  if (token === undefined) return []
+  const headers: Array<readonly [string, string]> = [[options.consistencyHeader, token]]
+  if (options.cookie !== undefined)
+    headers.push(['set-cookie', consistencySetCookie(options.cookie, token, secureRequest)])
+  return headers
+}
+
 /** The Set-Cookie value carrying `token`; `secureRequest` decides Secure unless the options do. */
 export function consistencySetCookie(cookie: ResolvedCookie, token: string, secureRequest: boolean): string {
   let value = `${cookie.name}=${encodeURIComponent(token)}; Path=${cookie.path}; Max-Age=${cookie.maxAge}; SameSite=${cookie.sameSite}`

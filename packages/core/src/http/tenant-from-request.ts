@@ -1,19 +1,48 @@
 import { isIP } from 'node:net'
+import { context } from '@opentelemetry/api'
 import type { TenantClient } from '../client/tenant-client.js'
 import { KeelError } from '../errors.js'
 import type { Keel } from '../keel.js'
+import { consistencyTokenFrom } from './consistency-carrier.js'
+import { type HttpErrorResponse, httpErrorFor } from './http-error.js'
 import type { HttpRequestView, ResolvedHttpOptions, TenantSource } from './http-options.js'
+import type { HttpServerSpan } from './http-server-span.js'
+
+/** The request's tenant client, or the error response to send instead. */
+export type TenantOutcome =
+  | { db: TenantClient; error?: undefined }
+  | { db?: undefined; error: HttpErrorResponse }
 
 /**
  * The request's tenant client: finds the id where the options say, validates it (keel.tenant), checks
- * `tenantExists`, and resumes the caller's read-your-writes session from `consistencyToken`.
- * Throws KEEL_INVALID_TENANT (missing or malformed: 400) or KEEL_TENANT_UNKNOWN (404).
+ * `tenantExists`, and resumes the caller's read-your-writes session from the request's token. A
+ * KeelError (missing or malformed id: 400, unknown: 404, keel closed: 503) comes back as the response
+ * to send; any other error (the app's tenant function or tenantExists failing) rejects. Runs inside
+ * the request's span, so the app's lookups are traced under it.
  */
 export async function tenantFromRequest<Req extends HttpRequestView>(
   keel: Keel,
   options: ResolvedHttpOptions<Req>,
   req: Req,
-  consistencyToken: string | undefined,
+  span: HttpServerSpan | undefined,
+): Promise<TenantOutcome> {
+  const open = () => openTenant(keel, options, req)
+  try {
+    const db = await (span === undefined ? open() : context.with(span.context, open))
+    span?.setTenant(db.tenantId)
+    return { db }
+  } catch (error) {
+    const mapped = httpErrorFor(error)
+    if (mapped === undefined) throw error
+    span?.setErrorType(mapped.body.error.code)
+    return { error: mapped }
+  }
+}
+
+async function openTenant<Req extends HttpRequestView>(
+  keel: Keel,
+  options: ResolvedHttpOptions<Req>,
+  req: Req,
 ): Promise<TenantClient> {
   const id = await tenantIdOf(options.tenant, req)
   if (id === undefined || id === '') {
@@ -23,7 +52,7 @@ export async function tenantFromRequest<Req extends HttpRequestView>(
       { details: { source: options.tenantSourceName } },
     )
   }
-  const db = keel.tenant(id, { consistencyToken })
+  const db = keel.tenant(id, { consistencyToken: consistencyTokenFrom(options, req.headers) })
   if (options.tenantExists !== undefined && !(await options.tenantExists(db.tenantId, req))) {
     throw new KeelError('KEEL_TENANT_UNKNOWN', `tenant ${JSON.stringify(db.tenantId)} does not exist`, {
       details: { tenantId: db.tenantId },
@@ -31,7 +60,6 @@ export async function tenantFromRequest<Req extends HttpRequestView>(
   }
   return db
 }
-
 function tenantIdOf<Req extends HttpRequestView>(
   source: TenantSource<Req>,
   req: Req,

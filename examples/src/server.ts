@@ -3,6 +3,7 @@
  * Uses the configured URLs (KEEL_PG_PRIMARY_URL, ...) or the local stack's.
  */
 import type { AddressInfo } from 'node:net'
+import { closeKeelWithServer } from '@keel/express'
 import { createAppKeel } from './app/app-keel.js'
 import { buildExpressApp } from './app/express-app.js'
 import { buildFastifyApp } from './app/fastify-app.js'
@@ -30,9 +31,11 @@ async function main(): Promise<void> {
     const server = buildExpressApp(keel).listen(args.port, '127.0.0.1')
     await new Promise<void>((resolve, reject) => server.once('listening', resolve).once('error', reject))
     port = (server.address() as AddressInfo).port
+    // Express has no shutdown hook: keel closes once the server has drained its last connection.
+    const keelClosed = closeKeelWithServer(server, keel)
     stop = async () => {
-      await new Promise<void>((resolve) => server.close(() => resolve()))
-      await keel.close()
+      server.close()
+      await keelClosed
     }
   } else if (args.framework === 'raw') {
     const { app, close } = buildRawApp(urls.superUrl ?? urls.appUrl, args.poolMax)

@@ -1,13 +1,14 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { context } from '@opentelemetry/api'
-import { DelayedError, type Job, type MinimalJob, Queue, Worker } from 'bullmq'
+import { DelayedError, type Job, type MinimalJob, Queue, QueueKeys, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
 import type pg from 'pg'
 import type { TenantClient } from '../client/tenant-client.js'
 import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
 import type { JobTelemetry } from '../telemetry/job-telemetry.js'
-import { FairScheduler } from './fair-scheduler.js'
+import { buildEnqueueScripts, type EnqueueScripts } from './enqueue-script.js'
+import { bandOffset, FairScheduler } from './fair-scheduler.js'
 import { checkPayload, type ResolvedJobDefinition } from './job-definition.js'
 import { isEnvelope, type JobEnvelope } from './job-envelope.js'
 import { OUTBOX_TABLE, type OutboxRow, RELAY_SETTING } from './outbox.js'
@@ -87,17 +88,40 @@ export class JobRuntime {
   #fair: FairScheduler | undefined
   #sweeper: NodeJS.Timeout | undefined
   #sweeping = false
+  /** keel's one-round-trip enqueue scripts; undefined: the two-round-trip fallback (ADR 0019). */
+  readonly #scripts: EnqueueScripts | undefined
+  /** Packed BullMQ options per job name and band, for jobs without a delay. */
+  readonly #packedOpts = new Map<string, Buffer>()
 
+  /**
+   * @param scripts 'bullmq' (default): keel's enqueue spliced into BullMQ's add scripts, one round trip;
+   *   'fallback': the position script, then `Queue.add` (two round trips). keel falls back by itself, with
+   *   a warning, when the installed BullMQ's scripts are not the ones it knows.
+   */
   constructor(
     config: JobsConfig,
     definitions: ReadonlyMap<string, ResolvedJobDefinition>,
     telemetry: JobTelemetry,
     logger: Logger | undefined,
+    scripts: 'bullmq' | 'fallback' = 'bullmq',
   ) {
     this.#config = config
     this.#definitions = definitions
     this.#telemetry = telemetry
     this.#logger = logger
+    this.#scripts = scripts === 'bullmq' ? this.#buildScripts() : undefined
+  }
+
+  #buildScripts(): EnqueueScripts | undefined {
+    try {
+      return buildEnqueueScripts()
+    } catch (error) {
+      this.#logger?.warn(
+        { err: error },
+        'keel jobs: BullMQ add scripts are not the ones keel knows; enqueue takes two round trips',
+      )
+      return undefined
+    }
   }
 
   #connection(forWorker: boolean): Redis {
@@ -113,9 +137,15 @@ export class JobRuntime {
   }
 
   get fair(): FairScheduler {
-    this.#fair ??= new FairScheduler(
+    if (this.#fair !== undefined) return this.#fair
+    // The queue opens with the producer: its depth gauge, status reads and the fallback's adds.
+    void this.queue
+    this.#fair = new FairScheduler(
       this.#connection(false),
       `${this.#config.prefix}:${this.#config.queue}:keel`,
+      new QueueKeys(this.#config.prefix).getKeys(this.#config.queue),
+      this.#config.retentionMs,
+      this.#scripts,
     )
     return this.#fair
   }
@@ -161,13 +191,7 @@ export class JobRuntime {
     const { span, carrier } = this.#telemetry.startSend(name, tenantId)
     const jobId = jobIdFor(tenantId, name, opts.idempotencyKey)
     span.setAttribute('messaging.message.id', jobId)
-    const envelope: JobEnvelope = {
-      v: 1,
-      t: tenantId,
-      p: data,
-      ...(consistencyToken === undefined ? {} : { c: consistencyToken }),
-      tc: carrier,
-    }
+    const envelope = envelopeOf(tenantId, data, consistencyToken, carrier)
     try {
       await this.#add(tenantId, name, envelope, jobId, opts.idempotencyKey !== undefined, definition, opts)
       this.#telemetry.end(span)
@@ -179,8 +203,9 @@ export class JobRuntime {
   }
 
   /**
-   * Claims the id (when it must be unique), takes the tenant's fair position and adds the job. A claimed
-   * id that is already taken means the job exists (or existed within retentionMs): nothing is added.
+   * Claims the id (when it must be unique), takes the tenant's fair position and adds the job: one script
+   * (ADR 0019), or the fallback's two round trips. A claimed id that is already taken means the job exists
+   * (or existed within retentionMs): nothing is added.
    */
   async #add(
     tenantId: string,
@@ -191,22 +216,72 @@ export class JobRuntime {
     definition: ResolvedJobDefinition,
     opts: EnqueueOptions,
   ): Promise<void> {
+    const band = opts.priority ?? 5
+    if (this.#scripts === undefined)
+      return this.#addInTwo(tenantId, name, envelope, jobId, unique, definition, opts)
+    const delayMs = opts.delayMs
+    await this.fair.add(
+      {
+        tenantId,
+        name,
+        jobId,
+        data: JSON.stringify(envelope),
+        unique,
+        opts:
+          delayMs === undefined
+            ? this.#packedOptions(definition, band)
+            : FairScheduler.packOptions({ ...this.#jobOptions(definition, band), delay: delayMs }),
+        // BullMQ's own rule: a delay of 0 is no delay.
+        delayed: delayMs !== undefined && delayMs > 0,
+      },
+      this.#config.retentionMs,
+    )
+  }
+
+  /** BullMQ's options of keel's jobs, as `Queue.add` stores them; `priority` is the band's offset. */
+  #jobOptions(definition: ResolvedJobDefinition, band: number): Record<string, unknown> {
+    return {
+      attempts: definition.retries + 1,
+      backoff: { type: 'keel' },
+      priority: bandOffset(band),
+      removeOnComplete: { age: Math.ceil(this.#config.retentionMs / 1_000) },
+      removeOnFail: { age: Math.ceil(this.#config.deadLetterRetentionMs / 1_000) },
+    }
+  }
+
+  #packedOptions(definition: ResolvedJobDefinition, band: number): Buffer {
+    const key = `${band}:${definition.name}`
+    let packed = this.#packedOpts.get(key)
+    if (packed === undefined) {
+      packed = FairScheduler.packOptions(this.#jobOptions(definition, band))
+      this.#packedOpts.set(key, packed)
+    }
+    return packed
+  }
+
+  /** The fallback: the position (and claim) script, then BullMQ's `Queue.add` with it. */
+  async #addInTwo(
+    tenantId: string,
+    name: string,
+    envelope: JobEnvelope,
+    jobId: string,
+    unique: boolean,
+    definition: ResolvedJobDefinition,
+    opts: EnqueueOptions,
+  ): Promise<void> {
+    const band = opts.priority ?? 5
     const priority = await this.fair.priority(
       tenantId,
-      opts.priority ?? 5,
-      this.#config.retentionMs,
+      band,
       unique ? { id: jobId, retentionMs: this.#config.retentionMs } : undefined,
     )
     if (priority === null) return
     try {
       await this.queue.add(name, envelope, {
+        ...this.#jobOptions(definition, band),
         jobId,
-        attempts: definition.retries + 1,
-        backoff: { type: 'keel' },
         priority,
         ...(opts.delayMs === undefined ? {} : { delay: opts.delayMs }),
-        removeOnComplete: { age: Math.ceil(this.#config.retentionMs / 1_000) },
-        removeOnFail: { age: Math.ceil(this.#config.deadLetterRetentionMs / 1_000) },
       })
     } catch (error) {
       if (unique) await this.fair.unclaim(tenantId, jobId).catch(() => undefined)
@@ -233,13 +308,7 @@ export class JobRuntime {
       const definition = this.definition(row.name)
       const { span, carrier } = this.#telemetry.startSend(row.name, row.tenant_id)
       span.setAttribute('messaging.message.id', row.id)
-      const envelope: JobEnvelope = {
-        v: 1,
-        t: row.tenant_id,
-        p: row.payload,
-        ...(consistencyToken === undefined ? {} : { c: consistencyToken }),
-        tc: carrier,
-      }
+      const envelope = envelopeOf(row.tenant_id, row.payload, consistencyToken, carrier)
       try {
         await this.#add(row.tenant_id, row.name, envelope, row.id, true, definition, row.options)
         this.#telemetry.end(span)
@@ -325,7 +394,7 @@ export class JobRuntime {
     const job = await this.queue.getJob(status.id)
     if (job === undefined) return false
     if (!(await this.fair.undead(tenantId, status.id))) return false
-    await this.fair.repend(tenantId, this.#config.retentionMs)
+    await this.fair.repend(tenantId)
     await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true })
     return true
   }
@@ -509,6 +578,22 @@ export class JobRuntime {
     await this.#queue?.close()
     await this.#fair?.close()
   }
+}
+
+function envelopeOf(
+  tenantId: string,
+  payload: unknown,
+  consistencyToken: string | undefined,
+  carrier: Record<string, string>,
+): JobEnvelope {
+  const envelope: { -readonly [K in keyof JobEnvelope]: JobEnvelope[K] } = { v: 1, t: tenantId, p: payload }
+  if (consistencyToken !== undefined) envelope.c = consistencyToken
+  // No tracer and no propagator: nothing to carry, and nothing to store.
+  for (const _ in carrier) {
+    envelope.tc = carrier
+    break
+  }
+  return envelope
 }
 
 /** Not a valid token on purpose: a session resumed from it reads the primary. */

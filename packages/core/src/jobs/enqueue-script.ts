@@ -1,0 +1,115 @@
+import { addDelayedJob } from 'bullmq/dist/cjs/scripts/addDelayedJob-6.js'
+import { addPrioritizedJob } from 'bullmq/dist/cjs/scripts/addPrioritizedJob-9.js'
+
+/**
+ * keel's enqueue in one round trip (ADR 0019): BullMQ's own add scripts, as BullMQ 6.7.0 ships them
+ * (includes already inlined), with keel's idempotency claim and fair position spliced in. The job is
+ * stored exactly as `Queue.add` would store it; only the priority gets the tenant's position added,
+ * inside the same script. bullmq is pinned exactly, and test/jobs-enqueue-script.test.ts fails when
+ * its script text or key layout changes.
+ */
+
+/** A BullMQ script as it ships in `bullmq/dist/<format>/scripts/<name>-<keys>.js`. */
+export interface ShippedScript {
+  readonly name: string
+  readonly content: string
+  readonly keys: number
+}
+
+/** The BullMQ queue keys each add script takes, in order (from the `KEYS[n]` header of its source). */
+export const PRIORITIZED_KEYS = [
+  'marker',
+  'meta',
+  'id',
+  'prioritized',
+  'delayed',
+  'completed',
+  'active',
+  'events',
+  'pc',
+] as const
+export const DELAYED_KEYS = ['marker', 'meta', 'id', 'delayed', 'completed', 'events'] as const
+
+/** Where keel's blocks go: before the job counter (the claim), before the job is stored (the position). */
+export const CLAIM_MARKER = 'local jobCounter = rcall("INCR", idKey)'
+export const POSITION_MARKER = 'local delay, priority = storeJob('
+
+/**
+ * The tenant's next fair position, into the Lua local `p` (ADR 0013): 1 when the tenant has nothing
+ * pending, else one more than its last position, capped at `max`. One hash per tenant (`pending`,
+ * `last`), expiring `ttl` after its last enqueue, so a drifted count heals when the tenant is idle.
+ */
+export function positionLua(fairKey: string, max: string, ttl: string): string {
+  return `
+local p = 1
+if rcall('HINCRBY', ${fairKey}, 'pending', 1) > 1 then
+  p = rcall('HINCRBY', ${fairKey}, 'last', 1)
+  if p > tonumber(${max}) then
+    p = tonumber(${max})
+    rcall('HSET', ${fairKey}, 'last', p)
+  end
+else
+  rcall('HSET', ${fairKey}, 'last', 1)
+end
+rcall('PEXPIRE', ${fairKey}, ${ttl})`
+}
+
+/**
+ * The idempotency claim (ADR 0014): `SET NX PX` of the claim key when one is passed; a taken claim ends
+ * the script with 0 before anything is written.
+ */
+export function claimLua(claimKey: string, retention: string): string {
+  return `
+if ${claimKey} and not rcall('SET', ${claimKey}, '1', 'PX', ${retention}, 'NX') then return 0 end`
+}
+
+/**
+ * BullMQ's add script with keel's blocks. Keys: the script's own, then the tenant's fair hash, then
+ * (optional) the claim key. ARGV: the script's own three, then the position cap, the fair hash's TTL and
+ * the claim's retention (all ms). Returns the job id (also for a duplicate id, as BullMQ does), 0 when the
+ * claim was taken, or BullMQ's negative error code.
+ */
+export function spliceEnqueueScript(script: ShippedScript): string {
+  const n = script.keys
+  for (const marker of [CLAIM_MARKER, POSITION_MARKER]) {
+    if (script.content.split(marker).length !== 2) {
+      throw new Error(
+        `BullMQ's ${script.name} script changed: ${JSON.stringify(marker)} is not in it exactly once`,
+      )
+    }
+  }
+  const fair = `KEYS[${n + 1}]`
+  const claim = claimLua(`KEYS[${n + 2}]`, 'ARGV[6]')
+  const position = `
+do${positionLua(fair, 'ARGV[4]', 'ARGV[5]')}
+  opts['priority'] = (opts['priority'] or 0) + p
+  opts['jobId'] = jobId
+end
+`
+  return script.content
+    .replace(CLAIM_MARKER, `${claim}\n${CLAIM_MARKER}`)
+    .replace(POSITION_MARKER, `${position}${POSITION_MARKER}`)
+}
+
+export interface EnqueueScripts {
+  /** Ready to run now: the job goes to the prioritized set. */
+  readonly prioritized: { lua: string; keys: number }
+  /** With a delay: the job goes to the delayed set, then to the prioritized set with its priority. */
+  readonly delayed: { lua: string; keys: number }
+}
+
+/** keel's two enqueue scripts from the installed BullMQ; throws when its scripts are not the ones keel knows. */
+export function buildEnqueueScripts(
+  prioritized: ShippedScript = addPrioritizedJob,
+  delayed: ShippedScript = addDelayedJob,
+): EnqueueScripts {
+  if (prioritized.keys !== PRIORITIZED_KEYS.length || delayed.keys !== DELAYED_KEYS.length) {
+    throw new Error(
+      `BullMQ's add scripts changed their keys (${prioritized.keys} and ${delayed.keys}, keel knows ${PRIORITIZED_KEYS.length} and ${DELAYED_KEYS.length})`,
+    )
+  }
+  return {
+    prioritized: { lua: spliceEnqueueScript(prioritized), keys: prioritized.keys },
+    delayed: { lua: spliceEnqueueScript(delayed), keys: delayed.keys },
+  }
+}

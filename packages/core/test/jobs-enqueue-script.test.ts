@@ -1,0 +1,201 @@
+import { randomBytes } from 'node:crypto'
+import { Job, Queue, QueueKeys, Worker } from 'bullmq'
+import { addDelayedJob } from 'bullmq/dist/cjs/scripts/addDelayedJob-6.js'
+import { addPrioritizedJob } from 'bullmq/dist/cjs/scripts/addPrioritizedJob-9.js'
+import { Redis } from 'ioredis'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { z } from 'zod'
+import {
+  buildEnqueueScripts,
+  CLAIM_MARKER,
+  DELAYED_KEYS,
+  POSITION_MARKER,
+  PRIORITIZED_KEYS,
+} from '../src/jobs/enqueue-script.js'
+import { testKeel } from './support/keel.js'
+import { readStack } from './support/stack.js'
+import { waitFor } from './support/wait.js'
+
+// The guard of keel's one-round-trip enqueue (ADR 0019): keel runs BullMQ's own add scripts with its
+// blocks spliced in, so it relies on their text, their keys and the job hash they write. Any change in
+// BullMQ (an upgrade past the pinned 6.7.0) must fail here, loudly, before it reaches users.
+
+let admin: Redis
+const open: Array<{ close(): Promise<unknown> }> = []
+
+beforeAll(() => {
+  admin = new Redis(readStack().redis.url)
+})
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((c) => c.close()))
+})
+afterAll(async () => {
+  await admin.quit()
+})
+
+function names() {
+  return { queue: `guard${randomBytes(4).toString('hex')}` }
+}
+
+/** `KEYS[n] 'name'` lines of a BullMQ script's header, in order. */
+function headerKeys(content: string): string[] {
+  return [...content.matchAll(/KEYS\[(\d+)\]\s+'?([\w-]+)'?/g)]
+    .filter((m) => content.indexOf(m[0]) < content.indexOf(']]'))
+    .map((m) => m[2]!)
+}
+
+describe("BullMQ's add scripts, as keel splices them", () => {
+  it('are the scripts keel was written against: version, keys, markers', async () => {
+    const bullmq = (await import('bullmq/package.json', { with: { type: 'json' } })).default as {
+      version: string
+    }
+    expect(bullmq.version).toBe('6.7.0')
+    expect(addPrioritizedJob.keys).toBe(PRIORITIZED_KEYS.length)
+    expect(addDelayedJob.keys).toBe(DELAYED_KEYS.length)
+    // keel passes BullMQ's keys in the order of each script's header.
+    expect(headerKeys(addPrioritizedJob.content)).toEqual([
+      'marker',
+      'meta',
+      'id',
+      'prioritized',
+      'delayed',
+      'completed',
+      'active',
+      'events',
+      'pc',
+    ])
+    expect(headerKeys(addDelayedJob.content).slice(0, 6)).toEqual([
+      'marker',
+      'meta',
+      'id',
+      'delayed',
+      'completed',
+      'events',
+    ])
+    for (const script of [addPrioritizedJob, addDelayedJob]) {
+      expect(script.content.split(CLAIM_MARKER)).toHaveLength(2)
+      expect(script.content.split(POSITION_MARKER)).toHaveLength(2)
+      // The locals keel's blocks use are defined before them.
+      const before = script.content.slice(0, script.content.indexOf(CLAIM_MARKER))
+      expect(before).toContain('local rcall = redis.call')
+      const beforeStore = script.content.slice(0, script.content.indexOf(POSITION_MARKER))
+      expect(beforeStore).toMatch(/local opts = cmsgpack\.unpack\(ARGV\[3\]\)/)
+      expect(beforeStore).toMatch(/jobId = args\[2\]/)
+    }
+    const scripts = buildEnqueueScripts()
+    expect(scripts.prioritized.lua).toContain("opts['priority'] = (opts['priority'] or 0) + p")
+  })
+
+  it('refuses scripts it does not know, so keel falls back to two round trips', () => {
+    const changed = { ...addPrioritizedJob, content: addPrioritizedJob.content.replace(POSITION_MARKER, '') }
+    expect(() => buildEnqueueScripts(changed)).toThrow(/addPrioritizedJob script changed/)
+    expect(() => buildEnqueueScripts({ ...addPrioritizedJob, keys: 10 })).toThrow(/changed their keys/)
+  })
+
+  it('stores a job exactly as Queue.add does, and a real Worker runs it', async () => {
+    const { queue: name } = names()
+    const keel = testKeel({
+      jobs: { redis: { url: readStack().redis.url }, queue: name, closeTimeoutMs: 2_000 },
+    })
+    open.push(keel)
+    keel.defineJob('guard.job', {
+      schema: z.object({ n: z.number() }),
+      retries: 2,
+      backoff: { delayMs: 50 },
+      handler: async () => undefined,
+    })
+    const db = keel.tenant('guard-tenant')
+    const enqueuedFrom = Date.now()
+    const { jobId } = await db.enqueue('guard.job', { n: 1 }, { priority: 3 })
+    const enqueuedTo = Date.now()
+    const { jobId: laterId } = await db.enqueue('guard.job', { n: 2 }, { delayMs: 60_000 })
+
+    const queue = new Queue(name, { connection: admin })
+    open.push(queue)
+    const keelJob = (await queue.getJob(jobId))!
+    // The same job through BullMQ's own Queue.add, with the options keel gives it.
+    const rawJob = await queue.add('guard.job', keelJob.data, {
+      jobId: `raw-${jobId}`,
+      attempts: 3,
+      backoff: { type: 'keel' },
+      priority: keelJob.priority,
+      removeOnComplete: { age: 86_400 },
+      removeOnFail: { age: 604_800 },
+    })
+    const keys = new QueueKeys('bull').getKeys(name)
+    const keelHash = await admin.hgetall(`${keys['']}${jobId}`)
+    const rawHash = await admin.hgetall(`${keys['']}raw-${jobId}`)
+    expect(Object.keys(keelHash).sort()).toEqual(Object.keys(rawHash).sort())
+    for (const field of Object.keys(rawHash)) {
+      if (field === 'timestamp') continue
+      if (field === 'opts') {
+        expect(JSON.parse(keelHash.opts!)).toEqual({ ...JSON.parse(rawHash.opts!), jobId })
+      } else expect([field, keelHash[field]]).toEqual([field, rawHash[field]])
+    }
+    // What BullMQ reads back: every field keel relies on.
+    const fetched = (await Job.fromId(queue, jobId))!
+    expect(fetched.data).toMatchObject({ v: 1, t: 'guard-tenant', p: { n: 1 } })
+    expect(fetched.name).toBe('guard.job')
+    expect(fetched.opts).toMatchObject({
+      attempts: 3,
+      backoff: { type: 'keel' },
+      priority: 2 * 2 ** 17 + 1, // band 3, the tenant's first position
+      removeOnComplete: { age: 86_400 },
+      removeOnFail: { age: 604_800 },
+      jobId,
+    })
+    expect(fetched.priority).toBe(2 * 2 ** 17 + 1)
+    expect(fetched.attemptsMade).toBe(0)
+    // Stamped by keel's client as BullMQ's is (not a duration: the enqueue happened between the two reads).
+    expect(fetched.timestamp).toBeGreaterThanOrEqual(enqueuedFrom)
+    expect(fetched.timestamp).toBeLessThanOrEqual(enqueuedTo)
+    expect(await queue.getJobState(jobId)).toBe('prioritized')
+    expect(await admin.zscore(keys.prioritized!, jobId)).not.toBeNull()
+
+    // The delayed job: in BullMQ's delayed set, its priority kept for when it is promoted.
+    const later = (await queue.getJob(laterId))!
+    expect(await queue.getJobState(laterId)).toBe('delayed')
+    expect(later.opts).toMatchObject({ delay: 60_000, priority: 4 * 2 ** 17 + 2, attempts: 3 })
+    expect(later.delay).toBe(60_000)
+    await later.remove()
+
+    // A plain BullMQ Worker takes keel's job off the prioritized set and completes it; the raw one too.
+    const seen: string[] = []
+    const worker = new Worker(
+      name,
+      async (job) => {
+        seen.push(String(job.id))
+        return job.data.p
+      },
+      { connection: new Redis(readStack().redis.url, { maxRetriesPerRequest: null }) },
+    )
+    open.push(worker)
+    await waitFor('both jobs to complete', async () => (await queue.getJobState(rawJob.id!)) === 'completed')
+    await waitFor('keel job to complete', async () => (await queue.getJobState(jobId)) === 'completed')
+    expect(seen.sort()).toEqual([jobId, `raw-${jobId}`].sort())
+    expect((await queue.getJob(jobId))!.returnvalue).toEqual({ n: 1 })
+  })
+
+  it('takes the claim and the position in the same script: a taken claim adds nothing', async () => {
+    const { queue: name } = names()
+    const keel = testKeel({
+      jobs: { redis: { url: readStack().redis.url }, queue: name, closeTimeoutMs: 2_000 },
+    })
+    open.push(keel)
+    keel.defineJob('guard.idem', { schema: z.object({}), handler: async () => undefined })
+    const db = keel.tenant('idem-tenant')
+    const before = Number((await admin.info('commandstats')).match(/cmdstat_evalsha:calls=(\d+)/)?.[1] ?? 0)
+    const ids = await Promise.all(
+      Array.from({ length: 10 }, () => db.enqueue('guard.idem', {}, { idempotencyKey: 'once' })),
+    )
+    const after = Number((await admin.info('commandstats')).match(/cmdstat_evalsha:calls=(\d+)/)?.[1] ?? 0)
+    expect(new Set(ids.map((x) => x.jobId)).size).toBe(1)
+    // One script per enqueue (EVAL when the script was not loaded yet counts apart), nothing else.
+    expect(after - before).toBeLessThanOrEqual(10)
+    const queue = new Queue(name, { connection: admin })
+    open.push(queue)
+    expect(await queue.getJobCounts('prioritized')).toEqual({ prioritized: 1 })
+    const fair = await admin.hgetall(`bull:${name}:keel:fair:{idem-tenant}`)
+    expect(fair).toEqual({ pending: '1', last: '1' })
+  })
+})

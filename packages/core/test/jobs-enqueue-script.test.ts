@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto'
+import { metrics, trace } from '@opentelemetry/api'
 import { Job, Queue, QueueKeys, Worker } from 'bullmq'
 import { addDelayedJob } from 'bullmq/dist/cjs/scripts/addDelayedJob-6.js'
 import { addPrioritizedJob } from 'bullmq/dist/cjs/scripts/addPrioritizedJob-9.js'
 import { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { z } from 'zod'
+import { configSchema } from '../src/config/config-schema.js'
 import {
   buildEnqueueScripts,
   CLAIM_MARKER,
@@ -12,6 +14,9 @@ import {
   POSITION_MARKER,
   PRIORITIZED_KEYS,
 } from '../src/jobs/enqueue-script.js'
+import { resolveDefinition } from '../src/jobs/job-definition.js'
+import { JobRuntime } from '../src/jobs/job-runtime.js'
+import { JobTelemetry } from '../src/telemetry/job-telemetry.js'
 import { testKeel } from './support/keel.js'
 import { readStack } from './support/stack.js'
 import { waitFor } from './support/wait.js'
@@ -197,5 +202,47 @@ describe("BullMQ's add scripts, as keel splices them", () => {
     expect(await queue.getJobCounts('prioritized')).toEqual({ prioritized: 1 })
     const fair = await admin.hgetall(`bull:${name}:keel:fair:{idem-tenant}`)
     expect(fair).toEqual({ pending: '1', last: '1' })
+  })
+})
+
+describe('the two-round-trip fallback', () => {
+  /** A bare runtime on `queue`, taking the one-trip path or the fallback. */
+  function runtime(queue: string, scripts: 'bullmq' | 'fallback'): JobRuntime {
+    const { jobs } = configSchema.parse({
+      postgres: { primary: { connectionString: readStack().primary.url } },
+      jobs: { redis: { url: readStack().redis.url }, queue },
+    })
+    const definitions = new Map([
+      ['fb.job', resolveDefinition('fb.job', { schema: z.object({}), handler: async () => undefined })],
+    ])
+    const telemetry = new JobTelemetry(trace.getTracer('t'), metrics.getMeter('t'), queue)
+    const jobsRuntime = new JobRuntime(jobs!, definitions, telemetry, undefined, scripts)
+    open.push(jobsRuntime)
+    return jobsRuntime
+  }
+
+  it('claims and positions like the one-trip path, on the same keys, so both can serve one queue', async () => {
+    const { queue: name } = names()
+    const fallback = runtime(name, 'fallback')
+    const oneTrip = runtime(name, 'bullmq')
+    const first = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        fallback.enqueue('fb-tenant', 'fb.job', {}, { idempotencyKey: 'k' }, undefined),
+      ),
+    )
+    expect(new Set(first.map((x) => x.jobId)).size).toBe(1)
+    // The one-trip path sees the fallback's claim, and continues the tenant's positions.
+    expect(await oneTrip.enqueue('fb-tenant', 'fb.job', {}, { idempotencyKey: 'k' }, undefined)).toEqual(
+      first[0],
+    )
+    const second = await oneTrip.enqueue('fb-tenant', 'fb.job', {}, undefined, undefined)
+    const third = await fallback.enqueue('fb-tenant', 'fb.job', {}, { priority: 1 }, undefined)
+    const queue = new Queue(name, { connection: admin })
+    open.push(queue)
+    const priorities = await Promise.all(
+      [first[0]!.jobId, second.jobId, third.jobId].map(async (id) => (await queue.getJob(id))!.priority),
+    )
+    expect(priorities).toEqual([4 * 2 ** 17 + 1, 4 * 2 ** 17 + 2, 3])
+    expect(await admin.hgetall(`bull:${name}:keel:fair:{fb-tenant}`)).toEqual({ pending: '3', last: '3' })
   })
 })

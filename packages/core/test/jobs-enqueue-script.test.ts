@@ -200,8 +200,8 @@ describe("BullMQ's add scripts, as keel splices them", () => {
     const queue = new Queue(name, { connection: admin })
     open.push(queue)
     expect(await queue.getJobCounts('prioritized')).toEqual({ prioritized: 1 })
-    const fair = await admin.hgetall(`bull:${name}:keel:fair:{idem-tenant}`)
-    expect(fair).toEqual({ pending: '1', last: '1' })
+    // One position taken: the tenant's one pending job.
+    expect(await admin.hgetall(`bull:${name}:keel:fair:{idem-tenant}`)).toEqual({ last: '1' })
   })
 })
 
@@ -243,6 +243,33 @@ describe('the two-round-trip fallback', () => {
       [first[0]!.jobId, second.jobId, third.jobId].map(async (id) => (await queue.getJob(id))!.priority),
     )
     expect(priorities).toEqual([4 * 2 ** 17 + 1, 4 * 2 ** 17 + 2, 3])
-    expect(await admin.hgetall(`bull:${name}:keel:fair:{fb-tenant}`)).toEqual({ pending: '3', last: '3' })
+    expect(await admin.hgetall(`bull:${name}:keel:fair:{fb-tenant}`)).toEqual({ last: '3' })
+  })
+
+  it('restarts a tenant at position 1 once all its jobs are done, not before', async () => {
+    const { queue: name } = names()
+    const jobs = runtime(name, 'bullmq')
+    const queue = new Queue(name, { connection: admin })
+    open.push(queue)
+    const position = async () => {
+      const { jobId } = await jobs.enqueue('pos-tenant', 'fb.job', {}, undefined, undefined)
+      return (await queue.getJob(jobId))!.priority - 4 * 2 ** 17
+    }
+    expect([await position(), await position()]).toEqual([1, 2])
+    await jobs.fair.done('pos-tenant')
+    // One of two done: one still pending, so the next job queues behind it.
+    expect(await position()).toBe(3)
+    await jobs.fair.done('pos-tenant')
+    await jobs.fair.done('pos-tenant')
+    expect(await admin.exists(`bull:${name}:keel:fair:{pos-tenant}`)).toBe(0)
+    expect(await position()).toBe(1)
+    // A re-driven job (it keeps its own priority) counts as pending again: with the next job, two are
+    // pending, and the tenant restarts only when both are done.
+    await jobs.fair.done('pos-tenant')
+    await jobs.fair.repend('pos-tenant')
+    expect(await position()).toBe(1)
+    expect(await admin.hgetall(`bull:${name}:keel:fair:{pos-tenant}`)).toEqual({ last: '1', done: '-1' })
+    await jobs.fair.done('pos-tenant')
+    expect(await position()).toBe(2)
   })
 })

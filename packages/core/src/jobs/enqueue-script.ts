@@ -36,22 +36,17 @@ export const POSITION_MARKER = 'local delay, priority = storeJob('
 
 /**
  * The tenant's next fair position, into the Lua local `p` (ADR 0013): 1 when the tenant has nothing
- * pending, else one more than its last position, capped at `max`. One hash per tenant (`pending`,
- * `last`), expiring `ttl` after its last enqueue, so a drifted count heals when the tenant is idle.
+ * pending, else one more than its last position, capped at `max`. One hash per tenant: `last` counts
+ * the tenant's enqueues and `done` its finished jobs since it last had nothing pending (see `DONE` in
+ * fair-scheduler.ts, which deletes the hash when they meet), so taking a position is one command. The
+ * hash expires `ttl` after the start of a busy period or the last finished job, so a count that drifted
+ * (a worker died before counting its job done) heals once the tenant is idle.
  */
 export function positionLua(fairKey: string, max: string, ttl: string): string {
   return `
-local p = 1
-if rcall('HINCRBY', ${fairKey}, 'pending', 1) > 1 then
-  p = rcall('HINCRBY', ${fairKey}, 'last', 1)
-  if p > tonumber(${max}) then
-    p = tonumber(${max})
-    rcall('HSET', ${fairKey}, 'last', p)
-  end
-else
-  rcall('HSET', ${fairKey}, 'last', 1)
-end
-rcall('PEXPIRE', ${fairKey}, ${ttl})`
+local p = rcall('HINCRBY', ${fairKey}, 'last', 1)
+if p == 1 then rcall('PEXPIRE', ${fairKey}, ${ttl}) end
+if p > tonumber(${max}) then p = tonumber(${max}) end`
 }
 
 /**

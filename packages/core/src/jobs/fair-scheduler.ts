@@ -14,10 +14,17 @@ const FAIR_PRIORITY = `
 local rcall = redis.call${claimLua('KEYS[2]', 'ARGV[3]')}${positionLua('KEYS[1]', 'ARGV[1]', 'ARGV[2]')}
 return p`
 
+// A tenant's job is done for good: once as many are done as were enqueued, the tenant has nothing
+// pending and its next job starts again from position 1.
 const DONE = `
-local n = tonumber(redis.call('HGET', KEYS[1], 'pending') or '0')
-if n > 0 then return redis.call('HINCRBY', KEYS[1], 'pending', -1) end
-return 0`
+local done = redis.call('HINCRBY', KEYS[1], 'done', 1)
+local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+if done >= last then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return last - done`
 
 // A running job holds a slot (member = job id, score = when the slot lapses) until it ends; slots of
 // workers that died lapse after the lock duration.
@@ -32,7 +39,7 @@ return 0`
 
 interface SchedulerRedis extends Redis {
   keelFairPriority(keys: number, ...args: Array<string | number>): Promise<number>
-  keelFairDone(fair: string): Promise<number>
+  keelFairDone(fair: string, ttlMs: number): Promise<number>
   keelSlotAcquire(
     running: string,
     now: number,
@@ -212,7 +219,7 @@ export class FairScheduler {
   }
 
   async done(tenantId: string): Promise<void> {
-    await this.#redis.keelFairDone(this.#fairKey(tenantId))
+    await this.#redis.keelFairDone(this.#fairKey(tenantId), this.#ttlMs)
   }
 
   /** A running slot for the tenant, or false when it already runs `cap` jobs fleet-wide. */
@@ -265,7 +272,8 @@ export class FairScheduler {
   /** A re-driven job is pending again for its tenant's fair position. */
   async repend(tenantId: string): Promise<void> {
     const fair = this.#fairKey(tenantId)
-    await this.#redis.multi().hincrby(fair, 'pending', 1).pexpire(fair, this.#ttlMs).exec()
+    // One job fewer done: one more pending, the tenant's positions unchanged.
+    await this.#redis.multi().hincrby(fair, 'done', -1).pexpire(fair, this.#ttlMs).exec()
   }
 
   async close(): Promise<void> {

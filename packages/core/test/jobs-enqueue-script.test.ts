@@ -9,7 +9,6 @@ import { z } from 'zod'
 import { configSchema } from '../src/config/config-schema.js'
 import {
   buildEnqueueScripts,
-  CLAIM_MARKER,
   DELAYED_KEYS,
   POSITION_MARKER,
   PRIORITIZED_KEYS,
@@ -78,14 +77,15 @@ describe("BullMQ's add scripts, as keel splices them", () => {
       'events',
     ])
     for (const script of [addPrioritizedJob, addDelayedJob]) {
-      expect(script.content.split(CLAIM_MARKER)).toHaveLength(2)
       expect(script.content.split(POSITION_MARKER)).toHaveLength(2)
-      // The locals keel's blocks use are defined before them.
-      const before = script.content.slice(0, script.content.indexOf(CLAIM_MARKER))
+      // What keel's block relies on comes before it: the locals it uses, and BullMQ's duplicate-id check
+      // (an existing id returns before a position is taken: idempotency keys).
+      const before = script.content.slice(0, script.content.indexOf(POSITION_MARKER))
       expect(before).toContain('local rcall = redis.call')
-      const beforeStore = script.content.slice(0, script.content.indexOf(POSITION_MARKER))
-      expect(beforeStore).toMatch(/local opts = cmsgpack\.unpack\(ARGV\[3\]\)/)
-      expect(beforeStore).toMatch(/jobId = args\[2\]/)
+      expect(before).toMatch(/local opts = cmsgpack\.unpack\(ARGV\[3\]\)/)
+      expect(before).toMatch(
+        /jobId = args\[2\]\s+jobIdKey = args\[1\] \.\. jobId\s+if rcall\("EXISTS", jobIdKey\) == 1 then\s+return handleDuplicatedJob\(/,
+      )
     }
     const scripts = buildEnqueueScripts()
     expect(scripts.prioritized.lua).toContain("opts['priority'] = (opts['priority'] or 0) + p")
@@ -181,7 +181,7 @@ describe("BullMQ's add scripts, as keel splices them", () => {
     expect((await queue.getJob(jobId))!.returnvalue).toEqual({ n: 1 })
   })
 
-  it('takes the claim and the position in the same script: a taken claim adds nothing', async () => {
+  it("an idempotency key is one job and one position: BullMQ's duplicate-id check, in the same script", async () => {
     const { queue: name } = names()
     const keel = testKeel({
       jobs: { redis: { url: readStack().redis.url }, queue: name, closeTimeoutMs: 2_000 },
@@ -200,8 +200,9 @@ describe("BullMQ's add scripts, as keel splices them", () => {
     const queue = new Queue(name, { connection: admin })
     open.push(queue)
     expect(await queue.getJobCounts('prioritized')).toEqual({ prioritized: 1 })
-    // One position taken: the tenant's one pending job.
+    // One position taken: the tenant's one pending job; no key besides BullMQ's and the tenant's hash.
     expect(await admin.hgetall(`bull:${name}:keel:fair:{idem-tenant}`)).toEqual({ last: '1' })
+    expect(await admin.keys(`bull:${name}:keel:*`)).toEqual([`bull:${name}:keel:fair:{idem-tenant}`])
   })
 })
 

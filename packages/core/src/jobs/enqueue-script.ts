@@ -3,9 +3,8 @@ import { addPrioritizedJob } from 'bullmq/dist/cjs/scripts/addPrioritizedJob-9.j
 
 /**
  * keel's enqueue in one round trip (ADR 0019): BullMQ's own add scripts, as BullMQ 6.7.0 ships them
- * (includes already inlined), with keel's idempotency claim and fair position spliced in. The job is
- * stored exactly as `Queue.add` would store it; only the priority gets the tenant's position added,
- * inside the same script. bullmq is pinned exactly, and test/jobs-enqueue-script.test.ts fails when
+ * (includes already inlined), with keel's fair position spliced in. The job is stored exactly as
+ * `Queue.add` would store it; only the priority gets the tenant's position added, inside the same script. bullmq is pinned exactly, and test/jobs-enqueue-script.test.ts fails when
  * its script text or key layout changes.
  */
 
@@ -30,8 +29,7 @@ export const PRIORITIZED_KEYS = [
 ] as const
 export const DELAYED_KEYS = ['marker', 'meta', 'id', 'delayed', 'completed', 'events'] as const
 
-/** Where keel's blocks go: before the job counter (the claim), before the job is stored (the position). */
-export const CLAIM_MARKER = 'local jobCounter = rcall("INCR", idKey)'
+/** Where keel's block goes: after BullMQ's duplicate-id check, before the job is stored. */
 export const POSITION_MARKER = 'local delay, priority = storeJob('
 
 /**
@@ -50,40 +48,25 @@ if p > tonumber(${max}) then p = tonumber(${max}) end`
 }
 
 /**
- * The idempotency claim (ADR 0014): `SET NX PX` of the claim key when one is passed; a taken claim ends
- * the script with 0 before anything is written.
- */
-export function claimLua(claimKey: string, retention: string): string {
-  return `
-if ${claimKey} and not rcall('SET', ${claimKey}, '1', 'PX', ${retention}, 'NX') then return 0 end`
-}
-
-/**
- * BullMQ's add script with keel's blocks. Keys: the script's own, then the tenant's fair hash, then
- * (optional) the claim key. ARGV: the script's own three, then the position cap, the fair hash's TTL and
- * the claim's retention (all ms). Returns the job id (also for a duplicate id, as BullMQ does), 0 when the
- * claim was taken, or BullMQ's negative error code.
+ * BullMQ's add script with keel's position block, spliced in after BullMQ's own duplicate-id check (a job
+ * id that exists returns at once, without a position: idempotency keys, ADR 0014) and before the job is
+ * stored, where it adds the tenant's position to the band's offset the client passed as `priority`.
+ * Keys: the script's own, then the tenant's fair hash. ARGV: the script's own three, then the position cap
+ * and the fair hash's TTL (ms). Returns the job id (also for a duplicate) or BullMQ's negative error code.
  */
 export function spliceEnqueueScript(script: ShippedScript): string {
-  const n = script.keys
-  for (const marker of [CLAIM_MARKER, POSITION_MARKER]) {
-    if (script.content.split(marker).length !== 2) {
-      throw new Error(
-        `BullMQ's ${script.name} script changed: ${JSON.stringify(marker)} is not in it exactly once`,
-      )
-    }
+  if (script.content.split(POSITION_MARKER).length !== 2) {
+    throw new Error(
+      `BullMQ's ${script.name} script changed: ${JSON.stringify(POSITION_MARKER)} is not in it exactly once`,
+    )
   }
-  const fair = `KEYS[${n + 1}]`
-  const claim = claimLua(`KEYS[${n + 2}]`, 'ARGV[6]')
   const position = `
-do${positionLua(fair, 'ARGV[4]', 'ARGV[5]')}
+do${positionLua(`KEYS[${script.keys + 1}]`, 'ARGV[4]', 'ARGV[5]')}
   opts['priority'] = (opts['priority'] or 0) + p
   opts['jobId'] = jobId
 end
 `
-  return script.content
-    .replace(CLAIM_MARKER, `${claim}\n${CLAIM_MARKER}`)
-    .replace(POSITION_MARKER, `${position}${POSITION_MARKER}`)
+  return script.content.replace(POSITION_MARKER, `${position}${POSITION_MARKER}`)
 }
 
 export interface EnqueueScripts {

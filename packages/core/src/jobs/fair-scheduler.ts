@@ -1,17 +1,14 @@
 import type { Redis } from 'ioredis'
 import { Packr } from 'msgpackr'
-import {
-  claimLua,
-  DELAYED_KEYS,
-  type EnqueueScripts,
-  PRIORITIZED_KEYS,
-  positionLua,
-} from './enqueue-script.js'
+import { DELAYED_KEYS, type EnqueueScripts, PRIORITIZED_KEYS, positionLua } from './enqueue-script.js'
 
-// The position alone (the two-round-trip fallback, ADR 0019): the claim first when a third key is passed
-// (0 means "already claimed"), then the tenant's next position.
+// The position alone (the two-round-trip fallback, ADR 0019). With a job key and a claim key, 0 (nothing
+// counted) when the job exists or another call claimed its id: `Queue.add` comes after this script, so
+// concurrent callers need the claim to take one position between them.
 const FAIR_PRIORITY = `
-local rcall = redis.call${claimLua('KEYS[2]', 'ARGV[3]')}${positionLua('KEYS[1]', 'ARGV[1]', 'ARGV[2]')}
+local rcall = redis.call
+if KEYS[2] and (rcall('EXISTS', KEYS[2]) == 1
+  or not rcall('SET', KEYS[3], '1', 'PX', ARGV[3], 'NX')) then return 0 end${positionLua('KEYS[1]', 'ARGV[1]', 'ARGV[2]')}
 return p`
 
 // A tenant's job is done for good: once as many are done as were enqueued, the tenant has nothing
@@ -71,8 +68,6 @@ export interface FairJob {
   readonly jobId: string
   /** The job's data as BullMQ stores it (JSON). */
   readonly data: string
-  /** Claim the id first (idempotency keys, outbox rows): a taken claim adds nothing. */
-  readonly unique: boolean
   /** BullMQ's job options, packed (see {@link FairScheduler.packOptions}); `priority` is the band's offset. */
   readonly opts: Buffer
   /** Delayed jobs go to BullMQ's delayed set (`opts` then carries `delay`). */
@@ -133,12 +128,11 @@ export class FairScheduler {
   }
 
   /**
-   * Claims the id (when unique), takes the tenant's fair position and adds the job, in one script: BullMQ's
-   * add with keel's blocks (ADR 0019). False when the claim was already taken (the job exists, or existed
-   * within the claim's retention): nothing was added or counted. The script is atomic: when it fails,
-   * nothing of it happened.
+   * Takes the tenant's fair position and adds the job, in one script: BullMQ's add with keel's block (ADR
+   * 0019). A job id that already exists (an idempotency key's, an outbox row relayed twice) is BullMQ's
+   * duplicate: nothing is added or counted. The script is atomic: when it fails, nothing of it happened.
    */
-  async add(job: FairJob, claimRetentionMs: number): Promise<boolean> {
+  async add(job: FairJob): Promise<void> {
     const args = packer.pack([
       this.#queuePrefix,
       job.jobId,
@@ -152,45 +146,28 @@ export class FairScheduler {
       null,
     ])
     const keys = job.delayed ? this.#delayedKeys : this.#prioritizedKeys
-    const fair = this.#fairKey(job.tenantId)
     const run = job.delayed ? this.#redis.keelEnqueueDelayed : this.#redis.keelEnqueue
-    const result = job.unique
-      ? await run.call(
-          this.#redis,
-          keys.length + 2,
-          ...keys,
-          fair,
-          this.#idemKey(job.tenantId, job.jobId),
-          args,
-          job.data,
-          job.opts,
-          MAX_POSITION,
-          this.#ttlMs,
-          claimRetentionMs,
-        )
-      : await run.call(
-          this.#redis,
-          keys.length + 1,
-          ...keys,
-          fair,
-          args,
-          job.data,
-          job.opts,
-          MAX_POSITION,
-          this.#ttlMs,
-        )
-    if (result === 0) return false
+    const result = await run.call(
+      this.#redis,
+      keys.length + 1,
+      ...keys,
+      this.#fairKey(job.tenantId),
+      args,
+      job.data,
+      job.opts,
+      MAX_POSITION,
+      this.#ttlMs,
+    )
     if (typeof result === 'number' && result < 0) {
       throw new Error(`BullMQ's add script failed with code ${result} for job ${job.jobId}`)
     }
-    return true
   }
 
   /**
    * The two-round-trip fallback (ADR 0019): the BullMQ priority for a tenant's next job in `band`, taking
    * the tenant's next fair position, for a `Queue.add` after it. With a `claim`, the id is first claimed
-   * for `retentionMs` in the same round trip; null when another call already claimed it (nothing was
-   * counted).
+   * for `retentionMs` in the same round trip; null when the job exists or another call already claimed
+   * its id (nothing was counted).
    */
   async priority(
     tenantId: string,
@@ -202,8 +179,9 @@ export class FairScheduler {
       claim === undefined
         ? await this.#redis.keelFairPriority(1, fair, MAX_POSITION, this.#ttlMs)
         : await this.#redis.keelFairPriority(
-            2,
+            3,
             fair,
+            `${this.#queuePrefix}${claim.id}`,
             this.#idemKey(tenantId, claim.id),
             MAX_POSITION,
             this.#ttlMs,

@@ -203,8 +203,8 @@ export class JobRuntime {
   }
 
   /**
-   * Claims the id (when it must be unique), takes the tenant's fair position and adds the job: one script
-   * (ADR 0019), or the fallback's two round trips. A claimed id that is already taken means the job exists
+   * Takes the tenant's fair position and adds the job: one script (ADR 0019), or the fallback's two round
+   * trips (which claim a unique id first). An id that is already taken means the job exists
    * (or existed within retentionMs): nothing is added.
    */
   async #add(
@@ -220,22 +220,18 @@ export class JobRuntime {
     if (this.#scripts === undefined)
       return this.#addInTwo(tenantId, name, envelope, jobId, unique, definition, opts)
     const delayMs = opts.delayMs
-    await this.fair.add(
-      {
-        tenantId,
-        name,
-        jobId,
-        data: JSON.stringify(envelope),
-        unique,
-        opts:
-          delayMs === undefined
-            ? this.#packedOptions(definition, band)
-            : FairScheduler.packOptions({ ...this.#jobOptions(definition, band), delay: delayMs }),
-        // BullMQ's own rule: a delay of 0 is no delay.
-        delayed: delayMs !== undefined && delayMs > 0,
-      },
-      this.#config.retentionMs,
-    )
+    await this.fair.add({
+      tenantId,
+      name,
+      jobId,
+      data: JSON.stringify(envelope),
+      opts:
+        delayMs === undefined
+          ? this.#packedOptions(definition, band)
+          : FairScheduler.packOptions({ ...this.#jobOptions(definition, band), delay: delayMs }),
+      // BullMQ's own rule: a delay of 0 is no delay.
+      delayed: delayMs !== undefined && delayMs > 0,
+    })
   }
 
   /** BullMQ's options of keel's jobs, as `Queue.add` stores them; `priority` is the band's offset. */
@@ -291,8 +287,8 @@ export class JobRuntime {
   }
 
   /**
-   * Moves committed outbox rows to the queue and deletes them. Each row's id is claimed first, so a row
-   * relayed twice (after commit, and by a sweeper that found it) becomes one job.
+   * Moves committed outbox rows to the queue and deletes them. A row's id is its job's id, so a row relayed
+   * twice (after commit, and by a sweeper that found it) is one job: the second add finds it.
    */
   async relay(
     pool: pg.Pool,

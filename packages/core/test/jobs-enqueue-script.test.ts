@@ -9,6 +9,7 @@ import { z } from 'zod'
 import { configSchema } from '../src/config/config-schema.js'
 import {
   buildEnqueueScripts,
+  COUNTER_LINE,
   DELAYED_KEYS,
   POSITION_MARKER,
   PRIORITIZED_KEYS,
@@ -78,6 +79,14 @@ describe("BullMQ's add scripts, as keel splices them", () => {
     ])
     for (const script of [addPrioritizedJob, addDelayedJob]) {
       expect(script.content.split(POSITION_MARKER)).toHaveLength(2)
+      // The job counter numbers only jobs without an id (`args[2] == ""`), and comes after `args`.
+      expect(script.content.split(COUNTER_LINE)).toHaveLength(2)
+      const counted = script.content.slice(script.content.indexOf(COUNTER_LINE))
+      expect(counted).toMatch(/if args\[2\] == "" then\s+jobId = jobCounter \.\. ""/)
+      expect(counted.match(/jobCounter/g)).toHaveLength(2)
+      expect(script.content.indexOf('local args = cmsgpack.unpack(ARGV[1])')).toBeLessThan(
+        script.content.indexOf(COUNTER_LINE),
+      )
       // What keel's block relies on comes before it: the locals it uses, and BullMQ's duplicate-id check
       // (an existing id returns before a position is taken: idempotency keys).
       const before = script.content.slice(0, script.content.indexOf(POSITION_MARKER))

@@ -31,6 +31,12 @@ export const DELAYED_KEYS = ['marker', 'meta', 'id', 'delayed', 'completed', 'ev
 
 /** Where keel's block goes: after BullMQ's duplicate-id check, before the job is stored. */
 export const POSITION_MARKER = 'local delay, priority = storeJob('
+/**
+ * BullMQ's job counter, which only numbers jobs added without an id. keel always gives an id, so its
+ * script counts only when none is given, as BullMQ uses the count: one Redis command less per enqueue.
+ */
+export const COUNTER_LINE = 'local jobCounter = rcall("INCR", idKey)'
+const COUNTER_WHEN_NEEDED = 'local jobCounter = args[2] == "" and rcall("INCR", idKey) or 0'
 
 /**
  * The tenant's next fair position, into the Lua local `p` (ADR 0013): 1 when the tenant has nothing
@@ -50,15 +56,18 @@ if p > tonumber(${max}) then p = tonumber(${max}) end`
 /**
  * BullMQ's add script with keel's position block, spliced in after BullMQ's own duplicate-id check (a job
  * id that exists returns at once, without a position: idempotency keys, ADR 0014) and before the job is
- * stored, where it adds the tenant's position to the band's offset the client passed as `priority`.
+ * stored, where it adds the tenant's position to the band's offset the client passed as `priority`; and
+ * BullMQ's job counter advances only for a job without an id (see {@link COUNTER_LINE}).
  * Keys: the script's own, then the tenant's fair hash. ARGV: the script's own three, then the position cap
  * and the fair hash's TTL (ms). Returns the job id (also for a duplicate) or BullMQ's negative error code.
  */
 export function spliceEnqueueScript(script: ShippedScript): string {
-  if (script.content.split(POSITION_MARKER).length !== 2) {
-    throw new Error(
-      `BullMQ's ${script.name} script changed: ${JSON.stringify(POSITION_MARKER)} is not in it exactly once`,
-    )
+  for (const marker of [POSITION_MARKER, COUNTER_LINE]) {
+    if (script.content.split(marker).length !== 2) {
+      throw new Error(
+        `BullMQ's ${script.name} script changed: ${JSON.stringify(marker)} is not in it exactly once`,
+      )
+    }
   }
   const position = `
 do${positionLua(`KEYS[${script.keys + 1}]`, 'ARGV[4]', 'ARGV[5]')}
@@ -66,7 +75,9 @@ do${positionLua(`KEYS[${script.keys + 1}]`, 'ARGV[4]', 'ARGV[5]')}
   opts['jobId'] = jobId
 end
 `
-  return script.content.replace(POSITION_MARKER, `${position}${POSITION_MARKER}`)
+  return script.content
+    .replace(COUNTER_LINE, COUNTER_WHEN_NEEDED)
+    .replace(POSITION_MARKER, `${position}${POSITION_MARKER}`)
 }
 
 export interface EnqueueScripts {

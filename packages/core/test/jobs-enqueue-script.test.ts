@@ -58,25 +58,8 @@ describe("BullMQ's add scripts, as keel splices them", () => {
     expect(addPrioritizedJob.keys).toBe(PRIORITIZED_KEYS.length)
     expect(addDelayedJob.keys).toBe(DELAYED_KEYS.length)
     // keel passes BullMQ's keys in the order of each script's header.
-    expect(headerKeys(addPrioritizedJob.content)).toEqual([
-      'marker',
-      'meta',
-      'id',
-      'prioritized',
-      'delayed',
-      'completed',
-      'active',
-      'events',
-      'pc',
-    ])
-    expect(headerKeys(addDelayedJob.content).slice(0, 6)).toEqual([
-      'marker',
-      'meta',
-      'id',
-      'delayed',
-      'completed',
-      'events',
-    ])
+    expect(headerKeys(addPrioritizedJob.content)).toEqual([...PRIORITIZED_KEYS])
+    expect(headerKeys(addDelayedJob.content)).toEqual([...DELAYED_KEYS])
     for (const script of [addPrioritizedJob, addDelayedJob]) {
       expect(script.content.split(POSITION_MARKER)).toHaveLength(2)
       // The job counter numbers only jobs without an id (`args[2] == ""`), and comes after `args`.

@@ -64,6 +64,16 @@ export function jobIdFor(tenantId: string, name: string, idempotencyKey: string 
   return `k-${digest.slice(0, 40)}`
 }
 
+/** One job to add: who, what, its id (unique: from an idempotency key or an outbox row) and options. */
+interface AddRequest {
+  readonly tenantId: string
+  readonly name: string
+  readonly jobId: string
+  readonly unique: boolean
+  readonly definition: ResolvedJobDefinition
+  readonly opts: EnqueueOptions
+}
+
 const STATES: Record<string, JobState> = {
   waiting: 'waiting',
   'waiting-children': 'waiting',
@@ -188,14 +198,22 @@ export class JobRuntime {
     const definition = this.definition(name)
     const data = checkPayload(definition, payload)
     const opts = checkEnqueueOptions(options)
-    const { span, carrier } = this.#telemetry.startSend(name, tenantId)
     const jobId = jobIdFor(tenantId, name, opts.idempotencyKey)
-    span.setAttribute('messaging.message.id', jobId)
-    const envelope = envelopeOf(tenantId, data, consistencyToken, carrier)
+    await this.#send(
+      { tenantId, name, jobId, unique: opts.idempotencyKey !== undefined, definition, opts },
+      data,
+      consistencyToken,
+    )
+    return { jobId }
+  }
+
+  /** One job into the queue under a PRODUCER span whose context the job carries. */
+  async #send(job: AddRequest, payload: unknown, consistencyToken: string | undefined): Promise<void> {
+    const { span, carrier } = this.#telemetry.startSend(job.name, job.tenantId)
+    span.setAttribute('messaging.message.id', job.jobId)
     try {
-      await this.#add(tenantId, name, envelope, jobId, opts.idempotencyKey !== undefined, definition, opts)
+      await this.#add(job, envelopeOf(job.tenantId, payload, consistencyToken, carrier))
       this.#telemetry.end(span)
-      return { jobId }
     } catch (error) {
       this.#telemetry.end(span, error)
       throw error
@@ -204,31 +222,22 @@ export class JobRuntime {
 
   /**
    * Takes the tenant's fair position and adds the job: one script (ADR 0019), or the fallback's two round
-   * trips (which claim a unique id first). An id that is already taken means the job exists
-   * (or existed within retentionMs): nothing is added.
+   * trips (which claim a unique id first). An id that is already taken means the job exists (or existed
+   * within retentionMs): nothing is added.
    */
-  async #add(
-    tenantId: string,
-    name: string,
-    envelope: JobEnvelope,
-    jobId: string,
-    unique: boolean,
-    definition: ResolvedJobDefinition,
-    opts: EnqueueOptions,
-  ): Promise<void> {
-    const band = opts.priority ?? 5
-    if (this.#scripts === undefined)
-      return this.#addInTwo(tenantId, name, envelope, jobId, unique, definition, opts)
-    const delayMs = opts.delayMs
+  async #add(job: AddRequest, envelope: JobEnvelope): Promise<void> {
+    if (this.#scripts === undefined) return this.#addInTwo(job, envelope)
+    const band = job.opts.priority ?? 5
+    const delayMs = job.opts.delayMs
     await this.fair.add({
-      tenantId,
-      name,
-      jobId,
+      tenantId: job.tenantId,
+      name: job.name,
+      jobId: job.jobId,
       data: JSON.stringify(envelope),
       opts:
         delayMs === undefined
-          ? this.#packedOptions(definition, band)
-          : FairScheduler.packOptions({ ...this.#jobOptions(definition, band), delay: delayMs }),
+          ? this.#packedOptions(job.definition, band)
+          : FairScheduler.packOptions({ ...this.#jobOptions(job.definition, band), delay: delayMs }),
       // BullMQ's own rule: a delay of 0 is no delay.
       delayed: delayMs !== undefined && delayMs > 0,
     })
@@ -256,15 +265,8 @@ export class JobRuntime {
   }
 
   /** The fallback: the position (and claim) script, then BullMQ's `Queue.add` with it. */
-  async #addInTwo(
-    tenantId: string,
-    name: string,
-    envelope: JobEnvelope,
-    jobId: string,
-    unique: boolean,
-    definition: ResolvedJobDefinition,
-    opts: EnqueueOptions,
-  ): Promise<void> {
+  async #addInTwo(job: AddRequest, envelope: JobEnvelope): Promise<void> {
+    const { tenantId, jobId, unique, opts } = job
     const band = opts.priority ?? 5
     const priority = await this.fair.priority(
       tenantId,
@@ -273,8 +275,8 @@ export class JobRuntime {
     )
     if (priority === null) return
     try {
-      await this.queue.add(name, envelope, {
-        ...this.#jobOptions(definition, band),
+      await this.queue.add(job.name, envelope, {
+        ...this.#jobOptions(job.definition, band),
         jobId,
         priority,
         ...(opts.delayMs === undefined ? {} : { delay: opts.delayMs }),
@@ -301,17 +303,15 @@ export class JobRuntime {
 
   async #addRows(rows: readonly OutboxRow[], consistencyToken: string | undefined): Promise<void> {
     for (const row of rows) {
-      const definition = this.definition(row.name)
-      const { span, carrier } = this.#telemetry.startSend(row.name, row.tenant_id)
-      span.setAttribute('messaging.message.id', row.id)
-      const envelope = envelopeOf(row.tenant_id, row.payload, consistencyToken, carrier)
-      try {
-        await this.#add(row.tenant_id, row.name, envelope, row.id, true, definition, row.options)
-        this.#telemetry.end(span)
-      } catch (error) {
-        this.#telemetry.end(span, error)
-        throw error
+      const job = {
+        tenantId: row.tenant_id,
+        name: row.name,
+        jobId: row.id,
+        unique: true,
+        definition: this.definition(row.name),
+        opts: row.options,
       }
+      await this.#send(job, row.payload, consistencyToken)
     }
   }
 

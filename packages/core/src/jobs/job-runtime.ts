@@ -352,9 +352,12 @@ export class JobRuntime {
   /** The job's status, or null when absent or another tenant's (its existence is not revealed). */
   async status(tenantId: string, jobId: unknown): Promise<JobStatus | null> {
     if (typeof jobId !== 'string' || jobId.length === 0 || jobId.length > 100) return null
+    // The state first, then the job: two reads, and the job's fields are at least as new as its state, so
+    // a finished state always comes with its result, error and attempts (the other order could pair a
+    // job read before its last attempt ended with the state after it).
+    const state = STATES[await this.queue.getJobState(jobId)] ?? 'unknown'
     const job = await this.queue.getJob(jobId)
     if (job === undefined || !isEnvelope(job.data) || job.data.t !== tenantId) return null
-    const state = STATES[await job.getState()] ?? 'unknown'
     return {
       id: jobId,
       name: job.name,

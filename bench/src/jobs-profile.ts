@@ -1,6 +1,6 @@
 /**
  * Where keel's enqueue time goes: runs one focused enqueue loop per variant (raw BullMQ `Queue.add`,
- * keel's two round trips by hand, keel `db.enqueue`, keel with an idempotencyKey; the same code as
+ * two round trips by hand (keel's fallback), keel `db.enqueue`, keel with an idempotencyKey; the same code as
  * bench/dist/jobs.js) in a child process under `node --cpu-prof`, 32 enqueues in flight, then prints
  * per enqueue the CPU time of each package and of the functions that matter (sampled every 100 µs,
  * the measured window only), then times keel's per-call pieces apart, and writes
@@ -291,11 +291,14 @@ async function components(redisUrl: string, primaryUrl: string): Promise<string>
     ])
     await redis.quit()
   }
-  await position(producerRedis(redisUrl), "keel's position script alone (EVALSHA)")
+  await position(
+    producerRedis(redisUrl),
+    "the position script alone (EVALSHA; the fallback's first round trip)",
+  )
   const pipelined = new Redis(redisUrl, { maxRetriesPerRequest: 1, enableAutoPipelining: true })
   pipelined.on('error', () => undefined)
   await position(pipelined, 'the same with ioredis `enableAutoPipelining`')
-  for (const key of ['raw', 'raw-priority', 'one-script', 'keel'] as const) {
+  for (const key of ['raw', 'raw-priority', 'by-hand', 'keel'] as const) {
     const variant = ENQUEUE_VARIANTS.find((v) => v.key === key)!
     const name = `kjp${tag}.${key}`
     const runner = variant.setup({ redisUrl, primaryUrl }, name, 1)

@@ -1,5 +1,4 @@
 import { Queue } from 'bullmq'
-import { addPrioritizedJob } from 'bullmq/dist/esm/scripts/addPrioritizedJob-9.js'
 import type { Redis } from 'ioredis'
 import {
   createJobsKeel,
@@ -35,7 +34,8 @@ export interface EnqueueVariant {
   setup(ctx: RunnerContext, queue: string, round: number): Runner
 }
 
-// keel's position script, copied from packages/core/src/jobs/fair-scheduler.ts (keel does not export it).
+// keel's position script before ADR 0019 (two round trips: this, then `Queue.add`), as keel's fallback
+// still runs it (keel now keeps the two counters in one hash).
 export const FAIR_PRIORITY = `
 local pending = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -52,78 +52,6 @@ export function rawQueue(ctx: RunnerContext, name: string): { queue: Queue; clos
   const queue = new Queue(name, { connection })
   return {
     queue,
-    close: async () => {
-      await queue.close().catch(() => undefined)
-      await connection.quit().catch(() => undefined)
-    },
-  }
-}
-
-/**
- * A prototype of one fix, not keel's code: keel's position taken inside BullMQ's own add script, so an
- * enqueue is one round trip. BullMQ 6.7.0's addPrioritizedJob script with keel's position block spliced
- * in just before the job is stored (after BullMQ's duplicate-id and deduplication checks, so a
- * duplicate takes no position): the priority the client passes is the band's offset, the script adds
- * the tenant's position. Two more keys (the tenant's pending count and last position), two more
- * arguments (the position cap and the keys' TTL).
- */
-export const FAIR_ADD_LUA = (() => {
-  const marker = '-- Store the job.'
-  const source = addPrioritizedJob.content
-  if (!source.includes(marker))
-    throw new Error("BullMQ's addPrioritizedJob script changed: no '-- Store the job.'")
-  const block = `
-do
-  local pending = rcall('INCR', KEYS[10])
-  rcall('PEXPIRE', KEYS[10], ARGV[5])
-  local p = 1
-  if pending > 1 then p = math.min((tonumber(rcall('GET', KEYS[11])) or 0) + 1, tonumber(ARGV[4])) end
-  rcall('SET', KEYS[11], p, 'PX', ARGV[5])
-  opts['priority'] = (opts['priority'] or 0) + p
-end
-`
-  return source.replace(marker, `${block}${marker}`)
-})()
-
-interface BackendInternals {
-  addPrioritizedJobArgs(job: unknown, encodedOpts: unknown, args: unknown, keys: unknown): unknown[]
-  addPrioritizedJob(
-    client: unknown,
-    job: unknown,
-    encodedOpts: unknown,
-    args: unknown,
-    keys: unknown,
-  ): unknown
-}
-
-function oneScriptRunner(ctx: RunnerContext, name: string): Runner {
-  const connection = producerRedis(ctx.redisUrl) as Redis & {
-    benchFairAdd(args: unknown[]): Promise<unknown>
-  }
-  connection.defineCommand('benchFairAdd', { numberOfKeys: addPrioritizedJob.keys + 2, lua: FAIR_ADD_LUA })
-  const queue = new Queue(name, { connection })
-  const backend = (queue as unknown as { backend: BackendInternals }).backend
-  // Route BullMQ's prioritized add to the spliced script, with the tenant's two keys.
-  backend.addPrioritizedJob = (_client, job, encodedOpts, args, keys) => {
-    const list = backend.addPrioritizedJobArgs(job, encodedOpts, args, keys)
-    const tenant = (job as { data: string }).data.slice(11, 14) // '{"tenant":"t00",…'
-    const n = addPrioritizedJob.keys
-    return connection.benchFairAdd([
-      ...list.slice(0, n),
-      `bull:${name}:one:pending:{${tenant}}`,
-      `bull:${name}:one:last:{${tenant}}`,
-      ...list.slice(n),
-      BAND - 1,
-      86_400_000,
-    ])
-  }
-  return {
-    enqueue: (i) =>
-      queue.add(
-        JOB_NAME,
-        { tenant: tenantIds[i % tenantIds.length]!, ...payloadFor(i) },
-        { ...RAW_JOB_OPTS, priority: DEFAULT_BAND_OFFSET },
-      ),
     close: async () => {
       await queue.close().catch(() => undefined)
       await connection.quit().catch(() => undefined)
@@ -179,7 +107,7 @@ export const ENQUEUE_VARIANTS: EnqueueVariant[] = [
   },
   {
     key: 'by-hand',
-    label: "keel's round trips by hand: position script, then `Queue.add` with it",
+    label: "two round trips by hand (keel's fallback): position script, then `Queue.add` with it",
     setup: (ctx, name) => {
       const { queue, close } = rawQueue(ctx, name)
       const redis = producerRedis(ctx.redisUrl) as Redis & {
@@ -207,11 +135,6 @@ export const ENQUEUE_VARIANTS: EnqueueVariant[] = [
         },
       }
     },
-  },
-  {
-    key: 'one-script',
-    label: "what-if (a prototype, not keel): the position taken inside BullMQ's add script, one round trip",
-    setup: (ctx, name) => oneScriptRunner(ctx, name),
   },
   {
     key: 'keel',

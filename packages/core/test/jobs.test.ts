@@ -6,7 +6,7 @@ import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '
 import { Queue } from 'bullmq'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { z } from 'zod'
-import type { Keel, TenantClient } from '../src/index.js'
+import type { JobStatus, Keel, TenantClient } from '../src/index.js'
 import { awaitOnReplicas, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
 import { readStack } from './support/stack.js'
@@ -190,6 +190,34 @@ describe('jobs', () => {
     expect(slow.state).toBe('failed')
     expect(slow.attempts).toBe(2)
     expect(slow.error).toContain('exceeded 50 ms')
+  })
+
+  it('jobStatus never pairs a finished state with the fields of an earlier attempt', async () => {
+    const keel = jobsKeel()
+    let attempts = 0
+    keel.defineJob('settling', {
+      schema: z.object({}),
+      retries: 2,
+      backoff: { delayMs: 1 },
+      handler: async () => {
+        attempts++
+        if (attempts < 3) throw new Error(`not yet ${attempts}`)
+        return 'settled'
+      },
+    })
+    keel.startWorker()
+    const db = keel.tenant('acme')
+    const { jobId } = await db.enqueue('settling', {})
+    // Read back to back while the attempts run, until one read says "completed": that read, and every
+    // other that says the job finished, carries the final attempt's fields.
+    const seen: Array<JobStatus | null> = []
+    for (let done = false; !done; ) {
+      const status = await db.jobStatus(jobId)
+      seen.push(status)
+      done = status?.state === 'completed'
+    }
+    expect(seen.filter((s) => s?.state === 'failed')).toEqual([])
+    expect(seen.at(-1)).toMatchObject({ result: 'settled', attempts: 3 })
   })
 
   it('a job reads the row its request just wrote, through the lagged replica (read-your-writes crosses the queue)', async () => {

@@ -1,22 +1,27 @@
 import type { Redis } from 'ioredis'
+import { Packr } from 'msgpackr'
+import { DELAYED_KEYS, type EnqueueScripts, PRIORITIZED_KEYS, positionLua } from './enqueue-script.js'
 
-// Priority of a tenant's next job: 1 when it has nothing pending, else one more than its last. BullMQ runs
-// lower numbers first (FIFO among equals), so the n-th pending job of every tenant competes with the
-// n-th of every other: a tenant with one job never waits behind another tenant's backlog.
-// With a third key, the idempotency claim comes first, in the same call: 0 means "already claimed".
+// The position alone (the two-round-trip fallback, ADR 0019). With a job key and a claim key, 0 (nothing
+// counted) when the job exists or another call claimed its id: `Queue.add` comes after this script, so
+// concurrent callers need the claim to take one position between them.
 const FAIR_PRIORITY = `
-if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'PX', ARGV[3], 'NX') then return 0 end
-local pending = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local p = 1
-if pending > 1 then p = math.min((tonumber(redis.call('GET', KEYS[2])) or 0) + 1, tonumber(ARGV[1])) end
-redis.call('SET', KEYS[2], p, 'PX', ARGV[2])
+local rcall = redis.call
+if KEYS[2] and (rcall('EXISTS', KEYS[2]) == 1
+  or not rcall('SET', KEYS[3], '1', 'PX', ARGV[3], 'NX')) then return 0 end${positionLua('KEYS[1]', 'ARGV[1]', 'ARGV[2]')}
 return p`
 
+// A tenant's job is done for good: once as many are done as were enqueued, the tenant has nothing
+// pending and its next job starts again from position 1.
 const DONE = `
-local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-if n > 0 then return redis.call('DECR', KEYS[1]) end
-return 0`
+local done = redis.call('HINCRBY', KEYS[1], 'done', 1)
+local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+if done >= last then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return last - done`
 
 // A running job holds a slot (member = job id, score = when the slot lapses) until it ends; slots of
 // workers that died lapse after the lock duration.
@@ -31,7 +36,7 @@ return 0`
 
 interface SchedulerRedis extends Redis {
   keelFairPriority(keys: number, ...args: Array<string | number>): Promise<number>
-  keelFairDone(pending: string): Promise<number>
+  keelFairDone(fair: string, ttlMs: number): Promise<number>
   keelSlotAcquire(
     running: string,
     now: number,
@@ -40,68 +45,159 @@ interface SchedulerRedis extends Redis {
     cap: number,
     ttlMs: number,
   ): Promise<number>
+  keelEnqueue(keys: number, ...args: Array<string | number | Buffer>): Promise<string | number>
+  keelEnqueueDelayed(keys: number, ...args: Array<string | number | Buffer>): Promise<string | number>
 }
 
 /** Fair ordering tier: priorities 1-10 map to bands; within a band, per-tenant positions. */
 const BAND = 2 ** 17
 const MAX_POSITION = BAND - 1
 
+/** The first priority of a band (1 first .. 10 last); a job's priority is this plus its position. */
+export function bandOffset(band: number): number {
+  return (band - 1) * BAND
+}
+
+/** BullMQ's own argument packing (its `Packr` options), so the scripts read what `Queue.add` sends. */
+const packer = new Packr({ useRecords: false, encodeUndefinedAsNil: true })
+
+/** One job for {@link FairScheduler.add}. */
+export interface FairJob {
+  readonly tenantId: string
+  readonly name: string
+  readonly jobId: string
+  /** The job's data as BullMQ stores it (JSON). */
+  readonly data: string
+  /** BullMQ's job options, packed (see {@link FairScheduler.packOptions}); `priority` is the band's offset. */
+  readonly opts: Buffer
+  /** Delayed jobs go to BullMQ's delayed set (`opts` then carries `delay`). */
+  readonly delayed: boolean
+}
+
 /**
  * Fairness across tenants on plain BullMQ (groups are a Pro feature): per-tenant positions as BullMQ
- * priorities, and an optional fleet-wide cap on a tenant's running jobs. See ADR 0013.
+ * priorities, idempotency claims, and an optional fleet-wide cap on a tenant's running jobs. See ADR
+ * 0013, 0014 and 0019 (one round trip per enqueue).
  */
 export class FairScheduler {
   readonly #redis: SchedulerRedis
   readonly #prefix: string
+  readonly #queuePrefix: string
+  readonly #prioritizedKeys: readonly string[]
+  readonly #delayedKeys: readonly string[]
+  readonly #ttlMs: number
 
-  constructor(redis: Redis, prefix: string) {
+  /**
+   * @param queueKeys BullMQ's keys of the queue (`QueueKeys.getKeys`).
+   * @param scripts keel's enqueue scripts; without them only the two-round-trip path ({@link priority})
+   *   is available.
+   */
+  constructor(
+    redis: Redis,
+    prefix: string,
+    queueKeys: Readonly<Record<string, string>>,
+    ttlMs: number,
+    scripts: EnqueueScripts | undefined,
+  ) {
     this.#redis = redis as SchedulerRedis
     this.#prefix = prefix
+    this.#ttlMs = ttlMs
+    this.#queuePrefix = queueKeys['']!
+    this.#prioritizedKeys = PRIORITIZED_KEYS.map((k) => queueKeys[k]!)
+    this.#delayedKeys = DELAYED_KEYS.map((k) => queueKeys[k]!)
     this.#redis.defineCommand('keelFairPriority', { lua: FAIR_PRIORITY })
     this.#redis.defineCommand('keelFairDone', { numberOfKeys: 1, lua: DONE })
     this.#redis.defineCommand('keelSlotAcquire', { numberOfKeys: 1, lua: ACQUIRE })
+    if (scripts !== undefined) {
+      this.#redis.defineCommand('keelEnqueue', { lua: scripts.prioritized.lua })
+      this.#redis.defineCommand('keelEnqueueDelayed', { lua: scripts.delayed.lua })
+    }
   }
 
   #idemKey(tenantId: string, jobId: string): string {
     return `${this.#prefix}:idem:{${tenantId}}:${jobId}`
   }
 
+  #fairKey(tenantId: string): string {
+    return `${this.#prefix}:fair:{${tenantId}}`
+  }
+
+  /** Packs BullMQ job options as `Queue.add` does (after its `optsAsJSON`, a no-op for keel's options). */
+  static packOptions(opts: Readonly<Record<string, unknown>>): Buffer {
+    return packer.pack(opts)
+  }
+
   /**
-   * The BullMQ priority for a tenant's next job in `band` (1 first .. 10 last), taking the tenant's next
-   * fair position. With a `claimId`, the id is first claimed for `retentionMs` in the same round trip;
-   * null when another call already claimed it (nothing was counted).
+   * Takes the tenant's fair position and adds the job, in one script: BullMQ's add with keel's block (ADR
+   * 0019). A job id that already exists (an idempotency key's, an outbox row relayed twice) is BullMQ's
+   * duplicate: nothing is added or counted. The script is atomic: when it fails, nothing of it happened.
+   */
+  async add(job: FairJob): Promise<void> {
+    const args = packer.pack([
+      this.#queuePrefix,
+      job.jobId,
+      job.name,
+      Date.now(),
+      null,
+      null,
+      undefined,
+      undefined,
+      null,
+      null,
+    ])
+    const keys = job.delayed ? this.#delayedKeys : this.#prioritizedKeys
+    const run = job.delayed ? this.#redis.keelEnqueueDelayed : this.#redis.keelEnqueue
+    const result = await run.call(
+      this.#redis,
+      keys.length + 1,
+      ...keys,
+      this.#fairKey(job.tenantId),
+      args,
+      job.data,
+      job.opts,
+      MAX_POSITION,
+      this.#ttlMs,
+    )
+    if (typeof result === 'number' && result < 0) {
+      throw new Error(`BullMQ's add script failed with code ${result} for job ${job.jobId}`)
+    }
+  }
+
+  /**
+   * The two-round-trip fallback (ADR 0019): the BullMQ priority for a tenant's next job in `band`, taking
+   * the tenant's next fair position, for a `Queue.add` after it. With a `claim`, the id is first claimed
+   * for `retentionMs` in the same round trip; null when the job exists or another call already claimed
+   * its id (nothing was counted).
    */
   async priority(
     tenantId: string,
     band: number,
-    ttlMs: number,
     claim?: { id: string; retentionMs: number },
   ): Promise<number | null> {
-    const pending = `${this.#prefix}:pending:{${tenantId}}`
-    const last = `${this.#prefix}:last:{${tenantId}}`
+    const fair = this.#fairKey(tenantId)
     const position =
       claim === undefined
-        ? await this.#redis.keelFairPriority(2, pending, last, MAX_POSITION, ttlMs)
+        ? await this.#redis.keelFairPriority(1, fair, MAX_POSITION, this.#ttlMs)
         : await this.#redis.keelFairPriority(
             3,
-            pending,
-            last,
+            fair,
+            `${this.#queuePrefix}${claim.id}`,
             this.#idemKey(tenantId, claim.id),
             MAX_POSITION,
-            ttlMs,
+            this.#ttlMs,
             claim.retentionMs,
           )
-    return position === 0 ? null : (band - 1) * BAND + position
+    return position === 0 ? null : bandOffset(band) + position
   }
 
-  /** Releases a claim whose enqueue failed, so a retry can enqueue; its position is given back too. */
+  /** Releases a claim whose (two-round-trip) enqueue failed, so a retry can enqueue; gives its position back. */
   async unclaim(tenantId: string, jobId: string): Promise<void> {
     await this.#redis.del(this.#idemKey(tenantId, jobId))
     await this.done(tenantId)
   }
 
   async done(tenantId: string): Promise<void> {
-    await this.#redis.keelFairDone(`${this.#prefix}:pending:{${tenantId}}`)
+    await this.#redis.keelFairDone(this.#fairKey(tenantId), this.#ttlMs)
   }
 
   /** A running slot for the tenant, or false when it already runs `cap` jobs fleet-wide. */
@@ -152,12 +248,10 @@ export class FairScheduler {
   }
 
   /** A re-driven job is pending again for its tenant's fair position. */
-  async repend(tenantId: string, ttlMs: number): Promise<void> {
-    await this.#redis
-      .multi()
-      .incr(`${this.#prefix}:pending:{${tenantId}}`)
-      .pexpire(`${this.#prefix}:pending:{${tenantId}}`, ttlMs)
-      .exec()
+  async repend(tenantId: string): Promise<void> {
+    const fair = this.#fairKey(tenantId)
+    // One job fewer done: one more pending, the tenant's positions unchanged.
+    await this.#redis.multi().hincrby(fair, 'done', -1).pexpire(fair, this.#ttlMs).exec()
   }
 
   async close(): Promise<void> {

@@ -1,13 +1,14 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { context } from '@opentelemetry/api'
-import { DelayedError, type Job, type MinimalJob, Queue, Worker } from 'bullmq'
+import { DelayedError, type Job, type MinimalJob, Queue, QueueKeys, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
 import type pg from 'pg'
 import type { TenantClient } from '../client/tenant-client.js'
 import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
 import type { JobTelemetry } from '../telemetry/job-telemetry.js'
-import { FairScheduler } from './fair-scheduler.js'
+import { buildEnqueueScripts, type EnqueueScripts } from './enqueue-script.js'
+import { bandOffset, FairScheduler } from './fair-scheduler.js'
 import { checkPayload, type ResolvedJobDefinition } from './job-definition.js'
 import { isEnvelope, type JobEnvelope } from './job-envelope.js'
 import { OUTBOX_TABLE, type OutboxRow, RELAY_SETTING } from './outbox.js'
@@ -63,6 +64,16 @@ export function jobIdFor(tenantId: string, name: string, idempotencyKey: string 
   return `k-${digest.slice(0, 40)}`
 }
 
+/** One job to add: who, what, its id (unique: from an idempotency key or an outbox row) and options. */
+interface AddRequest {
+  readonly tenantId: string
+  readonly name: string
+  readonly jobId: string
+  readonly unique: boolean
+  readonly definition: ResolvedJobDefinition
+  readonly opts: EnqueueOptions
+}
+
 const STATES: Record<string, JobState> = {
   waiting: 'waiting',
   'waiting-children': 'waiting',
@@ -87,17 +98,40 @@ export class JobRuntime {
   #fair: FairScheduler | undefined
   #sweeper: NodeJS.Timeout | undefined
   #sweeping = false
+  /** keel's one-round-trip enqueue scripts; undefined: the two-round-trip fallback (ADR 0019). */
+  readonly #scripts: EnqueueScripts | undefined
+  /** Packed BullMQ options per job name and band, for jobs without a delay. */
+  readonly #packedOpts = new Map<string, Buffer>()
 
+  /**
+   * @param scripts 'bullmq' (default): keel's enqueue spliced into BullMQ's add scripts, one round trip;
+   *   'fallback': the position script, then `Queue.add` (two round trips). keel falls back by itself, with
+   *   a warning, when the installed BullMQ's scripts are not the ones it knows.
+   */
   constructor(
     config: JobsConfig,
     definitions: ReadonlyMap<string, ResolvedJobDefinition>,
     telemetry: JobTelemetry,
     logger: Logger | undefined,
+    scripts: 'bullmq' | 'fallback' = 'bullmq',
   ) {
     this.#config = config
     this.#definitions = definitions
     this.#telemetry = telemetry
     this.#logger = logger
+    this.#scripts = scripts === 'bullmq' ? this.#buildScripts() : undefined
+  }
+
+  #buildScripts(): EnqueueScripts | undefined {
+    try {
+      return buildEnqueueScripts()
+    } catch (error) {
+      this.#logger?.warn(
+        { err: error },
+        'keel jobs: BullMQ add scripts are not the ones keel knows; enqueue takes two round trips',
+      )
+      return undefined
+    }
   }
 
   #connection(forWorker: boolean): Redis {
@@ -113,9 +147,15 @@ export class JobRuntime {
   }
 
   get fair(): FairScheduler {
-    this.#fair ??= new FairScheduler(
+    if (this.#fair !== undefined) return this.#fair
+    // The queue opens with the producer: its depth gauge, status reads and the fallback's adds.
+    void this.queue
+    this.#fair = new FairScheduler(
       this.#connection(false),
       `${this.#config.prefix}:${this.#config.queue}:keel`,
+      new QueueKeys(this.#config.prefix).getKeys(this.#config.queue),
+      this.#config.retentionMs,
+      this.#scripts,
     )
     return this.#fair
   }
@@ -158,20 +198,22 @@ export class JobRuntime {
     const definition = this.definition(name)
     const data = checkPayload(definition, payload)
     const opts = checkEnqueueOptions(options)
-    const { span, carrier } = this.#telemetry.startSend(name, tenantId)
     const jobId = jobIdFor(tenantId, name, opts.idempotencyKey)
-    span.setAttribute('messaging.message.id', jobId)
-    const envelope: JobEnvelope = {
-      v: 1,
-      t: tenantId,
-      p: data,
-      ...(consistencyToken === undefined ? {} : { c: consistencyToken }),
-      tc: carrier,
-    }
+    await this.#send(
+      { tenantId, name, jobId, unique: opts.idempotencyKey !== undefined, definition, opts },
+      data,
+      consistencyToken,
+    )
+    return { jobId }
+  }
+
+  /** One job into the queue under a PRODUCER span whose context the job carries. */
+  async #send(job: AddRequest, payload: unknown, consistencyToken: string | undefined): Promise<void> {
+    const { span, carrier } = this.#telemetry.startSend(job.name, job.tenantId)
+    span.setAttribute('messaging.message.id', job.jobId)
     try {
-      await this.#add(tenantId, name, envelope, jobId, opts.idempotencyKey !== undefined, definition, opts)
+      await this.#add(job, envelopeOf(job.tenantId, payload, consistencyToken, carrier))
       this.#telemetry.end(span)
-      return { jobId }
     } catch (error) {
       this.#telemetry.end(span, error)
       throw error
@@ -179,34 +221,65 @@ export class JobRuntime {
   }
 
   /**
-   * Claims the id (when it must be unique), takes the tenant's fair position and adds the job. A claimed
-   * id that is already taken means the job exists (or existed within retentionMs): nothing is added.
+   * Takes the tenant's fair position and adds the job: one script (ADR 0019), or the fallback's two round
+   * trips (which claim a unique id first). An id that is already taken means the job exists (or existed
+   * within retentionMs): nothing is added.
    */
-  async #add(
-    tenantId: string,
-    name: string,
-    envelope: JobEnvelope,
-    jobId: string,
-    unique: boolean,
-    definition: ResolvedJobDefinition,
-    opts: EnqueueOptions,
-  ): Promise<void> {
+  async #add(job: AddRequest, envelope: JobEnvelope): Promise<void> {
+    if (this.#scripts === undefined) return this.#addInTwo(job, envelope)
+    const band = job.opts.priority ?? 5
+    const delayMs = job.opts.delayMs
+    await this.fair.add({
+      tenantId: job.tenantId,
+      name: job.name,
+      jobId: job.jobId,
+      data: JSON.stringify(envelope),
+      opts:
+        delayMs === undefined
+          ? this.#packedOptions(job.definition, band)
+          : FairScheduler.packOptions({ ...this.#jobOptions(job.definition, band), delay: delayMs }),
+      // BullMQ's own rule: a delay of 0 is no delay.
+      delayed: delayMs !== undefined && delayMs > 0,
+    })
+  }
+
+  /** BullMQ's options of keel's jobs, as `Queue.add` stores them; `priority` is the band's offset. */
+  #jobOptions(definition: ResolvedJobDefinition, band: number): Record<string, unknown> {
+    return {
+      attempts: definition.retries + 1,
+      backoff: { type: 'keel' },
+      priority: bandOffset(band),
+      removeOnComplete: { age: Math.ceil(this.#config.retentionMs / 1_000) },
+      removeOnFail: { age: Math.ceil(this.#config.deadLetterRetentionMs / 1_000) },
+    }
+  }
+
+  #packedOptions(definition: ResolvedJobDefinition, band: number): Buffer {
+    const key = `${band}:${definition.name}`
+    let packed = this.#packedOpts.get(key)
+    if (packed === undefined) {
+      packed = FairScheduler.packOptions(this.#jobOptions(definition, band))
+      this.#packedOpts.set(key, packed)
+    }
+    return packed
+  }
+
+  /** The fallback: the position (and claim) script, then BullMQ's `Queue.add` with it. */
+  async #addInTwo(job: AddRequest, envelope: JobEnvelope): Promise<void> {
+    const { tenantId, jobId, unique, opts } = job
+    const band = opts.priority ?? 5
     const priority = await this.fair.priority(
       tenantId,
-      opts.priority ?? 5,
-      this.#config.retentionMs,
+      band,
       unique ? { id: jobId, retentionMs: this.#config.retentionMs } : undefined,
     )
     if (priority === null) return
     try {
-      await this.queue.add(name, envelope, {
+      await this.queue.add(job.name, envelope, {
+        ...this.#jobOptions(job.definition, band),
         jobId,
-        attempts: definition.retries + 1,
-        backoff: { type: 'keel' },
         priority,
         ...(opts.delayMs === undefined ? {} : { delay: opts.delayMs }),
-        removeOnComplete: { age: Math.ceil(this.#config.retentionMs / 1_000) },
-        removeOnFail: { age: Math.ceil(this.#config.deadLetterRetentionMs / 1_000) },
       })
     } catch (error) {
       if (unique) await this.fair.unclaim(tenantId, jobId).catch(() => undefined)
@@ -216,8 +289,8 @@ export class JobRuntime {
   }
 
   /**
-   * Moves committed outbox rows to the queue and deletes them. Each row's id is claimed first, so a row
-   * relayed twice (after commit, and by a sweeper that found it) becomes one job.
+   * Moves committed outbox rows to the queue and deletes them. A row's id is its job's id, so a row relayed
+   * twice (after commit, and by a sweeper that found it) is one job: the second add finds it.
    */
   async relay(
     pool: pg.Pool,
@@ -230,23 +303,15 @@ export class JobRuntime {
 
   async #addRows(rows: readonly OutboxRow[], consistencyToken: string | undefined): Promise<void> {
     for (const row of rows) {
-      const definition = this.definition(row.name)
-      const { span, carrier } = this.#telemetry.startSend(row.name, row.tenant_id)
-      span.setAttribute('messaging.message.id', row.id)
-      const envelope: JobEnvelope = {
-        v: 1,
-        t: row.tenant_id,
-        p: row.payload,
-        ...(consistencyToken === undefined ? {} : { c: consistencyToken }),
-        tc: carrier,
+      const job = {
+        tenantId: row.tenant_id,
+        name: row.name,
+        jobId: row.id,
+        unique: true,
+        definition: this.definition(row.name),
+        opts: row.options,
       }
-      try {
-        await this.#add(row.tenant_id, row.name, envelope, row.id, true, definition, row.options)
-        this.#telemetry.end(span)
-      } catch (error) {
-        this.#telemetry.end(span, error)
-        throw error
-      }
+      await this.#send(job, row.payload, consistencyToken)
     }
   }
 
@@ -287,12 +352,12 @@ export class JobRuntime {
   /** The job's status, or null when absent or another tenant's (its existence is not revealed). */
   async status(tenantId: string, jobId: unknown): Promise<JobStatus | null> {
     if (typeof jobId !== 'string' || jobId.length === 0 || jobId.length > 100) return null
-    // The state first, then the job: a job that finishes between the two reads then shows as still
-    // running with its result, never as completed without one.
-    const rawState = await this.queue.getJobState(jobId)
+    // The state first, then the job: two reads, and the job's fields are at least as new as its state, so
+    // a finished state always comes with its result, error and attempts (the other order could pair a
+    // job read before its last attempt ended with the state after it).
+    const state = STATES[await this.queue.getJobState(jobId)] ?? 'unknown'
     const job = await this.queue.getJob(jobId)
     if (job === undefined || !isEnvelope(job.data) || job.data.t !== tenantId) return null
-    const state = STATES[rawState] ?? 'unknown'
     return {
       id: jobId,
       name: job.name,
@@ -328,7 +393,7 @@ export class JobRuntime {
     const job = await this.queue.getJob(status.id)
     if (job === undefined) return false
     if (!(await this.fair.undead(tenantId, status.id))) return false
-    await this.fair.repend(tenantId, this.#config.retentionMs)
+    await this.fair.repend(tenantId)
     await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true })
     return true
   }
@@ -512,6 +577,22 @@ export class JobRuntime {
     await this.#queue?.close()
     await this.#fair?.close()
   }
+}
+
+function envelopeOf(
+  tenantId: string,
+  payload: unknown,
+  consistencyToken: string | undefined,
+  carrier: Record<string, string>,
+): JobEnvelope {
+  const envelope: { -readonly [K in keyof JobEnvelope]: JobEnvelope[K] } = { v: 1, t: tenantId, p: payload }
+  if (consistencyToken !== undefined) envelope.c = consistencyToken
+  // No tracer and no propagator: nothing to carry, and nothing to store.
+  for (const _ in carrier) {
+    envelope.tc = carrier
+    break
+  }
+  return envelope
 }
 
 /** Not a valid token on purpose: a session resumed from it reads the primary. */

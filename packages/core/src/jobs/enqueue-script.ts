@@ -1,3 +1,4 @@
+/// <reference path="./bullmq-scripts.d.ts" />
 import { addDelayedJob } from 'bullmq/dist/cjs/scripts/addDelayedJob-6.js'
 import { addPrioritizedJob } from 'bullmq/dist/cjs/scripts/addPrioritizedJob-9.js'
 

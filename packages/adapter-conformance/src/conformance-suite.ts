@@ -434,6 +434,39 @@ function health(withApp: WithApp): void {
       }
     })
 
+    it('/readyz with readinessRequiresRedis: false stays 200 while Redis is stopped, and says so', async () => {
+      const cached = testKeel({
+        cache: {
+          redis: { url: readStack().redis.url, commandTimeoutMs: 200 },
+          breakerThreshold: 1,
+          breakerResetMs: 50,
+        },
+      })
+      let n = 0
+      const touchCache = () => cached.cache.cached({ key: `probe-${n++}`, ttlMs: 60_000 }, async () => n)
+      try {
+        await withApp(
+          { keel: cached, options: { tenant: 'header', health: { readinessRequiresRedis: false } } },
+          async (client) => {
+            await stackCtl('stop', 'redis')
+            try {
+              await waitFor('the cache to see Redis down', async () => {
+                await touchCache()
+                return (await cached.health()).cache.redis === 'down'
+              })
+              const res = await client.request({ path: '/readyz' })
+              expect(res.status).toBe(200)
+              expect(res.body).toMatchObject({ status: 'ready', primary: 'up', cache: { redis: 'down' } })
+            } finally {
+              await stackCtl('start', 'redis')
+            }
+          },
+        )
+      } finally {
+        await cached.close()
+      }
+    })
+
     it('/readyz answers 503 once keel is closed', async () => {
       const closing = testKeel()
       await withApp(

@@ -50,7 +50,7 @@ export function keelExpress(keel: Keel, options: KeelExpressOptions): RequestHan
         return
       }
       if (req.path === resolved.readiness) {
-        return readiness(keel).then(({ status, body }) => {
+        return readiness(keel, resolved.readinessRequiresRedis).then(({ status, body }) => {
           res.status(status).json(body)
         })
       }

@@ -59,7 +59,7 @@ const plugin: FastifyPluginAsync<KeelFastifyOptions> = async (fastify, options) 
   if (resolved.liveness !== undefined) fastify.get(resolved.liveness, noTenant, async () => LIVENESS_BODY)
   if (resolved.readiness !== undefined) {
     fastify.get(resolved.readiness, noTenant, async (_request, reply) => {
-      const { status, body } = await readiness(keel)
+      const { status, body } = await readiness(keel, resolved.readinessRequiresRedis)
       return reply.code(status).send(body)
     })
   }

@@ -53,6 +53,13 @@ export interface HealthOptions {
   liveness?: string | false
   /** Readiness route, from keel.health(). @default '/readyz' */
   readiness?: string | false
+  /**
+   * Whether a down cache Redis makes the instance unready. The cache keeps answering without Redis (L1
+   * and loaders), and a shared Redis outage marks every instance unready at once, which leaves a load
+   * balancer with none: set false where that matters more than the database load of a cold fleet.
+   * @default true
+   */
+  readinessRequiresRedis?: boolean
 }
 
 /** The options both adapters take (each adds its own: Fastify's `keel`, `closeKeel`, `errorHandler`). */
@@ -90,6 +97,7 @@ export interface ResolvedHttpOptions<Req> {
   readonly cookie: ResolvedCookie | undefined
   readonly liveness: string | undefined
   readonly readiness: string | undefined
+  readonly readinessRequiresRedis: boolean
   readonly tracing: boolean
 }
 
@@ -110,6 +118,8 @@ export function resolveHttpOptions<Req>(options: KeelHttpOptions<Req>): Resolved
   const liveness = health === undefined ? undefined : routePath(health.liveness, '/healthz', 'liveness', bad)
   const readiness =
     health === undefined ? undefined : routePath(health.readiness, '/readyz', 'readiness', bad)
+  const requiresRedis = health?.readinessRequiresRedis ?? true
+  if (typeof requiresRedis !== 'boolean') bad.push('health.readinessRequiresRedis')
   if (o.tracing !== undefined && o.tracing !== 'auto' && o.tracing !== false) bad.push('tracing')
   if (bad.length > 0) {
     throw new KeelError('KEEL_CONFIG_INVALID', `invalid adapter options: ${bad.join(', ')}`, {
@@ -124,6 +134,7 @@ export function resolveHttpOptions<Req>(options: KeelHttpOptions<Req>): Resolved
     cookie,
     liveness,
     readiness,
+    readinessRequiresRedis: requiresRedis,
     tracing: o.tracing !== false,
   })
 }

@@ -11,12 +11,15 @@ export interface ReadinessBody {
 export const LIVENESS_BODY = Object.freeze({ status: 'ok' })
 
 /**
- * Readiness from keel.health(): ready while the primary answers and the cache's Redis is not down
- * (a replica down only costs capacity). The body is a summary: no addresses, errors or pool internals.
+ * Readiness from keel.health(): ready while the primary answers and (unless `requireRedis` is false) the
+ * cache's Redis is not down; a replica down only costs capacity. The body is a summary: no addresses, errors or pool internals.
  */
-export async function readiness(keel: Keel): Promise<{ status: 200 | 503; body: ReadinessBody }> {
+export async function readiness(
+  keel: Keel,
+  requireRedis = true,
+): Promise<{ status: 200 | 503; body: ReadinessBody }> {
   const health = await keel.health()
-  const ready = health.primary.status === 'up' && health.cache.redis !== 'down'
+  const ready = health.primary.status === 'up' && (!requireRedis || health.cache.redis !== 'down')
   return {
     status: ready ? 200 : 503,
     body: {

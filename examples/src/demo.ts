@@ -4,9 +4,8 @@
  * OTLP/HTTP to a receiver this script runs (set OTEL_EXPORTER_OTLP_ENDPOINT to use your own backend).
  */
 import { IMPORT_COLUMNS } from './app/app-jobs.js'
-import { createAppKeel } from './app/app-keel.js'
-import { migrate } from './app/migrate.js'
-import { forgetCachedViews, SEED_TENANTS, seed, waitForReplay } from './app/seed-data.js'
+import { prepareExampleData } from './app/prepare-data.js'
+import { SEED_TENANTS } from './app/seed-data.js'
 import { apiClient } from './demo/api-client.js'
 import { type Child, startChild } from './demo/children.js'
 import { demoUrls } from './stack-urls.js'
@@ -45,18 +44,9 @@ async function main(): Promise<void> {
   }
 
   step('Seed: twenty tenants of very different sizes, under row-level security')
-  const urls = demoUrls()
   const seeded = performance.now()
-  await migrate(urls.ownerUrl)
-  const invoiceCount = await seed(urls.ownerUrl)
-  await waitForReplay(
-    urls.appUrl,
-    urls.replicas.map((r) => r.connectionString),
-  )
-  // Redis outlives the re-seed: drop what an earlier demo run cached for these tenants.
-  const admin = createAppKeel(urls, { replicas: 'none' })
-  await forgetCachedViews(admin, [...SEED_TENANTS.map((t) => t.id), 'nosuch'])
-  await admin.close()
+  // 'nosuch' too: the demo asks for it, and an earlier run cached that it does not exist.
+  const invoiceCount = await prepareExampleData(demoUrls(), SEED_TENANTS, ['nosuch'])
   say(
     `  ${SEED_TENANTS.length} tenants, ${invoiceCount.toLocaleString('en')} invoices in ${((performance.now() - seeded) / 1000).toFixed(1)} s` +
       dim(`  (megacorp ${SEED_TENANTS[0]!.invoices.toLocaleString('en')}, acme 8,000, ..., newco 0)`),

@@ -6,8 +6,7 @@ import { IMPORT_COLUMNS } from '../src/app/app-jobs.js'
 import { createAppKeel } from '../src/app/app-keel.js'
 import { buildExpressApp } from '../src/app/express-app.js'
 import { buildFastifyApp } from '../src/app/fastify-app.js'
-import { migrate } from '../src/app/migrate.js'
-import { forgetCachedViews, seed, waitForReplay } from '../src/app/seed-data.js'
+import { prepareExampleData } from '../src/app/prepare-data.js'
 import { apiClient } from '../src/demo/api-client.js'
 import { demoUrls } from '../src/stack-urls.js'
 
@@ -22,8 +21,7 @@ describe.each(['express', 'fastify'] as const)('the example app on %s', (framewo
   let api: ReturnType<typeof apiClient>
 
   beforeAll(async () => {
-    await migrate(urls.ownerUrl)
-    await seed(urls.ownerUrl, [
+    await prepareExampleData(urls, [
       { id: 'acme', name: 'Acme', plan: 'team', invoices: 300 },
       { id: 'globex', name: 'Globex', plan: 'team', invoices: 200 },
       { id: 'newco', name: 'NewCo', plan: 'free', invoices: 0 },
@@ -31,12 +29,6 @@ describe.each(['express', 'fastify'] as const)('the example app on %s', (framewo
     const queue = `example-test-${randomUUID().slice(0, 8)}`
     web = createAppKeel(urls, { replicas: 'lagged', queue })
     worker = createAppKeel(urls, { replicas: 'lagged', queue })
-    await waitForReplay(
-      urls.appUrl,
-      urls.replicas.map((r) => r.connectionString),
-    )
-    // Redis outlives the re-seed: drop the views an earlier run cached for these tenants.
-    await forgetCachedViews(web, ['acme', 'globex', 'newco'])
     await worker.startWorker({ concurrency: 4 }).waitUntilReady()
     if (framework === 'express') {
       const server = buildExpressApp(web).listen(0, '127.0.0.1')

@@ -380,6 +380,24 @@ function readYourWrites(withApp: WithApp): void {
   })
 }
 
+/**
+ * A keel whose cache breaker opens on the first Redis failure and probes every 50 ms; the breaker learns
+ * about Redis from cache calls, so tests keep touching the cache while they wait.
+ */
+function keelWithQuickBreaker(replicas: Array<'replica1' | 'replica2'>) {
+  const cached = testKeel({
+    ...(replicas.length > 0 ? { replicas } : {}),
+    cache: {
+      redis: { url: readStack().redis.url, commandTimeoutMs: 200 },
+      breakerThreshold: 1,
+      breakerResetMs: 50,
+    },
+  })
+  let n = 0
+  const touchCache = () => cached.cache.cached({ key: `probe-${n++}`, ttlMs: 60_000 }, async () => n)
+  return { cached, touchCache }
+}
+
 function health(withApp: WithApp): void {
   describe('health routes', () => {
     it('/healthz answers 200 without a tenant or the database', async () => {
@@ -392,17 +410,7 @@ function health(withApp: WithApp): void {
     })
 
     it('/readyz: 200, 503 while Redis is stopped, 200 again after; no secrets in the body', async () => {
-      const cached = testKeel({
-        replicas: ['replica1'],
-        cache: {
-          redis: { url: readStack().redis.url, commandTimeoutMs: 200 },
-          breakerThreshold: 1,
-          breakerResetMs: 50,
-        },
-      })
-      let n = 0
-      // The breaker learns about Redis from cache calls: keep making some while waiting.
-      const touchCache = () => cached.cache.cached({ key: `probe-${n++}`, ttlMs: 60_000 }, async () => n)
+      const { cached, touchCache } = keelWithQuickBreaker(['replica1'])
       try {
         await withApp({ keel: cached, options: { tenant: 'header', health: true } }, async (client) => {
           const ready = await client.request({ path: '/readyz' })
@@ -435,15 +443,7 @@ function health(withApp: WithApp): void {
     })
 
     it('/readyz with readinessRequiresRedis: false stays 200 while Redis is stopped, and says so', async () => {
-      const cached = testKeel({
-        cache: {
-          redis: { url: readStack().redis.url, commandTimeoutMs: 200 },
-          breakerThreshold: 1,
-          breakerResetMs: 50,
-        },
-      })
-      let n = 0
-      const touchCache = () => cached.cache.cached({ key: `probe-${n++}`, ttlMs: 60_000 }, async () => n)
+      const { cached, touchCache } = keelWithQuickBreaker([])
       try {
         await withApp(
           { keel: cached, options: { tenant: 'header', health: { readinessRequiresRedis: false } } },

@@ -96,6 +96,27 @@ describe('cache: tiers and types', () => {
     expect(await local.tenant('acme').cached({ key: 'x' }, loader)).toBe(42)
     expect(loader.calls).toBe(2)
   })
+
+  it('a Redis that stops answering times the read out: the loader serves the call while Redis is still paused', async () => {
+    const a = make({ prefix })
+    const warm = counting(() => 0)
+    await a.tenant('acme').cached({ key: 'warm' }, warm) // connected and ready before the pause
+    const admin = redisClient()
+    const probe = redisClient()
+    await probe.ping()
+    // Every client's commands wait 3 s; keel's command timeout in these tests is 200 ms.
+    await admin.call('CLIENT', 'PAUSE', '3000', 'ALL')
+    let paused = true
+    const pausedProbe = probe.ping().then(() => {
+      paused = false
+    })
+    const loader = counting(() => 'from the loader')
+    expect(await a.tenant('acme').cached({ key: 'paused' }, loader)).toBe('from the loader')
+    expect(loader.calls).toBe(1)
+    expect(paused).toBe(true)
+    await pausedProbe
+    await Promise.all([admin.quit(), probe.quit()])
+  })
 })
 
 describe('cache: freshness', () => {

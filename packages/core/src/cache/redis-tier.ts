@@ -4,6 +4,7 @@ import type { Logger } from '../config/config-schema.js'
 import type { CacheEntry } from './cache-entry.js'
 import type { CacheKeys } from './cache-keys.js'
 import { CircuitBreaker } from './circuit-breaker.js'
+import { CommandDeadlines } from './command-deadlines.js'
 import { decode } from './serializer.js'
 
 // Writes the value only if no invalidation happened since the load began (the version keys still hold
@@ -46,6 +47,8 @@ export interface RedisTierEvents {
  * The shared tier and the coordination channel: one command connection (per-command timeout, no
  * retries, behind a circuit breaker) and one subscriber connection. Every method either succeeds or
  * throws quickly; the cache above treats a throw as "Redis unavailable" and carries on without it.
+ * The command timeout is keel's (CommandDeadlines: one timer for all commands in flight), not
+ * ioredis's `commandTimeout` (a timer per command).
  */
 export class RedisTier {
   readonly processId = randomUUID()
@@ -53,6 +56,7 @@ export class RedisTier {
   readonly #subscriber: Redis
   readonly #breaker: CircuitBreaker
   readonly #keys: CacheKeys
+  readonly #deadlines: CommandDeadlines
   readonly #firstReady: Promise<void>
   #subscriberLost = false
   #closed = false
@@ -67,8 +71,8 @@ export class RedisTier {
   ) {
     this.#keys = keys
     this.#breaker = new CircuitBreaker(breaker.threshold, breaker.resetMs, events.onBreaker)
+    this.#deadlines = new CommandDeadlines(commandTimeoutMs)
     const options = {
-      commandTimeout: commandTimeoutMs,
       maxRetriesPerRequest: 0,
       connectTimeout: Math.max(1_000, commandTimeoutMs * 10),
       // Reconnect quickly, forever: the breaker, not the connection, decides whether commands are sent.
@@ -81,7 +85,7 @@ export class RedisTier {
     this.#command.on('error', (error: Error) =>
       logger?.debug({ err: error }, 'keel cache: redis connection error'),
     )
-    this.#subscriber = new Redis(url, { ...options, enableOfflineQueue: true, commandTimeout: undefined })
+    this.#subscriber = new Redis(url, { ...options, enableOfflineQueue: true })
     this.#subscriber.on('error', (error: Error) =>
       logger?.debug({ err: error }, 'keel cache: redis subscriber error'),
     )
@@ -124,7 +128,7 @@ export class RedisTier {
       }
     }
     try {
-      const result = await fn(this.#command)
+      const result = await this.#deadlines.within(fn(this.#command))
       this.#breaker.success()
       return result
     } catch (error) {
@@ -206,7 +210,11 @@ export class RedisTier {
 
   async close(): Promise<void> {
     this.#closed = true
-    await Promise.allSettled([this.#command.quit(), this.#subscriber.quit()])
+    // Bounded like every command: a frozen Redis must not hold close() forever.
+    await Promise.allSettled([
+      this.#deadlines.within(this.#command.quit()),
+      this.#deadlines.within(this.#subscriber.quit()),
+    ])
     this.#command.disconnect()
     this.#subscriber.disconnect()
   }

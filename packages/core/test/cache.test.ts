@@ -1,5 +1,6 @@
+import { serialize } from 'node:v8'
 import { afterAll, beforeEach, describe, expect, it } from 'vitest'
-import { decode, encode } from '../src/cache/serializer.js'
+import { decodeEntry, encodeEntry } from '../src/cache/serializer.js'
 import { type Keel, KeelError } from '../src/index.js'
 import { cacheKeel, freshPrefix, redisClient, sleep } from './support/cache.js'
 
@@ -96,7 +97,6 @@ describe('cache: tiers and types', () => {
     expect(await local.tenant('acme').cached({ key: 'x' }, loader)).toBe(42)
     expect(loader.calls).toBe(2)
   })
-
   it('a Redis that stops answering times the read out: the loader serves the call while Redis is still paused', async () => {
     const a = make({ prefix })
     const warm = counting(() => 0)
@@ -277,39 +277,83 @@ describe('cache serializer', () => {
   class Point {
     x = 1
   }
+  const entryOf = (value: unknown, versions: string[] = ['0', '17']) => ({
+    value,
+    freshUntil: 1_800_000_000_000.5,
+    staleUntil: 1_800_000_001_000,
+    graceUntil: 1_800_000_002_000,
+    loadMs: 12.25,
+    versions,
+  })
+
   it.each<[string, unknown, number]>([
-    ['plain JSON data', { a: 1, b: 'x', c: [true, null, { d: 2.5 }] }, 2],
-    ['a Date', { at: new Date(0) }, 1],
-    ['a BigInt', { n: 1n }, 1],
-    ['a Map', new Map([[1, 2]]), 1],
-    ['undefined in an object', { a: undefined }, 1],
-    ['-0', { z: -0 }, 1],
-    ['NaN', [Number.NaN], 1],
+    ['plain JSON data', { a: 1, b: 'x', c: [true, null, { d: 2.5 }] }, 3],
+    ['a JSON string', 'a string, with unicode: ü €', 3],
+    ['a Date', { at: new Date(0) }, 4],
+    ['a BigInt', { n: 1n }, 4],
+    ['a Map', new Map([[1, 2]]), 4],
+    ['undefined in an object', { a: undefined }, 4],
+    ['undefined itself', undefined, 4],
+    ['-0', { z: -0 }, 4],
+    ['NaN', [Number.NaN], 4],
     // biome-ignore lint/suspicious/noSparseArray: a sparse array is the case under test
-    ['a sparse array', [1, , 3], 1],
-    ['a Buffer', Buffer.from('x'), 1],
-  ])('%s round-trips exactly (format %i)', (_name, value, format) => {
-    const encoded = encode(value)
+    ['a sparse array', [1, , 3], 4],
+    ['a Buffer', Buffer.from('x'), 4],
+  ])('an entry holding %s round-trips exactly (format %i)', (_name, value, format) => {
+    const entry = entryOf(value)
+    const encoded = encodeEntry(entry)
     expect(encoded[0]).toBe(format)
-    expect(decode(encoded)).toStrictEqual({ ok: true, value })
+    expect(decodeEntry(encoded)).toStrictEqual(entry)
+  })
+
+  it('keeps the invalidation counters exactly, however many (none, or a key and 32 tags)', () => {
+    for (const versions of [[], Array.from({ length: 33 }, (_, i) => String(2 ** 53 + i))]) {
+      expect(decodeEntry(encodeEntry(entryOf({ a: 1 }, versions)))).toStrictEqual(entryOf({ a: 1 }, versions))
+    }
   })
 
   it('a class instance takes the V8 format and comes back as a plain object', () => {
-    const encoded = encode(new Point())
-    expect(encoded[0]).toBe(1)
-    expect(decode(encoded)).toStrictEqual({ ok: true, value: { x: 1 } })
+    const encoded = encodeEntry(entryOf(new Point()))
+    expect(encoded[0]).toBe(4)
+    expect(decodeEntry(encoded)).toStrictEqual(entryOf({ x: 1 }))
   })
 
-  it('treats unreadable bytes as a miss, never an error', () => {
+  it("treats unreadable bytes as a miss, never an error: an older keel's formats, garbage, truncation", () => {
+    const legacy = { ...entryOf({ a: 1 }), tags: [] }
+    const good = encodeEntry(entryOf({ a: 1 }))
     for (const bad of [
       null,
       undefined,
       Buffer.from([]),
       Buffer.from([9, 1, 2]),
-      Buffer.from([2, 123]),
-      Buffer.from([1, 255, 0]),
+      // keel's first formats: a format byte, then the whole entry as JSON (2) or V8 (1)
+      Buffer.concat([Buffer.from([2]), Buffer.from(JSON.stringify(legacy))]),
+      Buffer.concat([Buffer.from([1]), serialize(legacy)]),
+      Buffer.from('{"value":1}'),
+      good.subarray(0, 20),
+      good.subarray(0, 40),
+      good.subarray(0, good.length - 1),
+      Buffer.concat([good.subarray(0, 33), Buffer.from([1, 0xff, 0xff])]),
+      Buffer.concat([good.subarray(0, 33), Buffer.from([0])]),
+      Buffer.concat([Buffer.from([4]), good.subarray(1, good.length - 2), Buffer.from([0xff, 0x00])]),
     ]) {
-      expect(decode(bad as never)).toEqual({ ok: false })
+      expect(decodeEntry(bad as never)).toBeUndefined()
     }
+  })
+
+  it('an unreadable value in Redis is a miss: the loader runs, its value replaces it, both tiers serve it', async () => {
+    const redis = redisClient()
+    const key = `${prefix}:{t:acme}:v:dash`
+    await redis.set(key, Buffer.concat([Buffer.from([2]), Buffer.from('{"value":"old"}')]))
+    const a = make({ prefix })
+    const loader = counting(() => ({ fresh: true }))
+    expect(await a.tenant('acme').cached({ key: 'dash' }, loader)).toEqual({ fresh: true })
+    expect(loader.calls).toBe(1)
+    const stored = await redis.getBuffer(key)
+    expect(stored?.[0]).toBe(3)
+    const b = make({ prefix })
+    expect(await b.tenant('acme').cached({ key: 'dash' }, loader)).toEqual({ fresh: true })
+    expect(loader.calls).toBe(1)
+    await redis.quit()
   })
 })

@@ -1,5 +1,6 @@
 import { serialize } from 'node:v8'
 import { afterAll, beforeEach, describe, expect, it } from 'vitest'
+import { L1Store } from '../src/cache/l1-store.js'
 import { decodeEntry, encodeEntry } from '../src/cache/serializer.js'
 import { type Keel, KeelError } from '../src/index.js'
 import { cacheKeel, freshPrefix, redisClient, sleep } from './support/cache.js'
@@ -355,5 +356,31 @@ describe('cache serializer', () => {
     expect(await b.tenant('acme').cached({ key: 'dash' }, loader)).toEqual({ fresh: true })
     expect(loader.calls).toBe(1)
     await redis.quit()
+  })
+})
+
+describe('cache L1 tag index', () => {
+  const entry = (value: unknown) => ({
+    value,
+    freshUntil: Number.MAX_SAFE_INTEGER,
+    staleUntil: Number.MAX_SAFE_INTEGER,
+    graceUntil: Number.MAX_SAFE_INTEGER,
+    loadMs: 0,
+    versions: [],
+  })
+
+  it('drops exactly the entries of a tag, after evictions emptied and swept thousands of tag sets', () => {
+    const l1 = new L1Store(2, 1 << 20)
+    // Each store evicts the oldest entry: its tag's set empties; past 1,024 tags the empty ones are swept.
+    for (let i = 0; i < 3_000; i++) l1.set(`k${i}`, entry(i), 10, [`tag${i}`, 'shared'])
+    expect(l1.size).toBe(2)
+    l1.set('a', entry('a'), 10, ['tag0']) // an evicted entry's tag, reused (its set was kept or swept)
+    expect(l1.get('k2999')?.value).toBe(2999)
+    l1.deleteTag('tag0')
+    expect(l1.get('a')).toBeUndefined()
+    expect(l1.get('k2999')?.value).toBe(2999)
+    l1.deleteTag('shared')
+    expect(l1.get('k2999')).toBeUndefined()
+    expect(l1.size).toBe(0)
   })
 })

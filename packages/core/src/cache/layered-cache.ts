@@ -3,7 +3,7 @@ import type { Span } from '@opentelemetry/api'
 import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import type { CacheResult, CacheTelemetry } from '../telemetry/cache-telemetry.js'
 import { type CacheEntry, deepFreeze } from './cache-entry.js'
-import { CacheKeys, localKey, localTag } from './cache-keys.js'
+import { CacheKeys, localKey, localTag, ScopedMemo } from './cache-keys.js'
 import type { CachedOptions } from './cached-options.js'
 import { L1Store } from './l1-store.js'
 import { LocalFence } from './local-fence.js'
@@ -86,8 +86,9 @@ export class LayeredCache {
   readonly #acks = new Map<string, { count: number; expected: number; done: () => void }>()
   /** Invalidations Redis could not take: replayed when it is back. */
   readonly #deferred: Array<{ scope: string; keys: readonly string[]; tags: readonly string[] }> = []
-  readonly #keyNames = new Map<string, Map<string, KeyNames>>()
-  readonly #tagNames = new Map<string, Map<string, TagNames>>()
+  /** The addresses of each (scope, key) and (scope, tag), built once. */
+  readonly #keyNames: ScopedMemo<KeyNames>
+  readonly #tagNames: ScopedMemo<TagNames>
   #waiting = 0
   #closed = false
 
@@ -95,7 +96,18 @@ export class LayeredCache {
     this.#config = config
     this.#telemetry = telemetry
     this.#logger = logger
-    this.#keys = new CacheKeys(config.prefix)
+    const keys = new CacheKeys(config.prefix)
+    this.#keys = keys
+    this.#keyNames = new ScopedMemo((scope, key) => ({
+      local: localKey(scope, key),
+      valueKey: keys.value(scope, key),
+      keyVersion: keys.keyVersion(scope, key),
+      lockKey: keys.lock(scope, key),
+    }))
+    this.#tagNames = new ScopedMemo((scope, tag) => ({
+      local: localTag(scope, tag),
+      version: keys.tagVersion(scope, tag),
+    }))
     this.#l1 = new L1Store(config.l1.maxEntries, config.l1.maxBytes)
     if (config.redis !== undefined) {
       this.#redis = new RedisTier(
@@ -125,7 +137,7 @@ export class LayeredCache {
     options: CachedOptions,
     loader: () => Promise<T>,
   ): Promise<T> {
-    const names = this.#names(scope, options.key)
+    const names = this.#keyNames.get(scope, options.key)
     const entry = this.#l1.get(names.local)
     const now = coarseNow()
     if (entry !== undefined && now < entry.freshUntil) {
@@ -180,47 +192,6 @@ export class LayeredCache {
     )
     this.#inflight.set(local, flight)
     return flight
-  }
-
-  /**
-   * The addresses of (scope, key), memoized: building them on every call would cost more than an L1 hit
-   * (new strings to flatten and hash each time). Bounded by clearing.
-   */
-  #names(scope: string, key: string): KeyNames {
-    let byKey = this.#keyNames.get(scope)
-    if (byKey === undefined) {
-      if (this.#keyNames.size >= 10_000) this.#keyNames.clear()
-      byKey = new Map()
-      this.#keyNames.set(scope, byKey)
-    }
-    let names = byKey.get(key)
-    if (names === undefined) {
-      if (byKey.size >= 10_000) byKey.clear()
-      names = {
-        local: localKey(scope, key),
-        valueKey: this.#keys.value(scope, key),
-        keyVersion: this.#keys.keyVersion(scope, key),
-        lockKey: this.#keys.lock(scope, key),
-      }
-      byKey.set(key, names)
-    }
-    return names
-  }
-
-  #tag(scope: string, tag: string): TagNames {
-    let byTag = this.#tagNames.get(scope)
-    if (byTag === undefined) {
-      if (this.#tagNames.size >= 10_000) this.#tagNames.clear()
-      byTag = new Map()
-      this.#tagNames.set(scope, byTag)
-    }
-    let names = byTag.get(tag)
-    if (names === undefined) {
-      if (byTag.size >= 10_000) byTag.clear()
-      names = { local: localTag(scope, tag), version: this.#keys.tagVersion(scope, tag) }
-      byTag.set(tag, names)
-    }
-    return names
   }
 
   async #slow(
@@ -624,7 +595,7 @@ export class LayeredCache {
       versionKeys = new Array(tags.length + 1)
       versionKeys[0] = names.keyVersion
       for (let i = 0; i < tags.length; i++) {
-        const tag = this.#tag(scope, tags[i]!)
+        const tag = this.#tagNames.get(scope, tags[i]!)
         locals[i] = tag.local
         versionKeys[i + 1] = tag.version
       }

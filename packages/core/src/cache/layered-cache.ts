@@ -139,7 +139,8 @@ export class LayeredCache {
   ): Promise<T> {
     const names = this.#keyNames.get(scope, options.key)
     const entry = this.#l1.get(names.local)
-    const now = coarseNow()
+    // The clock only matters for an entry at hand (a Redis read does not need it, nor its timer).
+    const now = entry === undefined ? 0 : coarseNow()
     if (entry !== undefined && now < entry.freshUntil) {
       if (this.#shouldRefreshEarly(entry, now)) this.#refresh(this.#target(scope, names, options), loader)
       this.#telemetry.hit(tenantId)

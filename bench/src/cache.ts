@@ -27,14 +27,15 @@ import { existsSync } from 'node:fs'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { deserialize, serialize } from 'node:v8'
 import type { Redis } from 'ioredis'
 import { LRUCache } from 'lru-cache'
 import {
   createKeelCache,
   type Dashboard,
   dashboardValue,
+  decodeEntryLikeKeel,
   deepFreezeLikeKeel,
+  entryLikeKeel,
   isDashboard,
   rawRedis,
   TTL_MS,
@@ -620,62 +621,51 @@ async function l2Variants(ctx: Context): Promise<MicroSetup> {
     redisKeyHint: jsonKey,
   })
 
-  if (wanted('ioredis-mget') || wanted('ioredis-mget-v8') || wanted('ioredis-mget-v8-freeze')) {
+  if (wanted('ioredis-mget') || wanted('ioredis-mget-json') || wanted('ioredis-mget-json-freeze')) {
     // keel's round trip by hand: MGET of the value and its invalidation counters (the key's and the tag's,
-    // as keel reads them for a call with one tag), then V8's deserializer
-    // over the same entry shape keel stores (a format byte, then the serialized entry), then the same
-    // deep freeze keel applies before an entry is shared. keel = these + its own bookkeeping.
-    const v8Key = `${runId}-rawv8:dashboard`
-    const versionKey = `${runId}-rawv8:kv`
-    const tagKey = `${runId}-rawv8:tag`
-    const now = Date.now()
-    const entry = {
-      value,
-      freshUntil: now + TTL_MS,
-      staleUntil: now + TTL_MS,
-      graceUntil: now + TTL_MS,
-      loadMs: 1,
-      versions: ['0'],
-      tags: ['invoices'],
-    }
-    await raw.set(v8Key, Buffer.concat([Buffer.from([1]), serialize(entry)]), 'PX', TTL_MS)
-    const decode = (buf: Buffer | null): Dashboard =>
-      (deserialize(buf!.subarray(1)) as { value: Dashboard }).value
+    // as keel reads them for a call with one tag), then the decode of the same entry layout keel stores
+    // (ADR 0018: a format byte, a binary header with the times and the counters, then the value's JSON),
+    // then the same deep freeze keel applies before an entry is shared. keel = these + its bookkeeping.
+    const entryKey = `${runId}-rawentry:dashboard`
+    const versionKey = `${runId}-rawentry:kv`
+    const tagKey = `${runId}-rawentry:tag`
+    await raw.set(entryKey, entryLikeKeel(value, Date.now() + TTL_MS, ['0', '0']), 'PX', TTL_MS)
+    const read = () => raw.mgetBuffer(entryKey, versionKey, tagKey)
+    const decode = (buf: Buffer | null): Dashboard => decodeEntryLikeKeel(buf!).value as Dashboard
     if (wanted('ioredis-mget')) {
       variants.push({
         key: 'ioredis-mget',
         label: 'by hand: ioredis MGET (value + key and tag counters), no decode',
         batch: async (n) => {
-          for (let i = 0; i < n; i++) sink[0] = await raw.mgetBuffer(v8Key, versionKey, tagKey)
+          for (let i = 0; i < n; i++) sink[0] = await read()
         },
-        once: async () => decode((await raw.mgetBuffer(v8Key, versionKey, tagKey))[0]!),
+        once: async () => decode((await read())[0]!),
         loads: () => 0,
-        redisKeyHint: v8Key,
+        redisKeyHint: entryKey,
       })
     }
-    if (wanted('ioredis-mget-v8')) {
+    if (wanted('ioredis-mget-json')) {
       variants.push({
-        key: 'ioredis-mget-v8',
-        label: 'by hand: MGET + v8.deserialize',
+        key: 'ioredis-mget-json',
+        label: "by hand: MGET + keel's entry decode (header, JSON.parse)",
         batch: async (n) => {
-          for (let i = 0; i < n; i++) sink[0] = decode((await raw.mgetBuffer(v8Key, versionKey, tagKey))[0]!)
+          for (let i = 0; i < n; i++) sink[0] = decode((await read())[0]!)
         },
-        once: async () => decode((await raw.mgetBuffer(v8Key, versionKey, tagKey))[0]!),
+        once: async () => decode((await read())[0]!),
         loads: () => 0,
-        redisKeyHint: v8Key,
+        redisKeyHint: entryKey,
       })
     }
-    if (wanted('ioredis-mget-v8-freeze')) {
+    if (wanted('ioredis-mget-json-freeze')) {
       variants.push({
-        key: 'ioredis-mget-v8-freeze',
-        label: "by hand: MGET + v8.deserialize + keel's deepFreeze",
+        key: 'ioredis-mget-json-freeze',
+        label: "by hand: MGET + entry decode + keel's deepFreeze",
         batch: async (n) => {
-          for (let i = 0; i < n; i++)
-            sink[0] = deepFreezeLikeKeel(decode((await raw.mgetBuffer(v8Key, versionKey, tagKey))[0]!))
+          for (let i = 0; i < n; i++) sink[0] = deepFreezeLikeKeel(decode((await read())[0]!))
         },
-        once: async () => deepFreezeLikeKeel(decode((await raw.mgetBuffer(v8Key, versionKey, tagKey))[0]!)),
+        once: async () => deepFreezeLikeKeel(decode((await read())[0]!)),
         loads: () => 0,
-        redisKeyHint: v8Key,
+        redisKeyHint: entryKey,
       })
     }
   }
@@ -1139,7 +1129,7 @@ function findings(results: Results): string[] {
   const keelL2 = results.l2?.variants.find((v) => v.key === 'keel')
   if (keelL2 !== undefined && keelL2.error === undefined) {
     const parse = keelL2.ratios['ioredis-get-parse']?.median
-    const byHand = results.l2?.variants.find((v) => v.key === 'ioredis-mget-v8-freeze')
+    const byHand = results.l2?.variants.find((v) => v.key === 'ioredis-mget-json-freeze')
     const noFreeze = results.l2?.variants.find((v) => v.key === 'keel-nofreeze')
     out.push(
       `Redis hit: keel ${(keelL2.medianNs / 1_000).toFixed(1)} µs median, ${fmtRatio(keelL2.ratio)} of a raw ioredis GET ` +
@@ -1147,7 +1137,7 @@ function findings(results: Results): string[] {
         (parse === undefined ? '' : `, ${fmtRatio(parse)} of GET + JSON.parse`) +
         (byHand?.ratio === undefined
           ? ''
-          : `; its round trip by hand (MGET + v8.deserialize + deep freeze) is ${fmtRatio(byHand.ratio)} of GET`) +
+          : `; its round trip by hand (MGET + entry decode + deep freeze) is ${fmtRatio(byHand.ratio)} of GET`) +
         (noFreeze?.ratio === undefined ? '' : `, keel with \`l1.freeze: false\` ${fmtRatio(noFreeze.ratio)}`),
     )
   }
@@ -1201,7 +1191,7 @@ function renderMarkdown(results: Results): string {
     const r = results.l2
     parts.push(
       `### Redis hit (no L1 copy)\n\n${when(r.date)}, same method; ratios paired with raw GET's and with GET + JSON.parse's batches. keel keeps an L1, so it runs here with \`cache.l1.maxEntries: 1\` and reads two keys in turn: each call finds the other key in L1 and is served from Redis (one MGET of the value and its key and tag invalidation counters), through keel's whole L2-hit path (decode, deep freeze, L1 write and eviction); the loader never runs (checked). ` +
-        "The \"by hand\" rows rebuild keel's round trip step by step with raw ioredis (MGET, then V8's deserializer, then keel's deep freeze), so keel's row minus the last of them is keel's own bookkeeping. " +
+        "The \"by hand\" rows rebuild keel's round trip step by step with raw ioredis (MGET, then the decode of keel's entry layout, a small binary header then the value's JSON, then keel's deep freeze), so keel's row minus the last of them is keel's own bookkeeping. " +
         'bentocache runs with a Redis-only store (no L1 layer); cache-manager with only its @keyv/redis store. cache-manager and cachified talk to Redis through node-redis, the others through ioredis. Bytes in Redis: the stored entry, as each library serializes it.\n\n' +
         l2Table(r),
     )

@@ -105,3 +105,41 @@ function freezeObjectLikeKeel(value: object): void {
   }
   Object.freeze(value)
 }
+
+/**
+ * keel's Redis entry layout (packages/core/src/cache/serializer.ts, ADR 0018; keel does not export it),
+ * for a plain JSON value: format byte 3, freshUntil / staleUntil / graceUntil / loadMs as float64 LE, the
+ * number of invalidation counters, each as a uint16 LE length and its digits, then the value's JSON.
+ */
+export function entryLikeKeel(value: unknown, until: number, versions: readonly string[]): Buffer {
+  const header = Buffer.alloc(34)
+  header[0] = 3
+  for (let i = 0; i < 3; i++) header.writeDoubleLE(until, 1 + i * 8)
+  header.writeDoubleLE(1, 25)
+  header[33] = versions.length
+  const counters = versions.map((v) => {
+    const digits = Buffer.from(v)
+    const length = Buffer.alloc(2)
+    length.writeUInt16LE(digits.length)
+    return Buffer.concat([length, digits])
+  })
+  return Buffer.concat([header, ...counters, Buffer.from(JSON.stringify(value))])
+}
+
+/** The decode keel runs on a Redis hit: the header's reads, the counters' strings, one JSON.parse. */
+export function decodeEntryLikeKeel(buffer: Buffer): {
+  value: unknown
+  freshUntil: number
+  versions: string[]
+} {
+  const n = buffer[33]!
+  const versions: string[] = new Array(n)
+  let at = 34
+  for (let i = 0; i < n; i++) {
+    const length = buffer.readUInt16LE(at)
+    at += 2
+    versions[i] = buffer.toString('utf8', at, at + length)
+    at += length
+  }
+  return { value: JSON.parse(buffer.toString('utf8', at)), freshUntil: buffer.readDoubleLE(1), versions }
+}

@@ -1,5 +1,7 @@
+import { serialize } from 'node:v8'
 import { afterAll, beforeEach, describe, expect, it } from 'vitest'
-import { decode, encode } from '../src/cache/serializer.js'
+import { L1Store } from '../src/cache/l1-store.js'
+import { decodeEntry, encodeEntry } from '../src/cache/serializer.js'
 import { type Keel, KeelError } from '../src/index.js'
 import { cacheKeel, freshPrefix, redisClient, sleep } from './support/cache.js'
 
@@ -95,6 +97,26 @@ describe('cache: tiers and types', () => {
     await local.tenant('acme').invalidate({ keys: ['x'] })
     expect(await local.tenant('acme').cached({ key: 'x' }, loader)).toBe(42)
     expect(loader.calls).toBe(2)
+  })
+  it('a Redis that stops answering times the read out: the loader serves the call while Redis is still paused', async () => {
+    const a = make({ prefix })
+    const warm = counting(() => 0)
+    await a.tenant('acme').cached({ key: 'warm' }, warm) // connected and ready before the pause
+    const admin = redisClient()
+    const probe = redisClient()
+    await probe.ping()
+    // Every client's commands wait 3 s; keel's command timeout in these tests is 200 ms.
+    await admin.call('CLIENT', 'PAUSE', '3000', 'ALL')
+    let paused = true
+    const pausedProbe = probe.ping().then(() => {
+      paused = false
+    })
+    const loader = counting(() => 'from the loader')
+    expect(await a.tenant('acme').cached({ key: 'paused' }, loader)).toBe('from the loader')
+    expect(loader.calls).toBe(1)
+    expect(paused).toBe(true)
+    await pausedProbe
+    await Promise.all([admin.quit(), probe.quit()])
   })
 })
 
@@ -256,39 +278,109 @@ describe('cache serializer', () => {
   class Point {
     x = 1
   }
+  const entryOf = (value: unknown, versions: string[] = ['0', '17']) => ({
+    value,
+    freshUntil: 1_800_000_000_000.5,
+    staleUntil: 1_800_000_001_000,
+    graceUntil: 1_800_000_002_000,
+    loadMs: 12.25,
+    versions,
+  })
+
   it.each<[string, unknown, number]>([
-    ['plain JSON data', { a: 1, b: 'x', c: [true, null, { d: 2.5 }] }, 2],
-    ['a Date', { at: new Date(0) }, 1],
-    ['a BigInt', { n: 1n }, 1],
-    ['a Map', new Map([[1, 2]]), 1],
-    ['undefined in an object', { a: undefined }, 1],
-    ['-0', { z: -0 }, 1],
-    ['NaN', [Number.NaN], 1],
+    ['plain JSON data', { a: 1, b: 'x', c: [true, null, { d: 2.5 }] }, 3],
+    ['a JSON string', 'a string, with unicode: ü €', 3],
+    ['a Date', { at: new Date(0) }, 4],
+    ['a BigInt', { n: 1n }, 4],
+    ['a Map', new Map([[1, 2]]), 4],
+    ['undefined in an object', { a: undefined }, 4],
+    ['undefined itself', undefined, 4],
+    ['-0', { z: -0 }, 4],
+    ['NaN', [Number.NaN], 4],
     // biome-ignore lint/suspicious/noSparseArray: a sparse array is the case under test
-    ['a sparse array', [1, , 3], 1],
-    ['a Buffer', Buffer.from('x'), 1],
-  ])('%s round-trips exactly (format %i)', (_name, value, format) => {
-    const encoded = encode(value)
+    ['a sparse array', [1, , 3], 4],
+    ['a Buffer', Buffer.from('x'), 4],
+  ])('an entry holding %s round-trips exactly (format %i)', (_name, value, format) => {
+    const entry = entryOf(value)
+    const encoded = encodeEntry(entry)
     expect(encoded[0]).toBe(format)
-    expect(decode(encoded)).toStrictEqual({ ok: true, value })
+    expect(decodeEntry(encoded)).toStrictEqual(entry)
+  })
+
+  it('keeps the invalidation counters exactly, however many (none, or a key and 32 tags)', () => {
+    for (const versions of [[], Array.from({ length: 33 }, (_, i) => String(2 ** 53 + i))]) {
+      expect(decodeEntry(encodeEntry(entryOf({ a: 1 }, versions)))).toStrictEqual(entryOf({ a: 1 }, versions))
+    }
   })
 
   it('a class instance takes the V8 format and comes back as a plain object', () => {
-    const encoded = encode(new Point())
-    expect(encoded[0]).toBe(1)
-    expect(decode(encoded)).toStrictEqual({ ok: true, value: { x: 1 } })
+    const encoded = encodeEntry(entryOf(new Point()))
+    expect(encoded[0]).toBe(4)
+    expect(decodeEntry(encoded)).toStrictEqual(entryOf({ x: 1 }))
   })
 
-  it('treats unreadable bytes as a miss, never an error', () => {
+  it("treats unreadable bytes as a miss, never an error: an older keel's formats, garbage, truncation", () => {
+    const legacy = { ...entryOf({ a: 1 }), tags: [] }
+    const good = encodeEntry(entryOf({ a: 1 }))
     for (const bad of [
       null,
       undefined,
       Buffer.from([]),
       Buffer.from([9, 1, 2]),
-      Buffer.from([2, 123]),
-      Buffer.from([1, 255, 0]),
+      // keel's first formats: a format byte, then the whole entry as JSON (2) or V8 (1)
+      Buffer.concat([Buffer.from([2]), Buffer.from(JSON.stringify(legacy))]),
+      Buffer.concat([Buffer.from([1]), serialize(legacy)]),
+      Buffer.from('{"value":1}'),
+      good.subarray(0, 20),
+      good.subarray(0, 40),
+      good.subarray(0, good.length - 1),
+      Buffer.concat([good.subarray(0, 33), Buffer.from([1, 0xff, 0xff])]),
+      Buffer.concat([good.subarray(0, 33), Buffer.from([0])]),
+      Buffer.concat([Buffer.from([4]), good.subarray(1, good.length - 2), Buffer.from([0xff, 0x00])]),
     ]) {
-      expect(decode(bad as never)).toEqual({ ok: false })
+      expect(decodeEntry(bad as never)).toBeUndefined()
     }
+  })
+
+  it('an unreadable value in Redis is a miss: the loader runs, its value replaces it, both tiers serve it', async () => {
+    const redis = redisClient()
+    const key = `${prefix}:{t:acme}:v:dash`
+    await redis.set(key, Buffer.concat([Buffer.from([2]), Buffer.from('{"value":"old"}')]))
+    const a = make({ prefix })
+    const loader = counting(() => ({ fresh: true }))
+    expect(await a.tenant('acme').cached({ key: 'dash' }, loader)).toEqual({ fresh: true })
+    expect(loader.calls).toBe(1)
+    const stored = await redis.getBuffer(key)
+    expect(stored?.[0]).toBe(3)
+    const b = make({ prefix })
+    expect(await b.tenant('acme').cached({ key: 'dash' }, loader)).toEqual({ fresh: true })
+    expect(loader.calls).toBe(1)
+    await redis.quit()
+  })
+})
+
+describe('cache L1 tag index', () => {
+  const entry = (value: unknown) => ({
+    value,
+    freshUntil: Number.MAX_SAFE_INTEGER,
+    staleUntil: Number.MAX_SAFE_INTEGER,
+    graceUntil: Number.MAX_SAFE_INTEGER,
+    loadMs: 0,
+    versions: [],
+  })
+
+  it('drops exactly the entries of a tag, after evictions emptied and swept thousands of tag sets', () => {
+    const l1 = new L1Store(2, 1 << 20)
+    // Each store evicts the oldest entry: its tag's set empties; past 1,024 tags the empty ones are swept.
+    for (let i = 0; i < 3_000; i++) l1.set(`k${i}`, entry(i), 10, [`tag${i}`, 'shared'])
+    expect(l1.size).toBe(2)
+    l1.set('a', entry('a'), 10, ['tag0']) // an evicted entry's tag, reused (its set was kept or swept)
+    expect(l1.get('k2999')?.value).toBe(2999)
+    l1.deleteTag('tag0')
+    expect(l1.get('a')).toBeUndefined()
+    expect(l1.get('k2999')?.value).toBe(2999)
+    l1.deleteTag('shared')
+    expect(l1.get('k2999')).toBeUndefined()
+    expect(l1.size).toBe(0)
   })
 })

@@ -11,7 +11,6 @@ export interface CacheEntry<T = unknown> {
   readonly loadMs: number
   /** The key's and each tag's invalidation counter when the load started, in [key, ...tags] order. */
   readonly versions: readonly string[]
-  readonly tags: readonly string[]
 }
 
 /**

@@ -48,3 +48,34 @@ export function localKey(scope: string, key: string): string {
 export function localTag(scope: string, tag: string): string {
   return `${scope}\u0000${tag}`
 }
+
+const MEMO_LIMIT = 10_000
+
+/**
+ * Values derived from (scope, name), memoized in a Map of Maps: building them on every call would cost
+ * more than an L1 hit (new strings to flatten and hash each time). Each level is bounded by clearing.
+ */
+export class ScopedMemo<V> {
+  readonly #byScope = new Map<string, Map<string, V>>()
+  readonly #build: (scope: string, name: string) => V
+
+  constructor(build: (scope: string, name: string) => V) {
+    this.#build = build
+  }
+
+  get(scope: string, name: string): V {
+    let byName = this.#byScope.get(scope)
+    if (byName === undefined) {
+      if (this.#byScope.size >= MEMO_LIMIT) this.#byScope.clear()
+      byName = new Map()
+      this.#byScope.set(scope, byName)
+    }
+    let value = byName.get(name)
+    if (value === undefined) {
+      if (byName.size >= MEMO_LIMIT) byName.clear()
+      value = this.#build(scope, name)
+      byName.set(name, value)
+    }
+    return value
+  }
+}

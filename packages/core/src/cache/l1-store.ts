@@ -1,6 +1,8 @@
 import { LRUCache } from 'lru-cache'
 import type { CacheEntry } from './cache-entry.js'
 
+const MIN_SWEEP = 1_024
+
 /**
  * The in-process tier: decoded values, so a hit costs a map lookup and no serialization. Bounded by
  * entries and by approximate bytes (the serialized size). A tag index lets an invalidation by tag drop
@@ -10,6 +12,8 @@ export class L1Store {
   readonly #lru: LRUCache<string, CacheEntry>
   readonly #byTag = new Map<string, Set<string>>()
   readonly #tagsOf = new Map<string, readonly string[]>()
+  /** Empty tag sets are swept when there are this many tags (then twice as many as remain). */
+  #sweepAt = MIN_SWEEP
 
   constructor(maxEntries: number, maxBytes: number) {
     this.#lru = new LRUCache<string, CacheEntry>({
@@ -29,6 +33,7 @@ export class L1Store {
     for (const tag of tagKeys) {
       let keys = this.#byTag.get(tag)
       if (keys === undefined) {
+        if (this.#byTag.size >= this.#sweepAt) this.#sweep()
         keys = new Set()
         this.#byTag.set(tag, keys)
       }
@@ -52,6 +57,7 @@ export class L1Store {
     this.#lru.clear()
     this.#byTag.clear()
     this.#tagsOf.clear()
+    this.#sweepAt = MIN_SWEEP
   }
 
   get size(): number {
@@ -62,10 +68,13 @@ export class L1Store {
     const tags = this.#tagsOf.get(key)
     if (tags === undefined) return
     this.#tagsOf.delete(key)
-    for (const tag of tags) {
-      const keys = this.#byTag.get(tag)
-      keys?.delete(key)
-      if (keys?.size === 0) this.#byTag.delete(tag)
-    }
+    // A tag's set stays when it empties: the next entry of the tag (often the very next L2 hit, when L1
+    // is full and each store evicts) reuses it instead of building a new one. Swept when they pile up.
+    for (const tag of tags) this.#byTag.get(tag)?.delete(key)
+  }
+
+  #sweep(): void {
+    for (const [tag, keys] of this.#byTag) if (keys.size === 0) this.#byTag.delete(tag)
+    this.#sweepAt = Math.max(MIN_SWEEP, this.#byTag.size * 2)
   }
 }

@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto'
+import type { Span } from '@opentelemetry/api'
 import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import type { CacheResult, CacheTelemetry } from '../telemetry/cache-telemetry.js'
 import { type CacheEntry, deepFreeze } from './cache-entry.js'
-import { CacheKeys, localKey, localTag } from './cache-keys.js'
+import { CacheKeys, localKey, localTag, ScopedMemo } from './cache-keys.js'
 import type { CachedOptions } from './cached-options.js'
 import { L1Store } from './l1-store.js'
 import { LocalFence } from './local-fence.js'
 import { type Read, RedisTier } from './redis-tier.js'
-import { encode } from './serializer.js'
+import { encodedSize, encodeEntry } from './serializer.js'
 
 type CacheConfig = ResolvedConfig['cache']
 
@@ -15,6 +16,22 @@ interface Outcome {
   readonly entry: CacheEntry
   readonly result: CacheResult
 }
+
+/** What a key's addresses in both tiers owe to (scope, key) alone: built once, then memoized. */
+interface KeyNames {
+  readonly local: string
+  readonly valueKey: string
+  readonly keyVersion: string
+  readonly lockKey: string
+}
+
+/** A tag's addresses: its L1 tag-index entry and its Redis invalidation counter. */
+interface TagNames {
+  readonly local: string
+  readonly version: string
+}
+
+const NO_TAGS: readonly string[] = []
 
 /** One key's addresses in both tiers. */
 interface Target {
@@ -69,7 +86,9 @@ export class LayeredCache {
   readonly #acks = new Map<string, { count: number; expected: number; done: () => void }>()
   /** Invalidations Redis could not take: replayed when it is back. */
   readonly #deferred: Array<{ scope: string; keys: readonly string[]; tags: readonly string[] }> = []
-  readonly #localKeys = new Map<string, Map<string, string>>()
+  /** The addresses of each (scope, key) and (scope, tag), built once. */
+  readonly #keyNames: ScopedMemo<KeyNames>
+  readonly #tagNames: ScopedMemo<TagNames>
   #waiting = 0
   #closed = false
 
@@ -77,7 +96,18 @@ export class LayeredCache {
     this.#config = config
     this.#telemetry = telemetry
     this.#logger = logger
-    this.#keys = new CacheKeys(config.prefix)
+    const keys = new CacheKeys(config.prefix)
+    this.#keys = keys
+    this.#keyNames = new ScopedMemo((scope, key) => ({
+      local: localKey(scope, key),
+      valueKey: keys.value(scope, key),
+      keyVersion: keys.keyVersion(scope, key),
+      lockKey: keys.lock(scope, key),
+    }))
+    this.#tagNames = new ScopedMemo((scope, tag) => ({
+      local: localTag(scope, tag),
+      version: keys.tagVersion(scope, tag),
+    }))
     this.#l1 = new L1Store(config.l1.maxEntries, config.l1.maxBytes)
     if (config.redis !== undefined) {
       this.#redis = new RedisTier(
@@ -96,46 +126,73 @@ export class LayeredCache {
     telemetry.observeWaiters(() => this.#waiting)
   }
 
-  /** The value for a key: L1, then Redis, then the loader (once per key across the fleet). */
-  async get<T>(
+  /**
+   * The value for a key: L1, then Redis, then the loader (once per key across the fleet). Not `async`:
+   * an L1 hit returns a settled promise, and a Redis hit is the continuation of the read's promise
+   * (decoded, frozen and put in L1 as the reply arrives), with no async layer forwarding it.
+   */
+  get<T>(
     scope: string,
     tenantId: string | undefined,
     options: CachedOptions,
     loader: () => Promise<T>,
   ): Promise<T> {
-    const local = this.#localKey(scope, options.key)
-    const entry = this.#l1.get(local)
-    const now = coarseNow()
+    const names = this.#keyNames.get(scope, options.key)
+    const entry = this.#l1.get(names.local)
+    // The clock only matters for an entry at hand (a Redis read does not need it, nor its timer).
+    const now = entry === undefined ? 0 : coarseNow()
     if (entry !== undefined && now < entry.freshUntil) {
-      if (this.#shouldRefreshEarly(entry, now)) this.#refresh(this.#target(scope, options), loader)
+      if (this.#shouldRefreshEarly(entry, now)) this.#refresh(this.#target(scope, names, options), loader)
       this.#telemetry.hit(tenantId)
-      return entry.value as T
+      return Promise.resolve(entry.value as T)
     }
-    return this.#telemetry.trace(tenantId, async (record) => {
-      const outcome = await this.#slow(this.#target(scope, options), loader, entry, now)
-      record(outcome.result)
-      return outcome.entry.value as T
-    })
+    const span = this.#telemetry.start(tenantId)
+    const target = this.#target(scope, names, options)
+    const flight =
+      (entry === undefined ? this.#readFirst(target, loader, span) : undefined) ??
+      this.#telemetry.within(span, () => this.#slow(target, loader, entry, now))
+    return flight.then(
+      (outcome) => {
+        this.#telemetry.done(span, outcome.result)
+        return outcome.entry.value as T
+      },
+      (error: unknown) => {
+        this.#telemetry.failed(span, error)
+        throw error
+      },
+    )
   }
 
   /**
-   * The L1 key for (scope, key), memoized: building `scope + NUL + key` on every hit would cost more
-   * than the hit itself (a new string to flatten and hash each time). Bounded by clearing.
+   * Nothing in L1 and no load of the key in flight here: one Redis read whose reply is decoded at once;
+   * only when it is not a valid hit does the load go on (election, loader), in the span's context.
+   * Tracked like any load, so concurrent callers of the key wait for this read instead of sending theirs.
+   * Undefined when Redis is not in use (the slow path decides what to do then).
    */
-  #localKey(scope: string, key: string): string {
-    let byKey = this.#localKeys.get(scope)
-    if (byKey === undefined) {
-      if (this.#localKeys.size >= 10_000) this.#localKeys.clear()
-      byKey = new Map()
-      this.#localKeys.set(scope, byKey)
+  #readFirst(target: Target, loader: () => Promise<unknown>, span: Span): Promise<Outcome> | undefined {
+    const redis = this.#redis
+    const local = target.local
+    if (redis === undefined || !redis.usable() || this.#inflight.has(local)) return undefined
+    const settled = () => {
+      if (this.#inflight.get(local) === flight) this.#inflight.delete(local)
     }
-    let local = byKey.get(key)
-    if (local === undefined) {
-      if (byKey.size >= 10_000) byKey.clear()
-      local = localKey(scope, key)
-      byKey.set(key, local)
+    const goOn = (read: Read | undefined) => {
+      const load = this.#telemetry.within(span, () => this.#load(target, loader, undefined, false, { read }))
+      load.then(settled, settled)
+      return load
     }
-    return local
+    const flight: Promise<Outcome> = redis.read(target.valueKey, target.versionKeys).then(
+      (read) => {
+        const hit = this.#validHit(target, read)
+        if (hit === undefined) return goOn(read)
+        // In L1 now: callers from here on hit it, so the read need not be shared any longer.
+        settled()
+        return hit
+      },
+      () => goOn(undefined),
+    )
+    this.#inflight.set(local, flight)
+    return flight
   }
 
   async #slow(
@@ -204,17 +261,23 @@ export class LayeredCache {
     return now - entry.loadMs * beta * Math.log(1 - Math.random()) >= entry.freshUntil
   }
 
-  /** Reads Redis, elects a loader, loads; repeats when an invalidation fenced the load out. */
+  /**
+   * Reads Redis, elects a loader, loads; repeats when an invalidation fenced the load out. `prior`: the
+   * first read, already made (undefined inside: it failed).
+   */
   async #load(
     target: Target,
     loader: () => Promise<unknown>,
     fallback: CacheEntry | undefined,
     force: boolean,
+    prior?: { read: Read | undefined },
   ): Promise<Outcome> {
     for (let attempt = 0; ; attempt++) {
       const redis = this.#redis?.usable() ? this.#redis : undefined
       let read: Read | undefined
-      if (redis !== undefined) {
+      if (attempt === 0 && prior !== undefined) {
+        read = prior.read
+      } else if (redis !== undefined) {
         read = await redis.read(target.valueKey, target.versionKeys).catch(() => undefined)
       }
       if (read !== undefined && !force) {
@@ -241,11 +304,11 @@ export class LayeredCache {
     const now = Date.now()
     if (entry === undefined || now >= entry.staleUntil || !sameVersions(entry.versions, read.versions))
       return undefined
-    // Decoded just now for this read: nobody else holds it, so it is frozen in place, not copied.
-    const frozen = this.#config.l1.freeze ? deepFreeze(entry) : entry
-    this.#l1.set(target.local, frozen, read.bytes, target.localTags)
-    if (now < entry.freshUntil) return { entry: frozen, result: 'l2_hit' }
-    return { entry: frozen, result: 'stale' }
+    // Decoded just now for this read: nobody else holds it, so it is frozen in place, not copied. Only
+    // the value reaches callers; the entry around it is keel's own.
+    if (this.#config.l1.freeze) deepFreeze(entry.value)
+    this.#l1.set(target.local, entry, read.bytes, target.localTags)
+    return { entry, result: now < entry.freshUntil ? 'l2_hit' : 'stale' }
   }
 
   async #elect(
@@ -338,7 +401,7 @@ export class LayeredCache {
     const entry = this.#entry(target, value, loadMs, shared?.versions ?? [])
     let payload: Buffer | undefined
     if (shared !== undefined) {
-      payload = encode(entry)
+      payload = encodeEntry(entry)
       const fill: FillMessage = { t: 'fill', s: target.scope, k: target.key }
       const written = await shared.redis
         .casWrite(
@@ -354,7 +417,7 @@ export class LayeredCache {
     }
     if (this.#fence.changedSince(epoch, [target.local, ...target.localTags])) return undefined
     const stored = this.#config.l1.freeze ? { ...entry, value: deepFreeze(entry.value) } : entry
-    this.#l1.set(target.local, stored, payload?.length ?? approximateSize(entry), target.localTags)
+    this.#l1.set(target.local, stored, payload?.length ?? approximateSize(entry.value), target.localTags)
     return { entry: stored, result: 'miss' }
   }
 
@@ -365,7 +428,7 @@ export class LayeredCache {
     const freshUntil = now + ttl
     const staleUntil = freshUntil + (o.staleMs ?? this.#config.staleMs)
     const graceUntil = staleUntil + (o.graceMs ?? this.#config.graceMs)
-    return { value, freshUntil, staleUntil, graceUntil, loadMs, versions, tags: o.tags ?? [] }
+    return { value, freshUntil, staleUntil, graceUntil, loadMs, versions }
   }
 
   #awaitFill(local: string): { wait(timeoutMs: number): Promise<void>; cancel(): void } {
@@ -522,19 +585,31 @@ export class LayeredCache {
     }
   }
 
-  #target(scope: string, options: CachedOptions): Target {
-    const tags = options.tags ?? []
+  #target(scope: string, names: KeyNames, options: CachedOptions): Target {
+    const tags = options.tags
+    let localTags = NO_TAGS
+    let versionKeys: string[]
+    if (tags === undefined || tags.length === 0) {
+      versionKeys = [names.keyVersion]
+    } else {
+      const locals: string[] = new Array(tags.length)
+      versionKeys = new Array(tags.length + 1)
+      versionKeys[0] = names.keyVersion
+      for (let i = 0; i < tags.length; i++) {
+        const tag = this.#tagNames.get(scope, tags[i]!)
+        locals[i] = tag.local
+        versionKeys[i + 1] = tag.version
+      }
+      localTags = locals
+    }
     return {
       scope,
       key: options.key,
-      local: localKey(scope, options.key),
-      localTags: tags.map((t) => localTag(scope, t)),
-      valueKey: this.#keys.value(scope, options.key),
-      versionKeys: [
-        this.#keys.keyVersion(scope, options.key),
-        ...tags.map((t) => this.#keys.tagVersion(scope, t)),
-      ],
-      lockKey: this.#keys.lock(scope, options.key),
+      local: names.local,
+      localTags,
+      valueKey: names.valueKey,
+      versionKeys,
+      lockKey: names.lockKey,
       options,
     }
   }
@@ -600,10 +675,10 @@ function jittered(ttlMs: number, jitter: number): number {
   return Math.max(1, Math.round(ttlMs * (1 - jitter + Math.random() * 2 * jitter)))
 }
 
-/** Bytes an entry holds, roughly, when it was never serialized (L1-only). */
-function approximateSize(entry: CacheEntry): number {
+/** Bytes a value holds, roughly, when it was never serialized (L1-only). */
+function approximateSize(value: unknown): number {
   try {
-    return encode(entry.value).length
+    return encodedSize(value)
   } catch {
     return 1_024
   }

@@ -4,6 +4,7 @@ import {
   context,
   type Histogram,
   type Meter,
+  type Span,
   SpanKind,
   SpanStatusCode,
   type Tracer,
@@ -56,35 +57,36 @@ export class CacheTelemetry {
     if (parent?.isRecording() === true) this.#span(tenantId).end()
   }
 
-  /** A span around the slow path; `record` sets its result. */
-  async trace<T>(
-    tenantId: string | undefined,
-    fn: (record: (result: CacheResult) => void) => Promise<T>,
-  ): Promise<T> {
-    const span = this.#span(tenantId)
-    let result: CacheResult = 'miss'
-    const record = (r: CacheResult) => {
-      result = r
-    }
-    try {
-      // Only a recording span needs to become the context of the loader (its queries nest under it).
-      if (!span.isRecording()) return await fn(record)
-      return await context.with(trace.setSpan(context.active(), span), () => fn(record))
-    } catch (error) {
-      span.setStatus({
-        code: SpanStatusCode.ERROR,
-        message: error instanceof Error ? error.message : String(error),
-      })
-      span.setAttribute('error.type', error instanceof Error ? error.name : 'Error')
-      throw error
-    } finally {
-      this.#requests.add(1, RESULTS[result])
-      if (span.isRecording()) span.setAttribute('keel.cache.result', result)
-      span.end()
-    }
+  /**
+   * The span of a call that missed L1, started before Redis is asked; `done` or `failed` ends it. Without
+   * a registered SDK it is the API's non-recording span and nothing else is allocated for it.
+   */
+  start(tenantId: string | undefined): Span {
+    return this.#span(tenantId)
   }
 
-  #span(tenantId: string | undefined) {
+  /** Runs `fn` in the span's context when it records, so the loader's queries nest under it. */
+  within<T>(span: Span, fn: () => T): T {
+    if (!span.isRecording()) return fn()
+    return context.with(trace.setSpan(context.active(), span), fn)
+  }
+
+  done(span: Span, result: CacheResult): void {
+    this.#requests.add(1, RESULTS[result])
+    if (span.isRecording()) span.setAttribute('keel.cache.result', result)
+    span.end()
+  }
+
+  failed(span: Span, error: unknown): void {
+    span.setStatus({
+      code: SpanStatusCode.ERROR,
+      message: error instanceof Error ? error.message : String(error),
+    })
+    span.setAttribute('error.type', error instanceof Error ? error.name : 'Error')
+    this.done(span, 'miss')
+  }
+
+  #span(tenantId: string | undefined): Span {
     const span = this.#tracer.startSpan('keel.cache get', { kind: SpanKind.INTERNAL })
     if (span.isRecording()) {
       span.setAttribute('keel.cache.result', 'l1_hit')

@@ -19,7 +19,14 @@ import { readStack, repoRoot, withHostPort } from './lib/stack.js'
 const SECONDS = envNumber('BENCH_HTTP_SECONDS', 8)
 const CONNECTIONS = envNumber('BENCH_HTTP_CONNECTIONS', 32)
 /** Added to each direction of every Postgres round trip in the "1x" runs; "2x" doubles it. */
-const DELAY_MS = envNumber('BENCH_HTTP_DELAY_MS', 1)
+const DELAY_MS = envNumber('BENCH_HTTP_DELAY_MS', 2)
+/**
+ * The latency runs keep this many requests in flight (closed loop), well below saturation, so p50/p99
+ * are what a request waits for, not the queue of a saturated 2-core machine. (autocannon's fixed-rate
+ * mode adds ~10 ms of its own pacing to every request here, which would hide a 4 ms difference.)
+ */
+const LATENCY_CONNECTIONS = envNumber('BENCH_HTTP_LATENCY_CONNECTIONS', 4)
+const WARMUP_SECONDS = 3
 /** Requests rotate over these tenants (the seed's: one enterprise, teams, a long tail). */
 const TENANTS = [
   'megacorp',
@@ -39,6 +46,8 @@ interface Run {
   app: 'keel' | 'raw'
   route: string
   latency: string
+  /** Requests kept in flight. */
+  connections: number
   requestsPerSec: number
   p50Ms: number
   p99Ms: number
@@ -69,12 +78,17 @@ async function stop(child: ChildProcess): Promise<void> {
   await exited
 }
 
-async function load(port: number, path: string): Promise<autocannon.Result> {
+async function load(
+  port: number,
+  path: string,
+  seconds: number,
+  connections: number,
+): Promise<autocannon.Result> {
   let n = 0
   return autocannon({
     url: `http://127.0.0.1:${port}`,
-    connections: CONNECTIONS,
-    duration: SECONDS,
+    connections,
+    duration: seconds,
     requests: [
       {
         method: 'GET',
@@ -115,19 +129,20 @@ async function seedOnce(): Promise<void> {
   if (code !== 0) throw new Error(`seed failed (exit ${code})`)
 }
 
-async function measure(latency: string, delayMs: number, runs: Run[]): Promise<void> {
+async function measure(latency: string, delayMs: number, connections: number, runs: Run[]): Promise<void> {
   const { env, proxies } = await urlsFor(delayMs)
   try {
     for (const app of ['keel', 'raw'] as const) {
       const { port, child } = await startServer(app === 'keel' ? 'express' : 'raw', env)
       try {
         for (const route of ['/api/invoices?limit=20', '/api/dashboard']) {
-          await load(port, route) // warm-up: pools, statement caches, the cache's first fills
-          const r = await load(port, route)
+          await load(port, route, WARMUP_SECONDS, connections) // warm-up: pools, statement caches, first cache fills
+          const r = await load(port, route, SECONDS, connections)
           const run: Run = {
             app,
             route: route.replace('?limit=20', ''),
             latency,
+            connections,
             requestsPerSec: r.requests.average,
             p50Ms: r.latency.p50,
             p99Ms: r.latency.p99,
@@ -152,9 +167,9 @@ async function main(): Promise<void> {
   process.stdout.write('HTTP load on the example app (keel on Express vs the same routes on raw pg)\n')
   await seedOnce()
   const runs: Run[] = []
-  await measure('loopback', 0, runs)
-  await measure('1x delay', DELAY_MS, runs)
-  await measure('2x delay', DELAY_MS * 2, runs)
+  await measure('loopback', 0, CONNECTIONS, runs)
+  await measure('1x delay', DELAY_MS, LATENCY_CONNECTIONS, runs)
+  await measure('2x delay', DELAY_MS * 2, LATENCY_CONNECTIONS, runs)
 
   const find = (app: string, route: string, latency: string) =>
     runs.find((r) => r.app === app && r.route === route && r.latency === latency)
@@ -170,7 +185,7 @@ async function main(): Promise<void> {
       'errors + non-2xx',
     ],
     runs
-      .filter((r) => r.app === 'keel')
+      .filter((r) => r.app === 'keel' && r.latency === 'loopback')
       .map((k) => {
         const raw = find('raw', k.route, k.latency)!
         return [
@@ -187,28 +202,55 @@ async function main(): Promise<void> {
     [false, false, true, true, true, true, true, true],
   )
   const doubling = markdownTable(
-    ['route', 'app', 'p99 at 1x (ms)', 'p99 at 2x (ms)', '2x / 1x'],
+    [
+      'route',
+      'app',
+      'p50 at 1x (ms)',
+      'p99 at 1x (ms)',
+      'p50 at 2x (ms)',
+      'p99 at 2x (ms)',
+      'p99 2x / 1x',
+      'req/s 1x → 2x',
+    ],
     runs
       .filter((r) => r.latency === '1x delay')
       .map((one) => {
         const two = find(one.app, one.route, '2x delay')!
-        return [one.route, one.app, fmt(one.p99Ms, 1), fmt(two.p99Ms, 1), fmtRatio(two.p99Ms / one.p99Ms)]
+        return [
+          one.route,
+          one.app,
+          fmt(one.p50Ms, 1),
+          fmt(one.p99Ms, 1),
+          fmt(two.p50Ms, 1),
+          fmt(two.p99Ms, 1),
+          fmtRatio(two.p99Ms / one.p99Ms),
+          `${fmtInt(one.requestsPerSec)} → ${fmtInt(two.requestsPerSec)}`,
+        ]
       }),
-    [false, false, true, true, true],
+    [false, false, true, true, true, true, true, true],
   )
   const meta = machineMeta()
-  const markdown = `Measured ${meta.date.slice(0, 16).replace('T', ' ')} UTC on ${meta.cores} cores (${meta.cpuModel}), Node ${meta.node}; the app, autocannon, three Postgres servers and Redis share the machine. autocannon: ${CONNECTIONS} connections, ${SECONDS} s per row after an unrecorded warm-up of the same length; requests rotate over ${TENANTS.length} seeded tenants (megacorp has 120k invoices). keel: the example app (\`examples/src/app/express-app.ts\`): RLS-scoped queries, reads on the two replicas, the dashboard cached per tenant. raw: the same routes on one \`pg.Pool\` on the primary, tenant filtered by hand in each WHERE, no cache (\`examples/src/app/raw-app.ts\`). "1x delay" puts each Postgres server behind its own proxy adding ${DELAY_MS} ms each way to every round trip; "2x delay" adds ${DELAY_MS * 2} ms.
+  const markdown = `Measured ${meta.date.slice(0, 16).replace('T', ' ')} UTC on ${meta.cores} cores (${meta.cpuModel}), Node ${meta.node}; the app, autocannon, three Postgres servers and Redis share the machine. autocannon, ${SECONDS} s per row after an unrecorded ${WARMUP_SECONDS} s warm-up; requests rotate over ${TENANTS.length} seeded tenants (megacorp has 120k invoices). keel: the example app (\`examples/src/app/express-app.ts\`): RLS-scoped queries, reads on the two replicas, the dashboard cached per tenant. raw: the same routes on one \`pg.Pool\` on the primary, tenant filtered by hand in each WHERE, no cache (\`examples/src/app/raw-app.ts\`).
+
+Throughput: ${CONNECTIONS} connections as fast as they go, on loopback.
 
 ${table}
 
-What if every database call takes twice as long? p99 at the 1x and 2x delays:
+What if every database call takes twice as long? Each Postgres server behind its own proxy adding ${DELAY_MS} ms each way to every round trip ("1x"), then ${DELAY_MS * 2} ms ("2x"), with ${LATENCY_CONNECTIONS} requests in flight (closed loop, below saturation: the latencies are what a request waits for, not a queue).
 
 ${doubling}
 `
   const written = writeResults(
     'http-load',
     'HTTP load: the example app, keel vs raw pg',
-    { meta, connections: CONNECTIONS, seconds: SECONDS, delayMs: DELAY_MS, runs },
+    {
+      meta,
+      connections: CONNECTIONS,
+      latencyConnections: LATENCY_CONNECTIONS,
+      seconds: SECONDS,
+      delayMs: DELAY_MS,
+      runs,
+    },
     markdown,
   )
   process.stdout.write(`\n${markdown}\nwrote ${written.join(', ')}\n`)

@@ -171,15 +171,17 @@ async function main(): Promise<void> {
     'Jobs: a CSV import is offloaded (202 + job id), a retry with the same Idempotency-Key is the same job',
   )
   const csv = importCsv(1_000)
+  // One key per demo run: the same key within jobs.retentionMs (24 h) is the same job, also a finished one.
+  const uploadKey = `upload-${Date.now().toString(36)}`
   const upload = await api<{ jobId: string }>('POST', '/api/imports', {
     tenant: 'acme',
     csv,
-    headers: { 'idempotency-key': 'upload-2026-11-27-01', 'keel-consistency': token ?? '' },
+    headers: { 'idempotency-key': uploadKey, 'keel-consistency': token ?? '' },
   })
   const retry = await api<{ jobId: string }>('POST', '/api/imports', {
     tenant: 'acme',
     csv,
-    headers: { 'idempotency-key': 'upload-2026-11-27-01' },
+    headers: { 'idempotency-key': uploadKey },
   })
   say(
     `  POST /api/imports → ${upload.status} ${upload.body.jobId} in ${ms(upload.ms)}; retried upload → ${retry.body.jobId}`,

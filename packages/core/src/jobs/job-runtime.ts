@@ -333,10 +333,7 @@ export class JobRuntime {
       // A swept job cannot know how far its transaction's WAL reached: it reads the primary.
       await this.#addRows(rows, SWEPT_TOKEN)
       if (rows.length > 0) {
-        await client.query(
-          `DELETE FROM ${OUTBOX_TABLE} WHERE (tenant_id, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
-          [rows.map((r) => r.tenant_id), rows.map((r) => r.id)],
-        )
+        await deleteRelayed(client, rows)
       }
       await client.query('COMMIT')
       return rows.length
@@ -598,6 +595,14 @@ function envelopeOf(
 /** Not a valid token on purpose: a session resumed from it reads the primary. */
 const SWEPT_TOKEN = 'outbox-swept'
 
+/** Deletes relayed outbox rows, in a transaction that has the relay setting on (it sees every tenant). */
+function deleteRelayed(client: pg.PoolClient, rows: readonly OutboxRow[]): Promise<unknown> {
+  return client.query(
+    `DELETE FROM ${OUTBOX_TABLE} WHERE (tenant_id, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+    [rows.map((r) => r.tenant_id), rows.map((r) => r.id)],
+  )
+}
+
 async function deleteOutboxRows(pool: pg.Pool, rows: readonly OutboxRow[]): Promise<void> {
   if (rows.length === 0) return
   const client = await pool.connect()
@@ -605,10 +610,7 @@ async function deleteOutboxRows(pool: pg.Pool, rows: readonly OutboxRow[]): Prom
   try {
     await client.query('BEGIN')
     await client.query(`SELECT set_config('${RELAY_SETTING}', 'on', true)`)
-    await client.query(
-      `DELETE FROM ${OUTBOX_TABLE} WHERE (tenant_id, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
-      [rows.map((r) => r.tenant_id), rows.map((r) => r.id)],
-    )
+    await deleteRelayed(client, rows)
     await client.query('COMMIT')
   } catch (error) {
     failure = error

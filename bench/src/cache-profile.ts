@@ -29,6 +29,7 @@ import {
 import { analyzeProfile, type CpuProfile } from './lib/cpu-profile.js'
 import { envNumber } from './lib/env.js'
 import { fmt, markdownTable } from './lib/report.js'
+import { runMain } from './lib/run-main.js'
 import { readStack, repoRoot } from './lib/stack.js'
 
 const seconds = envNumber('BENCH_PROFILE_SECONDS', 4)
@@ -309,10 +310,4 @@ async function main(): Promise<void> {
   console.log(`wrote ${file}`)
 }
 
-main().then(
-  () => process.exit(0),
-  (error: unknown) => {
-    console.error(error)
-    process.exit(1)
-  },
-)
+runMain(main)

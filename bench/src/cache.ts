@@ -24,7 +24,6 @@ import { type ChildProcess, fork } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { existsSync } from 'node:fs'
-import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Redis } from 'ioredis'
@@ -54,7 +53,8 @@ import {
 import { envNumber } from './lib/env.js'
 import { type MachineMeta, machineMeta } from './lib/machine.js'
 import { fmt, fmtRatio, markdownTable } from './lib/report.js'
-import { previousResults, writeResults } from './lib/results.js'
+import { previousResults } from './lib/results.js'
+import { finishRun, runMain } from './lib/run-main.js'
 import { readStack } from './lib/stack.js'
 import { median, percentile, round } from './lib/stats.js'
 
@@ -1320,20 +1320,7 @@ async function main(): Promise<number> {
       `\n! Redis restarted during ${restarted.join(', ')} (another suite sharing the stack?): treat those numbers with suspicion and re-run`,
     )
   }
-  results.totalS = (performance.now() - started) / 1_000
-  meta.loadAverageEnd = os.loadavg().map((x) => round(x, 2))
-  const summary = findings(results)
-  if (summary.length > 0) console.log(`\n${summary.map((s) => `- ${s.replaceAll('**', '')}`).join('\n')}`)
-  const written = writeResults('cache', 'keel cache benchmark', results, renderMarkdown(results))
-  console.log(`\nwrote ${written.join(', ')}; total ${results.totalS.toFixed(0)} s`)
-  if (broken) console.error('some rows could not be measured (see above): the bench is broken')
-  return broken ? 1 : 0
+  return finishRun('cache', 'keel cache benchmark', results, started, findings, renderMarkdown, broken)
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    console.error(error)
-    process.exit(1)
-  },
-)
+runMain(main)

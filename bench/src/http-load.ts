@@ -14,6 +14,7 @@ import { machineMeta } from './lib/machine.js'
 import { type DelayProxy, startDelayProxy } from './lib/proxy.js'
 import { fmt, fmtInt, fmtRatio, markdownTable } from './lib/report.js'
 import { writeResults } from './lib/results.js'
+import { runMain } from './lib/run-main.js'
 import { readStack, repoRoot, withHostPort } from './lib/stack.js'
 
 const SECONDS = envNumber('BENCH_HTTP_SECONDS', 8)
@@ -256,7 +257,4 @@ ${doubling}
   process.stdout.write(`\n${markdown}\nwrote ${written.join(', ')}\n`)
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`)
-  process.exit(1)
-})
+runMain(main)

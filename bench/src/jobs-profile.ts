@@ -23,6 +23,7 @@ import { envNumber } from './lib/env.js'
 import { JOB_NAME, payloadFor, payloadSchema, producerRedis } from './lib/jobs-common.js'
 import { drive, dropQueue, ENQUEUE_VARIANTS, FAIR_PRIORITY, tenantIds } from './lib/jobs-runners.js'
 import { fmt, markdownTable } from './lib/report.js'
+import { runMain } from './lib/run-main.js'
 import { readStack, repoRoot } from './lib/stack.js'
 
 const jobs = Math.round(envNumber('BENCH_PROFILE_JOBS', 20_000))
@@ -375,10 +376,4 @@ async function main(): Promise<void> {
   console.log(`\nwrote ${file}`)
 }
 
-main().then(
-  () => process.exit(0),
-  (error: unknown) => {
-    console.error(error)
-    process.exit(1)
-  },
-)
+runMain(main)

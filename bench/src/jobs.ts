@@ -26,7 +26,6 @@
  */
 import { type ChildProcess, fork } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Keel } from '@keel/core'
@@ -60,9 +59,10 @@ import {
 } from './lib/jobs-runners.js'
 import { type MachineMeta, machineMeta } from './lib/machine.js'
 import { fmt, fmtInt, fmtRatio, markdownTable } from './lib/report.js'
-import { previousResults, writeResults } from './lib/results.js'
+import { previousResults } from './lib/results.js'
+import { finishRun, runMain } from './lib/run-main.js'
 import { readStack } from './lib/stack.js'
-import { type LatencySummary, median, round, summarize } from './lib/stats.js'
+import { type LatencySummary, median, summarize } from './lib/stats.js'
 
 // ---------------------------------------------------------------------------------------------- settings
 
@@ -993,20 +993,7 @@ async function main(): Promise<number> {
     console.log(`\n(removed ${deleted} leftover Redis keys of run ${runId})`)
     await admin.quit().catch(() => undefined)
   }
-  results.totalS = (performance.now() - started) / 1_000
-  meta.loadAverageEnd = os.loadavg().map((x) => round(x, 2))
-  const summary = findings(results)
-  if (summary.length > 0) console.log(`\n${summary.map((s) => `- ${s.replaceAll('**', '')}`).join('\n')}`)
-  const written = writeResults('jobs', 'keel jobs benchmark', results, renderMarkdown(results))
-  console.log(`\nwrote ${written.join(', ')}; total ${results.totalS.toFixed(0)} s`)
-  if (broken) console.error('some rows could not be measured (see above): the bench is broken')
-  return broken ? 1 : 0
+  return finishRun('jobs', 'keel jobs benchmark', results, started, findings, renderMarkdown, broken)
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    console.error(error)
-    process.exit(1)
-  },
-)
+runMain(main)

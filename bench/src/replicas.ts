@@ -33,6 +33,7 @@ import { type MachineMeta, machineMeta } from './lib/machine.js'
 import { type DelayProxy, startDelayProxy } from './lib/proxy.js'
 import { fmt, fmtInt, fmtPct, fmtRatio, markdownTable } from './lib/report.js'
 import { previousResults, writeResults } from './lib/results.js'
+import { runMain } from './lib/run-main.js'
 import { readStack, repoRoot, type Stack, type StackReplica, withHostPort } from './lib/stack.js'
 import { median, percentile, round, Samples } from './lib/stats.js'
 
@@ -1362,10 +1363,4 @@ async function withProxies<T>(
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    console.error(error)
-    process.exit(1)
-  },
-)
+runMain(main)

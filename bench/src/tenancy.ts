@@ -19,24 +19,17 @@ import { createRequire } from 'node:module'
 import { applyRlsPolicy, createKeel, isKeelError, type Keel, type KeelConfig } from '@keel/core'
 import pg from 'pg'
 import { BENCH_APPLICATION_NAME, CpuMeter } from './lib/cpu.js'
+import { envNumber } from './lib/env.js'
 import { closedLoop, type LoopResult, sleep } from './lib/load.js'
 import { type MachineMeta, machineMeta } from './lib/machine.js'
 import { startDelayProxy } from './lib/proxy.js'
 import { fmt, fmtInt, fmtRatio, markdownTable } from './lib/report.js'
 import { previousResults, writeResults } from './lib/results.js'
+import { runMain } from './lib/run-main.js'
 import { readStack, type Stack, withHostPort } from './lib/stack.js'
 import { median } from './lib/stats.js'
 
 // ---------------------------------------------------------------------------------------------- settings
-
-function envNumber(name: string, fallback: number): number {
-  const raw = process.env[name]
-  if (raw === undefined || raw.trim() === '') return fallback
-  const value = Number(raw)
-  if (!Number.isFinite(value) || value <= 0)
-    throw new Error(`${name} must be a positive number, got ${JSON.stringify(raw)}`)
-  return value
-}
 
 const settings = {
   seconds: envNumber('BENCH_SECONDS', 3),
@@ -1035,10 +1028,4 @@ async function main(): Promise<void> {
   console.log(`\nwrote ${written.join(', ')}; total ${((performance.now() - started) / 1_000).toFixed(0)} s`)
 }
 
-main().then(
-  () => process.exit(0),
-  (error: unknown) => {
-    console.error(error)
-    process.exit(1)
-  },
-)
+runMain(main)

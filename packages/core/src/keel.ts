@@ -3,7 +3,7 @@ import type pg from 'pg'
 import { type CacheApi, CacheClient, SHARED_SCOPE } from './cache/cache-client.js'
 import { LayeredCache } from './cache/layered-cache.js'
 import { Engine } from './client/engine.js'
-import { TenantClient } from './client/tenant-client.js'
+import { type CurrentEntry, TenantClient } from './client/tenant-client.js'
 import type { KeelConfig, ResolvedConfig } from './config/config-schema.js'
 import { parseConfig } from './config/parse-config.js'
 import { TenantContext } from './context/tenant-context.js'
@@ -65,7 +65,7 @@ export class Keel {
   readonly cache: CacheApi
   readonly #engine: Engine
   readonly #definitions: Map<string, ResolvedJobDefinition>
-  readonly #context = new TenantContext<TenantClient>()
+  readonly #context = new TenantContext<CurrentEntry>()
   #closing: Promise<void> | undefined
 
   constructor(
@@ -92,7 +92,7 @@ export class Keel {
       typeof token === 'string' || token === undefined
         ? SessionPosition.fromToken(token)
         : SessionPosition.untrusted()
-    return new TenantClient(this.#engine, tenantId, position)
+    return new TenantClient(this.#engine, tenantId, position, this.#context)
   }
 
   /** Runs `fn` with `db` as the current tenant client, reachable from deep code via current(). */
@@ -100,7 +100,7 @@ export class Keel {
     if (!(db instanceof TenantClient)) {
       throw new KeelError('KEEL_INVALID_TENANT', 'keel.run() needs a client from keel.tenant(id)')
     }
-    return this.#context.run(db, fn)
+    return this.#context.run({ client: db }, fn)
   }
 
   /**
@@ -136,14 +136,18 @@ export class Keel {
     )
   }
 
-  /** The tenant client of the surrounding keel.run(); throws KEEL_NO_TENANT_CONTEXT outside one. */
+  /**
+   * The tenant client of the surrounding keel.run(); throws KEEL_NO_TENANT_CONTEXT outside one. Inside
+   * `db.transaction(fn)` it is that `db`, and a session inside its own transaction's callback acts on
+   * the transaction: query() runs in it, transaction() makes a savepoint, enqueue() uses the outbox.
+   */
   current(): TenantClient {
-    return this.#context.current()
+    return this.#context.current().client
   }
 
   /** Like current(), but undefined outside keel.run(). */
   maybeCurrent(): TenantClient | undefined {
-    return this.#context.maybeCurrent()
+    return this.#context.maybeCurrent()?.client
   }
 
   /** The primary (a live round trip), each replica (from the monitor: lag, rotation) and tenant usage. */

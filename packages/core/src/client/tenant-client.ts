@@ -1,6 +1,8 @@
 import { context, type Span, trace } from '@opentelemetry/api'
 import type { CacheClient } from '../cache/cache-client.js'
 import type { CachedOptions, InvalidateOptions } from '../cache/cached-options.js'
+import type { TenantContext } from '../context/tenant-context.js'
+import { KeelError } from '../errors.js'
 import type { EnqueueOptions, JobStatus } from '../jobs/job-runtime.js'
 import type { OutboxRow } from '../jobs/outbox.js'
 import type { HostPool, Lease } from '../pool/host-pool.js'
@@ -15,6 +17,15 @@ import type { Engine, TenantLimits } from './engine.js'
 import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
 import { Transaction } from './transaction.js'
 
+/**
+ * What keel.run() and db.transaction() put in the async context: the session, and the transaction
+ * whose callback is running (keel.current() and the session itself then act on that transaction).
+ */
+export interface CurrentEntry {
+  readonly client: TenantClient
+  readonly tx?: Transaction
+}
+
 type Served<R> = { result: QueryResult<R>; host: HostPool } | { result: undefined; learnedWrite: boolean }
 
 /**
@@ -26,13 +37,31 @@ export class TenantClient implements Queryable {
   readonly tenantId: string
   readonly #engine: Engine
   readonly #position: SessionPosition
+  readonly #context: TenantContext<CurrentEntry>
 
   #cache: CacheClient | undefined
 
-  constructor(engine: Engine, tenantId: string, position: SessionPosition) {
+  constructor(
+    engine: Engine,
+    tenantId: string,
+    position: SessionPosition,
+    context: TenantContext<CurrentEntry>,
+  ) {
     this.#engine = engine
     this.tenantId = tenantId
     this.#position = position
+    this.#context = context
+  }
+
+  /**
+   * The open transaction whose callback this session is running in (this async context), if any.
+   * Statements made there through the session, directly or via keel.current(), belong to it: run
+   * beside it they would not see its writes, and would wait for a second connection of the tenant's
+   * while the transaction holds the first (ADR 0026).
+   */
+  #inTransaction(): Transaction | undefined {
+    const entry = this.#context.maybeCurrent()
+    return entry?.client === this && entry.tx !== undefined && !entry.tx.ended ? entry.tx : undefined
   }
 
   /**
@@ -49,6 +78,11 @@ export class TenantClient implements Queryable {
    * fails), and the job carries this session's consistency token and trace. Returns at once.
    */
   enqueue(name: string, payload: unknown, options?: EnqueueOptions): Promise<{ jobId: string }> {
+    const tx = this.#inTransaction()
+    // Inside its own transaction, a job goes through the outbox (when there is one): enqueued only if
+    // the transaction commits, and never before the worker could see the transaction's writes.
+    if (tx !== undefined && this.#engine.config.jobs?.outbox === true)
+      return tx.enqueue(name, payload, options)
     try {
       return this.#engine.jobRuntime().enqueue(this.tenantId, name, payload, options, this.consistencyToken)
     } catch (error) {
@@ -91,6 +125,8 @@ export class TenantClient implements Queryable {
     values?: readonly unknown[],
     options?: QueryOptions,
   ): Promise<QueryResult<R>> {
+    const tx = this.#inTransaction()
+    if (tx !== undefined) return tx.query<R>(text, values, options)
     const engine = this.#engine
     engine.assertOpen()
     const sql = engine.checkText(text, false)
@@ -306,6 +342,8 @@ export class TenantClient implements Queryable {
    * it throws. The connection is destroyed rather than reused if the transaction could not be ended.
    */
   async transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    const open = this.#inTransaction()
+    if (open !== undefined) return savepoint(open, fn, options)
     const engine = this.#engine
     engine.assertOpen()
     const limits = engine.limitsFor(this.tenantId)
@@ -335,7 +373,8 @@ export class TenantClient implements Queryable {
           onCommitted,
         },
       )
-      const result = await context.with(tx.context, () => fn(tx!))
+      const entry: CurrentEntry = { client: this, tx }
+      const result = await this.#context.run(entry, () => context.with(entry.tx!.context, () => fn(tx!)))
       await tx.commit()
       if (tx.outbox.length > 0) this.#relay(tx.outbox)
       return result
@@ -349,6 +388,27 @@ export class TenantClient implements Queryable {
       engine.endSpan(span, started, 'TRANSACTION', engine.primary, failure)
     }
   }
+}
+
+/**
+ * db.transaction() inside the session's own transaction: a savepoint of it. Isolation and read-only
+ * belong to the outer transaction; asking for them here would be a promise keel cannot keep.
+ */
+function savepoint<T>(
+  tx: Transaction,
+  fn: (tx: Transaction) => Promise<T>,
+  options: TransactionOptions,
+): Promise<T> {
+  if (options.isolationLevel !== undefined || options.readOnly === true) {
+    return Promise.reject(
+      new KeelError(
+        'KEEL_QUERY_INVALID',
+        'a transaction started inside another one is a savepoint of it: isolationLevel and readOnly belong to the outer transaction',
+        { details: { tenantId: tx.tenantId } },
+      ),
+    )
+  }
+  return tx.transaction(fn)
 }
 
 function timeoutOf(options: QueryOptions | undefined, limits: TenantLimits): number {

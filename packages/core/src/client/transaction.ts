@@ -107,6 +107,8 @@ export class Transaction implements Queryable {
     }
     const name = `keel_sp_${++this.#savepoints}`
     await this.#send(`SAVEPOINT ${name}`)
+    // Jobs enqueued inside the savepoint are forgotten with it: their outbox rows are rolled back.
+    const queued = this.outbox.length
     try {
       const result = await fn(this)
       await this.#send(`RELEASE SAVEPOINT ${name}`)
@@ -116,6 +118,7 @@ export class Transaction implements Queryable {
       if ((this.#state as State) !== 'closed') {
         await this.#send(`ROLLBACK TO SAVEPOINT ${name}`).catch(() => undefined)
       }
+      this.outbox.length = queued
       throw error
     }
   }
@@ -167,6 +170,11 @@ export class Transaction implements Queryable {
 
   close(): void {
     this.#state = 'closed'
+  }
+
+  /** Committed, rolled back or abandoned: statements can no longer run in it. */
+  get ended(): boolean {
+    return this.#state === 'closed'
   }
 
   /** Jobs enqueued in this transaction, relayed to the queue once it commits. */

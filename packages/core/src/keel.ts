@@ -85,7 +85,12 @@ export class Keel {
    */
   tenant(id: string, options?: TenantOptions): TenantClient {
     this.#engine.assertOpen()
-    const tenantId = validateTenantId(id, this.config.tenants.idPattern)
+    const tenantId = validateTenantId(
+      id,
+      this.config.tenants.idPattern,
+      this.config.tenancy.mode === 'schema',
+    )
+    this.#engine.strategy.validate?.(tenantId)
     const token = options?.consistencyToken
     // A token that is not even a string is garbage like any other: the session reads the primary.
     const position =

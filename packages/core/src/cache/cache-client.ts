@@ -46,9 +46,15 @@ export class CacheClient implements CacheApi {
   }
 }
 
-/** The scope of a tenant's keys: part of every key, so tenants can never share an entry. */
+/**
+ * The scope of a tenant's keys: part of every key, so tenants can never share an entry. The scope sits
+ * between `{` and `}` in Redis keys, so a `}` of a custom idPattern would end it early and let one
+ * tenant's id plus key spell another's (`a}:v:x` + `y` = `a` + `x}:v:y`): `%` and `}` are
+ * percent-escaped, which keeps the scope free of `}` and the mapping one-to-one (ADR 0026). Ids of the
+ * default pattern contain neither, so their keys did not change.
+ */
 export function tenantScope(tenantId: string): string {
-  return `t:${tenantId}`
+  return `t:${tenantId.replace(/[%}]/g, (c) => (c === '%' ? '%25' : '%7D'))}`
 }
 
 export const SHARED_SCOPE = 'g'

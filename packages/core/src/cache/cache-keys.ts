@@ -2,7 +2,9 @@
  * Redis key layout. Every key of one scope (a tenant, or the shared scope) carries the same hash tag,
  * `{prefix:scope}`, so a value, its version keys and its lock live in one Redis Cluster slot and one
  * MGET or script touches them all. The tenant id is part of every key: one tenant can never read
- * another's value for the same key.
+ * another's value for the same key. A scope never contains `}` (tenantScope escapes it), so the hash tag
+ * is exactly the scope and everything after `}:` is the kind and the caller's key: distinct (scope, key)
+ * pairs never build the same Redis key.
  *
  *   <prefix>:{<scope>}:v:<key>     the value (entry), with a TTL
  *   <prefix>:{<scope>}:kv:<key>    the key's invalidation counter (no TTL)

@@ -99,7 +99,17 @@ const schemaSchema = z.strictObject({
     .custom<(tenantId: string) => string>((v) => typeof v === 'function', { message: 'must be a function' })
     .default(() => (id: string) => `tenant_${id}`),
   /** Schemas searched after the tenant's own (shared lookup tables). @default [] */
-  sharedSchemas: z.array(z.string().min(1).max(63)).default([]),
+  sharedSchemas: z
+    .array(
+      z
+        .string()
+        .min(1)
+        .refine(
+          (s) => Buffer.byteLength(s, 'utf8') <= 63,
+          'at most 63 bytes: Postgres truncates longer names',
+        ),
+    )
+    .default([]),
 })
 
 const databaseSchema = z.strictObject({

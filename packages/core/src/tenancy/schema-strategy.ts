@@ -24,13 +24,20 @@ export class SchemaStrategy implements TenancyStrategy {
 
   schemaName(tenantId: string): string {
     const name = this.#schemaFor(tenantId)
-    if (typeof name !== 'string' || name.length === 0 || name.length > 63) {
+    // Postgres cuts identifiers at 63 bytes (not characters): a longer name would silently name the
+    // schema of another tenant whose name shares those bytes, so it is refused, never truncated.
+    if (typeof name !== 'string' || name.length === 0 || Buffer.byteLength(name, 'utf8') > 63) {
       throw new KeelError(
         'KEEL_INVALID_TENANT',
-        `schemaFor(${JSON.stringify(tenantId)}) must return 1-63 characters`,
+        `schemaFor(${JSON.stringify(tenantId)}) must return a name of 1 to 63 bytes (UTF-8)`,
+        { details: { tenantId } },
       )
     }
     return name
+  }
+
+  validate(tenantId: string): void {
+    this.schemaName(tenantId)
   }
 
   scope(tenantId: string, statementTimeoutMs: number): ScopeStatement {

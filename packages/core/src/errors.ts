@@ -16,6 +16,8 @@ export const errorCodes = {
   KEEL_TRANSACTION_ABORTED:
     'A transaction callback returned after a statement in it failed, so nothing was committed.',
   KEEL_POOL_TIMEOUT: 'No pooled connection to the database host became available within connectionTimeoutMs.',
+  KEEL_DB_UNAVAILABLE:
+    'keel could not open a connection to a Postgres host (refused, unreachable, timed out, or rejected the login).',
   KEEL_CACHE_OPTIONS_INVALID:
     'cached() or invalidate() got a missing or malformed key, tag, duration or loader.',
   KEEL_ABORTED: 'The caller aborted the operation through its AbortSignal.',

@@ -49,7 +49,10 @@ export interface Health {
   replicas: ReplicaHealth[]
   /** Per host name, per tenant: connections held and calls waiting. */
   tenants: Record<string, Record<string, { active: number; waiting: number }>>
-  /** The cache's shared tier: 'down' while its circuit breaker is open (calls still succeed via L1). */
+  /**
+   * The cache's shared tier: 'down' when it does not answer a PING within the command timeout, or while
+   * its circuit breaker is open (calls still succeed via L1).
+   */
   cache: { redis: 'up' | 'down' | 'not configured' }
 }
 
@@ -158,6 +161,7 @@ export class Keel {
   /** The primary (a live round trip), each replica (from the monitor: lag, rotation) and tenant usage. */
   async health(): Promise<Health> {
     const engine = this.#engine
+    const redisUp = this.config.cache.redis === undefined ? undefined : engine.cache.redisHealthy()
     const primary = await probeHost(engine.primary, engine.closed)
     const replicas = (engine.monitor?.replicas ?? []).map((state): ReplicaHealth => {
       const base = hostBase(state.host)
@@ -171,8 +175,7 @@ export class Keel {
         ...(state.lastError === undefined ? {} : { error: state.lastError }),
       }
     })
-    const redis =
-      this.config.cache.redis === undefined ? 'not configured' : engine.cache.redisAvailable ? 'up' : 'down'
+    const redis = redisUp === undefined ? 'not configured' : (await redisUp) ? 'up' : 'down'
     return { status: primary.status, primary, replicas, tenants: engine.tenantSnapshot(), cache: { redis } }
   }
 

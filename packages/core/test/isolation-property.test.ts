@@ -31,6 +31,7 @@ function isConnectionLoss(error: unknown): boolean {
   const code = (error as { code?: string } | null)?.code
   return (
     code === '57P01' ||
+    code === 'KEEL_DB_UNAVAILABLE' ||
     code === '08006' ||
     code === '08003' ||
     CONNECTION_LOSS.test(String((error as Error)?.message))

@@ -618,6 +618,11 @@ export class LayeredCache {
     return this.#redis !== undefined && !this.#redis.breakerOpen
   }
 
+  /** For health: the breaker is closed and Redis answers a PING now. */
+  async redisHealthy(): Promise<boolean> {
+    return this.redisAvailable && (await this.#redis!.ping())
+  }
+
   async close(): Promise<void> {
     this.#closed = true
     await this.#redis?.close()

@@ -116,6 +116,20 @@ export class RedisTier {
     return this.#breaker.open
   }
 
+  /**
+   * Whether Redis answers now: a PING within the command timeout on a ready connection. For health,
+   * which must not wait for the breaker to notice (it only counts failures of real calls, and an idle
+   * process makes none); it does not count toward the breaker either.
+   */
+  async ping(): Promise<boolean> {
+    if (this.#closed || this.#command.status !== 'ready') return false
+    try {
+      return (await this.#deadlines.within(this.#command.ping())) === 'PONG'
+    } catch {
+      return false
+    }
+  }
+
   /** True when commands should be tried at all. */
   usable(): boolean {
     return !this.#closed && this.#breaker.allows()

@@ -1,6 +1,7 @@
 import pg from 'pg'
 import type { Logger } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
+import { hostUnavailable } from './host-unavailable.js'
 import { abortError, TenantLimiter } from './tenant-limiter.js'
 
 export interface HostConfig {
@@ -180,7 +181,7 @@ export class HostPool {
           },
         )
       }
-      throw error
+      throw hostUnavailable(this.info, error)
     }
   }
 

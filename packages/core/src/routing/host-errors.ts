@@ -10,6 +10,7 @@ const CONNECTION_CODES = new Set([
   '57P01', // admin_shutdown (terminated, or the server is shutting down)
   '57P02', // crash_shutdown
   '57P03', // cannot_connect_now (starting up, or in recovery and not yet consistent)
+  'KEEL_DB_UNAVAILABLE', // keel's own: opening a connection to the host failed (pool/host-pool.ts)
 ])
 
 const CONNECTION_MESSAGES =

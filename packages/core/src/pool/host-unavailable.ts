@@ -1,0 +1,28 @@
+import { KeelError } from '../errors.js'
+import type { HostInfo } from './host-pool.js'
+
+/**
+ * A failure to open a connection to a host, as the documented KEEL_DB_UNAVAILABLE: the driver's error
+ * (ECONNREFUSED, a connect timeout, 28P01...) is the `cause`, and the message and details name the
+ * host by its name, address and port only. The driver's own message is left out of ours: it is not
+ * needed to act, and keel's messages must never carry what a connection string held.
+ */
+export function hostUnavailable(info: HostInfo, error: unknown): KeelError {
+  const code = (error as { code?: unknown } | null)?.code
+  const message = error instanceof Error ? error.message : ''
+  const reason =
+    typeof code === 'string' ? code : /timeout/i.test(message) ? 'connect timeout' : 'connection failed'
+  return new KeelError(
+    'KEEL_DB_UNAVAILABLE',
+    `cannot connect to ${info.name} (${info.address}:${info.port}): ${reason}`,
+    {
+      cause: error,
+      details: {
+        host: info.name,
+        address: info.address,
+        port: info.port,
+        ...(typeof code === 'string' ? { code } : {}),
+      },
+    },
+  )
+}

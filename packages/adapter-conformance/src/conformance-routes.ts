@@ -13,7 +13,7 @@ export const HOLD_LOCK = 7_160_016
  * What each route of a conformance app does, written once; the adapters' apps only wire them:
  *   GET  {prefix}/items  -> listItems     POST {prefix}/items -> addItem (201)
  *   GET  {prefix}/deep   -> deep          GET  {prefix}/hold  -> hold
- *   GET  {prefix}/boom   -> boom (a plain Error: the framework's own error handling)
+ *   GET  {prefix}/boom   -> boom (a plain Error)   GET {prefix}/pg-error -> pgError (a raw Postgres error)
  */
 export const conformanceRoutes = {
   async listItems(db: TenantClient) {
@@ -38,6 +38,12 @@ export const conformanceRoutes = {
   /** Holds one of the tenant's connections until the suite releases HOLD_LOCK. */
   async hold(db: TenantClient) {
     await db.query('SELECT pg_advisory_xact_lock($1)', [HOLD_LOCK])
+    return { ok: true }
+  },
+
+  /** A Postgres error keel passes through as it is (42P01), with the SQL's table name in its message. */
+  async pgError(db: TenantClient) {
+    await db.query('SELECT secret_column FROM keel_conformance_no_such_table')
     return { ok: true }
   },
 

@@ -257,11 +257,32 @@ function requestScope(withApp: WithApp): void {
       })
     })
 
-    it('a plain Error from a route stays the framework’s own to handle', async () => {
+    it('a raw Postgres error or a plain Error: a JSON 500 without the message, stack or paths', async () => {
       await withApp({ options: { tenant: 'header' } }, async (client) => {
-        const boom = await client.request({ path: '/boom', headers: asTenant('acme') })
-        expect(boom.status).toBe(500)
-        expect((boom.body as Partial<ErrorBody>).error?.code).toBeUndefined()
+        for (const path of ['/pg-error', '/boom']) {
+          const res = await client.request({ path, headers: asTenant('acme') })
+          expect(res.status).toBe(500)
+          expect(res.headers['content-type']).toMatch(/^application\/json/)
+          expect(res.body).toEqual({ error: { code: 'INTERNAL_ERROR', message: 'Internal Server Error' } })
+          expect(JSON.stringify(res.body)).not.toMatch(
+            /no_such_table|secret_column|boom|postgres:|\/work\/|node_modules|\.[jt]s\b|\bat /,
+          )
+        }
+      })
+    })
+
+    it('a body the parser refuses keeps its 4xx, as JSON without internals', async () => {
+      await withApp({ options: { tenant: 'header' } }, async (client) => {
+        const res = await client.request({
+          method: 'POST',
+          path: '/items',
+          headers: { ...asTenant('acme'), 'content-type': 'application/json' },
+          raw: '{"body": ',
+        })
+        expect(res.status).toBe(400)
+        expect(res.headers['content-type']).toMatch(/^application\/json/)
+        expect((res.body as ErrorBody).error.code).toBe('REQUEST_INVALID')
+        expect(JSON.stringify(res.body)).not.toMatch(/\/work\/|node_modules|\bat /)
       })
     })
 

@@ -5,6 +5,8 @@ export interface TestRequest {
   path: string
   headers?: Record<string, string>
   body?: unknown
+  /** A payload sent as it is (a malformed body), instead of `body` as JSON. */
+  raw?: string
 }
 
 export interface TestResponse {
@@ -35,6 +37,7 @@ export function fromInjected(res: {
 
 /** Headers and payload for a request with an optional JSON body. */
 export function encodeRequest(request: TestRequest): { headers: Record<string, string>; payload?: string } {
+  if (request.raw !== undefined) return { headers: { ...request.headers }, payload: request.raw }
   if (request.body === undefined) return { headers: { ...request.headers } }
   return {
     headers: { 'content-type': 'application/json', ...request.headers },

@@ -26,6 +26,9 @@ function buildApp({ keel, options, prefix }: AppSetup): express.Express {
     res.json(await routes.hold(req.db))
   })
   router.get('/boom', () => routes.boom())
+  router.get('/pg-error', async (req, res) => {
+    res.json(await routes.pgError(req.db))
+  })
   app.use(prefix === '' ? '/' : prefix, keelExpress(keel, options), router)
   app.use(keelErrorHandler())
   return app

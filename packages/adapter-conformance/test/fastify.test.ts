@@ -20,6 +20,7 @@ async function buildApp({ keel, options, prefix, wrap }: AppSetup, closeKeel = f
       scope.get('/deep', (request) => routes.deep(scope.keel, request.db))
       scope.get('/hold', (request) => routes.hold(request.db))
       scope.get('/boom', async () => routes.boom())
+      scope.get('/pg-error', async (request) => routes.pgError(request.db))
     },
     { prefix },
   )

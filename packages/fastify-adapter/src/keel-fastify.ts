@@ -13,7 +13,7 @@ import {
 import { context } from '@opentelemetry/api'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { keelErrorHandler } from './keel-error-handler.js'
+import { keelErrorHandler, safeErrorHandler } from './keel-error-handler.js'
 import { requestSpans } from './request-span.js'
 
 declare module 'fastify' {
@@ -35,9 +35,11 @@ export interface KeelFastifyOptions extends KeelHttpOptions<FastifyRequest> {
   /** Close keel when Fastify closes (`app.close()`, after requests in flight). @default true */
   closeKeel?: boolean
   /**
-   * Answer KeelErrors thrown by routes with the adapters' JSON (503 + Retry-After for
-   * KEEL_TENANT_BUSY), handing other errors to the error handler in place. false when the app sets
-   * its own: wrap it with keelErrorHandler(). @default true
+   * Answer errors thrown by routes with the adapters' JSON: KeelErrors by code (503 + Retry-After for
+   * KEEL_TENANT_BUSY), other errors without internals (safeErrorHandler) instead of Fastify's default
+   * handler, which puts the error's message in the body. An error handler the app set before
+   * registering keel still gets the non-keel errors. false when the app sets its own afterwards: wrap
+   * it with keelErrorHandler(). @default true
    */
   errorHandler?: boolean
 }
@@ -53,7 +55,13 @@ const plugin: FastifyPluginAsync<KeelFastifyOptions> = async (fastify, options) 
   // null up front and the client set per request: every request object keeps one shape (V8).
   fastify.decorateRequest<TenantClient | null>('db', null)
   if (closeKeel) fastify.addHook('onClose', () => keel.close())
-  if (errorHandler) fastify.setErrorHandler(keelErrorHandler(fastify.errorHandler))
+  if (errorHandler) {
+    // Fastify's own default sends error.message in 500 bodies: replace it, but chain to an app's.
+    const current = fastify.errorHandler
+    fastify.setErrorHandler(
+      keelErrorHandler(current.name === 'defaultErrorHandler' ? safeErrorHandler : current),
+    )
+  }
 
   const noTenant = { config: { keel: false as const } }
   if (resolved.liveness !== undefined) fastify.get(resolved.liveness, noTenant, async () => LIVENESS_BODY)

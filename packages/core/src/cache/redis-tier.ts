@@ -122,7 +122,11 @@ export class RedisTier {
    * process makes none); it does not count toward the breaker either.
    */
   async ping(): Promise<boolean> {
-    if (this.#closed || this.#command.status !== 'ready') return false
+    if (this.#closed) return false
+    // Like the first calls, the first health check waits (bounded) for the first connection; after
+    // that a connection that is not ready is down at once.
+    if (this.#command.status !== 'ready') await this.#firstReady
+    if ((this.#command.status as string) !== 'ready') return false
     try {
       return (await this.#deadlines.within(this.#command.ping())) === 'PONG'
     } catch {

@@ -30,7 +30,8 @@ const STATUS: Readonly<Record<KeelErrorCode, number>> = {
 
 /** The body every adapter answers a KeelError with. */
 export interface HttpErrorBody {
-  error: { code: KeelErrorCode; message: string }
+  /** A KeelError's code; `REQUEST_INVALID` / `INTERNAL_ERROR` for other errors (safeHttpError). */
+  error: { code: KeelErrorCode | 'REQUEST_INVALID' | 'INTERNAL_ERROR'; message: string }
 }
 
 export interface HttpErrorResponse {

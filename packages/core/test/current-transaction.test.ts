@@ -5,6 +5,7 @@ import { applyJobOutbox, type TenantClient } from '../src/index.js'
 import { connect, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
 import { readStack } from './support/stack.js'
+import { waitFor } from './support/wait.js'
 
 // keel.current() inside db.transaction(fn) is the transaction (ADR 0026).
 const table = 'current_tx_items'
@@ -129,6 +130,23 @@ describe('keel.current() inside db.transaction', () => {
       ).rejects.toThrow('roll back')
       expect(inOutbox).toBe(1)
       expect(await db.jobStatus(jobId)).toBeNull()
+
+      // A savepoint that rolls back takes its jobs with it; the transaction's other jobs are relayed.
+      let dropped = ''
+      let kept = ''
+      await db.transaction(async () => {
+        await k
+          .current()
+          .transaction(async () => {
+            dropped = (await k.current().enqueue('ctx.noop', {})).jobId
+            throw new Error('inner')
+          })
+          .catch(() => undefined)
+        kept = (await k.current().enqueue('ctx.noop', {})).jobId
+      })
+      // Relayed in order: once the later job is in the queue, the earlier one would be too.
+      await waitFor('the kept job to be relayed', async () => (await db.jobStatus(kept)) !== null)
+      expect(await db.jobStatus(dropped)).toBeNull()
     } finally {
       await k.close()
     }

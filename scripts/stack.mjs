@@ -5,6 +5,7 @@
 //
 //   node scripts/stack.mjs up | down | status | env
 //   node scripts/stack.mjs stop|start|kill primary|replica1|replica2|redis
+//   node scripts/stack.mjs pause|resume primary|replica1|replica2
 //
 // State (data dirs, sockets, logs, pid files) lives outside the repo, in
 // /tmp/keel-stack-<sha1(repo root)[0..10]> or $KEEL_STACK_DIR, so that the
@@ -751,6 +752,27 @@ async function killPg(name) {
   return true
 }
 
+/** The postmaster and every process of its cluster (backends, walsenders, background workers). */
+function clusterPids(name) {
+  const pid = postmasterPid(name)
+  const prefix = `postgres: ${clusterName(name)}: `
+  const children = allPids().filter((p) => p !== process.pid && cmdline(p).startsWith(prefix))
+  return pid ? [pid, ...children.filter((p) => p !== pid)] : children
+}
+
+/**
+ * SIGSTOP (pause) or SIGCONT (resume) a whole cluster: a host that stops answering without closing
+ * its sockets (a frozen VM, a stalled disk). The postmaster goes first on pause, so it forks nothing
+ * new meanwhile, and last on resume.
+ */
+function freezePg(name, how) {
+  const pids = clusterPids(name)
+  if (pids.length === 0) throw new StackError(`${name} is not running`)
+  const ordered = how === 'SIGSTOP' ? pids : [...pids.slice(1), pids[0]]
+  for (const pid of ordered) signal(pid, how)
+  return pids.length
+}
+
 async function replicationRows(st) {
   const out = await psql(st, st.ports.primary, 'select application_name, state from pg_stat_replication;', {
     timeoutMs: 5000,
@@ -1235,6 +1257,15 @@ async function cmdKill(name) {
   return 0
 }
 
+function cmdFreeze(name, how) {
+  checkName(name)
+  if (name === 'redis') throw new StackError('pause/resume is for Postgres components')
+  requireState()
+  const n = freezePg(name, how)
+  process.stdout.write(`${name} ${how === 'SIGSTOP' ? 'paused' : 'resumed'} (${n} processes)\n`)
+  return 0
+}
+
 async function cmdStart(name) {
   checkName(name)
   await acquireLock()
@@ -1273,6 +1304,8 @@ commands:
   stop  <name>       graceful stop (pg_ctl stop -m fast / redis SHUTDOWN NOSAVE)
   start <name>       start again on the same port; waits until ready (and streaming, for replicas)
   kill  <name>       SIGKILL the process(es): simulates a crash
+  pause <name>       SIGSTOP the postmaster and its backends: a host that stops answering
+  resume <name>      SIGCONT them again (always resume what you paused)
 
 names: ${COMPONENTS.join(', ')}
 env:   KEEL_STACK_DIR (state dir), KEEL_STACK_APPLY_DELAY_MS (replica2 delay, default ${DEFAULT_APPLY_DELAY_MS}),
@@ -1281,7 +1314,7 @@ env:   KEEL_STACK_DIR (state dir), KEEL_STACK_APPLY_DELAY_MS (replica2 delay, de
 
 async function main(argv) {
   const [command, name, ...rest] = argv
-  const needsName = ['stop', 'start', 'kill'].includes(command)
+  const needsName = ['stop', 'start', 'kill', 'pause', 'resume'].includes(command)
   if (!command || command === 'help' || command === '--help' || command === '-h') {
     process.stdout.write(USAGE)
     return command ? 0 : 2
@@ -1305,6 +1338,10 @@ async function main(argv) {
       return cmdStart(name)
     case 'kill':
       return cmdKill(name)
+    case 'pause':
+      return cmdFreeze(name, 'SIGSTOP')
+    case 'resume':
+      return cmdFreeze(name, 'SIGCONT')
     default:
       process.stderr.write(`unknown command ${JSON.stringify(command)}\n${USAGE}`)
       return 2

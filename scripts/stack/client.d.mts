@@ -2,7 +2,7 @@
 
 export type StackComponent = 'primary' | 'replica1' | 'replica2' | 'redis'
 export type StackReplicaName = 'replica1' | 'replica2'
-export type StackCommand = 'up' | 'down' | 'status' | 'env' | 'start' | 'stop' | 'kill'
+export type StackCommand = 'up' | 'down' | 'status' | 'env' | 'start' | 'stop' | 'kill' | 'pause' | 'resume'
 
 export interface StackPgInstance {
   name: string
@@ -57,7 +57,7 @@ export declare function readStack(repoRoot?: string): Promise<KeelStack>
  * `start` waits until the component accepts connections (replicas: until streaming again).
  */
 export declare function stackCtl(
-  command: 'start' | 'stop' | 'kill',
+  command: 'start' | 'stop' | 'kill' | 'pause' | 'resume',
   name: StackComponent,
   options?: { timeoutMs?: number },
 ): Promise<string>

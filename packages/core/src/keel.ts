@@ -179,7 +179,11 @@ export class Keel {
     return { status: primary.status, primary, replicas, tenants: engine.tenantSnapshot(), cache: { redis } }
   }
 
-  /** Stops taking work, waits for calls in flight to give their connections back, closes the pools. */
+  /**
+   * Refuses new calls at once (KEEL_CLOSED), lets every call it accepted finish (running, queued for a
+   * connection, transactions in progress; up to postgres.closeTimeoutMs, then they are cancelled),
+   * then closes the pools.
+   */
   close(): Promise<void> {
     if (this.#closing === undefined) {
       const engine = this.#engine
@@ -187,12 +191,7 @@ export class Keel {
       this.#closing = (async () => {
         // Workers first: their running jobs still need the pools.
         await engine.jobs?.close()
-        await engine.monitor?.close()
-        await Promise.all([
-          engine.primary.end(),
-          ...engine.replicas.map((r) => r.end()),
-          engine.cache.close(),
-        ])
+        await Promise.all([engine.drainAndEnd(), engine.cache.close()])
       })()
     }
     return this.#closing
@@ -209,12 +208,16 @@ function hostBase(host: HostPool) {
   }
 }
 
+// pg's per-query query_timeout (not in @types/pg's QueryConfig); the pool drops a client that hit it.
+const HEALTH_PROBE = { text: 'SELECT 1', query_timeout: 2_000 }
+
 async function probeHost(host: HostPool, closed: boolean): Promise<HostHealth> {
   const started = performance.now()
   const base = { ...hostBase(host), role: host.info.role }
   try {
     if (closed) throw new KeelError('KEEL_CLOSED', 'this keel instance is closed')
-    await host.pool.query('SELECT 1')
+    // Bounded: a stopped host would keep readiness waiting forever on an idle connection.
+    await host.pool.query(HEALTH_PROBE)
     return { ...base, status: 'up', latencyMs: Math.round((performance.now() - started) * 100) / 100 }
   } catch (error) {
     return { ...base, status: 'down', error: error instanceof Error ? error.message : String(error) }
@@ -261,7 +264,7 @@ export function createKeel(config: KeelConfig): Keel {
   const telemetry = new Telemetry(resolved.telemetry)
   const logger = resolved.logger
   const pg = resolved.postgres
-  const settings = { ...pg.pool, applicationName: pg.applicationName }
+  const settings = { ...pg.pool, applicationName: pg.applicationName, timeoutGraceMs: pg.timeoutGraceMs }
   const onThrottled = (tenantId: string, limit: number, host: HostInfo) => {
     telemetry.tenantThrottled(tenantId)
     logger?.warn(

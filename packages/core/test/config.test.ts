@@ -91,7 +91,10 @@ describe('createKeel config', () => {
         idleTimeoutMs: 10_000,
         connectionTimeoutMs: 5_000,
         maxUses: 0,
+        keepAlive: true,
+        keepAliveInitialDelayMillis: 10_000,
       })
+      expect(keel.config.postgres).toMatchObject({ timeoutGraceMs: 2_000, closeTimeoutMs: 30_000 })
       expect(keel.config.tenancy).toEqual({ mode: 'rls', setting: 'app.tenant_id', allowBypassRole: false })
       expect(keel.config.limits).toMatchObject({
         tenantConnections: 0.5,
@@ -107,6 +110,21 @@ describe('createKeel config', () => {
     } finally {
       await keel.close()
     }
+  })
+
+  it("accepts pg's query_timeout and keepAlive options in postgres.pool", async () => {
+    const keel = createKeel({
+      postgres: {
+        primary: { connectionString: url },
+        pool: { query_timeout: 5_000, keepAlive: false, keepAliveInitialDelayMillis: 0 },
+      },
+    })
+    expect(keel.config.postgres.pool).toMatchObject({
+      query_timeout: 5_000,
+      keepAlive: false,
+      keepAliveInitialDelayMillis: 0,
+    })
+    await keel.close()
   })
 
   it('opens no connection at construction (an unreachable host fails at the first query, not before)', async () => {

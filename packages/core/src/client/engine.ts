@@ -5,14 +5,15 @@ import type { LayeredCache } from '../cache/layered-cache.js'
 import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
 import type { JobRuntime } from '../jobs/job-runtime.js'
+import { sendBounded } from '../pool/deadline.js'
 import type { HostPool, Lease } from '../pool/host-pool.js'
 import type { PgQueryInternals } from '../pool/pg-internals.js'
 import { ScopedQuery } from '../pool/scoped-query.js'
-import { abortError } from '../pool/tenant-limiter.js'
 import type { ReplicaMonitor } from '../routing/replica-monitor.js'
 import { ReplicaRouter } from '../routing/replica-router.js'
 import type { Telemetry } from '../telemetry/telemetry.js'
 import type { TenancyStrategy } from '../tenancy/tenancy-strategy.js'
+import { InFlight } from './in-flight.js'
 import type { Consistency, QueryResult } from './query-types.js'
 
 export interface TenantLimits {
@@ -47,6 +48,8 @@ export class Engine {
   /** Present when jobs are configured. */
   readonly jobs: JobRuntime | undefined
   closed = false
+  /** Calls accepted and not yet settled: keel.close() waits for them. */
+  readonly inFlight = new InFlight()
   readonly #limits = new LRUCache<string, TenantLimits>({ max: 10_000 })
 
   constructor(
@@ -135,31 +138,28 @@ export class Engine {
     return values
   }
 
-  /** Sends a query on a leased connection; an abort cancels it server-side and retires the connection. */
+  /**
+   * Sends a query on a leased connection. An abort cancels it server-side and retires the connection;
+   * the call settles on the client side even when the host never answers (see sendBounded).
+   */
   submit<R>(lease: Lease, query: PgQueryInternals, signal: AbortSignal | undefined): Promise<QueryResult<R>> {
-    return new Promise<QueryResult<R>>((resolve, reject) => {
-      // An abort that fired before this point would never fire its event again.
-      if (signal?.aborted) {
-        reject(abortError(signal))
-        return
-      }
-      let onAbort: (() => void) | undefined
-      query.callback = (error, result) => {
-        if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
-        if (error) reject(signal?.aborted ? abortError(signal) : error)
-        else resolve(result as QueryResult<R>)
-      }
-      if (signal !== undefined) {
-        onAbort = () => {
-          // A cancel request can land after this statement finished and hit whatever the backend runs
-          // next, so a cancelled connection is never handed to anyone again.
-          lease.markBroken()
-          lease.host.cancel(lease.client)
-        }
-        signal.addEventListener('abort', onAbort, { once: true })
-      }
-      lease.client.query(query as never)
-    })
+    return sendBounded<QueryResult<R>>(lease, query, signal)
+  }
+
+  /**
+   * keel.close(): waits up to closeTimeoutMs for the calls already accepted, then cancels what is
+   * left with KEEL_CLOSED; either way the pools end and anything that still reaches one gets KEEL_CLOSED.
+   */
+  async drainAndEnd(): Promise<void> {
+    const drained = await this.inFlight.settled(this.config.postgres.closeTimeoutMs)
+    const abandon = drained
+      ? undefined
+      : new KeelError(
+          'KEEL_CLOSED',
+          `keel.close() waited ${this.config.postgres.closeTimeoutMs} ms (postgres.closeTimeoutMs) for this call, then cancelled it`,
+        )
+    await this.monitor?.close()
+    await Promise.all([this.primary.end(abandon), ...this.replicas.map((r) => r.end(abandon))])
   }
 
   /** Maps an error raised by a scope prelude; a missing prepared prelude means the connection was reset. */

@@ -26,7 +26,10 @@ export interface CurrentEntry {
   readonly tx?: Transaction
 }
 
-type Served<R> = { result: QueryResult<R>; host: HostPool } | { result: undefined; learnedWrite: boolean }
+type Served<R> =
+  | { result: QueryResult<R>; host: HostPool }
+  // `primary`: a lease on the primary already asked for, so the next read sees the primary as busy.
+  | { result: undefined; learnedWrite: boolean; primary?: Promise<Lease> }
 
 /**
  * One tenant's handle on the database, and a read-your-writes session. Every statement carries the
@@ -142,6 +145,8 @@ export class TenantClient implements Queryable {
     const started = performance.now()
     let host = engine.primary
     let failure: unknown
+    let leased: Promise<Lease> | undefined
+    engine.inFlight.enter()
     try {
       const kind = engine.router === undefined ? 'write' : classifySql(sql)
       let write = kind === 'write'
@@ -149,8 +154,10 @@ export class TenantClient implements Queryable {
       const consistency =
         options?.route === 'primary' ? 'strong' : (options?.consistency ?? engine.consistency)
       if (engine.router !== undefined && !write && consistency !== 'strong') {
+        // A position the primary has not reached is forged or garbage: vetted() finds out (one fresh
+        // look at the primary's WAL position) and the session then reads the primary, once.
         const requirement =
-          consistency === 'eventual' ? undefined : this.#position.requirement(engine.monitor!.cluster)
+          consistency === 'eventual' ? undefined : await this.#position.vetted(engine.monitor!)
         if (requirement?.primaryOnly !== true) {
           const served = await this.#readFromReplicas<R>(
             sql,
@@ -166,16 +173,25 @@ export class TenantClient implements Queryable {
             return served.result
           }
           write = served.learnedWrite
+          leased = served.primary
         }
         route = 'fallback'
       }
       engine.telemetry.setRoute(span, host.info, write ? 'primary' : route)
-      return await this.#onPrimary<R>(sql, params, options, limits, write && engine.router !== undefined)
+      return await this.#onPrimary<R>(
+        sql,
+        params,
+        options,
+        limits,
+        write && engine.router !== undefined,
+        leased,
+      )
     } catch (error) {
       failure = error
       throw error
     } finally {
       engine.endSpan(span, started, operation, host, failure)
+      engine.inFlight.leave()
     }
   }
 
@@ -190,16 +206,36 @@ export class TenantClient implements Queryable {
   ): Promise<Served<R>> {
     const engine = this.#engine
     const exclude = new Set<HostPool>()
+    // A replica whose pool (or this tenant's share of it) is full would make the read wait: another
+    // replica, or the primary, serves it instead. Only when every host is that busy does it queue.
+    const busy = (h: HostPool) => h.saturated(this.tenantId, limits.connections)
     for (;;) {
-      const state = engine.router!.choose(minLsn, exclude)
-      if (state === undefined) return { result: undefined, learnedWrite: false }
+      let state = engine.router!.choose(minLsn, exclude, busy)
+      if (state === undefined && busy(engine.primary)) state = engine.router!.choose(minLsn, exclude)
+      if (state === undefined) {
+        // Asked for now, in the same turn as the choice, so reads deciding right after this one count it.
+        const primary = engine.primary.lease(
+          this.tenantId,
+          limits.connections,
+          engine.acquireTimeoutMs,
+          options?.signal,
+          timeoutOf(options, limits),
+        )
+        return { result: undefined, learnedWrite: false, primary }
+      }
       const host = state.host
       const preludes: Prelude[] = [engine.strategy.scope(this.tenantId, timeoutOf(options, limits))]
       if (minLsn !== undefined) preludes.push(REPLAY_POSITION)
       let lease: Lease | undefined
       const ref: { query?: ScopedQuery } = {}
       try {
-        lease = await host.lease(this.tenantId, limits.connections, engine.acquireTimeoutMs, options?.signal)
+        lease = await host.lease(
+          this.tenantId,
+          limits.connections,
+          engine.acquireTimeoutMs,
+          options?.signal,
+          timeoutOf(options, limits),
+        )
         const size = engine.statementCacheSize
         const result = await this.#send<R>(
           lease,
@@ -228,6 +264,8 @@ export class TenantClient implements Queryable {
           rememberWrite(sql)
           return { result: undefined, learnedWrite: true }
         }
+        // A full pool (KEEL_POOL_TIMEOUT, KEEL_TENANT_BUSY) is load, not failure: the replica stays in
+        // rotation. The read only queued here because every host was that busy, so it fails as such.
         const hostFailed = isHostFailure(error)
         if (!hostFailed && !isRecoveryConflict(error))
           throw engine.translate(this.tenantId, error, ref.query, lease)
@@ -258,15 +296,18 @@ export class TenantClient implements Queryable {
     options: QueryOptions | undefined,
     limits: TenantLimits,
     trackPosition: boolean,
+    leased?: Promise<Lease>,
   ): Promise<QueryResult<R>> {
     const engine = this.#engine
     const scope = engine.strategy.scope(this.tenantId, timeoutOf(options, limits))
-    const lease = await engine.primary.lease(
-      this.tenantId,
-      limits.connections,
-      engine.acquireTimeoutMs,
-      options?.signal,
-    )
+    const lease = await (leased ??
+      engine.primary.lease(
+        this.tenantId,
+        limits.connections,
+        engine.acquireTimeoutMs,
+        options?.signal,
+        timeoutOf(options, limits),
+      ))
     const ref: { query?: ScopedQuery } = {}
     const size = engine.statementCacheSize
     try {
@@ -332,6 +373,7 @@ export class TenantClient implements Queryable {
   async #observe(lsn: Lsn | undefined): Promise<void> {
     const monitor = this.#engine.monitor
     if (lsn === undefined || monitor === undefined) return
+    monitor.observePrimary(lsn)
     if (monitor.cluster === undefined) await monitor.poll()
     if (monitor.cluster !== undefined) this.#position.observe(lsn, monitor.cluster)
   }
@@ -352,12 +394,14 @@ export class TenantClient implements Queryable {
     let lease: Lease | undefined
     let tx: Transaction | undefined
     let failure: unknown
+    engine.inFlight.enter()
     try {
       lease = await engine.primary.lease(
         this.tenantId,
         limits.connections,
         engine.acquireTimeoutMs,
         options.signal,
+        options.statementTimeoutMs ?? limits.statementTimeoutMs,
       )
       const onCommitted = (lsn: string | undefined) => this.#observe(parseLsn(lsn))
       const trackPosition = engine.router !== undefined && options.readOnly !== true
@@ -386,6 +430,7 @@ export class TenantClient implements Queryable {
       tx?.close()
       lease?.release()
       engine.endSpan(span, started, 'TRANSACTION', engine.primary, failure)
+      engine.inFlight.leave()
     }
   }
 }

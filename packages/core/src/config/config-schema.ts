@@ -50,6 +50,15 @@ const poolSchema = z.strictObject({
   connectionTimeoutMs: z.number().int().min(0).default(5_000),
   /** Retire a connection after this many checkouts (0 = never). @default 0 */
   maxUses: z.number().int().min(0).default(0),
+  /** TCP keepalive on every connection (pg's `keepAlive`): a vanished peer is found out. @default true */
+  keepAlive: z.boolean().default(true),
+  /** Idle time before the first keepalive probe (pg's `keepAliveInitialDelayMillis`). @default 10000 */
+  keepAliveInitialDelayMillis: z.number().int().min(0).default(10_000),
+  /**
+   * pg's `query_timeout`: a client-side limit on each statement, whatever the server does. Past it keel
+   * closes the connection and the call fails with KEEL_QUERY_TIMEOUT. @default undefined (none)
+   */
+  query_timeout: z.number().int().min(1).optional(),
 })
 
 const postgresSchema = z.strictObject({
@@ -72,6 +81,17 @@ const postgresSchema = z.strictObject({
    * everything unnamed: use it behind PgBouncer < 1.21 in transaction mode. @default 256
    */
   statementCacheSize: z.number().int().min(0).max(10_000).default(256),
+  /**
+   * How long past a statement's statementTimeoutMs (or past an abort's cancel) keel waits for the
+   * server to answer before it closes the connection itself: a stopped host never answers, and a call
+   * must still end. @default 2000
+   */
+  timeoutGraceMs: z.number().int().min(0).max(600_000).default(2_000),
+  /**
+   * How long keel.close() waits for the calls it accepted (running, queued, transactions) to finish;
+   * past it they are cancelled with KEEL_CLOSED and the pools end. @default 30000
+   */
+  closeTimeoutMs: z.number().int().min(0).default(30_000),
   /** Sent as application_name, visible in pg_stat_activity. @default 'keel' */
   applicationName: z.string().min(1).max(63).default('keel'),
 })

@@ -1,6 +1,7 @@
 import pg from 'pg'
 import type { Logger } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
+import { clientDeadlineMs, destroySocket } from './deadline.js'
 import { hostUnavailable } from './host-unavailable.js'
 import { abortError, TenantLimiter } from './tenant-limiter.js'
 
@@ -19,7 +20,12 @@ export interface PoolSettings {
   idleTimeoutMs: number
   connectionTimeoutMs: number
   maxUses: number
+  keepAlive: boolean
+  keepAliveInitialDelayMillis: number
+  query_timeout?: number | undefined
   applicationName: string
+  /** How long past a statement timeout or an abort the server has to answer. */
+  timeoutGraceMs: number
 }
 
 /** Where a host is, for spans and health output: never the user or password. */
@@ -61,19 +67,43 @@ function watch(client: pg.PoolClient): void {
 export class Lease {
   readonly client: pg.PoolClient
   readonly host: HostPool
+  /** Client-side limit on each statement, in ms (0 = none): see sendBounded. */
+  readonly timeoutMs: number
+  readonly graceMs: number
+  /** Why keel gave up on this connection; every later statement on it fails with this at once. */
+  lost: KeelError | undefined
+  /** Statements in flight on this connection, each settled with the error when it is given up on. */
+  readonly waiting = new Set<(error: KeelError) => void>()
   #broken = false
   #released = false
   readonly #done: () => void
 
-  constructor(client: pg.PoolClient, host: HostPool, done: () => void) {
+  constructor(client: pg.PoolClient, host: HostPool, timeoutMs: number, graceMs: number, done: () => void) {
     this.client = client
     this.host = host
+    this.timeoutMs = timeoutMs
+    this.graceMs = graceMs
     this.#done = done
     watch(client)
   }
 
   markBroken(): void {
     this.#broken = true
+  }
+
+  /**
+   * Gives up on this connection from the client side (its host stopped answering, or keel.close()
+   * ran out of time): asks the server to cancel, closes the socket, fails the statements in flight
+   * with `error` and gives the permit back. The caller's own release later is a no-op.
+   */
+  abandon(error: KeelError): void {
+    if (this.lost !== undefined) return
+    this.lost = error
+    this.#broken = true
+    this.host.cancel(this.client)
+    destroySocket(this.client)
+    for (const settle of [...this.waiting]) settle(error)
+    this.release()
   }
 
   release(): void {
@@ -107,10 +137,17 @@ export class HostPool {
   /** Calls holding or waiting for a connection here: the balancing signal across replicas. */
   outstanding = 0
   readonly #logger: Logger | undefined
+  readonly #settings: PoolSettings
+  /** Connections lent out now, so a host found down (or a close that times out) can reach them. */
+  readonly #leases = new Set<Lease>()
+  /** Calls waiting for pg-pool to hand them a connection: each fails with the error it is given. */
+  readonly #connecting = new Set<(error: Error) => void>()
+  #ended = false
 
   constructor(config: HostConfig, settings: PoolSettings, options: HostPoolOptions) {
     this.info = hostInfo(config, options.name, options.role)
     this.#logger = options.logger
+    this.#settings = settings
     const onConnect = options.onConnect
     this.limiter = new TenantLimiter((tenantId, limit) => options.onThrottled(tenantId, limit, this.info))
     const poolConfig: pg.PoolConfig = {
@@ -119,6 +156,10 @@ export class HostPool {
       idleTimeoutMillis: settings.idleTimeoutMs,
       connectionTimeoutMillis: settings.connectionTimeoutMs,
       application_name: settings.applicationName,
+      keepAlive: settings.keepAlive,
+      keepAliveInitialDelayMillis: settings.keepAliveInitialDelayMillis,
+      // query_timeout is not passed down: pg's own leaves the timed-out statement on the connection
+      // and the connection in the pool. keel enforces it in sendBounded, closing that connection.
     }
     if (settings.maxUses > 0) poolConfig.maxUses = settings.maxUses
     if (onConnect !== undefined) poolConfig.onConnect = onConnect
@@ -142,8 +183,10 @@ export class HostPool {
     limit: number,
     acquireTimeoutMs: number,
     signal?: AbortSignal,
+    statementTimeoutMs = 0,
   ): Promise<Lease> {
     if (signal?.aborted) throw abortError(signal)
+    if (this.#ended) throw this.#closedError()
     this.outstanding++
     try {
       const permit = this.limiter.acquire(tenantId, limit, acquireTimeoutMs, signal)
@@ -154,10 +197,21 @@ export class HostPool {
     }
     try {
       if (signal?.aborted) throw abortError(signal)
-      return new Lease(await this.#connect(), this, () => {
-        this.limiter.release(tenantId)
-        this.outstanding--
-      })
+      const settings = this.#settings
+      const timeoutMs = clientDeadlineMs(statementTimeoutMs, settings.timeoutGraceMs, settings.query_timeout)
+      const lease: Lease = new Lease(
+        await this.#connect(signal),
+        this,
+        timeoutMs,
+        settings.timeoutGraceMs,
+        () => {
+          this.#leases.delete(lease)
+          this.limiter.release(tenantId)
+          this.outstanding--
+        },
+      )
+      this.#leases.add(lease)
+      return lease
     } catch (error) {
       this.limiter.release(tenantId)
       this.outstanding--
@@ -165,24 +219,95 @@ export class HostPool {
     }
   }
 
-  async #connect(): Promise<pg.PoolClient> {
-    try {
-      return await this.pool.connect()
-    } catch (error) {
-      if (error instanceof KeelError) throw error
-      const message = error instanceof Error ? error.message : String(error)
-      if (message.includes('timeout exceeded when trying to connect')) {
-        throw new KeelError(
-          'KEEL_POOL_TIMEOUT',
-          `no connection to ${this.info.name} (${this.info.address}:${this.info.port}) became available in time`,
-          {
-            cause: error,
-            details: { host: this.info.name, address: this.info.address, port: this.info.port },
-          },
-        )
+  /**
+   * Whether a call of this tenant would have to wait here: no permit of its own left, or no idle
+   * connection and no room for another. A busy host is not a failed one; the router sends the read
+   * elsewhere rather than queue it.
+   */
+  saturated(tenantId: string, limit: number): boolean {
+    if (!this.limiter.hasRoom(tenantId, limit)) return true
+    const pool = this.pool
+    return pool.waitingCount > 0 || (pool.idleCount === 0 && pool.totalCount >= this.#settings.max)
+  }
+
+  /** Logs that a statement outlived its client-side deadline here: the host stopped answering. */
+  reportUnresponsive(timeoutMs: number): void {
+    this.#logger?.warn(
+      {
+        host: this.info.name,
+        address: this.info.address,
+        port: this.info.port,
+        timeoutMs,
+        signal: 'host_unresponsive',
+      },
+      'keel: Postgres host did not answer in time; connection closed on the client side',
+    )
+  }
+
+  /** The host was found down: statements in flight on it are given up on (a read moves elsewhere). */
+  abandonInFlight(reason: string): void {
+    if (this.#leases.size === 0) return
+    const error = new KeelError(
+      'KEEL_QUERY_TIMEOUT',
+      `${this.info.name} (${this.info.address}:${this.info.port}) was found down while this statement ran (${reason}); keel closed the connection`,
+      { details: { host: this.info.name, reason: 'host_down' } },
+    )
+    for (const lease of [...this.#leases]) lease.abandon(error)
+  }
+
+  /** A pg-pool connection, or the caller's abort, whichever comes first; KEEL_CLOSED once ended. */
+  #connect(signal: AbortSignal | undefined): Promise<pg.PoolClient> {
+    if (this.#ended) return Promise.reject(this.#closedError())
+    return new Promise<pg.PoolClient>((resolve, reject) => {
+      let settled = false
+      const onAbort = () => fail(abortError(signal!))
+      const fail = (error: Error) => {
+        if (settled) return
+        settled = true
+        this.#connecting.delete(fail)
+        signal?.removeEventListener('abort', onAbort)
+        reject(error)
       }
-      throw hostUnavailable(this.info, error)
+      this.#connecting.add(fail)
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.pool.connect().then(
+        (client) => {
+          // The caller stopped waiting (abort, close): the connection goes back, never to it.
+          if (settled) return client.release(true)
+          settled = true
+          this.#connecting.delete(fail)
+          signal?.removeEventListener('abort', onAbort)
+          resolve(client)
+        },
+        (error: unknown) => fail(this.#connectError(error)),
+      )
+    })
+  }
+
+  #closedError(): KeelError {
+    return new KeelError('KEEL_CLOSED', 'this keel instance is closed', {
+      details: { host: this.info.name },
+    })
+  }
+
+  #connectError(error: unknown): Error {
+    if (error instanceof KeelError) return error
+    const message = error instanceof Error ? error.message : String(error)
+    if (this.#ended || message.includes('Cannot use a pool after calling end')) {
+      const closed = this.#closedError()
+      return new KeelError(closed.code, closed.message, { cause: error, details: closed.details })
     }
+    if (message.includes('timeout exceeded when trying to connect')) {
+      return new KeelError(
+        'KEEL_POOL_TIMEOUT',
+        `no connection to ${this.info.name} (${this.info.address}:${this.info.port}) became available in time`,
+        {
+          cause: error,
+          details: { host: this.info.name, address: this.info.address, port: this.info.port },
+        },
+      )
+    }
+    return hostUnavailable(this.info, error)
   }
 
   /** Asks Postgres to cancel whatever the client's backend runs now (a CancelRequest on a new socket). */
@@ -199,15 +324,31 @@ export class HostPool {
     con.on('connect', () => {
       con.cancel(target.processID!, target.secretKey!)
     })
+    // A stopped host accepts the socket and never answers: the cancel gets the grace period, and
+    // its socket never keeps the process alive.
+    con.stream.setTimeout(Math.max(1_000, this.#settings.timeoutGraceMs), () => con.stream.destroy())
+    con.stream.unref()
     con.connect(target.port ?? this.info.port, target.host ?? this.info.address)
   }
 
-  end(): Promise<void> {
+  /**
+   * Ends the pool once every lent connection is back. No new connection is handed out from now on
+   * (KEEL_CLOSED). With `abandon`, keel stops waiting: calls queued here fail with it and connections
+   * in use are cancelled and closed.
+   */
+  end(abandon?: KeelError): Promise<void> {
+    this.#ended = true
+    if (abandon !== undefined) {
+      for (const fail of [...this.#connecting]) fail(abandon)
+      this.limiter.rejectAll(abandon)
+      for (const lease of [...this.#leases]) lease.abandon(abandon)
+    }
     return this.pool.end()
   }
 }
 
 interface PgCancelConnection {
+  stream: { setTimeout(ms: number, listener: () => void): void; destroy(): void; unref(): void }
   on(event: string, listener: (...args: unknown[]) => void): void
   connect(port: number, host: string): void
   cancel(processID: number, secretKey: number): void

@@ -56,6 +56,24 @@ export class TenantLimiter {
     if (slot.active === 0) this.#slots.delete(tenantId)
   }
 
+  /** Whether the tenant could take a permit now without waiting. */
+  hasRoom(tenantId: string, limit: number): boolean {
+    return (this.#slots.get(tenantId)?.active ?? 0) < limit
+  }
+
+  /** Fails every call still waiting for a permit (keel.close() ran out of time). */
+  rejectAll(error: Error): void {
+    for (const slot of this.#slots.values()) {
+      for (const waiter of [...slot.waiters]) {
+        if (waiter.settled) continue
+        waiter.settled = true
+        waiter.cleanup()
+        waiter.reject(error)
+      }
+      slot.waiters = []
+    }
+  }
+
   /** Connections held and calls waiting, per tenant (for health output and tests). */
   snapshot(): Record<string, { active: number; waiting: number }> {
     const out: Record<string, { active: number; waiting: number }> = {}

@@ -13,15 +13,18 @@ const CONNECTION_CODES = new Set([
   'KEEL_DB_UNAVAILABLE', // keel's own: opening a connection to the host failed (pool/host-pool.ts)
 ])
 
+// Not pg-pool's "timeout exceeded when trying to connect": that is a wait for a busy pool (saturation,
+// KEEL_POOL_TIMEOUT), while a connection attempt that times out is "Connection terminated due to ...".
 const CONNECTION_MESSAGES =
-  /Connection terminated|not queryable|Client was closed|timeout exceeded when trying to connect|Connection terminated due to connection timeout|the database system is (?:starting up|shutting down|in recovery)/i
+  /Connection terminated|not queryable|Client was closed|Connection terminated due to connection timeout|the database system is (?:starting up|shutting down|in recovery)/i
 
 /**
  * True when the error says the host (not the statement) failed: the statement may or may not have run
- * on a primary, but a read on a replica is safe to send elsewhere.
+ * on a primary, but a read on a replica is safe to send elsewhere. A full pool is not a failure.
  */
 export function isHostFailure(error: unknown): boolean {
-  if (isKeelError(error, 'KEEL_POOL_TIMEOUT')) return true
+  // The host did not answer within the client-side deadline, or was found down mid-statement.
+  if (isKeelError(error, 'KEEL_QUERY_TIMEOUT')) return true
   const code = (error as { code?: unknown } | null)?.code
   if (typeof code === 'string' && (CONNECTION_CODES.has(code) || code.startsWith('08'))) return true
   const message = (error as { message?: unknown } | null)?.message

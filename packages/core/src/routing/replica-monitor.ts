@@ -64,6 +64,7 @@ export class ReplicaMonitor {
   readonly #options: MonitorOptions
   #timer: NodeJS.Timeout | undefined
   #polling: Promise<void> | undefined
+  #primaryRefresh: Promise<void> | undefined
   #closed = false
 
   constructor(
@@ -94,6 +95,7 @@ export class ReplicaMonitor {
       idleTimeoutMillis: 0,
       connectionTimeoutMillis: Math.min(timeout, this.#options.connectionTimeoutMs || timeout),
       query_timeout: timeout,
+      keepAlive: true,
       application_name: `${this.#options.applicationName}:monitor`,
       allowExitOnIdle: true,
     })
@@ -115,7 +117,15 @@ export class ReplicaMonitor {
   poll(): Promise<void> {
     this.#polling ??= (async () => {
       try {
-        await Promise.all([this.#pollPrimary(), ...this.replicas.map((r) => this.#pollReplica(r))])
+        // Until the primary's position is known, lag falls back to the age of the last replayed commit,
+        // which on an idle cluster reads hours: the first poll asks the primary first, so a healthy
+        // replica is not reported ejected at start-up.
+        const primaryFirst = this.#history.length === 0
+        if (primaryFirst) await this.#pollPrimary()
+        await Promise.all([
+          ...(primaryFirst ? [] : [this.#pollPrimary()]),
+          ...this.replicas.map((r) => this.#pollReplica(r)),
+        ])
       } finally {
         this.#polling = undefined
       }
@@ -172,7 +182,12 @@ export class ReplicaMonitor {
         `replay lag ${Math.round(state.lagMs)} ms exceeds maxReplicaLagMs ${this.#options.maxLagMs}`,
       )
     } catch (error) {
-      if (!this.#closed) this.#setDown(state, error instanceof Error ? error.message : String(error))
+      if (this.#closed) return
+      const reason = error instanceof Error ? error.message : String(error)
+      this.#setDown(state, reason)
+      // The host did not answer its probe: reads already running there would wait on it for as long
+      // as it stays silent, so they are given up on and move to another host.
+      state.host.abandonInFlight(reason)
     }
   }
 
@@ -183,6 +198,27 @@ export class ReplicaMonitor {
     // The first time the primary was seen past the replica's position: how long it has been behind.
     const passed = this.#history.find((s) => s.lsn > replay + LSN_SLACK)
     return passed === undefined ? 0 : Date.now() - passed.at
+  }
+
+  /** A write through this process ended at `lsn`: the primary is at least there (newer than the poll). */
+  observePrimary(lsn: Lsn): void {
+    if (this.primaryLsn === undefined || lsn > this.primaryLsn) this.primaryLsn = lsn
+  }
+
+  /**
+   * The primary's WAL position read by a poll that started after this call (undefined when the
+   * primary cannot be polled). A poll already under way may have read the position before the
+   * caller's token was written elsewhere, so it is waited out, not reused; callers arriving together
+   * share the next one.
+   */
+  async freshPrimaryLsn(): Promise<Lsn | undefined> {
+    const under = this.#primaryRefresh
+    if (under !== undefined) await under
+    this.#primaryRefresh ??= this.#pollPrimary().finally(() => {
+      this.#primaryRefresh = undefined
+    })
+    await this.#primaryRefresh
+    return this.primaryLsn
   }
 
   /** A read on this replica failed at the host level: out of rotation until a poll says otherwise. */

@@ -16,7 +16,12 @@ export class ReplicaRouter {
     this.#replicas = replicas
   }
 
-  choose(minLsn: Lsn | undefined, exclude: ReadonlySet<HostPool>): ReplicaState | undefined {
+  /** `busy`: hosts to pass over because a read there would have to wait (full pool). */
+  choose(
+    minLsn: Lsn | undefined,
+    exclude: ReadonlySet<HostPool>,
+    busy?: (host: HostPool) => boolean,
+  ): ReplicaState | undefined {
     const n = this.#replicas.length
     if (n === 0) return undefined
     const start = this.#turn++ % n
@@ -29,6 +34,7 @@ export class ReplicaRouter {
       if (!state.inRotation || exclude.has(state.host)) continue
       const known = minLsn === undefined || (state.replayLsn !== undefined && state.replayLsn >= minLsn)
       if (!known && state.lagMs !== 0) continue
+      if (busy?.(state.host) === true) continue
       if (
         best === undefined ||
         (known && !bestKnown) ||

@@ -6,6 +6,13 @@ export type ReadRequirement =
   | { readonly primaryOnly: true }
   | { readonly primaryOnly: false; readonly minLsn?: Lsn }
 
+/** What the replica monitor knows of the primary, for vetting a session's position. */
+export interface PrimaryPosition {
+  readonly cluster: ClusterIdentity | undefined
+  readonly primaryLsn: Lsn | undefined
+  freshPrimaryLsn(): Promise<Lsn | undefined>
+}
+
 const ANY: ReadRequirement = { primaryOnly: false }
 const PRIMARY: ReadRequirement = { primaryOnly: true }
 
@@ -54,6 +61,33 @@ export class SessionPosition {
     if (current === undefined || this.#cluster === undefined || !sameCluster(this.#cluster, current))
       return PRIMARY
     return { primaryOnly: false, minLsn: this.#lsn }
+  }
+
+  /**
+   * requirement(), after checking a position the primary has not reached yet (as far as the last poll
+   * knows) against a fresh look at the primary: a real token can be newer than the last poll, but one
+   * beyond the primary's current WAL position is forged or garbage. Such a session reads the primary
+   * (no replica attempt) and drops the position, so it is never echoed back.
+   */
+  vetted(primary: PrimaryPosition): ReadRequirement | Promise<ReadRequirement> {
+    const requirement = this.requirement(primary.cluster)
+    if (requirement.primaryOnly || requirement.minLsn === undefined) return requirement
+    const known = primary.primaryLsn
+    if (known !== undefined && requirement.minLsn <= known) return requirement
+    return this.#vet(requirement.minLsn, primary)
+  }
+
+  async #vet(minLsn: Lsn, primary: PrimaryPosition): Promise<ReadRequirement> {
+    const now = await primary.freshPrimaryLsn()
+    // The primary cannot be asked: it serves this read, and the position is kept (it may be real).
+    if (now === undefined) return PRIMARY
+    if (minLsn <= now) return this.requirement(primary.cluster)
+    // A write of this session while we looked moved the position on; that one is real.
+    if (this.#lsn === minLsn) {
+      this.#lsn = undefined
+      this.#untrusted = true
+    }
+    return PRIMARY
   }
 
   token(): string | undefined {

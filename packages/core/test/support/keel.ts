@@ -1,8 +1,12 @@
 import { createKeel, type KeelConfig } from '../../src/index.js'
 import { readStack } from './stack.js'
 
+type PostgresConfig = KeelConfig['postgres']
+
 type Overrides = Omit<Partial<KeelConfig>, 'postgres'> & {
-  pool?: { max?: number }
+  pool?: PostgresConfig['pool']
+  timeoutGraceMs?: number
+  closeTimeoutMs?: number
   connectionString?: string
   applicationName?: string
   statementCacheSize?: number
@@ -22,6 +26,8 @@ export function testKeel(overrides: Overrides = {}) {
     replicas,
     maxReplicaLagMs,
     replicaPollMs,
+    timeoutGraceMs,
+    closeTimeoutMs,
     ...rest
   } = overrides
   const stack = readStack()
@@ -34,7 +40,9 @@ export function testKeel(overrides: Overrides = {}) {
       })),
       ...(maxReplicaLagMs === undefined ? {} : { maxReplicaLagMs }),
       ...(replicaPollMs === undefined ? {} : { replicaPollMs }),
-      pool: { max: pool?.max ?? 4 },
+      pool: { ...pool, max: pool?.max ?? 4 },
+      ...(timeoutGraceMs === undefined ? {} : { timeoutGraceMs }),
+      ...(closeTimeoutMs === undefined ? {} : { closeTimeoutMs }),
       ...(applicationName === undefined ? {} : { applicationName }),
       ...(statementCacheSize === undefined ? {} : { statementCacheSize }),
     },

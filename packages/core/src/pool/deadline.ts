@@ -1,0 +1,113 @@
+import type pg from 'pg'
+import { KeelError } from '../errors.js'
+import type { Lease } from './host-pool.js'
+import type { PgQueryInternals } from './pg-internals.js'
+import { abortError } from './tenant-limiter.js'
+
+/**
+ * The client-side limit on one statement: the server's own `statement_timeout` plus a grace for its
+ * answer to travel, or pg's `query_timeout` when that is shorter. 0 means none (no statement timeout
+ * and no query_timeout: the caller chose to wait for the server however long it takes).
+ */
+export function clientDeadlineMs(
+  statementTimeoutMs: number,
+  graceMs: number,
+  queryTimeoutMs: number | undefined,
+): number {
+  const fromStatement = statementTimeoutMs > 0 ? statementTimeoutMs + graceMs : 0
+  if (queryTimeoutMs === undefined || queryTimeoutMs <= 0) return fromStatement
+  return fromStatement === 0 ? queryTimeoutMs : Math.min(fromStatement, queryTimeoutMs)
+}
+
+/**
+ * Closes the client's socket at once. pg then fails whatever it still had queued on it and never calls
+ * back the statement keel gave up on with a result; a backend that wakes up later finds no client.
+ */
+export function destroySocket(client: pg.PoolClient): void {
+  const stream = (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection
+    ?.stream
+  stream?.destroy?.()
+}
+
+export function hostTimeoutError(lease: Lease, timeoutMs: number): KeelError {
+  const info = lease.host.info
+  return new KeelError(
+    'KEEL_QUERY_TIMEOUT',
+    `${info.name} (${info.address}:${info.port}) did not answer within ${timeoutMs} ms, so keel closed the connection; a write's outcome is unknown`,
+    { details: { host: info.name, timeoutMs, reason: 'deadline' } },
+  )
+}
+
+function unansweredAbort(lease: Lease, signal: AbortSignal): KeelError {
+  const info = lease.host.info
+  return new KeelError(
+    'KEEL_ABORTED',
+    `the operation was aborted and ${info.name} did not confirm the cancel within ${lease.graceMs} ms, so keel closed the connection; a write's outcome is unknown`,
+    { cause: signal.reason, details: { host: info.name, serverAnswered: false } },
+  )
+}
+
+/**
+ * Runs one statement on a leased connection and guarantees the promise settles on the client side:
+ * - an abort sends a cancel; the server's answer within `graceMs` decides, and without one the
+ *   connection is closed and the call fails with KEEL_ABORTED;
+ * - past the lease's deadline the connection is closed and the call fails with KEEL_QUERY_TIMEOUT;
+ * - a lease given up on from outside (its host found down, keel.close() timing out) fails it at once.
+ * Once settled, nothing pg reports later on that connection reaches the caller.
+ */
+export function sendBounded<R>(
+  lease: Lease,
+  query: PgQueryInternals,
+  signal: AbortSignal | undefined,
+): Promise<R> {
+  return new Promise<R>((resolve, reject) => {
+    if (lease.lost !== undefined) {
+      reject(lease.lost)
+      return
+    }
+    // An abort that fired before this point would never fire its event again.
+    if (signal?.aborted) {
+      reject(abortError(signal))
+      return
+    }
+    let done = false
+    let timer: NodeJS.Timeout | undefined
+    let onAbort: (() => void) | undefined
+    const finish = (): boolean => {
+      if (done) return false
+      done = true
+      clearTimeout(timer)
+      if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
+      lease.waiting.delete(interrupt)
+      return true
+    }
+    const interrupt = (error: KeelError) => {
+      if (finish()) reject(error)
+    }
+    lease.waiting.add(interrupt)
+    query.callback = (error, result) => {
+      if (!finish()) return
+      if (error) reject(signal?.aborted ? abortError(signal) : error)
+      else resolve(result as R)
+    }
+    const deadline = lease.timeoutMs
+    if (deadline > 0) {
+      timer = setTimeout(() => {
+        lease.host.reportUnresponsive(deadline)
+        lease.abandon(hostTimeoutError(lease, deadline))
+      }, deadline)
+    }
+    if (signal !== undefined) {
+      onAbort = () => {
+        // A cancel request can land after this statement finished and hit whatever the backend runs
+        // next, so a cancelled connection is never handed to anyone again.
+        lease.markBroken()
+        lease.host.cancel(lease.client)
+        clearTimeout(timer)
+        timer = setTimeout(() => lease.abandon(unansweredAbort(lease, signal)), lease.graceMs)
+      }
+      signal.addEventListener('abort', onAbort, { once: true })
+    }
+    lease.client.query(query as never)
+  })
+}

@@ -249,7 +249,11 @@ export function createKeel(config: KeelConfig): Keel {
   const telemetry = new Telemetry(resolved.telemetry)
   const logger = resolved.logger
   const pg = resolved.postgres
-  const settings = { ...pg.pool, applicationName: pg.applicationName }
+  const settings = {
+    ...pg.pool,
+    applicationName: pg.applicationName,
+    statementCacheSize: pg.statementCacheSize,
+  }
   const onThrottled = (tenantId: string, limit: number, host: HostInfo) => {
     telemetry.tenantThrottled(tenantId)
     logger?.warn(

@@ -1,9 +1,10 @@
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import type { Keel, Logger } from '../src/index.js'
-import { connect, createRlsTable, dropTable } from './support/db.js'
+import { awaitOnReplicas, connect, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
 import { pgbouncer, type StackPgBouncer } from './support/pgbouncer.js'
+import { waitFor } from './support/wait.js'
 
 /**
  * keel through a real PgBouncer 1.18 (Debian's) in transaction mode, in front of the stack's primary:
@@ -267,6 +268,36 @@ describe('statement names through PgBouncer in transaction mode (issue #10 item 
       await Promise.all(keels.map((k) => k.close()))
     }
   }, 120_000)
+})
+
+describe('read-your-writes with the primary behind PgBouncer', () => {
+  it('write-then-read cycles with a fast and a lagged replica: zero stale reads, replicas used', async () => {
+    await awaitOnReplicas(table)
+    const keel = bouncerKeel(plain, 'keel-pgb-ryw', { max: 4, replicas: ['replica1', 'replica2'] })
+    try {
+      await waitFor('replicas in rotation', async () =>
+        (await keel.health()).replicas.every((r) => r.inRotation),
+      )
+      const db = keel.tenant('ryw_pgb')
+      await db.query(`INSERT INTO ${table} (tenant_id, n) VALUES ($1, 0)`, ['ryw_pgb'])
+      let stale = 0
+      let onReplica = 0
+      for (let v = 1; v <= 300; v++) {
+        await db.query(`UPDATE ${table} SET n = $1`, [v])
+        const row = (
+          await db.query<{ v: number; r: boolean }>(`SELECT n AS v, pg_is_in_recovery() AS r FROM ${table}`)
+        ).rows[0]!
+        if (row.v !== v) stale++
+        if (row.r) onReplica++
+        // Now and then a pause, so replicas catch up and the session's reads may use them.
+        if (v % 50 === 0) await new Promise((r) => setTimeout(r, 60))
+      }
+      expect(stale).toBe(0)
+      expect(onReplica).toBeGreaterThan(0)
+    } finally {
+      await keel.close()
+    }
+  }, 60_000)
 })
 
 describe('session state under a transaction pooler (ADR 0023)', () => {

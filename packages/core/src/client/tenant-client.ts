@@ -272,7 +272,7 @@ export class TenantClient implements Queryable {
     } catch (error) {
       const lost = ScopedQuery.isLostStatement(error, ref.query)
       if (!lost && !ScopedQuery.isStalePlan(error)) throw error
-      if (ref.query.opensTransaction) await rollBack(engine, lease, error)
+      if (ref.query.opensTransaction) await rollBack(engine, lease)
       if (lost) lease.host.stopNaming(error)
       ref.query = build(lease.host.statementCacheSize)
       return await engine.submit<R>(lease, ref.query, signal)

@@ -12,14 +12,15 @@ import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from '.
 
 /**
  * Rolls back what a failed batch opened (BEGIN ran before the statement that failed), so the batch can
- * be sent again; rethrows `error` (and retires the connection) if that fails. Always sent, never
- * decided from getTransactionStatus(): pg rejects a query at the ErrorResponse, before the
- * ReadyForQuery that updates that status, and through a pooler the two often arrive apart.
+ * be sent again; if that fails too (the connection is gone), retires the connection and throws that
+ * failure. Always sent, never decided from getTransactionStatus(): pg rejects a query at the
+ * ErrorResponse, before the ReadyForQuery that updates that status, and through a pooler the two
+ * often arrive apart.
  */
-export async function rollBack(engine: Engine, lease: Lease, error: unknown): Promise<void> {
+export async function rollBack(engine: Engine, lease: Lease): Promise<void> {
   try {
     await engine.submit(lease, new ScopedQuery('ROLLBACK', undefined, [], 0), undefined)
-  } catch {
+  } catch (error) {
     lease.markBroken()
     throw error
   }
@@ -105,7 +106,7 @@ export class Transaction implements Queryable {
         // The batch that opens the transaction failed as a whole on a name a transaction pooler's
         // server connection lacks (or has): roll back what it opened and send it again, unnamed.
         if (!first || !ScopedQuery.isLostStatement(error, query)) throw error
-        await rollBack(engine, this.#lease, error)
+        await rollBack(engine, this.#lease)
         this.#lease.host.stopNaming(error)
         this.#state = 'new'
         query = this.#next(sql, params, 0)

@@ -236,6 +236,43 @@ describe('statement names through PgBouncer in transaction mode (issue #10 item 
     }
   })
 
+  it('inside a transaction, a statement this client prepared on another server connection is not bound by name', async () => {
+    // Built step by step on PgBouncer's LIFO reuse of server connections: S1 and S2 both have the
+    // scope and the first statement prepared, only S1 has the second one (prepared there by this
+    // client). The next transaction's first batch runs on S2 and succeeds; naming the second statement
+    // there would fail with 26000 inside the caller's transaction, where nothing can be sent again.
+    const { logger, warnings } = capture()
+    const keel = bouncerKeel(plain, 'keel-pgb-midtx', { max: 1, logger })
+    const other = bouncerKeel(plain, 'keel-pgb-midtx', { max: 1 })
+    const first = `SELECT count(*)::int AS c FROM ${table} WHERE body = $1`
+    const second = `SELECT count(*)::int AS c FROM ${table} WHERE n = $1`
+    const holder = new pg.Client({ connectionString: plain.url })
+    try {
+      await dropAllServerConnections()
+      const db = keel.tenant('midtx')
+      await db.query('SELECT 1') // on S1, the only server connection
+      await db.transaction(async (tx) => {
+        await tx.query(first, ['x']) // on S1
+        await tx.query(second, [1]) // on S1
+        // While S1 is held by this transaction, the other client (first contact: it names everything)
+        // gets S2 and prepares the scope and `first` there. It ends first, so S1 is freed last.
+        await other.tenant('midtx').transaction(async (o) => o.query(first, ['y']))
+      })
+      await holder.connect()
+      await holder.query('BEGIN')
+      await holder.query('SELECT 1') // holds S1
+      const counts = await db.transaction(async (tx) => [
+        (await tx.query<{ c: number }>(first, ['z'])).rows[0]?.c,
+        (await tx.query<{ c: number }>(second, [2])).rows[0]?.c,
+      ])
+      expect(counts).toEqual([0, 0])
+      expect(warnings).toEqual([])
+    } finally {
+      await holder.end().catch(() => undefined)
+      await Promise.all([keel.close(), other.close()])
+    }
+  })
+
   it('concurrent transactions of several keel clients all commit, each exactly once', async () => {
     const keels = Array.from({ length: 3 }, () => bouncerKeel(plain, 'keel-pgb-txs', { max: 3 }))
     const tenants = ['tx_a', 'tx_b', 'tx_c']

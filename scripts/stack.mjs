@@ -1040,7 +1040,8 @@ async function startBouncer(st, name) {
   mkdirFor(paths.bouncerDir, { pg: true })
   const ini = paths.bouncerFile(name, 'ini')
   const users = paths.bouncerFile(name, 'users')
-  writeFileAtomic(users, '"keel_app" "app"\n"keel_owner" "owner"\n', 0o600)
+  // The stack's roles; the superuser (trusted by the primary) gets a password here for benchmarks.
+  writeFileAtomic(users, '"keel_app" "app"\n"keel_owner" "owner"\n"postgres" "postgres"\n', 0o600)
   writeFileAtomic(ini, bouncerIni(st, name), 0o600)
   chownPg(users)
   chownPg(ini)
@@ -1115,6 +1116,7 @@ function bouncerEntry(st, name) {
     serverResetQuery: name === 'discardAll' ? 'DISCARD ALL' : null,
     url: `postgres://keel_app:app@${base}`,
     ownerUrl: `postgres://keel_owner:owner@${base}`,
+    superUrl: `postgres://postgres:postgres@${base}`,
     logFile: paths.bouncerFile(name, 'log'),
   }
 }

@@ -45,6 +45,8 @@ export interface StackPgBouncer {
   url: string
   /** postgres://keel_owner:owner@host:port/keel through PgBouncer. */
   ownerUrl: string
+  /** postgres://postgres:postgres@host:port/keel through PgBouncer (superuser; benchmarks). */
+  superUrl: string
   logFile: string
 }
 

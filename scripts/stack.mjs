@@ -4,8 +4,9 @@
 // free 127.0.0.1 port. Node built-ins only.
 //
 //   node scripts/stack.mjs up | down | status | env
-//   node scripts/stack.mjs stop|start|kill primary|replica1|replica2|redis
+//   node scripts/stack.mjs stop|start|kill primary|replica1|replica2|redis|pgbouncer
 //   node scripts/stack.mjs pause|resume primary|replica1|replica2
+//   node scripts/stack.mjs up pgbouncer   (on demand: PgBouncers in transaction mode in front of the primary)
 //
 // State (data dirs, sockets, logs, pid files) lives outside the repo, in
 // /tmp/keel-stack-<sha1(repo root)[0..10]> or $KEEL_STACK_DIR, so that the
@@ -41,6 +42,12 @@ const STATE_ID = sha1(STATE_DIR).slice(0, 8)
 const PG_NAMES = ['primary', 'replica1', 'replica2']
 const REPLICAS = ['replica1', 'replica2']
 const COMPONENTS = [...PG_NAMES, 'redis']
+// Started on demand (`up pgbouncer`) by the suites that need them, not by a plain `up`.
+const ON_DEMAND = ['pgbouncer']
+// Two PgBouncers in transaction mode in front of the primary: `plain` keeps server connections as
+// they are between clients (PgBouncer's default for transaction pooling), `discardAll` runs
+// DISCARD ALL after every transaction (server_reset_query_always = 1).
+const BOUNCERS = ['plain', 'discardAll']
 const RESERVED_PORTS = new Set([5432, 6379])
 const HOST = '127.0.0.1'
 const DEFAULT_APPLY_DELAY_MS = 1500
@@ -57,6 +64,8 @@ const paths = {
   redisDir: path.join(STATE_DIR, 'redis'),
   redisPid: path.join(STATE_DIR, 'redis', 'redis.pid'),
   redisLog: path.join(STATE_DIR, 'redis', 'redis.log'),
+  bouncerDir: path.join(STATE_DIR, 'pgbouncer'),
+  bouncerFile: (name, ext) => path.join(STATE_DIR, 'pgbouncer', `${name}.${ext}`),
 }
 
 // Postgres cluster_name: shows up in the ps title of every child process
@@ -978,6 +987,129 @@ async function killRedis() {
 }
 
 // ---------------------------------------------------------------------------
+// PgBouncer (on demand)
+
+function findPgBouncer() {
+  return which('pgbouncer', ['/usr/sbin', '/usr/bin', '/usr/local/bin', '/sbin'])
+}
+
+function ensurePgBouncer() {
+  let bin = findPgBouncer()
+  if (bin) return bin
+  if (IS_ROOT && which('apt-get', ['/usr/bin'])) {
+    log('missing pgbouncer; installing with apt-get')
+    installWithApt(['pgbouncer'])
+    bin = findPgBouncer()
+    if (bin) return bin
+  }
+  throw new StackError('missing pgbouncer. Install it with: apt-get install pgbouncer')
+}
+
+function bouncerPid(name) {
+  const pid = readPid(paths.bouncerFile(name, 'pid'))
+  if (!pid || !isAlive(pid)) return null
+  return cmdline(pid).includes('pgbouncer') ? pid : null
+}
+
+/** Answers a TCP connect (PgBouncer accepts before it has a server connection). */
+function tcpReady(port, timeoutMs = 1000) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: HOST, port })
+    const done = (v) => {
+      sock.destroy()
+      resolve(v)
+    }
+    sock.setTimeout(timeoutMs, () => done(false))
+    sock.on('connect', () => done(true))
+    sock.on('error', () => done(false))
+  })
+}
+
+function bouncerIni(st, name) {
+  const file = (ext) => paths.bouncerFile(name, ext)
+  const lines = [
+    '; Written by scripts/stack.mjs on every start; edits are overwritten.',
+    '[databases]',
+    `keel = host=${HOST} port=${st.ports.primary} dbname=keel`,
+    '',
+    '[pgbouncer]',
+    `listen_addr = ${HOST}`,
+    `listen_port = ${st.ports.pgbouncer[name]}`,
+    'unix_socket_dir =',
+    // The primary trusts loopback; clients prove the stack's role passwords to PgBouncer.
+    'auth_type = scram-sha-256',
+    `auth_file = ${file('users')}`,
+    'pool_mode = transaction',
+    // Few server connections for many clients: what makes them share server connections.
+    'default_pool_size = 4',
+    'max_client_conn = 500',
+    'ignore_startup_parameters = extra_float_digits',
+    `pidfile = ${file('pid')}`,
+    `logfile = ${file('log')}`,
+    'admin_users = keel_owner',
+  ]
+  if (name === 'discardAll') lines.push('server_reset_query = DISCARD ALL', 'server_reset_query_always = 1')
+  return `${lines.join('\n')}\n`
+}
+
+async function startBouncer(st, name) {
+  const port = st.ports.pgbouncer[name]
+  if (bouncerPid(name)) {
+    if (await waitFor(() => tcpReady(port), 10_000, 100)) return false
+    throw new StackError(`pgbouncer ${name} (pid ${bouncerPid(name)}) does not accept connections on ${port}`)
+  }
+  await assertPortFree(`pgbouncer ${name}`, port)
+  mkdirFor(paths.bouncerDir, { pg: true })
+  const ini = paths.bouncerFile(name, 'ini')
+  const users = paths.bouncerFile(name, 'users')
+  // The stack's roles; the superuser (trusted by the primary) gets a password here for benchmarks.
+  writeFileAtomic(users, '"keel_app" "app"\n"keel_owner" "owner"\n"postgres" "postgres"\n', 0o600)
+  writeFileAtomic(ini, bouncerIni(st, name), 0o600)
+  chownPg(users)
+  chownPg(ini)
+  fs.rmSync(paths.bouncerFile(name, 'pid'), { force: true })
+  // PgBouncer refuses to run as root: as root it runs as the postgres OS user.
+  const r = await run(st.pgbouncer, ['-d', '-q', ini], { asPg: true, timeoutMs: 15_000 })
+  if (r.code !== 0) {
+    throw new StackError(
+      `${describeFailure(`starting pgbouncer ${name} on port ${port}`, r)}\n` +
+        `--- tail of ${paths.bouncerFile(name, 'log')} ---\n${tail(paths.bouncerFile(name, 'log'))}`,
+    )
+  }
+  if (!(await waitFor(() => tcpReady(port), 15_000, 50))) {
+    throw new StackError(
+      `pgbouncer ${name} did not accept connections on port ${port} within 15s\n` +
+        `--- tail of ${paths.bouncerFile(name, 'log')} ---\n${tail(paths.bouncerFile(name, 'log'))}`,
+    )
+  }
+  return true
+}
+
+async function stopBouncer(name, sig = 'SIGTERM') {
+  const pid = bouncerPid(name)
+  if (!pid) return false
+  signal(pid, sig)
+  if (await waitDead([pid], 5000)) return true
+  signal(pid, 'SIGKILL')
+  if (!(await waitDead([pid], 5000)))
+    throw new StackError(`pgbouncer ${name} pid ${pid} still alive after SIGKILL`)
+  return true
+}
+
+/** Starts both PgBouncers (idempotent), on ports chosen the first time and kept in the state. */
+async function upBouncers(st) {
+  st.pgbouncer ??= ensurePgBouncer()
+  if (!st.ports.pgbouncer) {
+    const [plain, discardAll] = await allocatePorts(2)
+    st.ports.pgbouncer = { plain, discardAll }
+  }
+  saveState(st)
+  const started = []
+  for (const name of BOUNCERS) if (await startBouncer(st, name)) started.push(name)
+  return started
+}
+
+// ---------------------------------------------------------------------------
 // Output files
 
 function pgEntry(st, name) {
@@ -995,7 +1127,24 @@ function pgEntry(st, name) {
   }
 }
 
+function bouncerEntry(st, name) {
+  const port = st.ports.pgbouncer[name]
+  const base = `${HOST}:${port}/keel`
+  return {
+    name,
+    host: HOST,
+    port,
+    poolMode: 'transaction',
+    serverResetQuery: name === 'discardAll' ? 'DISCARD ALL' : null,
+    url: `postgres://keel_app:app@${base}`,
+    ownerUrl: `postgres://keel_owner:owner@${base}`,
+    superUrl: `postgres://postgres:postgres@${base}`,
+    logFile: paths.bouncerFile(name, 'log'),
+  }
+}
+
 function stackInfo(st) {
+  const bouncers = st.ports.pgbouncer && BOUNCERS.every((n) => bouncerPid(n))
   return {
     stateDir: STATE_DIR,
     binDir: st.binDir,
@@ -1008,6 +1157,7 @@ function stackInfo(st) {
       pidFile: paths.redisPid,
       logFile: paths.redisLog,
     },
+    ...(bouncers ? { pgbouncer: Object.fromEntries(BOUNCERS.map((n) => [n, bouncerEntry(st, n)])) } : {}),
   }
 }
 
@@ -1086,6 +1236,7 @@ async function teardown() {
   )
   if (await stopPg(st, 'primary')) stopped.push('primary')
   if (await stopRedis(st)) stopped.push('redis')
+  for (const name of BOUNCERS) if (await stopBouncer(name)) stopped.push(`pgbouncer ${name}`)
   fs.rmSync(STATE_DIR, { recursive: true, force: true })
   log(`stopped ${stopped.length ? stopped.join(', ') : 'nothing (was not running)'}; removed ${STATE_DIR}`)
 }
@@ -1189,6 +1340,20 @@ async function cmdUp() {
   return 0
 }
 
+async function cmdUpBouncer() {
+  await acquireLock()
+  const st = requireState()
+  const started = await upBouncers(st)
+  const info = writeOutputs(st)
+  const lines = BOUNCERS.map(
+    (n) => `  pgbouncer ${n.padEnd(10)} ${HOST}:${info.pgbouncer[n].port}  ${info.pgbouncer[n].url}`,
+  )
+  process.stdout.write(
+    `pgbouncer ${started.length ? `started (${started.join(', ')})` : 'already up'}\n${lines.join('\n')}\n`,
+  )
+  return 0
+}
+
 async function cmdDown() {
   await acquireLock()
   await teardown()
@@ -1232,18 +1397,28 @@ async function cmdStatus() {
 }
 
 function checkName(name) {
-  if (!COMPONENTS.includes(name)) {
+  if (!COMPONENTS.includes(name) && !ON_DEMAND.includes(name)) {
     throw new StackError(
-      `unknown component ${JSON.stringify(name)}; expected one of: ${COMPONENTS.join(', ')}`,
+      `unknown component ${JSON.stringify(name)}; expected one of: ${[...COMPONENTS, ...ON_DEMAND].join(', ')}`,
     )
   }
+}
+
+/** Stops or kills both PgBouncers; true when one was running. */
+async function downBouncers(sig) {
+  let did = false
+  for (const n of BOUNCERS) if (await stopBouncer(n, sig)) did = true
+  writeOutputs(requireState())
+  return did
 }
 
 async function cmdStop(name) {
   checkName(name)
   await acquireLock()
   const st = requireState()
-  const did = name === 'redis' ? await stopRedis(st) : await stopPg(st, name)
+  let did
+  if (name === 'pgbouncer') did = await downBouncers('SIGTERM')
+  else did = name === 'redis' ? await stopRedis(st) : await stopPg(st, name)
   process.stdout.write(`${name} ${did ? 'stopped' : 'was already stopped'}\n`)
   return 0
 }
@@ -1252,7 +1427,9 @@ async function cmdKill(name) {
   checkName(name)
   await acquireLock()
   requireState()
-  const did = name === 'redis' ? await killRedis() : await killPg(name)
+  let did
+  if (name === 'pgbouncer') did = await downBouncers('SIGKILL')
+  else did = name === 'redis' ? await killRedis() : await killPg(name)
   process.stdout.write(`${name} ${did ? 'killed (SIGKILL)' : 'was not running'}\n`)
   return 0
 }
@@ -1271,7 +1448,10 @@ async function cmdStart(name) {
   await acquireLock()
   const st = requireState()
   let did
-  if (name === 'redis') {
+  if (name === 'pgbouncer') {
+    did = (await upBouncers(st)).length > 0
+    writeOutputs(st)
+  } else if (name === 'redis') {
     did = await startRedis(st)
   } else {
     did = await startPg(st, name)
@@ -1281,7 +1461,8 @@ async function cmdStart(name) {
     if (primaryUp) await waitStreaming(st, want, 30_000)
     else if (name !== 'primary') log(`warning: primary is down, so ${name} cannot stream until it is started`)
   }
-  process.stdout.write(`${name} ${did ? 'started' : 'was already running'} on port ${st.ports[name]}\n`)
+  const port = name === 'pgbouncer' ? Object.values(st.ports.pgbouncer).join(', ') : st.ports[name]
+  process.stdout.write(`${name} ${did ? 'started' : 'was already running'} on port ${port}\n`)
   return 0
 }
 
@@ -1298,6 +1479,8 @@ const USAGE = `usage: node scripts/stack.mjs <command> [name]
 
 commands:
   up                 create/start the stack (idempotent), write .keel/stack.json and .keel/stack.env
+  up pgbouncer       (stack up first) start two PgBouncers in transaction mode in front of the primary,
+                     \`plain\` and \`discardAll\` (server_reset_query_always); adds \`pgbouncer\` to stack.json
   down               stop everything and delete the state dir and .keel/stack.{json,env}
   status             print JSON status of every component; exit 0 if all are up
   env                print .keel/stack.env (eval "$(node scripts/stack.mjs env)")
@@ -1307,7 +1490,7 @@ commands:
   pause <name>       SIGSTOP the postmaster and its backends: a host that stops answering
   resume <name>      SIGCONT them again (always resume what you paused)
 
-names: ${COMPONENTS.join(', ')}
+names: ${COMPONENTS.join(', ')}, ${ON_DEMAND.join(', ')} (both PgBouncers)
 env:   KEEL_STACK_DIR (state dir), KEEL_STACK_APPLY_DELAY_MS (replica2 delay, default ${DEFAULT_APPLY_DELAY_MS}),
        KEEL_STACK_PG_BIN (Postgres bin dir override)
 `
@@ -1315,6 +1498,13 @@ env:   KEEL_STACK_DIR (state dir), KEEL_STACK_APPLY_DELAY_MS (replica2 delay, de
 async function main(argv) {
   const [command, name, ...rest] = argv
   const needsName = ['stop', 'start', 'kill', 'pause', 'resume'].includes(command)
+  if (command === 'up' && name !== undefined) {
+    if (!ON_DEMAND.includes(name) || rest.length) {
+      process.stderr.write(USAGE)
+      return 2
+    }
+    return cmdUpBouncer()
+  }
   if (!command || command === 'help' || command === '--help' || command === '-h') {
     process.stdout.write(USAGE)
     return command ? 0 : 2

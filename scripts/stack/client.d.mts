@@ -1,6 +1,6 @@
 // Types for scripts/stack/client.mjs (the local service stack helper).
 
-export type StackComponent = 'primary' | 'replica1' | 'replica2' | 'redis'
+export type StackComponent = 'primary' | 'replica1' | 'replica2' | 'redis' | 'pgbouncer'
 export type StackReplicaName = 'replica1' | 'replica2'
 export type StackCommand = 'up' | 'down' | 'status' | 'env' | 'start' | 'stop' | 'kill' | 'pause' | 'resume'
 
@@ -33,6 +33,23 @@ export interface StackRedis {
   logFile: string
 }
 
+/** A PgBouncer in transaction mode in front of the primary (`node scripts/stack.mjs up pgbouncer`). */
+export interface StackPgBouncer {
+  name: 'plain' | 'discardAll'
+  host: string
+  port: number
+  poolMode: 'transaction'
+  /** 'DISCARD ALL' run after every transaction (server_reset_query_always = 1), or null. */
+  serverResetQuery: string | null
+  /** postgres://keel_app:app@host:port/keel through PgBouncer. */
+  url: string
+  /** postgres://keel_owner:owner@host:port/keel through PgBouncer. */
+  ownerUrl: string
+  /** postgres://postgres:postgres@host:port/keel through PgBouncer (superuser; benchmarks). */
+  superUrl: string
+  logFile: string
+}
+
 /** Contents of <repo>/.keel/stack.json, written by `node scripts/stack.mjs up`. */
 export interface KeelStack {
   stateDir: string
@@ -40,6 +57,8 @@ export interface KeelStack {
   primary: StackPgInstance
   replicas: [StackReplica, StackReplica]
   redis: StackRedis
+  /** Present while the on-demand PgBouncers run. */
+  pgbouncer?: { plain: StackPgBouncer; discardAll: StackPgBouncer }
 }
 
 /** Repository root (parent of scripts/). */
@@ -59,6 +78,11 @@ export declare function readStack(repoRoot?: string): Promise<KeelStack>
 export declare function stackCtl(
   command: 'start' | 'stop' | 'kill' | 'pause' | 'resume',
   name: StackComponent,
+  options?: { timeoutMs?: number },
+): Promise<string>
+export declare function stackCtl(
+  command: 'up',
+  name: 'pgbouncer',
   options?: { timeoutMs?: number },
 ): Promise<string>
 export declare function stackCtl(

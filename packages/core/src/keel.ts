@@ -264,7 +264,12 @@ export function createKeel(config: KeelConfig): Keel {
   const telemetry = new Telemetry(resolved.telemetry)
   const logger = resolved.logger
   const pg = resolved.postgres
-  const settings = { ...pg.pool, applicationName: pg.applicationName, timeoutGraceMs: pg.timeoutGraceMs }
+  const settings = {
+    ...pg.pool,
+    applicationName: pg.applicationName,
+    timeoutGraceMs: pg.timeoutGraceMs,
+    statementCacheSize: pg.statementCacheSize,
+  }
   const onThrottled = (tenantId: string, limit: number, host: HostInfo) => {
     telemetry.tenantThrottled(tenantId)
     logger?.warn(

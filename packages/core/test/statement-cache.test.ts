@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Keel } from '../src/index.js'
+import { statementName } from '../src/pool/statement-cache.js'
 import { connect, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
 
@@ -24,9 +25,35 @@ describe('statement cache', () => {
       const rows = await prepared(keel)
       const mine = rows.filter((r) => r.statement === `SELECT count(*) FROM ${table} WHERE n > $1`)
       expect(mine).toHaveLength(1)
-      expect(rows.some((r) => r.name.startsWith('keel_scope_rls'))).toBe(true)
+      expect(rows.some((r) => r.statement.startsWith('SELECT set_config('))).toBe(true)
     } finally {
       await keel.close()
+    }
+  })
+
+  it('names a statement after its text: the same name on every connection, never another text (ADR 0023)', async () => {
+    const a = testKeel({ pool: { max: 1 } })
+    const b = testKeel({ pool: { max: 1 } })
+    try {
+      const texts = [
+        `SELECT count(*) FROM ${table} WHERE n > $1`,
+        `SELECT count(*) FROM ${table} WHERE n < $1`,
+      ]
+      // Opposite orders: a per-connection counter would give each text a different name on each.
+      for (const text of texts) await a.tenant('acme').query(text, [1])
+      for (const text of [...texts].reverse()) await b.tenant('acme').query(text, [1])
+      const onA = await prepared(a)
+      const onB = await prepared(b)
+      for (const text of texts) {
+        const name = statementName(text)
+        expect(Buffer.byteLength(name)).toBeLessThanOrEqual(63)
+        expect(onA.find((r) => r.statement === text)?.name).toBe(name)
+        expect(onB.find((r) => r.statement === text)?.name).toBe(name)
+      }
+      // keel's own statements (the scope, BEGIN, COMMIT, WAL positions) are named after their text too.
+      for (const row of [...onA, ...onB]) expect(row.name).toBe(statementName(row.statement))
+    } finally {
+      await Promise.all([a.close(), b.close()])
     }
   })
 
@@ -34,7 +61,7 @@ describe('statement cache', () => {
     const small = testKeelWithCache(2)
     try {
       for (let i = 0; i < 10; i++) await small.tenant('acme').query(`SELECT ${i} AS v`)
-      const rows = (await prepared(small)).filter((r) => !r.name.startsWith('keel_scope'))
+      const rows = (await prepared(small)).filter((r) => !r.statement.startsWith('SELECT set_config('))
       // The two most recent plus the probe itself, which is being prepared as it runs.
       expect(rows.length).toBeLessThanOrEqual(3)
       expect(rows.map((r) => r.statement)).toContain('SELECT 9 AS v')

@@ -15,7 +15,7 @@ import { BEGIN, COMMIT, REPLAY_POSITION, WAL_POSITION } from '../routing/wal-sta
 import { operationName } from '../telemetry/sanitize-sql.js'
 import type { Engine, TenantLimits } from './engine.js'
 import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
-import { Transaction } from './transaction.js'
+import { rollBack, Transaction } from './transaction.js'
 
 /**
  * What keel.run() and db.transaction() put in the async context: the session, and the transaction
@@ -236,10 +236,9 @@ export class TenantClient implements Queryable {
           options?.signal,
           timeoutOf(options, limits),
         )
-        const size = engine.statementCacheSize
         const result = await this.#send<R>(
           lease,
-          () => new ScopedQuery(sql, params, preludes, size),
+          (size) => new ScopedQuery(sql, params, preludes, size),
           options?.signal,
           ref,
         )
@@ -309,17 +308,17 @@ export class TenantClient implements Queryable {
         timeoutOf(options, limits),
       ))
     const ref: { query?: ScopedQuery } = {}
-    const size = engine.statementCacheSize
     try {
       if (!trackPosition) {
         return await this.#send<R>(
           lease,
-          () => new ScopedQuery(sql, params, [scope], size),
+          (size) => new ScopedQuery(sql, params, [scope], size),
           options?.signal,
           ref,
         )
       }
-      const build = () => new ScopedQuery(sql, params, [BEGIN, scope], size, [COMMIT, WAL_POSITION])
+      const build = (size: number) =>
+        new ScopedQuery(sql, params, [BEGIN, scope], size, [COMMIT, WAL_POSITION])
       const result = await this.#send<R>(lease, build, options?.signal, ref)
       await this.#observe(parseLsn(ref.query?.postludeRows[1]?.[0]))
       return result
@@ -332,23 +331,27 @@ export class TenantClient implements Queryable {
   }
 
   /**
-   * Sends one batch; a plan made stale by DDL is prepared afresh and sent once more (the batch failed
-   * as a whole, so nothing ran). `ref.query` is the last batch sent, for error translation.
+   * Sends one batch built with the host's statement cache size. The batch failed as a whole, so nothing
+   * ran, and it is sent once more when: a plan made stale by DDL (prepared afresh), or one of its names
+   * missing or taken on the server connection (26000/42P05: a transaction pooler in front), after
+   * which the host sends everything unnamed. `ref.query` is the last batch sent, for error translation.
    */
   async #send<R>(
     lease: Lease,
-    build: () => ScopedQuery,
+    build: (statementCacheSize: number) => ScopedQuery,
     signal: AbortSignal | undefined,
     ref: { query?: ScopedQuery },
   ): Promise<QueryResult<R>> {
     const engine = this.#engine
-    ref.query = build()
+    ref.query = build(lease.host.statementCacheSize)
     try {
       return await engine.submit<R>(lease, ref.query, signal)
     } catch (error) {
-      if (!ScopedQuery.isStalePlan(error)) throw error
-      await engine.settle(lease)
-      ref.query = build()
+      const lost = ScopedQuery.isLostStatement(error, ref.query)
+      if (!lost && !ScopedQuery.isStalePlan(error)) throw error
+      if (ref.query.opensTransaction) await rollBack(engine, lease)
+      if (lost) lease.host.stopNaming(error)
+      ref.query = build(lease.host.statementCacheSize)
       return await engine.submit<R>(lease, ref.query, signal)
     }
   }

@@ -10,6 +10,22 @@ import { operationName } from '../telemetry/sanitize-sql.js'
 import type { Engine, TenantLimits } from './engine.js'
 import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
 
+/**
+ * Rolls back what a failed batch opened (BEGIN ran before the statement that failed), so the batch can
+ * be sent again; if that fails too (the connection is gone), retires the connection and throws that
+ * failure. Always sent, never decided from getTransactionStatus(): pg rejects a query at the
+ * ErrorResponse, before the ReadyForQuery that updates that status, and through a pooler the two
+ * often arrive apart.
+ */
+export async function rollBack(engine: Engine, lease: Lease): Promise<void> {
+  try {
+    await engine.submit(lease, new ScopedQuery('ROLLBACK', undefined, [], 0), undefined)
+  } catch (error) {
+    lease.markBroken()
+    throw error
+  }
+}
+
 const ISOLATION = {
   'read committed': 'READ COMMITTED',
   'repeatable read': 'REPEATABLE READ',
@@ -81,16 +97,23 @@ export class Transaction implements Queryable {
     })
     const started = performance.now()
     let failure: unknown
-    const query = this.#next(sql, params, this.#engine.statementCacheSize)
+    const first = this.#state === 'new'
+    let query = this.#next(sql, params, this.#cacheSize(first))
     try {
-      return await engine.submit<R>(this.#lease, query, options?.signal)
+      try {
+        return await engine.submit<R>(this.#lease, query, options?.signal)
+      } catch (error) {
+        // The batch that opens the transaction failed as a whole on a name a transaction pooler's
+        // server connection lacks (or has): roll back what it opened and send it again, unnamed.
+        if (!first || !ScopedQuery.isLostStatement(error, query)) throw error
+        await rollBack(engine, this.#lease)
+        this.#lease.host.stopNaming(error)
+        this.#state = 'new'
+        query = this.#next(sql, params, 0)
+        return await engine.submit<R>(this.#lease, query, options?.signal)
+      }
     } catch (error) {
-      failure = engine.translate(
-        this.tenantId,
-        error,
-        query instanceof ScopedQuery ? query : undefined,
-        this.#lease,
-      )
+      failure = engine.translate(this.tenantId, error, query, this.#lease)
       throw failure
     } finally {
       engine.endSpan(span, started, operation, engine.primary, failure)
@@ -137,7 +160,7 @@ export class Transaction implements Queryable {
     if (this.#position.trackPosition) {
       // COMMIT, then the WAL position after it, in one round trip: the session's reads can then wait
       // for a replica that has replayed this transaction.
-      const query = new ScopedQuery(WAL_POSITION_TEXT, undefined, [COMMIT], this.#engine.statementCacheSize)
+      const query = new ScopedQuery(WAL_POSITION_TEXT, undefined, [COMMIT], this.#cacheSize(false))
       const result = await this.#engine.submit<{ lsn: string }>(this.#lease, query, undefined)
       this.#state = 'closed'
       command = query.preludeTags[0]
@@ -213,6 +236,16 @@ export class Transaction implements Queryable {
     )
     this.outbox.push(row)
     return { jobId: id }
+  }
+
+  /**
+   * The first batch can be sent again if a name fails (nothing ran), so it uses the host's cache. Later
+   * statements cannot: a missing name would abort the caller's transaction. They are named only on a
+   * connection known to reach Postgres itself, where what it prepared is still there.
+   */
+  #cacheSize(first: boolean): number {
+    const size = this.#lease.host.statementCacheSize
+    return first || this.#lease.direct ? size : 0
   }
 
   #next(text: string, values: readonly unknown[] | undefined, cacheSize: number): ScopedQuery {

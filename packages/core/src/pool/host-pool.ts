@@ -16,6 +16,8 @@ export interface HostConfig {
 }
 
 export interface PoolSettings {
+  /** Statements kept prepared per connection (postgres.statementCacheSize). */
+  statementCacheSize: number
   max: number
   idleTimeoutMs: number
   connectionTimeoutMs: number
@@ -57,6 +59,19 @@ export function hostInfo(config: HostConfig, name: string, role: HostInfo['role'
 const watched = new WeakSet<pg.PoolClient>()
 const failed = new WeakSet<pg.PoolClient>()
 
+// Connections whose server process is the one Postgres reported at startup: nothing pools between.
+const direct = new WeakSet<pg.ClientBase>()
+
+/**
+ * Marks a new connection direct when the backend key it got at startup is its server process's pid. A
+ * pooler (PgBouncer) makes up its own key per client and moves the client between server processes,
+ * so the pids differ. One query per new connection.
+ */
+async function detectDirect(client: pg.ClientBase): Promise<void> {
+  const result = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')
+  if (result.rows[0]?.pid === (client as unknown as { processID?: number }).processID) direct.add(client)
+}
+
 function watch(client: pg.PoolClient): void {
   if (watched.has(client)) return
   watched.add(client)
@@ -85,6 +100,15 @@ export class Lease {
     this.graceMs = graceMs
     this.#done = done
     watch(client)
+  }
+
+  /**
+   * True when this connection reaches Postgres itself: the statements it prepared stay on its server
+   * process. False behind a pooler (or unknown): inside a transaction keel then names nothing it cannot
+   * retry, as a missing name there would abort the caller's transaction.
+   */
+  get direct(): boolean {
+    return direct.has(this.client)
   }
 
   markBroken(): void {
@@ -136,6 +160,11 @@ export class HostPool {
   readonly limiter: TenantLimiter
   /** Calls holding or waiting for a connection here: the balancing signal across replicas. */
   outstanding = 0
+  /**
+   * Statements kept prepared per connection here; 0 (everything unnamed) once a transaction pooler in
+   * front of this host showed it cannot keep them (stopNaming).
+   */
+  statementCacheSize: number
   readonly #logger: Logger | undefined
   readonly #settings: PoolSettings
   /** Connections lent out now, so a host found down (or a close that times out) can reach them. */
@@ -148,7 +177,12 @@ export class HostPool {
     this.info = hostInfo(config, options.name, options.role)
     this.#logger = options.logger
     this.#settings = settings
-    const onConnect = options.onConnect
+    this.statementCacheSize = settings.statementCacheSize
+    const check = options.onConnect
+    const onConnect = async (client: pg.ClientBase) => {
+      if (check !== undefined) await check(client)
+      await detectDirect(client)
+    }
     this.limiter = new TenantLimiter((tenantId, limit) => options.onThrottled(tenantId, limit, this.info))
     const poolConfig: pg.PoolConfig = {
       ...config,
@@ -162,7 +196,7 @@ export class HostPool {
       // and the connection in the pool. keel enforces it in sendBounded, closing that connection.
     }
     if (settings.maxUses > 0) poolConfig.maxUses = settings.maxUses
-    if (onConnect !== undefined) poolConfig.onConnect = onConnect
+    poolConfig.onConnect = onConnect
     this.pool = new pg.Pool(poolConfig)
     // Idle clients whose backend dies (pg_terminate_backend, a restart) emit here; pg-pool already
     // drops them. Without this listener the process would crash on an idle connection's error.
@@ -308,6 +342,26 @@ export class HostPool {
       )
     }
     return hostUnavailable(this.info, error)
+  }
+
+  /**
+   * Stops preparing statements on this host after one was missing or already taken on a server
+   * connection (26000/42P05): a transaction pooler (PgBouncer < 1.21, or without
+   * max_prepared_statements) sits in front. Warns once; keel prints nothing without a logger.
+   */
+  stopNaming(cause: unknown): void {
+    if (this.statementCacheSize === 0) return
+    this.statementCacheSize = 0
+    this.#logger?.warn(
+      {
+        err: cause,
+        host: this.info.name,
+        address: this.info.address,
+        port: this.info.port,
+        signal: 'statement_cache_disabled',
+      },
+      'keel: prepared statements do not survive on this host (a transaction pooler such as PgBouncer < 1.21 in front?); sending statements unnamed from now on. Set postgres.statementCacheSize: 0 to start that way.',
+    )
   }
 
   /** Asks Postgres to cancel whatever the client's backend runs now (a CancelRequest on a new socket). */

@@ -1,12 +1,21 @@
 import { type PgConnection, PgQuery } from './pg-internals.js'
-import { StatementCache } from './statement-cache.js'
+import { fixedStatementName, StatementCache } from './statement-cache.js'
 
 /** A statement sent in the same batch as the caller's, before it (prelude) or after it (postlude). */
 export interface Prelude {
-  /** Named statements are parsed once per connection; unnamed ones are parsed every time. */
+  /**
+   * Present: the statement is prepared once per connection (a label; it is prepared under the hash of
+   * its text, see statementName). Absent: parsed every time.
+   */
   readonly name?: string
   readonly text: string
   readonly values?: readonly unknown[]
+  /**
+   * Ends the transaction (COMMIT): what follows it in the batch may run after the commit, so it is sent
+   * unnamed. A missing or duplicate name (behind a transaction pooler) can then only fail the batch
+   * before anything committed, which is what makes retrying such a failure safe.
+   */
+  readonly ends?: boolean
 }
 
 interface DataRowMessage {
@@ -30,6 +39,10 @@ export class ScopedQuery extends PgQuery {
   readonly #postludes: readonly Prelude[]
   readonly #cacheSize: number
   #cache: StatementCache | undefined
+  /** Statements sent under a name in this batch: an error naming one of them is about that name. */
+  readonly names: string[] = []
+  /** Set once a statement that ends the transaction is sent: the rest of the batch goes unnamed. */
+  #ended = false
   /** Preludes still to complete; then the caller's statement (mainDone); then postludes. */
   #pending: number
   #mainDone = false
@@ -58,10 +71,16 @@ export class ScopedQuery extends PgQuery {
     this.#cacheSize = cacheSize
   }
 
+  /** True when the batch opens a transaction (a BEGIN prelude): failed, it leaves one to roll back. */
+  get opensTransaction(): boolean {
+    return this.#preludes.some((p) => /^\s*BEGIN\b/i.test(p.text))
+  }
+
   submit(connection: PgConnection): Error | null {
     if (typeof this.text !== 'string') return new Error('A query must have text.')
     const caching = this.#cacheSize > 0
-    if (caching && StatementCache.cacheable(this.text)) {
+    const afterEnd = this.#preludes.some((p) => p.ends === true)
+    if (caching && !afterEnd && StatementCache.cacheable(this.text)) {
       this.#cache = StatementCache.of(connection, this.#cacheSize)
       this.name = this.#cache.nameFor(this.text)
     }
@@ -69,6 +88,7 @@ export class ScopedQuery extends PgQuery {
     try {
       if (caching) StatementCache.of(connection, this.#cacheSize).flushCloses(connection)
       for (const prelude of this.#preludes) this.#sendSide(connection, prelude, caching)
+      if (this.name !== undefined) this.names.push(this.name)
       // Always the extended protocol: it is what lets the batch share one Sync, and it refuses
       // several statements in one string, which keeps a caller from smuggling in a COMMIT.
       // pg's prepare() ends in _getRows(), overridden below to add the postludes before the Sync.
@@ -80,7 +100,10 @@ export class ScopedQuery extends PgQuery {
   }
 
   #sendSide(connection: PgConnection, statement: Prelude, caching: boolean): void {
-    const name = caching ? (statement.name ?? '') : ''
+    const name =
+      caching && !this.#ended && statement.name !== undefined ? fixedStatementName(statement.text) : ''
+    if (statement.ends === true) this.#ended = true
+    if (name !== '') this.names.push(name)
     if (name === '' || connection.parsedStatements[name] === undefined) {
       connection.parse({ text: statement.text, name })
       // Recorded now: a Parse of fixed, valid text cannot fail on its own, and a backend that dies
@@ -131,6 +154,20 @@ export class ScopedQuery extends PgQuery {
     // Whatever failed, the statement may not exist (or its plan went stale): prepare it afresh next time.
     this.#cache?.forget(this.text, connection)
     super.handleError(err, connection)
+  }
+
+  /**
+   * True when the batch failed because a name it used is missing (26000) or already taken (42P05) on
+   * the server: behind a transaction pooler, the server connection is not the one this client prepared
+   * on. Only errors naming one of this batch's own statements count (a tenant's SQL-level PREPARE can
+   * raise the same codes; its name is not keel's). Nothing ran: the name is checked at Parse or Bind,
+   * before the statement, and no name follows a COMMIT in a batch.
+   */
+  static isLostStatement(error: unknown, query: ScopedQuery | undefined): boolean {
+    const e = error as { code?: string; message?: string } | null
+    if (query === undefined || (e?.code !== '26000' && e?.code !== '42P05')) return false
+    const message = e.message ?? ''
+    return query.names.some((name) => message.includes(name))
   }
 
   /** True when the server refused a cached plan whose result shape changed under it (DDL). */

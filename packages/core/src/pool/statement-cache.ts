@@ -1,9 +1,35 @@
+import { createHash } from 'node:crypto'
 import type { PgConnection } from './pg-internals.js'
 
 /** Statements longer than this are one-offs (generated bulk SQL): preparing them wastes server memory. */
 const MAX_CACHED_TEXT = 8_192
 
 const caches = new WeakMap<PgConnection, StatementCache>()
+
+/**
+ * The name a statement is prepared under: `keel_` + the SHA-256 of its exact text, base64url (48 bytes,
+ * within Postgres' 63). The name is a function of the text, so on any server connection a keel name can
+ * only ever mean that text, whoever prepared it there: behind a transaction pooler one client may bind
+ * a statement another client parsed on the same server connection, and then it runs the same SQL. A
+ * per-connection counter (`keel_1`) meant a different statement on each client (ADR 0023).
+ */
+export function statementName(text: string): string {
+  return `keel_${createHash('sha256').update(text).digest('base64url')}`
+}
+
+// keel's own fixed statements (BEGIN, scopes, WAL positions) are hashed once, not on every batch.
+const fixedNames = new Map<string, string>()
+const MAX_FIXED = 256
+
+/** statementName, remembered for the few fixed texts keel sends as preludes and postludes. */
+export function fixedStatementName(text: string): string {
+  let name = fixedNames.get(text)
+  if (name === undefined) {
+    name = statementName(text)
+    if (fixedNames.size < MAX_FIXED) fixedNames.set(text, name)
+  }
+  return name
+}
 
 /**
  * Per-connection LRU of server-side prepared statements, keyed by SQL text. A cached statement skips
@@ -14,7 +40,6 @@ export class StatementCache {
   readonly #max: number
   readonly #names = new Map<string, string>()
   readonly #toClose: string[] = []
-  #counter = 0
 
   constructor(max: number) {
     this.#max = max
@@ -42,7 +67,7 @@ export class StatementCache {
       this.#names.set(text, name)
       return name
     }
-    name = `keel_${(++this.#counter).toString(36)}`
+    name = statementName(text)
     this.#names.set(text, name)
     if (this.#names.size > this.#max) {
       const [oldestText, oldestName] = this.#names.entries().next().value as [string, string]

@@ -5,7 +5,7 @@ import type { Prelude } from '../pool/scoped-query.js'
 // position covers the commit, and it costs no extra round trip. The insert position (not the write or
 // flush position) is at or past the end of the commit record even with synchronous_commit off.
 export const BEGIN: Prelude = { name: 'keel_begin', text: 'BEGIN' }
-export const COMMIT: Prelude = { name: 'keel_commit', text: 'COMMIT' }
+export const COMMIT: Prelude = { name: 'keel_commit', text: 'COMMIT', ends: true }
 export const WAL_POSITION_TEXT = 'SELECT pg_current_wal_insert_lsn()::text AS lsn'
 export const WAL_POSITION: Prelude = { name: 'keel_wal_lsn', text: WAL_POSITION_TEXT }
 

@@ -217,7 +217,7 @@ async function probeHost(host: HostPool, closed: boolean): Promise<HostHealth> {
   try {
     if (closed) throw new KeelError('KEEL_CLOSED', 'this keel instance is closed')
     // Bounded: a stopped host would keep readiness waiting forever on an idle connection.
-    await host.pool.query(HEALTH_PROBE)
+    await host.pool.query({ ...HEALTH_PROBE })
     return { ...base, status: 'up', latencyMs: Math.round((performance.now() - started) * 100) / 100 }
   } catch (error) {
     return { ...base, status: 'down', error: error instanceof Error ? error.message : String(error) }

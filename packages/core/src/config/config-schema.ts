@@ -89,7 +89,7 @@ const postgresSchema = z.strictObject({
   timeoutGraceMs: z.number().int().min(0).max(600_000).default(2_000),
   /**
    * How long keel.close() waits for the calls it accepted (running, queued, transactions) to finish;
-   * past it they are cancelled with KEEL_CLOSED and the pools end. @default 30000
+   * past it they are cancelled with KEEL_CLOSED and the pools end (0 = wait however long). @default 30000
    */
   closeTimeoutMs: z.number().int().min(0).default(30_000),
   /** Sent as application_name, visible in pg_stat_activity. @default 'keel' */

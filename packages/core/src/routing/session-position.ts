@@ -73,15 +73,15 @@ export class SessionPosition {
     const requirement = this.requirement(primary.cluster)
     if (requirement.primaryOnly || requirement.minLsn === undefined) return requirement
     const known = primary.primaryLsn
-    if (known !== undefined && requirement.minLsn <= known) return requirement
+    // Unknown (the primary cannot be polled): trust the position as before; the replica's replay
+    // position, read in the read's own round trip, still decides, and no read waits on a probe.
+    if (known === undefined || requirement.minLsn <= known) return requirement
     return this.#vet(requirement.minLsn, primary)
   }
 
   async #vet(minLsn: Lsn, primary: PrimaryPosition): Promise<ReadRequirement> {
     const now = await primary.freshPrimaryLsn()
-    // The primary cannot be asked: it serves this read, and the position is kept (it may be real).
-    if (now === undefined) return PRIMARY
-    if (minLsn <= now) return this.requirement(primary.cluster)
+    if (now === undefined || minLsn <= now) return this.requirement(primary.cluster)
     // A write of this session while we looked moved the position on; that one is real.
     if (this.#lsn === minLsn) {
       this.#lsn = undefined

@@ -1,6 +1,8 @@
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import type { Keel, Logger } from '../src/index.js'
+import { statementName } from '../src/pool/statement-cache.js'
+import { RlsStrategy } from '../src/tenancy/rls-strategy.js'
 import { awaitOnReplicas, connect, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
 import { pgbouncer, type StackPgBouncer } from './support/pgbouncer.js'
@@ -224,6 +226,43 @@ describe('statement names through PgBouncer in transaction mode (issue #10 item 
       expect(db.consistencyToken).toBeDefined()
     } finally {
       await Promise.all([keel.close(), other.close()])
+    }
+  })
+
+  it('a write whose batch is whole on the server connection up to COMMIT commits once (nothing named after COMMIT)', async () => {
+    const { logger, warnings } = capture()
+    const keel = bouncerKeel(plain, 'keel-pgb-commit', { max: 1, logger, replicas: ['replica1'] })
+    const insert = `INSERT INTO ${table} (tenant_id, body) VALUES ($1, $2)`
+    const scope = new RlsStrategy('app.tenant_id').scope('commit_probe', 30_000)
+    const raw = new pg.Client({ connectionString: plain.url })
+    try {
+      const db = keel.tenant('commit_once')
+      await dropAllServerConnections()
+      await db.query(insert, ['commit_once', 'first'])
+      await dropAllServerConnections()
+      // Another client prepares, under keel's names, BEGIN, the scope, this INSERT and COMMIT on the
+      // one server connection left, and nothing else. keel's next write binds all four there: if the
+      // WAL position after COMMIT were named too, its Bind would fail after the commit, and sending the
+      // batch again would insert the row twice.
+      await raw.connect()
+      for (const [text, values] of [
+        ['BEGIN', []],
+        [scope.text, scope.values],
+        [insert, ['commit_probe', 'probe']],
+        ['COMMIT', []],
+      ] as const) {
+        await raw.query({ name: statementName(text), text, values: [...values] })
+      }
+      await raw.end()
+      await db.query(insert, ['commit_once', 'second'])
+      const rows = await db.query<{ body: string }>(`SELECT body FROM ${table} ORDER BY id`, [], {
+        route: 'primary',
+      })
+      expect(rows.rows.map((r) => r.body)).toEqual(['first', 'second'])
+      expect(warnings).toEqual([])
+    } finally {
+      await raw.end().catch(() => undefined)
+      await keel.close()
     }
   })
 

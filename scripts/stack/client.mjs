@@ -5,6 +5,7 @@
 //   const stack = await readStack();          // parsed .keel/stack.json
 //   await stackCtl('kill', 'replica1');       // fault injection
 //   await stackCtl('start', 'replica1');      // waits until it streams again
+//   await stackCtl('up', 'pgbouncer');        // on demand: PgBouncers in transaction mode (stack.pgbouncer)
 
 import { spawn } from 'node:child_process'
 import { readFile } from 'node:fs/promises'

@@ -1,6 +1,8 @@
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import type { Keel, Logger } from '../src/index.js'
+import { statementName } from '../src/pool/statement-cache.js'
+import { RlsStrategy } from '../src/tenancy/rls-strategy.js'
 import { awaitOnReplicas, connect, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
 import { pgbouncer, type StackPgBouncer } from './support/pgbouncer.js'
@@ -35,7 +37,11 @@ function capture(): Captured {
       debug: noop,
       info: noop,
       error: noop,
-      warn: (obj, msg) => warnings.push({ obj: obj as Record<string, unknown>, msg }),
+      // Only this signal: killing server connections can also make the replica monitor warn.
+      warn: (obj, msg) => {
+        const o = obj as Record<string, unknown>
+        if (o.signal === 'statement_cache_disabled') warnings.push({ obj: o, msg })
+      },
     },
   }
 }
@@ -67,10 +73,14 @@ async function dropAllServerConnections(): Promise<void> {
   try {
     // PgBouncer's server connections come from 127.0.0.1 as keel_app; the test's own clients connect
     // directly and are not keel_app.
-    await su.query(
-      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-       WHERE usename = 'keel_app' AND backend_type = 'client backend' AND pid <> pg_backend_pid()`,
-    )
+    const running = `FROM pg_stat_activity WHERE usename = 'keel_app' AND backend_type = 'client backend'`
+    await su.query(`SELECT pg_terminate_backend(pid) ${running}`)
+    // pg_terminate_backend only signals: wait until they are gone, so none is handed out again.
+    for (let i = 0; i < 100; i++) {
+      const r = await su.query(`SELECT count(*)::int AS n ${running}`)
+      if (r.rows[0].n === 0) return
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
   } finally {
     await su.end()
   }
@@ -191,22 +201,67 @@ describe('statement names through PgBouncer in transaction mode (issue #10 item 
     }
   })
 
-  it('a write batch (BEGIN .. COMMIT, WAL position) that lost its names commits exactly once', async () => {
+  it('a write batch (BEGIN .. COMMIT, WAL position) that lost its statement after BEGIN ran commits exactly once', async () => {
     const { logger, warnings } = capture()
     // With a replica configured, a db.query write is BEGIN / scope / statement / COMMIT / position.
     const keel = bouncerKeel(plain, 'keel-pgb-write', { max: 1, logger, replicas: ['replica1'] })
+    const other = bouncerKeel(plain, 'keel-pgb-write', { max: 1, replicas: ['replica1'] })
+    const insert = `INSERT INTO ${table} (tenant_id, body) VALUES ($1, $2)`
     try {
       const db = keel.tenant('write_once')
-      await db.query(`INSERT INTO ${table} (tenant_id, body) VALUES ($1, 'first')`, ['write_once'])
-      await dropServerConnections('keel-pgb-write')
-      await db.query(`INSERT INTO ${table} (tenant_id, body) VALUES ($1, 'second')`, ['write_once'])
+      await dropAllServerConnections()
+      await db.query(insert, ['write_once', 'first']) // prepares BEGIN, scope, INSERT, COMMIT on S1
+      await dropAllServerConnections()
+      // The other client's write prepares BEGIN, the scope and COMMIT (same names: same texts) on S2,
+      // not this INSERT. This client's next write lands there: BEGIN and the scope run, then the
+      // INSERT's Bind fails with 26000 inside the batch's transaction, which must not commit.
+      await other.tenant('write_other').query(`UPDATE ${table} SET n = n + 1 WHERE body = $1`, ['none'])
+      await db.query(insert, ['write_once', 'second'])
       expect(warnings).toHaveLength(1)
+      expect(warnings[0]?.obj).toMatchObject({ err: { code: '26000' } })
       const rows = await db.query<{ body: string }>(`SELECT body FROM ${table} ORDER BY id`, [], {
         route: 'primary',
       })
       expect(rows.rows.map((r) => r.body)).toEqual(['first', 'second'])
       expect(db.consistencyToken).toBeDefined()
     } finally {
+      await Promise.all([keel.close(), other.close()])
+    }
+  })
+
+  it('a write whose batch is whole on the server connection up to COMMIT commits once (nothing named after COMMIT)', async () => {
+    const { logger, warnings } = capture()
+    const keel = bouncerKeel(plain, 'keel-pgb-commit', { max: 1, logger, replicas: ['replica1'] })
+    const insert = `INSERT INTO ${table} (tenant_id, body) VALUES ($1, $2)`
+    const scope = new RlsStrategy('app.tenant_id').scope('commit_probe', 30_000)
+    const raw = new pg.Client({ connectionString: plain.url })
+    try {
+      const db = keel.tenant('commit_once')
+      await dropAllServerConnections()
+      await db.query(insert, ['commit_once', 'first'])
+      await dropAllServerConnections()
+      // Another client prepares, under keel's names, BEGIN, the scope, this INSERT and COMMIT on the
+      // one server connection left, and nothing else. keel's next write binds all four there: if the
+      // WAL position after COMMIT were named too, its Bind would fail after the commit, and sending the
+      // batch again would insert the row twice.
+      await raw.connect()
+      for (const [text, values] of [
+        ['BEGIN', []],
+        [scope.text, scope.values],
+        [insert, ['commit_probe', 'probe']],
+        ['COMMIT', []],
+      ] as const) {
+        await raw.query({ name: statementName(text), text, values: [...values] })
+      }
+      await raw.end()
+      await db.query(insert, ['commit_once', 'second'])
+      const rows = await db.query<{ body: string }>(`SELECT body FROM ${table} ORDER BY id`, [], {
+        route: 'primary',
+      })
+      expect(rows.rows.map((r) => r.body)).toEqual(['first', 'second'])
+      expect(warnings).toEqual([])
+    } finally {
+      await raw.end().catch(() => undefined)
       await keel.close()
     }
   })

@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Keel } from '../src/index.js'
-import { connect, createRlsTable, dropTable } from './support/db.js'
+import { awaitOnReplicas, connect, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
 import { CLEAN, sessionState } from './support/session-state.js'
+import { waitFor } from './support/wait.js'
 
 /**
  * The class, not the instances: many statement shapes (comments, CTEs, nested calls, DO, CALL, quoted
@@ -54,6 +55,7 @@ const shapes: Array<[string, unknown[]]> = [
 ]
 
 let keel: Keel
+let onReplica: Keel
 
 beforeAll(async () => {
   await createRlsTable(table)
@@ -69,10 +71,17 @@ beforeAll(async () => {
     await owner.end()
   }
   keel = testKeel({ pool: { max: 1 }, applicationName: 'keel-session-shapes' })
+  await awaitOnReplicas(table)
+  await awaitOnReplicas('shape_run', 'to_regproc')
+  onReplica = testKeel({ pool: { max: 1 }, replicas: ['replica1'], maxReplicaLagMs: 60_000 })
+  await waitFor('replica1 in rotation', async () =>
+    (await onReplica.health()).replicas.every((r) => r.inRotation),
+  )
 })
 
 afterAll(async () => {
   await keel?.close()
+  await onReplica?.close()
   const owner = await connect('owner')
   try {
     await owner.query('DROP FUNCTION IF EXISTS shape_run(text)')
@@ -98,6 +107,22 @@ describe('whatever a statement does, the next tenant on its connection finds it 
       .transaction((tx) => tx.query(sql, values))
       .catch(() => undefined)
     expect(await sessionState(keel.tenant('globex'))).toEqual(CLEAN)
+  })
+
+  // Reads that call a function go to a replica like any read: the same batch guards that connection.
+  it.each([
+    `SELECT shape_run('PREPARE p9 AS SELECT 1'), pg_is_in_recovery() AS r`,
+    `SELECT shape_run('SET TimeZone = ''Asia/Tokyo'''), pg_is_in_recovery() AS r`,
+    `SELECT shape_run('SELECT pg_advisory_lock(80)'), pg_is_in_recovery() AS r`,
+    `SELECT (SELECT count(*) FROM ${table} WHERE shape_run('SELECT set_config(''app.leak'', ''acme'', false)') IS NULL) AS n, pg_is_in_recovery() AS r`,
+    `SELECT shape_run('DEALLOCATE ALL'), pg_is_in_recovery() AS r`,
+  ])('on a replica: %s', async (sql) => {
+    const acme = onReplica.tenant('acme')
+    // DEALLOCATE ALL takes keel's own COMMIT with it: that call fails (acme's own), and only acme's.
+    const ran = await acme.query<{ r: boolean }>(sql).catch(() => undefined)
+    if (!sql.includes('DEALLOCATE')) expect(ran?.rows[0]?.r).toBe(true)
+    const state = await sessionState(onReplica.tenant('globex'))
+    expect(state).toEqual(CLEAN)
   })
 
   it('an opaque statement that leaves nothing keeps its connection; one that leaves state does not', async () => {

@@ -69,11 +69,3 @@ export const PURE_FUNCTIONS: ReadonlySet<string> = new Set([
   'pg_current_wal_lsn', 'pg_last_wal_replay_lsn', 'pg_collation_for', 'coalesce', 'nullif',
   'greatest', 'least',
 ])
-
-/** Session-level advisory locks: held by the connection after the call, whoever borrows it next. */
-export const SESSION_LOCK_FUNCTIONS: ReadonlySet<string> = new Set([
-  'pg_advisory_lock',
-  'pg_advisory_lock_shared',
-  'pg_try_advisory_lock',
-  'pg_try_advisory_lock_shared',
-])

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs keel's benchmarks against the local stack:
-#   bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http]
+#   bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|session-guard]
 # Results go to bench/results/ and bench/README.md. Tunables: see bench/README.md (BENCH_* variables).
 set -euo pipefail
 
@@ -8,9 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scenario="${1:-all}"
 case "$scenario" in
-  all | throughput | loopback | proxy | noisy | breakdown | replicas | cache | cache-profile | jobs | jobs-profile | http) ;;
+  all | throughput | loopback | proxy | noisy | breakdown | replicas | cache | cache-profile | jobs | jobs-profile | http | session-guard) ;;
   *)
-    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http]" >&2
+    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|session-guard]" >&2
     exit 2
     ;;
 esac
@@ -40,6 +40,7 @@ case "$scenario" in
   jobs) node bench/dist/jobs.js ;;
   jobs-profile) node bench/dist/jobs-profile.js ;;
   http) node bench/dist/http-load.js ;;
+  session-guard) node bench/dist/session-guard.js ;;
   all)
     node bench/dist/tenancy.js all
     node bench/dist/replicas.js

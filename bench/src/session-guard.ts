@@ -7,10 +7,12 @@
  *   node bench/dist/session-guard.js
  *
  * Environment: BENCH_SECONDS (3), BENCH_ROUNDS (3), BENCH_CONCURRENCY (8), BENCH_POOL_MAX (4),
- * BENCH_RESULTS_DIR. A benchmark, not a test: it never fails on timings.
+ * BENCH_RESULTS_DIR, BENCH_BASE_CORE (the dist/index.js of an older @keel/core build: adds a plain-path
+ * before/after table, both versions loaded in this process and measured in alternating rounds). A benchmark, not a test: it never fails on timings.
  */
 
 import { loadavg } from 'node:os'
+import { pathToFileURL } from 'node:url'
 import { createKeel, type Keel } from '@keel/core'
 import pg from 'pg'
 // The classifier is internal to @keel/core; its pure functions are timed from source (bundled here).
@@ -98,8 +100,8 @@ async function setup(): Promise<void> {
   }
 }
 
-function keelOnPrimary(): Keel {
-  return createKeel({
+function keelOnPrimary(create: typeof createKeel = createKeel): Keel {
+  return create({
     postgres: {
       primary: { connectionString: readStack().primary.url },
       pool: { max: settings.poolMax, idleTimeoutMs: 0 },
@@ -172,11 +174,58 @@ async function sessions(su: pg.Client): Promise<number> {
   return Number(r.rows[0]?.n ?? 0)
 }
 
+interface BeforeAfter {
+  version: 'before' | 'after'
+  serialMs: number
+  qps: number
+}
+
+/** The plain path with an older build and this one, alternating rounds so load drifts hit both. */
+async function plainBeforeAfter(): Promise<BeforeAfter[] | undefined> {
+  const basePath = process.env.BENCH_BASE_CORE
+  if (basePath === undefined) return undefined
+  const base = (await import(pathToFileURL(basePath).href)) as { createKeel: typeof createKeel }
+  const keels = { before: keelOnPrimary(base.createKeel), after: keelOnPrimary() }
+  const samples = {
+    before: { serial: [] as number[], qps: [] as number[] },
+    after: { serial: [] as number[], qps: [] as number[] },
+  }
+  const { sql, values } = CLASSES.plain
+  try {
+    for (const keel of Object.values(keels)) await keel.tenant('t001').query(sql, values)
+    const rounds = settings.rounds * 3
+    for (let round = 0; round < rounds; round++) {
+      const order = round % 2 === 0 ? (['before', 'after'] as const) : (['after', 'before'] as const)
+      for (const version of order) {
+        const db = keels[version].tenant('t001')
+        const serial = await closedLoop(() => db.query(sql, values), {
+          concurrency: 1,
+          seconds: settings.seconds / 3,
+        })
+        const loaded = await closedLoop(() => db.query(sql, values), {
+          concurrency: settings.concurrency,
+          seconds: settings.seconds / 2,
+        })
+        samples[version].serial.push(serial.latency.meanMs)
+        samples[version].qps.push(loaded.qps)
+      }
+    }
+  } finally {
+    await Promise.all(Object.values(keels).map((k) => k.close()))
+  }
+  return (['before', 'after'] as const).map((version) => ({
+    version,
+    serialMs: median(samples[version].serial),
+    qps: median(samples[version].qps),
+  }))
+}
+
 async function main(): Promise<void> {
   const meta = machineMeta()
   await setup()
   const parse = await classifyCosts()
   const classes = await runClasses()
+  const beforeAfter = await plainBeforeAfter()
   const plain = classes.find((c) => c.key === 'plain')!
   const label: Record<ClassKey, string> = {
     plain: `plain: \`${CLASSES.plain.sql}\``,
@@ -227,9 +276,27 @@ async function main(): Promise<void> {
       ]),
     ),
     '',
+    ...(beforeAfter === undefined
+      ? []
+      : [
+          '### Plain path, before and after',
+          '',
+          `\`${CLASSES.plain.sql}\` through the build of \`BENCH_BASE_CORE\` (before: two regex guards) and this one (after: parser class, an LRU hit), both in this process, ${settings.rounds * 3} alternating rounds; medians.`,
+          '',
+          markdownTable(
+            ['version', 'serial ms', `q/s (${settings.concurrency} callers)`, 'vs before'],
+            beforeAfter.map((r) => [
+              r.version,
+              fmt(r.serialMs, 3),
+              fmtInt(r.qps),
+              fmtRatio(r.qps / beforeAfter[0]!.qps),
+            ]),
+          ),
+          '',
+        ]),
   ].join('\n')
   console.log(md)
-  writeResults('session-guard', "keel's session guard", { meta, settings, parse, classes }, md)
+  writeResults('session-guard', "keel's session guard", { meta, settings, parse, classes, beforeAfter }, md)
 }
 
 runMain(main)

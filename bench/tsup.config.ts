@@ -12,6 +12,7 @@ export default defineConfig({
     'pg',
     '@keel/core',
     'lru-cache',
+    'libpg-query',
     'ioredis',
     'redis',
     'bentocache',

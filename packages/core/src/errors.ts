@@ -12,6 +12,8 @@ export const errorCodes = {
   KEEL_RLS_BYPASS:
     'In rls mode, the runtime role is a superuser or has BYPASSRLS, so policies would not apply.',
   KEEL_QUERY_INVALID: 'A query was malformed, or tried transaction control outside db.transaction().',
+  KEEL_PARSER_UNAVAILABLE:
+    "Postgres' SQL parser (libpg-query, WebAssembly) could not be loaded, so no statement can be checked.",
   KEEL_TRANSACTION_CLOSED: 'A transaction handle was used after its transaction ended.',
   KEEL_TRANSACTION_ABORTED:
     'A transaction callback returned after a statement in it failed, so nothing was committed.',

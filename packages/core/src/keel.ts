@@ -14,6 +14,7 @@ import { type HostInfo, HostPool } from './pool/host-pool.js'
 import { formatLsn } from './routing/lsn.js'
 import { ReplicaMonitor } from './routing/replica-monitor.js'
 import { SessionPosition } from './routing/session-position.js'
+import { loadParser } from './sql/sql-parser.js'
 import { CacheTelemetry } from './telemetry/cache-telemetry.js'
 import { JobTelemetry } from './telemetry/job-telemetry.js'
 import { Telemetry } from './telemetry/telemetry.js'
@@ -260,6 +261,9 @@ function rlsRoleGuard(
 /** Validates the config (throws KEEL_CONFIG_INVALID), then wires keel. Opens no connection yet. */
 export function createKeel(config: KeelConfig): Keel {
   const resolved = parseConfig(config)
+  // Every statement is checked with Postgres' parser (ADR 0022): start loading it now, so the first
+  // statement rarely waits. A failure surfaces there, as KEEL_PARSER_UNAVAILABLE.
+  loadParser().catch(() => undefined)
   const strategy = strategyFor(resolved)
   const telemetry = new Telemetry(resolved.telemetry)
   const logger = resolved.logger

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { isKeelError, type Keel, type Queryable } from '../src/index.js'
+import { isKeelError, type Keel, type Queryable, type TenantClient } from '../src/index.js'
 import { connect, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
 import { pgbouncer } from './support/pgbouncer.js'
@@ -43,6 +43,7 @@ function isConnectionLoss(error: unknown): boolean {
 
 interface Tally {
   ops: number
+  sessionOps: number
   reads: number
   writes: number
   expectedFailures: number
@@ -52,7 +53,16 @@ interface Tally {
 }
 
 function newTally(): Tally {
-  return { ops: 0, reads: 0, writes: 0, expectedFailures: 0, connectionLosses: 0, kills: 0, violations: [] }
+  return {
+    ops: 0,
+    sessionOps: 0,
+    reads: 0,
+    writes: 0,
+    expectedFailures: 0,
+    connectionLosses: 0,
+    kills: 0,
+    violations: [],
+  }
 }
 
 async function checkScope(q: Queryable, tally: Tally, where: string): Promise<void> {
@@ -78,6 +88,54 @@ function expectOnly(error: unknown, tally: Tally, ...codes: string[]): void {
   else throw error
 }
 
+/**
+ * Tries to leave something on the connection for the next tenant (issue #10 items 1 and 2): a temp
+ * table that shadows the real one and holds another tenant's row, keel's scope statement replaced by
+ * one that scopes to `me`, session-level settings. Any of them that survived would show up in the next
+ * tenant's checkScope (a foreign row or setting) on the same pooled connection.
+ */
+async function sessionStep(db: TenantClient, other: string, pick: number, tally: Tally): Promise<void> {
+  const me = db.tenantId
+  tally.sessionOps++
+  const shadow = `CREATE TEMP TABLE IF NOT EXISTS ${table} (tenant_id text, id bigserial, body text, n int)`
+  if (pick < 0.2) {
+    await db.query(
+      `DO $$ BEGIN EXECUTE '${shadow}'; INSERT INTO ${table} (tenant_id, body) VALUES ('${other}', '${me}:temp'); END $$`,
+    )
+  } else if (pick < 0.4) {
+    await db.transaction(async (tx) => {
+      await tx.query(shadow)
+      await tx.query(`INSERT INTO ${table} (tenant_id, body) VALUES ($1, $2)`, [other, `${me}:temp`])
+    })
+  } else if (pick < 0.6) {
+    // Replaces keel's scope statement, found by its text (its name is a hash), when this connection
+    // has it: a later tenant binding that name would run with `me`'s scope.
+    await db.query(
+      `DO $$ DECLARE r record; BEGIN
+         FOR r IN SELECT name FROM pg_prepared_statements
+                  WHERE statement = 'SELECT set_config($1, $2, true), set_config($3, $4, true)' LOOP
+           EXECUTE format('DEALLOCATE %I', r.name);
+           EXECUTE format('PREPARE %I(text, text, text, text) AS SELECT set_config($1, %L, true), set_config($3, $4, true)', r.name, '${me}');
+         END LOOP;
+       END $$`,
+    )
+  } else if (pick < 0.7) {
+    await db
+      .query(`PREPARE keel_scope_rls(text, text) AS SELECT set_config($1, '${me}', true)`)
+      .then(() => tally.violations.push(`${me} prepared a statement under keel's name`))
+      .catch((e) => (isKeelError(e, 'KEEL_QUERY_INVALID') ? tally.expectedFailures++ : expectOnly(e, tally)))
+  } else if (pick < 0.8) {
+    await db
+      .transaction((tx) => tx.query(`DECLARE held CURSOR WITH HOLD FOR SELECT * FROM ${table}`))
+      .then(() => tally.violations.push(`${me} declared a cursor WITH HOLD`))
+      .catch((e) => (isKeelError(e, 'KEEL_QUERY_INVALID') ? tally.expectedFailures++ : expectOnly(e, tally)))
+  } else {
+    await db.query(
+      `DO $$ BEGIN PERFORM set_config('app.tenant_id', '${me}', false); SET search_path = pg_temp, public; PERFORM pg_advisory_lock(7); END $$`,
+    )
+  }
+}
+
 async function step(keel: Keel, rand: () => number, tally: Tally): Promise<void> {
   const me = tenants[Math.floor(rand() * tenants.length)]!
   const other = tenants.find((t) => t !== me)!
@@ -85,7 +143,8 @@ async function step(keel: Keel, rand: () => number, tally: Tally): Promise<void>
   const pick = rand()
   tally.ops++
   try {
-    if (pick < 0.25) await checkScope(db, tally, 'read')
+    if (rand() < 0.12) await sessionStep(db, other, rand(), tally)
+    else if (pick < 0.25) await checkScope(db, tally, 'read')
     else if (pick < 0.4) await write(db, tally)
     else if (pick < 0.45) {
       await db
@@ -225,6 +284,7 @@ async function runProperty(
     expect(tally.writes).toBeGreaterThan(ops / 20)
     expect(tally.expectedFailures).toBeGreaterThan(0)
     if (run.killEveryMs > 0) expect(tally.kills).toBeGreaterThan(0)
+    expect(tally.sessionOps).toBeGreaterThan(ops / 40)
   } finally {
     stop.done = true
     await killing.catch(() => undefined)
@@ -253,8 +313,12 @@ describe('tenant isolation under random interleavings and faults', () => {
   // Through PgBouncer in transaction mode with the default config: every batch may land on another
   // server connection, shared by two keel instances (two processes' worth of clients), whose prepared
   // names are there for both. The scope rides in each batch, so it holds (ADR 0023).
+  // The random steps include tenant SQL that leaves session objects (temp tables, settings): keel
+  // retires its client connection, which does not reach PgBouncer's server connection, so this runs
+  // through the PgBouncer that resets server connections (DISCARD ALL, server_reset_query_always), as
+  // ADR 0023 tells users to configure pools that run such SQL.
   it('through PgBouncer in transaction mode, two keel clients: no row of another tenant is ever seen or written', async () => {
-    const url = (await pgbouncer()).plain.url
+    const url = (await pgbouncer()).discardAll.url
     const keels = [createIsoKeel(3, url), createIsoKeel(3, url)]
     try {
       // No killer during the run: PgBouncer 1.18 exits (FATAL "server in bad state: 11", pgbouncer
@@ -284,6 +348,25 @@ describe('the property check itself', () => {
       expect(tally.violations).toEqual(['meta: setting t0 for t1', 'meta: t1 saw t0'])
     } finally {
       await keel.close()
+    }
+  })
+
+  it("flags a connection left with another tenant's shadowing temp table (the check can fail)", async () => {
+    const raw = await connect('app')
+    try {
+      const tally = newTally()
+      // What a leaked session looks like: a temp table named like the real one, holding t1's row.
+      await raw.query(`CREATE TEMP TABLE ${table} (tenant_id text, id bigserial, body text, n int)`)
+      await raw.query(`INSERT INTO ${table} (tenant_id, body) VALUES ('t1', 't0:temp')`)
+      await raw.query(`SELECT set_config('app.tenant_id', 't0', false)`)
+      const onLeaked: Queryable = {
+        tenantId: 't0',
+        query: (sql, values) => raw.query(sql, values as unknown[]) as never,
+      }
+      await checkScope(onLeaked, tally, 'meta')
+      expect(tally.violations).toEqual(['meta: t0 saw t1'])
+    } finally {
+      await raw.end()
     }
   })
 })

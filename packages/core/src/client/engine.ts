@@ -11,6 +11,7 @@ import type { PgQueryInternals } from '../pool/pg-internals.js'
 import { ScopedQuery } from '../pool/scoped-query.js'
 import type { ReplicaMonitor } from '../routing/replica-monitor.js'
 import { ReplicaRouter } from '../routing/replica-router.js'
+import { statementClass, TRANSACTION_CONTROL } from '../sql/statement-class.js'
 import type { Telemetry } from '../telemetry/telemetry.js'
 import type { TenancyStrategy } from '../tenancy/tenancy-strategy.js'
 import { InFlight } from './in-flight.js'
@@ -20,15 +21,6 @@ export interface TenantLimits {
   readonly connections: number
   readonly statementTimeoutMs: number
 }
-
-// Transaction control belongs to db.transaction(): a BEGIN sent through db.query would outlive the
-// call on a pooled connection, and a COMMIT would end the statement's implicit scope early.
-const TRANSACTION_CONTROL =
-  /^\s*(?:BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT|SAVEPOINT|RELEASE|PREPARE\s+TRANSACTION|DISCARD|DEALLOCATE)\b/i
-
-// Session-level SET/RESET (anything but SET LOCAL) would stay on the pooled connection for whichever
-// tenant borrows it next: a role, a search_path, a timeout.
-const SESSION_SETTING = /^\s*(?:SET(?!\s+(?:LOCAL|TRANSACTION|CONSTRAINTS)\b)|RESET)\b/i
 
 /** The parts every tenant client shares, wired once by createKeel. */
 export class Engine {
@@ -117,17 +109,11 @@ export class Engine {
     if (typeof text !== 'string' || text.trim().length === 0) {
       throw new KeelError('KEEL_QUERY_INVALID', 'query text must be a non-empty string')
     }
-    if (!allowTransactionControl && TRANSACTION_CONTROL.test(text)) {
-      throw new KeelError(
-        'KEEL_QUERY_INVALID',
-        'transaction control is not allowed in db.query(); use db.transaction(async (tx) => ...)',
-      )
-    }
-    if (SESSION_SETTING.test(text)) {
-      throw new KeelError(
-        'KEEL_QUERY_INVALID',
-        'session-level SET/RESET would outlive this call on a pooled connection; use SET LOCAL inside db.transaction()',
-      )
+    // Parsed by Postgres' own grammar (ADR 0022): a regex over SQL was bypassed by a leading comment.
+    // Callers load the parser first (loadParser()).
+    const found = statementClass(text)
+    if (found.refusal !== undefined && !(allowTransactionControl && found.refusal === TRANSACTION_CONTROL)) {
+      throw new KeelError('KEEL_QUERY_INVALID', found.refusal)
     }
     return text
   }

@@ -6,12 +6,15 @@ import { KeelError } from '../errors.js'
 import type { EnqueueOptions, JobStatus } from '../jobs/job-runtime.js'
 import type { OutboxRow } from '../jobs/outbox.js'
 import type { HostPool, Lease } from '../pool/host-pool.js'
-import { type Prelude, ScopedQuery } from '../pool/scoped-query.js'
+import { ScopedQuery } from '../pool/scoped-query.js'
 import { classifySql, rememberWrite } from '../routing/classify-sql.js'
 import { isHostFailure, isReadOnlyRefusal, isRecoveryConflict, isSchemaLag } from '../routing/host-errors.js'
 import { type Lsn, parseLsn } from '../routing/lsn.js'
 import type { SessionPosition } from '../routing/session-position.js'
-import { BEGIN, COMMIT, REPLAY_POSITION, WAL_POSITION } from '../routing/wal-statements.js'
+import { REPLAY_POSITION, WAL_POSITION } from '../routing/wal-statements.js'
+import { sessionBatch, settleSession } from '../sql/session-guard.js'
+import { loadParser, parserLoaded } from '../sql/sql-parser.js'
+import { type SessionEffect, statementClass } from '../sql/statement-class.js'
 import { operationName } from '../telemetry/sanitize-sql.js'
 import type { Engine, TenantLimits } from './engine.js'
 import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
@@ -33,7 +36,8 @@ type Served<R> =
 
 /**
  * One tenant's handle on the database, and a read-your-writes session. Every statement carries the
- * tenant's scope in the same round trip; nothing about the tenant is ever left on a pooled connection.
+ * tenant's scope in the same round trip; a statement that may leave session state on its pooled
+ * connection is refused, or its connection is probed or destroyed after it (sql/statement-class.ts).
  * Reads go to a replica when that is safe; after a write, only to one that has replayed it.
  */
 export class TenantClient implements Queryable {
@@ -132,7 +136,9 @@ export class TenantClient implements Queryable {
     if (tx !== undefined) return tx.query<R>(text, values, options)
     const engine = this.#engine
     engine.assertOpen()
+    if (!parserLoaded()) await loadParser()
     const sql = engine.checkText(text, false)
+    const effect = statementClass(sql).effect
     const params = engine.checkValues(values)
     const limits = engine.limitsFor(this.tenantId)
     const operation = operationName(sql)
@@ -166,6 +172,7 @@ export class TenantClient implements Queryable {
             limits,
             requirement?.minLsn,
             span,
+            effect,
           )
           if (served.result !== undefined) {
             host = served.host
@@ -178,14 +185,10 @@ export class TenantClient implements Queryable {
         route = 'fallback'
       }
       engine.telemetry.setRoute(span, host.info, write ? 'primary' : route)
-      return await this.#onPrimary<R>(
-        sql,
-        params,
-        options,
-        limits,
-        write && engine.router !== undefined,
-        leased,
-      )
+      // A function may write (item 10 of issue #10): an opaque statement advances the session's
+      // position like a write does; plain reads on the primary do not pay for it.
+      const track = (write || effect === 'opaque') && engine.router !== undefined
+      return await this.#onPrimary<R>(sql, params, options, limits, track, effect, leased)
     } catch (error) {
       failure = error
       throw error
@@ -203,6 +206,7 @@ export class TenantClient implements Queryable {
     limits: TenantLimits,
     minLsn: Lsn | undefined,
     span: Span,
+    effect: SessionEffect,
   ): Promise<Served<R>> {
     const engine = this.#engine
     const exclude = new Set<HostPool>()
@@ -224,10 +228,12 @@ export class TenantClient implements Queryable {
         return { result: undefined, learnedWrite: false, primary }
       }
       const host = state.host
-      const preludes: Prelude[] = [engine.strategy.scope(this.tenantId, timeoutOf(options, limits))]
+      const scope = engine.strategy.scope(this.tenantId, timeoutOf(options, limits))
+      const { preludes, postludes } = sessionBatch(effect, scope, [])
       if (minLsn !== undefined) preludes.push(REPLAY_POSITION)
       let lease: Lease | undefined
       const ref: { query?: ScopedQuery } = {}
+      let succeeded = false
       try {
         lease = await host.lease(
           this.tenantId,
@@ -238,11 +244,12 @@ export class TenantClient implements Queryable {
         )
         const result = await this.#send<R>(
           lease,
-          (size) => new ScopedQuery(sql, params, preludes, size),
+          (size) => new ScopedQuery(sql, params, preludes, size, postludes),
           options?.signal,
           ref,
         )
-        if (minLsn !== undefined && this.#behind(ref.query!, host, minLsn, span)) {
+        succeeded = true
+        if (minLsn !== undefined && this.#behind(ref.query!, preludes.length - 1, host, minLsn, span)) {
           exclude.add(host)
           continue
         }
@@ -250,7 +257,11 @@ export class TenantClient implements Queryable {
       } catch (error) {
         // A replica that has not replayed the session's writes can fail the read for that very reason
         // (a table it does not have yet): its replay position, read before the statement, decides.
-        if (minLsn !== undefined && ref.query !== undefined && this.#behind(ref.query, host, minLsn, span)) {
+        if (
+          minLsn !== undefined &&
+          ref.query !== undefined &&
+          this.#behind(ref.query, preludes.length - 1, host, minLsn, span)
+        ) {
           exclude.add(host)
           continue
         }
@@ -275,14 +286,15 @@ export class TenantClient implements Queryable {
           'error.type': String((error as { code?: unknown } | null)?.code ?? 'Error'),
         })
       } finally {
+        settleSession(lease, effect, ref.query, succeeded)
         lease?.release()
       }
     }
   }
 
   /** Whether the replica's replay position, read in the read's own batch, is short of `minLsn`. */
-  #behind(query: ScopedQuery, host: HostPool, minLsn: Lsn, span: Span): boolean {
-    const replayed = parseLsn(query.preludeRows[1]?.[0])
+  #behind(query: ScopedQuery, at: number, host: HostPool, minLsn: Lsn, span: Span): boolean {
+    const replayed = parseLsn(query.preludeRows[at]?.[0])
     if (replayed !== undefined) this.#engine.monitor!.observeReplay(host, replayed)
     if (replayed !== undefined && replayed >= minLsn) return false
     span.addEvent('keel.replica_behind', { 'keel.replica.name': host.info.name })
@@ -295,6 +307,7 @@ export class TenantClient implements Queryable {
     options: QueryOptions | undefined,
     limits: TenantLimits,
     trackPosition: boolean,
+    effect: SessionEffect,
     leased?: Promise<Lease>,
   ): Promise<QueryResult<R>> {
     const engine = this.#engine
@@ -308,24 +321,19 @@ export class TenantClient implements Queryable {
         timeoutOf(options, limits),
       ))
     const ref: { query?: ScopedQuery } = {}
+    const { preludes, postludes } = sessionBatch(effect, scope, trackPosition ? [WAL_POSITION] : [])
+    let succeeded = false
     try {
-      if (!trackPosition) {
-        return await this.#send<R>(
-          lease,
-          (size) => new ScopedQuery(sql, params, [scope], size),
-          options?.signal,
-          ref,
-        )
-      }
-      const build = (size: number) =>
-        new ScopedQuery(sql, params, [BEGIN, scope], size, [COMMIT, WAL_POSITION])
+      const build = (size: number) => new ScopedQuery(sql, params, preludes, size, postludes)
       const result = await this.#send<R>(lease, build, options?.signal, ref)
-      await this.#observe(parseLsn(ref.query?.postludeRows[1]?.[0]))
+      succeeded = true
+      if (trackPosition) await this.#observe(parseLsn(ref.query?.postludeRows[1]?.[0]))
       return result
     } catch (error) {
-      if (trackPosition) await engine.settle(lease)
+      if (preludes.length > 1) await engine.settle(lease)
       throw engine.translate(this.tenantId, error, ref.query, lease)
     } finally {
+      settleSession(lease, effect, ref.query, succeeded)
       lease.release()
     }
   }

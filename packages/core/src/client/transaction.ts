@@ -6,6 +6,10 @@ import { OUTBOX_TABLE, type OutboxRow } from '../jobs/outbox.js'
 import type { Lease } from '../pool/host-pool.js'
 import { type Prelude, ScopedQuery } from '../pool/scoped-query.js'
 import { COMMIT, WAL_POSITION_TEXT } from '../routing/wal-statements.js'
+import { namedStatements } from '../sql/session-guard.js'
+import { probedClean, SESSION_CHECK } from '../sql/session-probe.js'
+import { loadParser, parserLoaded } from '../sql/sql-parser.js'
+import { statementClass } from '../sql/statement-class.js'
 import { operationName } from '../telemetry/sanitize-sql.js'
 import type { Engine, TenantLimits } from './engine.js'
 import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
@@ -44,6 +48,8 @@ export class Transaction implements Queryable {
   readonly #preludes: readonly Prelude[]
   #state: State = 'new'
   #savepoints = 0
+  /** An opaque statement ran (ADR 0022): COMMIT carries the session probe, ROLLBACK retires. */
+  #opaque = false
   readonly #position: { trackPosition: boolean; onCommitted: (lsn: string | undefined) => Promise<void> }
 
   constructor(
@@ -85,7 +91,11 @@ export class Transaction implements Queryable {
         'this transaction has ended; run queries inside its callback',
       )
     }
+    if (!parserLoaded()) await loadParser()
     const sql = engine.checkText(text, false)
+    const effect = statementClass(sql).effect
+    if (effect === 'opaque') this.#opaque = true
+    else if (effect === 'retire') this.#lease.markBroken()
     const params = engine.checkValues(values)
     const operation = operationName(sql)
     const span = engine.telemetry.startQuery({
@@ -160,14 +170,20 @@ export class Transaction implements Queryable {
     if (this.#position.trackPosition) {
       // COMMIT, then the WAL position after it, in one round trip: the session's reads can then wait
       // for a replica that has replayed this transaction.
-      const query = new ScopedQuery(WAL_POSITION_TEXT, undefined, [COMMIT], this.#cacheSize(false))
-      const result = await this.#engine.submit<{ lsn: string }>(this.#lease, query, undefined)
-      this.#state = 'closed'
+      const query = new ScopedQuery(
+        WAL_POSITION_TEXT,
+        undefined,
+        [COMMIT],
+        this.#cacheSize(false),
+        this.#sessionCheck(),
+      )
+      const result = await this.#submitCommit<{ lsn: string }>(query)
       command = query.preludeTags[0]
       if (command === 'COMMIT') await this.#position.onCommitted(result.rows[0]?.lsn)
     } else {
-      command = (await this.#send('COMMIT')).command
-      this.#state = 'closed'
+      // Control statements (savepoint names vary) are sent unnamed, outside the statement cache.
+      const query = new ScopedQuery('COMMIT', undefined, [], 0, this.#sessionCheck())
+      command = (await this.#submitCommit(query)).command
     }
     // Postgres answers COMMIT of a failed transaction with ROLLBACK and no error.
     if (command === 'ROLLBACK') {
@@ -183,6 +199,9 @@ export class Transaction implements Queryable {
       return
     }
     this.#state = 'closed'
+    // What an opaque statement did outside the transaction (PREPARE, a session advisory lock) survives
+    // the rollback, and no probe follows it: the connection is not reused.
+    if (this.#opaque) this.#lease.markBroken()
     try {
       await this.#send('ROLLBACK')
     } catch {
@@ -246,6 +265,24 @@ export class Transaction implements Queryable {
   #cacheSize(first: boolean): number {
     const size = this.#lease.host.statementCacheSize
     return first || this.#lease.direct ? size : 0
+  }
+
+  #sessionCheck(): readonly Prelude[] {
+    return this.#opaque ? SESSION_CHECK : []
+  }
+
+  /** Sends the COMMIT batch; after an opaque statement, its probe decides if the connection is reused. */
+  async #submitCommit<R>(query: ScopedQuery): Promise<QueryResult<R>> {
+    try {
+      const result = await this.#engine.submit<R>(this.#lease, query, undefined)
+      this.#state = 'closed'
+      if (this.#opaque && !probedClean(query.postludeRows.at(-1), namedStatements(this.#lease)))
+        this.#lease.markBroken()
+      return result
+    } catch (error) {
+      if (this.#opaque) this.#lease.markBroken()
+      throw error
+    }
   }
 
   #next(text: string, values: readonly unknown[] | undefined, cacheSize: number): ScopedQuery {

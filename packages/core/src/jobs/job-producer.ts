@@ -76,6 +76,7 @@ export class JobProducer {
   readonly #scripts: EnqueueScripts | undefined
   readonly #queues = new Map<string, Queue>()
   readonly #schedulers = new Map<string, FairScheduler>()
+  readonly #byJob = new Map<string, FairScheduler>()
   /** Packed BullMQ options per job name and band, for jobs without a delay. */
   readonly #packedOpts = new Map<string, Buffer>()
   #connection: Redis | undefined
@@ -171,6 +172,16 @@ export class JobProducer {
     return scheduler
   }
 
+  /** The scheduler of a job's queue, by job name (the enqueue's hot path: no queue name to build). */
+  #schedulerOfJob(jobName: string): FairScheduler {
+    let scheduler = this.#byJob.get(jobName)
+    if (scheduler === undefined) {
+      scheduler = this.scheduler(queueOf(this.#config.queue, jobName))
+      this.#byJob.set(jobName, scheduler)
+    }
+    return scheduler
+  }
+
   definedNames(): IterableIterator<string> {
     return this.#definitions.keys()
   }
@@ -246,7 +257,7 @@ export class JobProducer {
     if (this.#scripts === undefined) return this.#addInTwo(job, envelope)
     const band = job.opts.priority ?? 5
     const delayMs = job.opts.delayMs
-    await this.scheduler(queueOf(this.#config.queue, job.name)).add({
+    await this.#schedulerOfJob(job.name).add({
       tenantId: job.tenantId,
       name: job.name,
       jobId: job.jobId,

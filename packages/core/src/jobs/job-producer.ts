@@ -335,7 +335,9 @@ export class JobProducer {
   async #withQueue<R>(queueName: string, fn: (queue: Queue) => Promise<R>): Promise<R> {
     if (this.#queues.has(queueName) || this.#isKept(queueName)) return fn(this.queue(queueName))
     const queue = new Queue(queueName, this.#queueOptions())
-    queue.on('error', () => undefined)
+    queue.on('error', (error: Error) =>
+      this.#logger?.debug({ err: error, queue: queueName }, 'keel jobs: queue error'),
+    )
     try {
       return await fn(queue)
     } finally {

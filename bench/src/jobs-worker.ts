@@ -77,7 +77,8 @@ async function setUp(message: InitMessage): Promise<void> {
 async function start(): Promise<void> {
   const cfg = init!
   if (cfg.mode === 'keel') {
-    worker = keel!.startWorker({ concurrency: cfg.concurrency })
+    // keel runs a BullMQ worker per job name (ADR 0025); the bench defines one job, so one worker.
+    worker = keel!.startWorker({ concurrency: cfg.concurrency }).workers[0]!
   } else {
     connection = workerRedis(cfg.redisUrl)
     // A plain BullMQ worker with its defaults, at the same concurrency.

@@ -236,14 +236,19 @@ async function scriptCalls(admin: Redis): Promise<number | undefined> {
   }
 }
 
+/** Jobs queued under `name`: raw BullMQ's queue, plus keel's queue of the bench's job (ADR 0025). */
 async function queuedJobs(ctx: Context, name: string): Promise<number> {
-  const queue = new Queue(name, { connection: ctx.admin })
-  try {
-    const counts = await queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active')
-    return Object.values(counts).reduce((a, b) => a + b, 0)
-  } finally {
-    await queue.close().catch(() => undefined)
+  let total = 0
+  for (const queueName of [name, `${name}~${JOB_NAME}`]) {
+    const queue = new Queue(queueName, { connection: ctx.admin })
+    try {
+      const counts = await queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active')
+      total += Object.values(counts).reduce((a, b) => a + b, 0)
+    } finally {
+      await queue.close().catch(() => undefined)
+    }
   }
+  return total
 }
 
 /** Deletes whatever of this run is left (every queue name, so every key, contains the run id). */

@@ -186,13 +186,16 @@ export function errorText(error: unknown): string {
  * keys BullMQ does not know about under the queue's prefix (keel's positions and idempotency claims).
  */
 export async function dropQueue(admin: Redis, name: string): Promise<void> {
-  const queue = new Queue(name, { connection: admin })
-  try {
-    await queue.obliterate({ force: true })
-  } finally {
-    await queue.close().catch(() => undefined)
+  // keel keeps the bench job's jobs in a queue of its own (ADR 0025).
+  for (const queueName of [name, `${name}~${JOB_NAME}`]) {
+    const queue = new Queue(queueName, { connection: admin })
+    try {
+      await queue.obliterate({ force: true })
+    } finally {
+      await queue.close().catch(() => undefined)
+    }
+    await deleteKeys(admin, `bull:${queueName}:*`)
   }
-  await deleteKeys(admin, `bull:${name}:*`)
 }
 
 export async function deleteKeys(admin: Redis, pattern: string): Promise<number> {

@@ -27,6 +27,8 @@ export const errorCodes = {
     'The host did not answer within statementTimeoutMs + timeoutGraceMs (or query_timeout); keel closed the connection.',
   KEEL_NO_TENANT_CONTEXT: 'keel.current() was called outside keel.run().',
   KEEL_CLOSED: 'keel.close() was called; the instance takes no more work.',
+  KEEL_JOBS_UNAVAILABLE:
+    'The jobs Redis did not answer or failed a command (enqueue, jobStatus, deadLetters, redrive, the outbox relay); `cause` holds the driver error.',
   KEEL_JOBS_NOT_CONFIGURED: 'A jobs call was made but createKeel() got no jobs.redis configuration.',
   KEEL_JOB_INVALID: 'defineJob() or startWorker() got a malformed name, schema, handler or option.',
   KEEL_JOB_TIMEOUT: 'A job attempt ran longer than its timeoutMs; the attempt failed (and may be retried).',

@@ -1,4 +1,3 @@
-import type { Worker } from 'bullmq'
 import type pg from 'pg'
 import { type CacheApi, CacheClient, SHARED_SCOPE } from './cache/cache-client.js'
 import { LayeredCache } from './cache/layered-cache.js'
@@ -10,6 +9,7 @@ import { TenantContext } from './context/tenant-context.js'
 import { KeelError } from './errors.js'
 import { type JobDefinition, type ResolvedJobDefinition, resolveDefinition } from './jobs/job-definition.js'
 import { JobRuntime, type StartWorkerOptions } from './jobs/job-runtime.js'
+import type { JobWorker } from './jobs/job-worker.js'
 import { type HostInfo, HostPool } from './pool/host-pool.js'
 import { formatLsn } from './routing/lsn.js'
 import { ReplicaMonitor } from './routing/replica-monitor.js'
@@ -128,10 +128,11 @@ export class Keel {
   }
 
   /**
-   * Starts a BullMQ worker for defined jobs. Each job runs as its tenant (a db resuming the producer's
+   * Starts workers for defined jobs: a BullMQ worker per job name, each on its job's own queue, so it is
+   * handed only jobs it runs (ADR 0025). Each job runs as its tenant (a db resuming the producer's
    * consistency token, inside keel.run) and continues the producer's trace. keel.close() stops it.
    */
-  startWorker(options?: StartWorkerOptions): Worker {
+  startWorker(options?: StartWorkerOptions): JobWorker {
     const runtime = this.#engine.jobRuntime()
     return runtime.startWorker(
       {

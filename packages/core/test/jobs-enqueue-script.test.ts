@@ -15,6 +15,7 @@ import {
   PRIORITIZED_KEYS,
 } from '../src/jobs/enqueue-script.js'
 import { resolveDefinition } from '../src/jobs/job-definition.js'
+import { queueOf } from '../src/jobs/job-queues.js'
 import { JobRuntime } from '../src/jobs/job-runtime.js'
 import { JobTelemetry } from '../src/telemetry/job-telemetry.js'
 import { testKeel } from './support/keel.js'
@@ -107,7 +108,8 @@ describe("BullMQ's add scripts, as keel splices them", () => {
     const enqueuedTo = Date.now()
     const { jobId: laterId } = await db.enqueue('guard.job', { n: 2 }, { delayMs: 60_000 })
 
-    const queue = new Queue(name, { connection: admin })
+    // Each job has its own queue (ADR 0025).
+    const queue = new Queue(queueOf(name, 'guard.job'), { connection: admin })
     open.push(queue)
     const keelJob = (await queue.getJob(jobId))!
     // The same job through BullMQ's own Queue.add, with the options keel gives it.
@@ -119,7 +121,7 @@ describe("BullMQ's add scripts, as keel splices them", () => {
       removeOnComplete: { age: 86_400 },
       removeOnFail: { age: 604_800 },
     })
-    const keys = new QueueKeys('bull').getKeys(name)
+    const keys = new QueueKeys('bull').getKeys(queueOf(name, 'guard.job'))
     const keelHash = await admin.hgetall(`${keys['']}${jobId}`)
     const rawHash = await admin.hgetall(`${keys['']}raw-${jobId}`)
     expect(Object.keys(keelHash).sort()).toEqual(Object.keys(rawHash).sort())
@@ -159,7 +161,7 @@ describe("BullMQ's add scripts, as keel splices them", () => {
     // A plain BullMQ Worker takes keel's job off the prioritized set and completes it; the raw one too.
     const seen: string[] = []
     const worker = new Worker(
-      name,
+      queueOf(name, 'guard.job'),
       async (job) => {
         seen.push(String(job.id))
         return job.data.p
@@ -189,12 +191,14 @@ describe("BullMQ's add scripts, as keel splices them", () => {
     expect(new Set(ids.map((x) => x.jobId)).size).toBe(1)
     // One script per enqueue (EVAL when the script was not loaded yet counts apart), nothing else.
     expect(after - before).toBeLessThanOrEqual(10)
-    const queue = new Queue(name, { connection: admin })
+    const queue = new Queue(queueOf(name, 'guard.idem'), { connection: admin })
     open.push(queue)
     expect(await queue.getJobCounts('prioritized')).toEqual({ prioritized: 1 })
     // One position taken: the tenant's one pending job; no key besides BullMQ's and the tenant's hash.
-    expect(await admin.hgetall(`bull:${name}:keel:fair:{idem-tenant}`)).toEqual({ last: '1' })
-    expect(await admin.keys(`bull:${name}:keel:*`)).toEqual([`bull:${name}:keel:fair:{idem-tenant}`])
+    const keelKeys = `bull:${queueOf(name, 'guard.idem')}:keel`
+    expect(await admin.hgetall(`${keelKeys}:fair:{idem-tenant}`)).toEqual({ last: '1' })
+    expect(await admin.keys(`${keelKeys}:*`)).toEqual([`${keelKeys}:fair:{idem-tenant}`])
+    expect(await admin.keys(`bull:${name}:*`)).toEqual([])
   })
 })
 
@@ -230,39 +234,44 @@ describe('the two-round-trip fallback', () => {
     )
     const second = await oneTrip.enqueue('fb-tenant', 'fb.job', {}, undefined, undefined)
     const third = await fallback.enqueue('fb-tenant', 'fb.job', {}, { priority: 1 }, undefined)
-    const queue = new Queue(name, { connection: admin })
+    const queue = new Queue(queueOf(name, 'fb.job'), { connection: admin })
     open.push(queue)
     const priorities = await Promise.all(
       [first[0]!.jobId, second.jobId, third.jobId].map(async (id) => (await queue.getJob(id))!.priority),
     )
     expect(priorities).toEqual([4 * 2 ** 17 + 1, 4 * 2 ** 17 + 2, 3])
-    expect(await admin.hgetall(`bull:${name}:keel:fair:{fb-tenant}`)).toEqual({ last: '3' })
+    expect(await admin.hgetall(`bull:${queueOf(name, 'fb.job')}:keel:fair:{fb-tenant}`)).toEqual({
+      last: '3',
+    })
   })
 
   it('restarts a tenant at position 1 once all its jobs are done, not before', async () => {
     const { queue: name } = names()
     const jobs = runtime(name, 'bullmq')
-    const queue = new Queue(name, { connection: admin })
+    const queue = new Queue(queueOf(name, 'fb.job'), { connection: admin })
     open.push(queue)
     const position = async () => {
       const { jobId } = await jobs.enqueue('pos-tenant', 'fb.job', {}, undefined, undefined)
       return (await queue.getJob(jobId))!.priority - 4 * 2 ** 17
     }
     expect([await position(), await position()]).toEqual([1, 2])
-    await jobs.fair.done('pos-tenant')
+    await jobs.fairOf('fb.job').done('pos-tenant')
     // One of two done: one still pending, so the next job queues behind it.
     expect(await position()).toBe(3)
-    await jobs.fair.done('pos-tenant')
-    await jobs.fair.done('pos-tenant')
-    expect(await admin.exists(`bull:${name}:keel:fair:{pos-tenant}`)).toBe(0)
+    await jobs.fairOf('fb.job').done('pos-tenant')
+    await jobs.fairOf('fb.job').done('pos-tenant')
+    expect(await admin.exists(`bull:${queueOf(name, 'fb.job')}:keel:fair:{pos-tenant}`)).toBe(0)
     expect(await position()).toBe(1)
     // A re-driven job (it keeps its own priority) counts as pending again: with the next job, two are
     // pending, and the tenant restarts only when both are done.
-    await jobs.fair.done('pos-tenant')
-    await jobs.fair.repend('pos-tenant')
+    await jobs.fairOf('fb.job').done('pos-tenant')
+    await jobs.fairOf('fb.job').repend('pos-tenant')
     expect(await position()).toBe(1)
-    expect(await admin.hgetall(`bull:${name}:keel:fair:{pos-tenant}`)).toEqual({ last: '1', done: '-1' })
-    await jobs.fair.done('pos-tenant')
+    expect(await admin.hgetall(`bull:${queueOf(name, 'fb.job')}:keel:fair:{pos-tenant}`)).toEqual({
+      last: '1',
+      done: '-1',
+    })
+    await jobs.fairOf('fb.job').done('pos-tenant')
     expect(await position()).toBe(2)
   })
 })

@@ -7,6 +7,7 @@ import { Queue } from 'bullmq'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import type { JobStatus, Keel, TenantClient } from '../src/index.js'
+import { queueOf } from '../src/jobs/job-queues.js'
 import { awaitOnReplicas, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
 import { readStack } from './support/stack.js'
@@ -110,7 +111,7 @@ describe('jobs', () => {
     await expect(db.enqueue('emails.send', { to: 'a@b.co' }, { priority: 99 })).rejects.toMatchObject({
       code: 'KEEL_JOB_INVALID',
     })
-    const queue = new Queue(keel.config.jobs!.queue, {
+    const queue = new Queue(queueOf(keel.config.jobs!.queue, 'emails.send'), {
       connection: { host: readStack().redis.host, port: readStack().redis.port },
     })
     const counts = await queue.getJobCounts()

@@ -10,7 +10,7 @@ import { ScopedQuery } from '../pool/scoped-query.js'
 import { classifySql, rememberWrite } from '../routing/classify-sql.js'
 import { isHostFailure, isReadOnlyRefusal, isRecoveryConflict, isSchemaLag } from '../routing/host-errors.js'
 import { type Lsn, parseLsn } from '../routing/lsn.js'
-import type { SessionPosition } from '../routing/session-position.js'
+import { SessionPosition } from '../routing/session-position.js'
 import { REPLAY_POSITION, WAL_POSITION } from '../routing/wal-statements.js'
 import { sessionBatch, settleSession } from '../sql/session-guard.js'
 import { loadParser, parserLoaded } from '../sql/sql-parser.js'
@@ -371,8 +371,11 @@ export class TenantClient implements Queryable {
   #relay(rows: readonly OutboxRow[]): void {
     const engine = this.#engine
     const token = this.consistencyToken
+    // The relay deletes the rows in this tenant's scope, through a session of its own (its DELETE is not
+    // one of the caller's writes).
+    const scoped = new TenantClient(engine, this.tenantId, SessionPosition.untrusted(), this.#context)
     setImmediate(() => {
-      engine.jobs?.relay(engine.primary.pool, rows, token).catch((error: unknown) => {
+      engine.jobs?.relay(scoped, rows, token).catch((error: unknown) => {
         engine.logger?.warn(
           { err: error, tenantId: this.tenantId },
           'keel jobs: outbox relay failed; the sweep will retry',

@@ -233,7 +233,7 @@ const jobsSchema = z.strictObject({
   redis: z.strictObject({
     url: z.string().refine(isRedisUrl, { message: 'must be a redis:// or rediss:// URL' }),
   }),
-  /** The BullMQ queue name. @default 'keel-jobs' */
+  /** The name keel's BullMQ queues start with: each job name has its own, `<queue>~<job name>` (ADR 0025). @default 'keel-jobs' */
   queue: z
     .string()
     .regex(/^[A-Za-z0-9_.-]{1,64}$/)

@@ -23,28 +23,9 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return last - done`
 
-// A running job holds a slot (member = job id, score = when the slot lapses) until it ends; slots of
-// workers that died lapse after the lock duration.
-const ACQUIRE = `
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[3]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[4]) then
-  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-  return 1
-end
-return 0`
-
 interface SchedulerRedis extends Redis {
   keelFairPriority(keys: number, ...args: Array<string | number>): Promise<number>
   keelFairDone(fair: string, ttlMs: number): Promise<number>
-  keelSlotAcquire(
-    running: string,
-    now: number,
-    until: number,
-    member: string,
-    cap: number,
-    ttlMs: number,
-  ): Promise<number>
   keelEnqueue(keys: number, ...args: Array<string | number | Buffer>): Promise<string | number>
   keelEnqueueDelayed(keys: number, ...args: Array<string | number | Buffer>): Promise<string | number>
 }
@@ -75,9 +56,9 @@ export interface FairJob {
 }
 
 /**
- * Fairness across tenants on plain BullMQ (groups are a Pro feature): per-tenant positions as BullMQ
- * priorities, idempotency claims, and an optional fleet-wide cap on a tenant's running jobs. See ADR
- * 0013, 0014 and 0019 (one round trip per enqueue).
+ * Fairness across tenants on plain BullMQ (groups are a Pro feature), in one job's queue (ADR 0025):
+ * per-tenant positions as BullMQ priorities and idempotency claims. See ADR 0013, 0014 and 0019 (one round
+ * trip per enqueue). It shares the producer's connection and does not close it.
  */
 export class FairScheduler {
   readonly #redis: SchedulerRedis
@@ -107,7 +88,6 @@ export class FairScheduler {
     this.#delayedKeys = DELAYED_KEYS.map((k) => queueKeys[k]!)
     this.#redis.defineCommand('keelFairPriority', { lua: FAIR_PRIORITY })
     this.#redis.defineCommand('keelFairDone', { numberOfKeys: 1, lua: DONE })
-    this.#redis.defineCommand('keelSlotAcquire', { numberOfKeys: 1, lua: ACQUIRE })
     if (scripts !== undefined) {
       this.#redis.defineCommand('keelEnqueue', { lua: scripts.prioritized.lua })
       this.#redis.defineCommand('keelEnqueueDelayed', { lua: scripts.delayed.lua })
@@ -200,61 +180,10 @@ export class FairScheduler {
     await this.#redis.keelFairDone(this.#fairKey(tenantId), this.#ttlMs)
   }
 
-  /** A running slot for the tenant, or false when it already runs `cap` jobs fleet-wide. */
-  async acquire(
-    tenantId: string,
-    jobId: string,
-    cap: number,
-    lockMs: number,
-  ): Promise<{ release(): void } | false> {
-    const key = `${this.#prefix}:running:{${tenantId}}`
-    const hold = () => {
-      const now = Date.now()
-      return this.#redis.keelSlotAcquire(key, now, now + lockMs, jobId, cap, lockMs * 2)
-    }
-    if ((await hold()) !== 1) return false
-    // Keep the slot while the job runs; a dead worker's slot lapses after lockMs.
-    const heartbeat = setInterval(
-      () => void hold().catch(() => undefined),
-      Math.max(500, Math.floor(lockMs / 2)),
-    )
-    heartbeat.unref()
-    return {
-      release: () => {
-        clearInterval(heartbeat)
-        this.#redis.zrem(key, jobId).catch(() => undefined)
-      },
-    }
-  }
-
-  /** Indexes a job that exhausted its retries under its tenant, newest first. */
-  async deadLetter(tenantId: string, jobId: string, at: number, retentionMs: number): Promise<void> {
-    const key = `${this.#prefix}:dead:{${tenantId}}`
-    await this.#redis
-      .multi()
-      .zadd(key, at, jobId)
-      .zremrangebyscore(key, '-inf', at - retentionMs)
-      .pexpire(key, retentionMs)
-      .exec()
-  }
-
-  async deadLetters(tenantId: string, limit: number): Promise<string[]> {
-    return this.#redis.zrevrange(`${this.#prefix}:dead:{${tenantId}}`, 0, limit - 1)
-  }
-
-  /** Takes a job out of the tenant's dead letters; false when it was not there. */
-  async undead(tenantId: string, jobId: string): Promise<boolean> {
-    return (await this.#redis.zrem(`${this.#prefix}:dead:{${tenantId}}`, jobId)) === 1
-  }
-
   /** A re-driven job is pending again for its tenant's fair position. */
   async repend(tenantId: string): Promise<void> {
     const fair = this.#fairKey(tenantId)
     // One job fewer done: one more pending, the tenant's positions unchanged.
     await this.#redis.multi().hincrby(fair, 'done', -1).pexpire(fair, this.#ttlMs).exec()
-  }
-
-  async close(): Promise<void> {
-    await this.#redis.quit().catch(() => undefined)
   }
 }

@@ -39,6 +39,7 @@ export class JobTelemetry {
   readonly #wait: Histogram
   readonly #run: Histogram
   readonly #failures: Counter
+  readonly #sweepFailures: Counter
 
   constructor(tracer: Tracer, meter: Meter, queue: string) {
     this.#tracer = tracer
@@ -55,6 +56,9 @@ export class JobTelemetry {
     this.#failures = meter.createCounter('keel.jobs.failures', {
       description: 'Failed job attempts; keel.job.final=true when no retry remains (a dead letter)',
     })
+    this.#sweepFailures = meter.createCounter('keel.jobs.outbox.sweep.failures', {
+      description: 'Outbox sweeps that failed: committed jobs of crashed producers wait in the outbox',
+    })
   }
 
   attemptStarted(jobName: string, waitedMs: number): void {
@@ -64,6 +68,12 @@ export class JobTelemetry {
   attemptEnded(jobName: string, ranMs: number, failed: boolean, final: boolean): void {
     this.#run.record(ranMs / 1_000, { 'keel.job.name': jobName })
     if (failed) this.#failures.add(1, { 'keel.job.name': jobName, 'keel.job.final': final })
+  }
+
+  /** A failed outbox sweep, by error code (a Postgres SQLSTATE such as 42501, or keel's code). */
+  sweepFailed(error: unknown): void {
+    const code = (error as { code?: unknown } | null)?.code
+    this.#sweepFailures.add(1, { 'error.type': typeof code === 'string' ? code : 'Error' })
   }
 
   /** Queue depth by state, read whenever the meter collects. */

@@ -136,7 +136,22 @@ export class TenantClient implements Queryable {
     if (tx !== undefined) return tx.query<R>(text, values, options)
     const engine = this.#engine
     engine.assertOpen()
-    if (!parserLoaded()) await loadParser()
+    // Counted from here: keel.close() waits for a call that is still waiting for the parser to load.
+    engine.inFlight.enter()
+    try {
+      if (!parserLoaded()) await loadParser()
+      return await this.#query<R>(text, values, options)
+    } finally {
+      engine.inFlight.leave()
+    }
+  }
+
+  async #query<R>(
+    text: string,
+    values: readonly unknown[] | undefined,
+    options: QueryOptions | undefined,
+  ): Promise<QueryResult<R>> {
+    const engine = this.#engine
     const sql = engine.checkText(text, false)
     const effect = statementClass(sql).effect
     const params = engine.checkValues(values)
@@ -152,7 +167,6 @@ export class TenantClient implements Queryable {
     let host = engine.primary
     let failure: unknown
     let leased: Promise<Lease> | undefined
-    engine.inFlight.enter()
     try {
       const kind = engine.router === undefined ? 'write' : classifySql(sql)
       let write = kind === 'write'
@@ -194,7 +208,6 @@ export class TenantClient implements Queryable {
       throw error
     } finally {
       engine.endSpan(span, started, operation, host, failure)
-      engine.inFlight.leave()
     }
   }
 

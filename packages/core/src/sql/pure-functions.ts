@@ -67,5 +67,6 @@ export const PURE_FUNCTIONS: ReadonlySet<string> = new Set([
   'pg_try_advisory_xact_lock', 'pg_try_advisory_xact_lock_shared', 'pg_advisory_unlock',
   'pg_advisory_unlock_shared', 'pg_advisory_unlock_all', 'pg_current_wal_insert_lsn',
   'pg_current_wal_lsn', 'pg_last_wal_replay_lsn', 'pg_collation_for', 'coalesce', 'nullif',
-  'greatest', 'least',
+  'greatest', 'least', 'inet_server_port', 'inet_server_addr', 'inet_client_port', 'inet_client_addr',
+  'pg_is_in_recovery', 'pg_postmaster_start_time', 'pg_last_xact_replay_timestamp',
 ])

@@ -32,6 +32,9 @@ export type ParseNode = Record<string, unknown>
 
 /** The statements of `text`, or undefined when Postgres' grammar does not accept it. */
 export function parseStatements(text: string): ParseNode[] | undefined {
+  // A class computed without the parser would be cached as if the text did not parse: refuse instead.
+  if (!loaded)
+    throw new KeelError('KEEL_PARSER_UNAVAILABLE', 'the SQL parser is not loaded yet (await loadParser())')
   try {
     const tree = parseSync(text) as { stmts?: Array<{ stmt?: ParseNode }> }
     return (tree.stmts ?? []).map((s) => s.stmt ?? {})

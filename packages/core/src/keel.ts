@@ -89,19 +89,22 @@ export class Keel {
    */
   tenant(id: string, options?: TenantOptions): TenantClient {
     this.#engine.assertOpen()
+    return this.#session(id, options?.consistencyToken, false)
+  }
+
+  #session(id: string, token: unknown, acceptedWork: boolean): TenantClient {
     const tenantId = validateTenantId(
       id,
       this.config.tenants.idPattern,
       this.config.tenancy.mode === 'schema',
     )
     this.#engine.strategy.validate?.(tenantId)
-    const token = options?.consistencyToken
     // A token that is not even a string is garbage like any other: the session reads the primary.
     const position =
       typeof token === 'string' || token === undefined
         ? SessionPosition.fromToken(token)
         : SessionPosition.untrusted()
-    return new TenantClient(this.#engine, tenantId, position, this.#context)
+    return new TenantClient(this.#engine, tenantId, position, this.#context, acceptedWork)
   }
 
   /** Runs `fn` with `db` as the current tenant client, reachable from deep code via current(). */
@@ -137,7 +140,9 @@ export class Keel {
     return runtime.startWorker(
       {
         runAs: (tenantId, consistencyToken, fn) => {
-          const db = this.tenant(tenantId, { consistencyToken })
+          // A job already running is accepted work: its session may use the pools while close()
+          // drains (workers close first and wait for their running jobs).
+          const db = this.#session(tenantId, consistencyToken, true)
           return this.run(db, () => fn(db))
         },
         primaryPool: this.#engine.primary.pool,

@@ -358,6 +358,47 @@ describe('jobs', () => {
     expect((await statusOf(second.jobId))?.state).toBe('waiting')
   })
 
+  it('a job running when close() begins still reaches the database, and its writes land', async () => {
+    const keel = jobsKeel()
+    let release!: () => void
+    const gate = new Promise<void>((r) => {
+      release = r
+    })
+    let started = false
+    keel.defineJob('late-write', {
+      schema: z.object({ body: z.string() }),
+      handler: async ({ body }, { db }) => {
+        started = true
+        await gate
+        // close() has begun by now: this session is accepted work, not a new call.
+        await db.query(`INSERT INTO ${table} (tenant_id, body) VALUES ($1, $2)`, [db.tenantId, body])
+        return (
+          await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE body = $1`, [body])
+        ).rows[0]?.n
+      },
+    })
+    keel.startWorker({ concurrency: 1 })
+    const db = keel.tenant('acme')
+    const body = `late-${randomBytes(4).toString('hex')}`
+    const { jobId } = await db.enqueue('late-write', { body })
+    await waitFor('the job to start', async () => started)
+    const closing = keel.close()
+    // New calls are refused at once while the job still runs.
+    await expect(db.query('SELECT 1')).rejects.toMatchObject({ code: 'KEEL_CLOSED' })
+    release()
+    await closing
+    const check = testKeel({
+      jobs: { redis: { url: readStack().redis.url }, queue: keel.config.jobs!.queue },
+    })
+    open.push(check)
+    const status = await check.tenant('acme').jobStatus(jobId)
+    expect(status).toMatchObject({ state: 'completed', result: 1 })
+    const rows = await check.tenant('acme').query(`SELECT 1 FROM ${table} WHERE body = $1`, [body], {
+      route: 'primary',
+    })
+    expect(rows.rowCount).toBe(1)
+  })
+
   it('bad definitions and calls without a jobs configuration are KeelErrors', () => {
     const keel = jobsKeel()
     expect(() => keel.defineJob('bad name!', { schema: z.object({}), handler: async () => 1 })).toThrow(

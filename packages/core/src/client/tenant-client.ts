@@ -53,11 +53,23 @@ export class TenantClient implements Queryable {
     tenantId: string,
     position: SessionPosition,
     context: TenantContext<CurrentEntry>,
+    acceptedWork = false,
   ) {
     this.#engine = engine
     this.tenantId = tenantId
     this.#position = position
     this.#context = context
+    this.#acceptedWork = acceptedWork
+  }
+
+  /**
+   * Work keel accepted before close() began (a running job, the relay of a committed transaction's
+   * outbox) still gets the pools while close() drains; any other session is refused at once.
+   */
+  readonly #acceptedWork: boolean
+
+  #assertOpen(): void {
+    if (!this.#acceptedWork) this.#engine.assertOpen()
   }
 
   /**
@@ -135,7 +147,7 @@ export class TenantClient implements Queryable {
     const tx = this.#inTransaction()
     if (tx !== undefined) return tx.query<R>(text, values, options)
     const engine = this.#engine
-    engine.assertOpen()
+    this.#assertOpen()
     // Counted from here: keel.close() waits for a call that is still waiting for the parser to load.
     engine.inFlight.enter()
     try {
@@ -386,14 +398,19 @@ export class TenantClient implements Queryable {
     const token = this.consistencyToken
     // The relay deletes the rows in this tenant's scope, through a session of its own (its DELETE is not
     // one of the caller's writes).
-    const scoped = new TenantClient(engine, this.tenantId, SessionPosition.untrusted(), this.#context)
+    const scoped = new TenantClient(engine, this.tenantId, SessionPosition.untrusted(), this.#context, true)
+    // Part of the committed transaction's work: keel.close() waits for it.
+    engine.inFlight.enter()
     setImmediate(() => {
-      engine.jobs?.relay(scoped, rows, token).catch((error: unknown) => {
-        engine.logger?.warn(
-          { err: error, tenantId: this.tenantId },
-          'keel jobs: outbox relay failed; the sweep will retry',
-        )
-      })
+      const relayed = engine.jobs?.relay(scoped, rows, token) ?? Promise.resolve()
+      relayed
+        .catch((error: unknown) => {
+          engine.logger?.warn(
+            { err: error, tenantId: this.tenantId },
+            'keel jobs: outbox relay failed; the sweep will retry',
+          )
+        })
+        .finally(() => engine.inFlight.leave())
     })
   }
 
@@ -414,7 +431,7 @@ export class TenantClient implements Queryable {
     const open = this.#inTransaction()
     if (open !== undefined) return savepoint(open, fn, options)
     const engine = this.#engine
-    engine.assertOpen()
+    this.#assertOpen()
     const limits = engine.limitsFor(this.tenantId)
     const span = engine.telemetry.startTransaction(this.tenantId, engine.primary.info)
     const started = performance.now()

@@ -1,3 +1,7 @@
+// One piece for now (~500 lines): the session (its read-your-writes position and async context) and the
+// two paths a statement takes, replicas then the primary, share the batch-building and error rules that
+// keep a tenant's scope and session state right. Issue #13's seam moves host choice, retries and
+// ejection into routing/ behind a placement interface; this file then keeps the session alone.
 import { context, type Span, trace } from '@opentelemetry/api'
 import type { CacheClient } from '../cache/cache-client.js'
 import type { CachedOptions, InvalidateOptions } from '../cache/cached-options.js'

@@ -1,3 +1,5 @@
+// One piece (~410 lines): a host's pg.Pool and the Lease it lends are one lifecycle: a lease is how the
+// host reaches its connections in flight (a host found down, close() timing out, a statement deadline).
 import pg from 'pg'
 import type { Logger } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'

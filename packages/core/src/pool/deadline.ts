@@ -51,7 +51,8 @@ function unansweredAbort(lease: Lease, signal: AbortSignal): KeelError {
  * Runs one statement on a leased connection and guarantees the promise settles on the client side:
  * - an abort sends a cancel; the server's answer within `graceMs` decides, and without one the
  *   connection is closed and the call fails with KEEL_ABORTED;
- * - past the lease's deadline the connection is closed and the call fails with KEEL_QUERY_TIMEOUT;
+ * - past the lease's deadline (checked by the host's sweep, HostPool.armDeadline) the connection is
+ *   closed and the call fails with KEEL_QUERY_TIMEOUT;
  * - a lease given up on from outside (its host found down, keel.close() timing out) fails it at once.
  * Once settled, nothing pg reports later on that connection reaches the caller.
  */
@@ -76,6 +77,7 @@ export function sendBounded<R>(
     const finish = (): boolean => {
       if (done) return false
       done = true
+      lease.deadlineAt = 0
       clearTimeout(timer)
       if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
       lease.waiting.delete(interrupt)
@@ -90,20 +92,15 @@ export function sendBounded<R>(
       if (error) reject(signal?.aborted ? abortError(signal) : error)
       else resolve(result as R)
     }
-    const deadline = lease.timeoutMs
-    if (deadline > 0) {
-      timer = setTimeout(() => {
-        lease.host.reportUnresponsive(deadline)
-        lease.abandon(hostTimeoutError(lease, deadline))
-      }, deadline)
-    }
+    if (lease.timeoutMs > 0) lease.host.armDeadline(lease, lease.timeoutMs)
     if (signal !== undefined) {
       onAbort = () => {
         // A cancel request can land after this statement finished and hit whatever the backend runs
         // next, so a cancelled connection is never handed to anyone again.
         lease.markBroken()
         lease.host.cancel(lease.client)
-        clearTimeout(timer)
+        // The server now has the grace to confirm the cancel; the statement's own deadline is moot.
+        lease.deadlineAt = 0
         timer = setTimeout(() => lease.abandon(unansweredAbort(lease, signal)), lease.graceMs)
       }
       signal.addEventListener('abort', onAbort, { once: true })

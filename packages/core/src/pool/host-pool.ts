@@ -3,9 +3,12 @@
 import pg from 'pg'
 import type { Logger } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
-import { clientDeadlineMs, destroySocket } from './deadline.js'
+import { clientDeadlineMs, destroySocket, hostTimeoutError } from './deadline.js'
 import { hostUnavailable } from './host-unavailable.js'
 import { abortError, TenantLimiter } from './tenant-limiter.js'
+
+/** How often a host checks its statements' client-side deadlines (they fire at most this late). */
+const SWEEP_MS = 100
 
 export interface HostConfig {
   connectionString?: string | undefined
@@ -91,6 +94,12 @@ export class Lease {
   lost: KeelError | undefined
   /** Statements in flight on this connection, each settled with the error when it is given up on. */
   readonly waiting = new Set<(error: KeelError) => void>()
+  /**
+   * When the statement in flight outlives its client-side limit (performance.now() ms; 0 = none armed),
+   * and that limit: the host's sweep gives up on the connection then (see HostPool.armDeadline).
+   */
+  deadlineAt = 0
+  deadlineMs = 0
   #broken = false
   #released = false
   readonly #done: () => void
@@ -171,6 +180,8 @@ export class HostPool {
   readonly #settings: PoolSettings
   /** Connections lent out now, so a host found down (or a close that times out) can reach them. */
   readonly #leases = new Set<Lease>()
+  /** Checks the leases' statement deadlines while any may be armed; cleared by end(). */
+  #sweeper: NodeJS.Timeout | undefined
   /** Calls waiting for pg-pool to hand them a connection: each fails with the error it is given. */
   readonly #connecting = new Set<(error: Error) => void>()
   #ended = false
@@ -278,6 +289,33 @@ export class HostPool {
       },
       'keel: Postgres host did not answer in time; connection closed on the client side',
     )
+  }
+
+  /**
+   * Arms the client-side limit of the statement `lease` is about to send. One coarse sweep per host
+   * replaces a timer per statement: the limits are seconds long (statementTimeoutMs + a grace), so
+   * firing up to SWEEP_MS late costs nothing, while a setTimeout/clearTimeout pair on every statement
+   * was measurable on the plain path.
+   */
+  armDeadline(lease: Lease, timeoutMs: number): void {
+    lease.deadlineMs = timeoutMs
+    lease.deadlineAt = performance.now() + timeoutMs
+    if (this.#sweeper === undefined && !this.#ended) {
+      this.#sweeper = setInterval(() => this.#sweep(), Math.min(SWEEP_MS, timeoutMs))
+      // A sweep must never keep the process alive.
+      this.#sweeper.unref()
+    }
+  }
+
+  #sweep(): void {
+    const now = performance.now()
+    for (const lease of this.#leases) {
+      if (lease.deadlineAt === 0 || now < lease.deadlineAt) continue
+      const timeoutMs = lease.deadlineMs
+      lease.deadlineAt = 0
+      this.reportUnresponsive(timeoutMs)
+      lease.abandon(hostTimeoutError(lease, timeoutMs))
+    }
   }
 
   /** The host was found down: statements in flight on it are given up on (a read moves elsewhere). */
@@ -394,6 +432,8 @@ export class HostPool {
    */
   end(abandon?: KeelError): Promise<void> {
     this.#ended = true
+    clearInterval(this.#sweeper)
+    this.#sweeper = undefined
     if (abandon !== undefined) {
       for (const fail of [...this.#connecting]) fail(abandon)
       this.limiter.rejectAll(abandon)

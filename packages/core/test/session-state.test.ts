@@ -215,3 +215,38 @@ describe('item 9: session settings do not survive', () => {
     expect(await sessionState(globex)).toEqual(CLEAN)
   })
 })
+
+describe('postgres.safeFunctions: functions the app declares harmless stay on the plain path', () => {
+  // ss_run runs the SQL it is given: here it leaves a session-level setting behind, which is exactly
+  // what a function listed in safeFunctions must not do. Declared or not shows which path it took.
+  const leave = `SELECT ss_run($$SELECT set_config('app.left_behind', 'acme', false)$$)`
+  const leftBehind = async (db: TenantClient) =>
+    (await db.query<{ v: string | null }>(`SELECT current_setting('app.left_behind', true) AS v`)).rows[0]?.v
+
+  it('undeclared, a user function is probed: its session setting is reset before the next tenant', async () => {
+    await acme.query(leave)
+    expect(await leftBehind(globex)).not.toBe('acme')
+  })
+
+  it('declared safe, it runs plain: nothing resets what it left (the claim is the app’s to keep)', async () => {
+    const trusting = testKeel({
+      pool: { max: 1 },
+      applicationName: 'keel-safe-fns',
+      safeFunctions: ['ss_run'],
+    })
+    try {
+      await trusting.tenant('acme').query(leave)
+      expect(await leftBehind(trusting.tenant('globex'))).toBe('acme')
+    } finally {
+      await trusting.close()
+    }
+  })
+
+  it('builtins that change the session cannot be declared safe', () => {
+    for (const name of ['pg_advisory_lock', 'pg_catalog.set_config', 'query_to_xml']) {
+      expect(() => testKeel({ safeFunctions: [name] })).toThrow(
+        expect.objectContaining({ code: 'KEEL_CONFIG_INVALID' }),
+      )
+    }
+  })
+})

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest'
 import { loadParser } from '../src/sql/sql-parser.js'
-import { type SessionEffect, statementClass } from '../src/sql/statement-class.js'
+import { effectWith, type SessionEffect, statementClass } from '../src/sql/statement-class.js'
 
 beforeAll(() => loadParser())
 
@@ -74,6 +74,19 @@ const cases: Array<[string, SessionEffect]> = [
 describe('statement classes', () => {
   it.each(cases)('%s -> %s', (sql, effect) => {
     expect(statementClass(sql).effect).toBe(effect)
+  })
+
+  it('names the unknown functions that make a statement opaque, and only those can be declared safe', () => {
+    const safe = new Set(['st_distance', 'billing.total'])
+    expect(statementClass('SELECT st_distance(a, b) FROM t').functions).toEqual(['st_distance'])
+    expect(effectWith(statementClass('SELECT st_distance(a, b), lower(n) FROM t'), safe)).toBe('plain')
+    expect(effectWith(statementClass('SELECT public.st_distance(a, b) FROM t'), safe)).toBe('plain')
+    expect(effectWith(statementClass('SELECT billing.total($1)'), safe)).toBe('plain')
+    expect(effectWith(statementClass('SELECT other.total($1)'), safe)).toBe('opaque')
+    expect(effectWith(statementClass('SELECT st_distance(a, b), my_fn() FROM t'), safe)).toBe('opaque')
+    // Opaque for another reason than a call: declaring functions does not change it.
+    expect(effectWith(statementClass('DO $$ BEGIN PERFORM st_distance(1, 2); END $$'), safe)).toBe('opaque')
+    expect(effectWith(statementClass('SELECT pg_advisory_lock(1)'), new Set())).toBe('opaque')
   })
 
   it('says what to do instead of a refused statement', () => {

@@ -11,7 +11,12 @@ import type { PgQueryInternals } from '../pool/pg-internals.js'
 import { ScopedQuery } from '../pool/scoped-query.js'
 import type { ReplicaMonitor } from '../routing/replica-monitor.js'
 import { ReplicaRouter } from '../routing/replica-router.js'
-import { statementClass, TRANSACTION_CONTROL } from '../sql/statement-class.js'
+import {
+  effectWith,
+  type SessionEffect,
+  statementClass,
+  TRANSACTION_CONTROL,
+} from '../sql/statement-class.js'
 import type { Telemetry } from '../telemetry/telemetry.js'
 import type { TenancyStrategy } from '../tenancy/tenancy-strategy.js'
 import { InFlight } from './in-flight.js'
@@ -42,6 +47,7 @@ export class Engine {
   closed = false
   /** Calls accepted and not yet settled: keel.close() waits for them. */
   readonly inFlight = new InFlight()
+  readonly #safeFunctions: ReadonlySet<string>
   readonly #limits = new LRUCache<string, TenantLimits>({ max: 10_000 })
 
   constructor(
@@ -65,6 +71,7 @@ export class Engine {
     this.statementCacheSize = config.postgres.statementCacheSize
     this.acquireTimeoutMs = config.limits.acquireTimeoutMs
     this.consistency = config.postgres.consistency
+    this.#safeFunctions = new Set(config.postgres.safeFunctions)
   }
 
   jobRuntime(): JobRuntime {
@@ -103,6 +110,11 @@ export class Engine {
       this.#limits.set(tenantId, limits)
     }
     return limits
+  }
+
+  /** What a statement may leave on its connection, for this instance (postgres.safeFunctions). */
+  effectOf(text: string): SessionEffect {
+    return effectWith(statementClass(text), this.#safeFunctions)
   }
 
   checkText(text: unknown, allowTransactionControl: boolean): string {

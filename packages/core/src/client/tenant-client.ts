@@ -18,7 +18,7 @@ import { SessionPosition } from '../routing/session-position.js'
 import { REPLAY_POSITION, WAL_POSITION } from '../routing/wal-statements.js'
 import { sessionBatch, settleSession } from '../sql/session-guard.js'
 import { loadParser, parserLoaded } from '../sql/sql-parser.js'
-import { type SessionEffect, statementClass } from '../sql/statement-class.js'
+import type { SessionEffect } from '../sql/statement-class.js'
 import { operationName } from '../telemetry/sanitize-sql.js'
 import type { Engine, TenantLimits } from './engine.js'
 import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
@@ -169,7 +169,7 @@ export class TenantClient implements Queryable {
   ): Promise<QueryResult<R>> {
     const engine = this.#engine
     const sql = engine.checkText(text, false)
-    const effect = statementClass(sql).effect
+    const effect = engine.effectOf(sql)
     const params = engine.checkValues(values)
     const limits = engine.limitsFor(this.tenantId)
     const operation = operationName(sql)

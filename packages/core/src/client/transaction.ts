@@ -9,7 +9,6 @@ import { COMMIT, WAL_POSITION_TEXT } from '../routing/wal-statements.js'
 import { namedStatements } from '../sql/session-guard.js'
 import { probedClean, SESSION_CHECK } from '../sql/session-probe.js'
 import { loadParser, parserLoaded } from '../sql/sql-parser.js'
-import { statementClass } from '../sql/statement-class.js'
 import { operationName } from '../telemetry/sanitize-sql.js'
 import type { Engine, TenantLimits } from './engine.js'
 import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
@@ -93,7 +92,7 @@ export class Transaction implements Queryable {
     }
     if (!parserLoaded()) await loadParser()
     const sql = engine.checkText(text, false)
-    const effect = statementClass(sql).effect
+    const effect = engine.effectOf(sql)
     if (effect === 'opaque') this.#opaque = true
     else if (effect === 'retire') this.#lease.markBroken()
     const params = engine.checkValues(values)

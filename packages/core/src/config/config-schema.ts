@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { SESSION_FUNCTIONS } from '../sql/pure-functions.js'
 
 const TENANT_ID_DEFAULT = /^[A-Za-z0-9_-]{1,63}$/
 
@@ -81,6 +82,28 @@ const postgresSchema = z.strictObject({
    * everything unnamed: use it behind PgBouncer < 1.21 in transaction mode. @default 256
    */
   statementCacheSize: z.number().int().min(0).max(10_000).default(256),
+  /**
+   * Functions your statements call that leave no session state behind (no session-level setting, no
+   * session advisory lock, no temp object, no SQL they are given) and write no rows: extension functions
+   * (PostGIS, pgcrypto, pg_trgm) and your own helpers. A statement that calls only these and builtins keel
+   * knows stays on the plain path instead of the probed one (ADR 0022). `name` covers any schema,
+   * `schema.name` that call only. keel cannot check the claim: a function listed here that changes the
+   * session defeats the guard, and one that writes rows defeats read-your-writes for its statements.
+   * @default []
+   */
+  safeFunctions: z
+    .array(
+      z
+        .string()
+        .regex(/^[a-z_][a-z0-9_$]*(\.[a-z_][a-z0-9_$]*)?$/, {
+          message: 'must be a lower-case function name or schema.name',
+        })
+        .refine((name) => !SESSION_FUNCTIONS.has(name.slice(name.lastIndexOf('.') + 1)), {
+          message: 'changes session state or runs SQL text: it cannot be declared safe',
+        }),
+    )
+    .max(10_000)
+    .default([]),
   /**
    * How long past a statement's statementTimeoutMs (or past an abort's cancel) keel waits for the
    * server to answer before it closes the connection itself: a stopped host never answers, and a call

@@ -70,3 +70,15 @@ export const PURE_FUNCTIONS: ReadonlySet<string> = new Set([
   'greatest', 'least', 'inet_server_port', 'inet_server_addr', 'inet_client_port', 'inet_client_addr',
   'pg_is_in_recovery', 'pg_postmaster_start_time', 'pg_last_xact_replay_timestamp',
 ])
+
+/**
+ * Builtins that change session state or run SQL text: never accepted in `postgres.safeFunctions`, where
+ * they would take a statement that calls them off the guarded path.
+ */
+// biome-ignore format: a table of names reads better packed
+export const SESSION_FUNCTIONS: ReadonlySet<string> = new Set([
+  'set_config', 'pg_advisory_lock', 'pg_advisory_lock_shared', 'pg_try_advisory_lock',
+  'pg_try_advisory_lock_shared', 'query_to_xml', 'query_to_xmlschema', 'query_to_xml_and_xmlschema',
+  'cursor_to_xml', 'cursor_to_xmlschema', 'ts_stat', 'dblink', 'dblink_exec', 'dblink_connect',
+  'dblink_connect_u', 'dblink_open', 'lo_open', 'lo_import', 'lo_export',
+])

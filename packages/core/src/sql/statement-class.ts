@@ -16,6 +16,12 @@ export type SessionEffect = 'plain' | 'opaque' | 'retire' | 'refuse'
 
 export interface StatementClass {
   readonly effect: SessionEffect
+  /**
+   * When the only reason a statement is opaque is that it calls functions keel does not know (lower
+   * case, `schema.name` when the call is qualified): the app may declare them safe
+   * (`postgres.safeFunctions`), and the statement is then plain for that keel instance.
+   */
+  readonly functions?: readonly string[]
   /** Why a `refuse` statement is refused, and what to do instead. */
   readonly refusal?: string
 }
@@ -76,7 +82,23 @@ function classify(text: string): StatementClass {
   for (const statement of statements) found.statement(statement)
   if (found.refusal !== undefined) return refuse(found.refusal)
   if (found.retire) return RETIRE
-  return found.opaque ? OPAQUE : PLAIN
+  if (found.opaque) return OPAQUE
+  return found.calls.size > 0 ? Object.freeze({ effect: 'opaque', functions: [...found.calls] }) : PLAIN
+}
+
+/**
+ * The effect of a statement for a keel instance that declared `safe` functions: opaque only because of
+ * calls to functions all declared safe is plain. An entry `name` covers the name in any schema;
+ * `schema.name` only that qualified call.
+ */
+export function effectWith(found: StatementClass, safe: ReadonlySet<string>): SessionEffect {
+  if (found.functions === undefined || safe.size === 0) return found.effect
+  for (const fn of found.functions) {
+    if (safe.has(fn)) continue
+    const dot = fn.lastIndexOf('.')
+    if (dot < 0 || !safe.has(fn.slice(dot + 1))) return found.effect
+  }
+  return 'plain'
 }
 
 /** Walks a parse tree once, noting what each node may leave behind; the worst finding wins. */
@@ -84,6 +106,8 @@ class Findings {
   refusal: string | undefined
   retire = false
   opaque = false
+  /** Functions keel does not know to be pure: opaque unless the app declared them safe. */
+  readonly calls = new Set<string>()
   #ddl = false
 
   statement(statement: ParseNode): void {
@@ -191,7 +215,7 @@ class Findings {
     const name = parts[parts.length - 1] ?? ''
     const schema = parts.length > 1 ? parts[0] : undefined
     if (schema !== undefined && schema !== 'pg_catalog') {
-      this.opaque = true
+      this.calls.add(`${schema}.${name}`)
       return
     }
     if (name === 'set_config') {
@@ -201,7 +225,7 @@ class Findings {
     // A session advisory lock is opaque, not retire: the probe's pg_advisory_unlock_all() releases it
     // after COMMIT, which costs ~0.5 ms where a new connection costs ~70 ms under load (bench
     // session-guard). Unknown names are opaque too: fail safe.
-    if (!PURE_FUNCTIONS.has(name)) this.opaque = true
+    if (!PURE_FUNCTIONS.has(name)) this.calls.add(name)
   }
 
   #setConfig(node: Record<string, unknown>): void {

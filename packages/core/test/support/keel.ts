@@ -10,6 +10,7 @@ type Overrides = Omit<Partial<KeelConfig>, 'postgres'> & {
   connectionString?: string
   applicationName?: string
   statementCacheSize?: number
+  safeFunctions?: string[]
   /** Which of the stack's replicas keel reads from. */
   replicas?: Array<'replica1' | 'replica2'>
   maxReplicaLagMs?: number
@@ -23,6 +24,7 @@ export function testKeel(overrides: Overrides = {}) {
     connectionString,
     applicationName,
     statementCacheSize,
+    safeFunctions,
     replicas,
     maxReplicaLagMs,
     replicaPollMs,
@@ -45,6 +47,7 @@ export function testKeel(overrides: Overrides = {}) {
       ...(closeTimeoutMs === undefined ? {} : { closeTimeoutMs }),
       ...(applicationName === undefined ? {} : { applicationName }),
       ...(statementCacheSize === undefined ? {} : { statementCacheSize }),
+      ...(safeFunctions === undefined ? {} : { safeFunctions }),
     },
     ...rest,
   })

@@ -44,15 +44,26 @@ export interface KeelErrorOptions {
   details?: Readonly<Record<string, unknown>>
 }
 
+// One brand for every copy of keel in a process: the ESM and CJS builds (or two installed versions)
+// each define their own KeelError class, so `instanceof` alone would fail across them, and an adapter
+// built against one copy would answer 500 for another copy's KEEL_TENANT_BUSY.
+const BRAND: unique symbol = Symbol.for('keel.KeelError') as never
+
 export class KeelError extends Error {
   override readonly name = 'KeelError'
   readonly code: KeelErrorCode
   readonly details: Readonly<Record<string, unknown>>
+  readonly [BRAND] = true
 
   constructor(code: KeelErrorCode, message: string, options: KeelErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
     this.code = code
     this.details = Object.freeze({ ...options.details })
+  }
+
+  /** `instanceof KeelError` holds for a KeelError of any copy of keel loaded in this process. */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && (value as { [BRAND]?: unknown })[BRAND] === true
   }
 }
 

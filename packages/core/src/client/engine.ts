@@ -6,7 +6,8 @@ import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
 import type { JobRuntime } from '../jobs/job-runtime.js'
 import { sendBounded } from '../pool/deadline.js'
-import type { HostPool, Lease } from '../pool/host-pool.js'
+import type { HostPool } from '../pool/host-pool.js'
+import type { Lease } from '../pool/lease.js'
 import type { PgQueryInternals } from '../pool/pg-internals.js'
 import { ScopedQuery } from '../pool/scoped-query.js'
 import type { ReplicaMonitor } from '../routing/replica-monitor.js'
@@ -38,7 +39,6 @@ export class Engine {
   readonly router: ReplicaRouter | undefined
   readonly telemetry: Telemetry
   readonly logger: Logger | undefined
-  readonly statementCacheSize: number
   readonly acquireTimeoutMs: number
   readonly consistency: Consistency
   readonly cache: LayeredCache
@@ -68,7 +68,6 @@ export class Engine {
     this.router = hosts.monitor === undefined ? undefined : new ReplicaRouter(hosts.monitor.replicas)
     this.telemetry = telemetry
     this.logger = config.logger
-    this.statementCacheSize = config.postgres.statementCacheSize
     this.acquireTimeoutMs = config.limits.acquireTimeoutMs
     this.consistency = config.postgres.consistency
     this.#safeFunctions = new Set(config.postgres.safeFunctions)
@@ -173,16 +172,28 @@ export class Engine {
   }
 
   /**
-   * After a failed batch that opened a transaction (BEGIN ... COMMIT around a write), the connection is
-   * left in a failed transaction: roll it back, or retire it if even that fails.
+   * Rolls back what a failed batch opened (BEGIN ran before the statement that failed), so the batch can
+   * be sent again; if that fails too (the connection is gone), retires the connection and throws that
+   * failure. Always sent, never decided from getTransactionStatus(): pg rejects a query at the
+   * ErrorResponse, before the ReadyForQuery that updates that status, and through a pooler the two
+   * often arrive apart.
+   */
+  async rollBack(lease: Lease): Promise<void> {
+    try {
+      await this.submit(lease, new ScopedQuery('ROLLBACK', undefined, [], 0), undefined)
+    } catch (error) {
+      lease.markBroken()
+      throw error
+    }
+  }
+
+  /**
+   * After a failed batch that opened a transaction (BEGIN ... COMMIT around a write), before the caller
+   * sees the error: the connection is rolled back, or retired if even that fails.
    */
   async settle(lease: Lease): Promise<void> {
     if (lease.client.getTransactionStatus() === 'I') return
-    try {
-      await this.submit(lease, new ScopedQuery('ROLLBACK', undefined, [], 0), undefined)
-    } catch {
-      lease.markBroken()
-    }
+    await this.rollBack(lease).catch(() => undefined)
   }
 
   endSpan(span: Span, started: number, operation: string, host: HostPool, error: unknown): void {

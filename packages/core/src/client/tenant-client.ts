@@ -1,4 +1,4 @@
-// One piece for now (~500 lines): the session (its read-your-writes position and async context) and the
+// One piece for now (~490 lines): the session (its read-your-writes position and async context) and the
 // two paths a statement takes, replicas then the primary, share the batch-building and error rules that
 // keep a tenant's scope and session state right. Issue #13's seam moves host choice, retries and
 // ejection into routing/ behind a placement interface; this file then keeps the session alone.
@@ -9,7 +9,8 @@ import type { TenantContext } from '../context/tenant-context.js'
 import { KeelError } from '../errors.js'
 import type { EnqueueOptions, JobStatus } from '../jobs/job-runtime.js'
 import type { OutboxRow } from '../jobs/outbox.js'
-import type { HostPool, Lease } from '../pool/host-pool.js'
+import type { HostPool } from '../pool/host-pool.js'
+import type { Lease } from '../pool/lease.js'
 import { ScopedQuery } from '../pool/scoped-query.js'
 import { classifySql, rememberWrite } from '../routing/classify-sql.js'
 import { isHostFailure, isReadOnlyRefusal, isRecoveryConflict, isSchemaLag } from '../routing/host-errors.js'
@@ -22,7 +23,7 @@ import type { SessionEffect } from '../sql/statement-class.js'
 import { operationName } from '../telemetry/sanitize-sql.js'
 import type { Engine, TenantLimits } from './engine.js'
 import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
-import { rollBack, Transaction } from './transaction.js'
+import { Transaction } from './transaction.js'
 
 /**
  * What keel.run() and db.transaction() put in the async context: the session, and the transaction
@@ -247,13 +248,7 @@ export class TenantClient implements Queryable {
       if (state === undefined && busy(engine.primary)) state = engine.router!.choose(minLsn, exclude)
       if (state === undefined) {
         // Asked for now, in the same turn as the choice, so reads deciding right after this one count it.
-        const primary = engine.primary.lease(
-          this.tenantId,
-          limits.connections,
-          engine.acquireTimeoutMs,
-          options?.signal,
-          timeoutOf(options, limits),
-        )
+        const primary = this.#lease(engine.primary, options, limits)
         return { result: undefined, learnedWrite: false, primary }
       }
       const host = state.host
@@ -264,13 +259,7 @@ export class TenantClient implements Queryable {
       const ref: { query?: ScopedQuery } = {}
       let succeeded = false
       try {
-        lease = await host.lease(
-          this.tenantId,
-          limits.connections,
-          engine.acquireTimeoutMs,
-          options?.signal,
-          timeoutOf(options, limits),
-        )
+        lease = await this.#lease(host, options, limits)
         const result = await this.#send<R>(
           lease,
           (size) => new ScopedQuery(sql, params, preludes, size, postludes),
@@ -321,6 +310,18 @@ export class TenantClient implements Queryable {
     }
   }
 
+  /** A connection of `host` within this tenant's share, its statements bounded by the call's timeout. */
+  #lease(host: HostPool, options: QueryOptions | undefined, limits: TenantLimits): Promise<Lease> {
+    const engine = this.#engine
+    return host.lease(
+      this.tenantId,
+      limits.connections,
+      engine.acquireTimeoutMs,
+      options?.signal,
+      timeoutOf(options, limits),
+    )
+  }
+
   /** Whether the replica's replay position, read in the read's own batch, is short of `minLsn`. */
   #behind(query: ScopedQuery, at: number, host: HostPool, minLsn: Lsn, span: Span): boolean {
     const replayed = parseLsn(query.preludeRows[at]?.[0])
@@ -341,14 +342,7 @@ export class TenantClient implements Queryable {
   ): Promise<QueryResult<R>> {
     const engine = this.#engine
     const scope = engine.strategy.scope(this.tenantId, timeoutOf(options, limits))
-    const lease = await (leased ??
-      engine.primary.lease(
-        this.tenantId,
-        limits.connections,
-        engine.acquireTimeoutMs,
-        options?.signal,
-        timeoutOf(options, limits),
-      ))
+    const lease = await (leased ?? this.#lease(engine.primary, options, limits))
     const ref: { query?: ScopedQuery } = {}
     const { preludes, postludes } = sessionBatch(effect, scope, trackPosition ? [WAL_POSITION] : [])
     let succeeded = false
@@ -386,7 +380,7 @@ export class TenantClient implements Queryable {
     } catch (error) {
       const lost = ScopedQuery.isLostStatement(error, ref.query)
       if (!lost && !ScopedQuery.isStalePlan(error)) throw error
-      if (ref.query.opensTransaction) await rollBack(engine, lease)
+      if (ref.query.opensTransaction) await engine.rollBack(lease)
       if (lost) lease.host.stopNaming(error)
       ref.query = build(lease.host.statementCacheSize)
       return await engine.submit<R>(lease, ref.query, signal)
@@ -444,13 +438,7 @@ export class TenantClient implements Queryable {
     let failure: unknown
     engine.inFlight.enter()
     try {
-      lease = await engine.primary.lease(
-        this.tenantId,
-        limits.connections,
-        engine.acquireTimeoutMs,
-        options.signal,
-        options.statementTimeoutMs ?? limits.statementTimeoutMs,
-      )
+      lease = await this.#lease(engine.primary, options, limits)
       const onCommitted = (lsn: string | undefined) => this.#observe(parseLsn(lsn))
       const trackPosition = engine.router !== undefined && options.readOnly !== true
       tx = new Transaction(

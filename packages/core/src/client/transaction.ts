@@ -3,31 +3,15 @@ import { KeelError } from '../errors.js'
 import { checkPayload } from '../jobs/job-definition.js'
 import { checkEnqueueOptions, type EnqueueOptions, jobIdFor } from '../jobs/job-runtime.js'
 import { OUTBOX_TABLE, type OutboxRow } from '../jobs/outbox.js'
-import type { Lease } from '../pool/host-pool.js'
+import type { Lease } from '../pool/lease.js'
 import { type Prelude, ScopedQuery } from '../pool/scoped-query.js'
 import { COMMIT, WAL_POSITION_TEXT } from '../routing/wal-statements.js'
-import { namedStatements } from '../sql/session-guard.js'
-import { probedClean, SESSION_CHECK } from '../sql/session-probe.js'
+import { settleSession } from '../sql/session-guard.js'
+import { SESSION_CHECK } from '../sql/session-probe.js'
 import { loadParser, parserLoaded } from '../sql/sql-parser.js'
 import { operationName } from '../telemetry/sanitize-sql.js'
 import type { Engine, TenantLimits } from './engine.js'
 import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
-
-/**
- * Rolls back what a failed batch opened (BEGIN ran before the statement that failed), so the batch can
- * be sent again; if that fails too (the connection is gone), retires the connection and throws that
- * failure. Always sent, never decided from getTransactionStatus(): pg rejects a query at the
- * ErrorResponse, before the ReadyForQuery that updates that status, and through a pooler the two
- * often arrive apart.
- */
-export async function rollBack(engine: Engine, lease: Lease): Promise<void> {
-  try {
-    await engine.submit(lease, new ScopedQuery('ROLLBACK', undefined, [], 0), undefined)
-  } catch (error) {
-    lease.markBroken()
-    throw error
-  }
-}
 
 const ISOLATION = {
   'read committed': 'READ COMMITTED',
@@ -115,7 +99,7 @@ export class Transaction implements Queryable {
         // The batch that opens the transaction failed as a whole on a name a transaction pooler's
         // server connection lacks (or has): roll back what it opened and send it again, unnamed.
         if (!first || !ScopedQuery.isLostStatement(error, query)) throw error
-        await rollBack(engine, this.#lease)
+        await engine.rollBack(this.#lease)
         this.#lease.host.stopNaming(error)
         this.#state = 'new'
         query = this.#next(sql, params, 0)
@@ -272,15 +256,15 @@ export class Transaction implements Queryable {
 
   /** Sends the COMMIT batch; after an opaque statement, its probe decides if the connection is reused. */
   async #submitCommit<R>(query: ScopedQuery): Promise<QueryResult<R>> {
+    const effect = this.#opaque ? 'opaque' : 'plain'
+    let succeeded = false
     try {
       const result = await this.#engine.submit<R>(this.#lease, query, undefined)
       this.#state = 'closed'
-      if (this.#opaque && !probedClean(query.postludeRows.at(-1), namedStatements(this.#lease)))
-        this.#lease.markBroken()
+      succeeded = true
       return result
-    } catch (error) {
-      if (this.#opaque) this.#lease.markBroken()
-      throw error
+    } finally {
+      settleSession(this.#lease, effect, query, succeeded)
     }
   }
 

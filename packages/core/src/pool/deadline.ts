@@ -1,6 +1,6 @@
 import type pg from 'pg'
 import { KeelError } from '../errors.js'
-import type { Lease } from './host-pool.js'
+import type { Lease } from './lease.js'
 import type { PgQueryInternals } from './pg-internals.js'
 import { abortError } from './tenant-limiter.js'
 

@@ -1,5 +1,5 @@
 import { KeelError } from '../errors.js'
-import type { HostInfo } from './host-pool.js'
+import type { HostInfo } from './host-info.js'
 
 /**
  * A failure to open a connection to a host, as the documented KEEL_DB_UNAVAILABLE: the driver's error

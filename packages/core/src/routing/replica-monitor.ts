@@ -1,6 +1,7 @@
 import pg from 'pg'
 import type { Logger } from '../config/config-schema.js'
-import type { HostConfig, HostPool } from '../pool/host-pool.js'
+import type { HostConfig } from '../pool/host-info.js'
+import type { HostPool } from '../pool/host-pool.js'
 import type { ClusterIdentity } from './consistency-token.js'
 import { type Lsn, parseLsn } from './lsn.js'
 

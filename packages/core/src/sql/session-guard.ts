@@ -1,4 +1,4 @@
-import type { Lease } from '../pool/host-pool.js'
+import type { Lease } from '../pool/lease.js'
 import type { PgConnection } from '../pool/pg-internals.js'
 import type { Prelude, ScopedQuery } from '../pool/scoped-query.js'
 import { BEGIN, COMMIT } from '../routing/wal-statements.js'

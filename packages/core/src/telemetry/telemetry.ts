@@ -14,7 +14,7 @@ import {
   type TracerProvider,
   trace,
 } from '@opentelemetry/api'
-import type { HostInfo } from '../pool/host-pool.js'
+import type { HostInfo } from '../pool/host-info.js'
 import { sanitizeSql } from './sanitize-sql.js'
 
 const SCOPE = '@keel/core'

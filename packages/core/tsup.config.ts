@@ -8,6 +8,8 @@ export default defineConfig({
   clean: true,
   target: 'node20',
   platform: 'node',
+  // keel's Lua scripts (src/jobs/lua/*.lua) are bundled as strings: nothing to ship or read at run time.
+  loader: { '.lua': 'text' },
   // Runtime deps stay external so users dedupe pg/zod with their own copies.
   external: ['pg', 'lru-cache', 'zod', 'ioredis', 'bullmq', '@opentelemetry/api'],
 })

@@ -9,7 +9,7 @@ export type {
   TransactionOptions,
 } from './client/query-types.js'
 export { TenantClient } from './client/tenant-client.js'
-export { Transaction } from './client/transaction.js'
+export type { Transaction } from './client/transaction.js'
 export type { KeelConfig, Logger, ResolvedConfig, TenantLimitsOverride } from './config/config-schema.js'
 export type { KeelErrorCode, KeelErrorOptions } from './errors.js'
 export { errorCodes, isKeelError, KeelError } from './errors.js'

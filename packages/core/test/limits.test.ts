@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Keel } from '../src/index.js'
 import { connect } from './support/db.js'
 import { testKeel } from './support/keel.js'
+import { waitFor } from './support/wait.js'
 
 let keel: Keel
 beforeAll(() => {
@@ -83,6 +84,30 @@ describe('per-tenant limits', () => {
     await Promise.all(
       Array.from({ length: 40 }, () => db.query('SELECT pg_sleep(0.005)', [], { signal: controller.signal })),
     )
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0)
+  })
+
+  it('puts one listener on a signal shared by many waiting calls (no MaxListenersExceededWarning), none after', async () => {
+    const controller = new AbortController()
+    const tenant = 'shared-signal-peak'
+    const db = keel.tenant(tenant)
+    // The tenant's share is 2 connections: the other calls wait in its queue, each watching the signal.
+    const calls = Array.from({ length: 40 }, () =>
+      db.query('SELECT pg_sleep(5)', [], { signal: controller.signal, statementTimeoutMs: 0 }),
+    )
+    const settled = Promise.allSettled(calls)
+    await waitFor('calls queued for the tenant', async () => {
+      const waiting = (await keel.health()).tenants.primary?.[tenant]?.waiting ?? 0
+      return waiting >= 30
+    })
+    // A listener per waiting call was 38 or more here, and Node warned past 10.
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(1)
+    controller.abort(new Error('request gone'))
+    const outcomes = await settled
+    // Every call heard the abort: the queued ones and the two running statements (cancelled).
+    for (const outcome of outcomes) {
+      expect(outcome).toMatchObject({ status: 'rejected', reason: { code: 'KEEL_ABORTED' } })
+    }
     expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0)
   })
 

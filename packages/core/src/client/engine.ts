@@ -4,7 +4,6 @@ import { CacheClient, tenantScope } from '../cache/cache-client.js'
 import type { LayeredCache } from '../cache/layered-cache.js'
 import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
-import type { JobRuntime } from '../jobs/job-runtime.js'
 import { sendBounded } from '../pool/deadline.js'
 import type { HostPool } from '../pool/host-pool.js'
 import type { Lease } from '../pool/lease.js'
@@ -21,6 +20,7 @@ import {
 import type { Telemetry } from '../telemetry/telemetry.js'
 import type { TenancyStrategy } from '../tenancy/tenancy-strategy.js'
 import { InFlight } from './in-flight.js'
+import type { JobPort } from './job-port.js'
 import type { Consistency, QueryResult } from './query-types.js'
 
 export interface TenantLimits {
@@ -42,8 +42,8 @@ export class Engine {
   readonly acquireTimeoutMs: number
   readonly consistency: Consistency
   readonly cache: LayeredCache
-  /** Present when jobs are configured. */
-  readonly jobs: JobRuntime | undefined
+  /** Present when jobs are configured: what sessions and transactions ask of them. */
+  readonly jobs: JobPort | undefined
   closed = false
   /** Calls accepted and not yet settled: keel.close() waits for them. */
   readonly inFlight = new InFlight()
@@ -56,7 +56,7 @@ export class Engine {
     hosts: { primary: HostPool; replicas: readonly HostPool[]; monitor: ReplicaMonitor | undefined },
     telemetry: Telemetry,
     cache: LayeredCache,
-    jobs: JobRuntime | undefined,
+    jobs: JobPort | undefined,
   ) {
     this.cache = cache
     this.jobs = jobs
@@ -73,7 +73,7 @@ export class Engine {
     this.#safeFunctions = new Set(config.postgres.safeFunctions)
   }
 
-  jobRuntime(): JobRuntime {
+  jobPort(): JobPort {
     this.assertOpen()
     if (this.jobs === undefined) {
       throw new KeelError('KEEL_JOBS_NOT_CONFIGURED', 'jobs need createKeel({ jobs: { redis: { url } } })')

@@ -1,6 +1,7 @@
 /// <reference path="./bullmq-scripts.d.ts" />
 import { addDelayedJob } from 'bullmq/dist/cjs/scripts/addDelayedJob-6.js'
 import { addPrioritizedJob } from 'bullmq/dist/cjs/scripts/addPrioritizedJob-9.js'
+import { positionLua } from './lua/scripts.js'
 
 /**
  * keel's enqueue in one round trip (ADR 0019): BullMQ's own add scripts, as BullMQ 6.7.0 ships them
@@ -38,21 +39,6 @@ export const POSITION_MARKER = 'local delay, priority = storeJob('
  */
 export const COUNTER_LINE = 'local jobCounter = rcall("INCR", idKey)'
 const COUNTER_WHEN_NEEDED = 'local jobCounter = args[2] == "" and rcall("INCR", idKey) or 0'
-
-/**
- * The tenant's next fair position, into the Lua local `p` (ADR 0013): 1 when the tenant has nothing
- * pending, else one more than its last position, capped at `max`. One hash per tenant: `last` counts
- * the tenant's enqueues and `done` its finished jobs since it last had nothing pending (see `DONE` in
- * fair-scheduler.ts, which deletes the hash when they meet), so taking a position is one command. The
- * hash expires `ttl` after the start of a busy period or the last finished job, so a count that drifted
- * (a worker died before counting its job done) heals once the tenant is idle.
- */
-export function positionLua(fairKey: string, max: string, ttl: string): string {
-  return `
-local p = rcall('HINCRBY', ${fairKey}, 'last', 1)
-if p == 1 then rcall('PEXPIRE', ${fairKey}, ${ttl}) end
-if p > tonumber(${max}) then p = tonumber(${max}) end`
-}
 
 /**
  * BullMQ's add script with keel's position block, spliced in after BullMQ's own duplicate-id check (a job

@@ -1,27 +1,7 @@
 import type { Redis } from 'ioredis'
 import { Packr } from 'msgpackr'
-import { DELAYED_KEYS, type EnqueueScripts, PRIORITIZED_KEYS, positionLua } from './enqueue-script.js'
-
-// The position alone (the two-round-trip fallback, ADR 0019). With a job key and a claim key, 0 (nothing
-// counted) when the job exists or another call claimed its id: `Queue.add` comes after this script, so
-// concurrent callers need the claim to take one position between them.
-const FAIR_PRIORITY = `
-local rcall = redis.call
-if KEYS[2] and (rcall('EXISTS', KEYS[2]) == 1
-  or not rcall('SET', KEYS[3], '1', 'PX', ARGV[3], 'NX')) then return 0 end${positionLua('KEYS[1]', 'ARGV[1]', 'ARGV[2]')}
-return p`
-
-// A tenant's job is done for good: once as many are done as were enqueued, the tenant has nothing
-// pending and its next job starts again from position 1.
-const DONE = `
-local done = redis.call('HINCRBY', KEYS[1], 'done', 1)
-local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
-if done >= last then
-  redis.call('DEL', KEYS[1])
-  return 0
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return last - done`
+import { DELAYED_KEYS, type EnqueueScripts, PRIORITIZED_KEYS } from './enqueue-script.js'
+import { FAIR_DONE, FAIR_PRIORITY } from './lua/scripts.js'
 
 interface SchedulerRedis extends Redis {
   keelFairPriority(keys: number, ...args: Array<string | number>): Promise<number>
@@ -87,7 +67,7 @@ export class FairScheduler {
     this.#prioritizedKeys = PRIORITIZED_KEYS.map((k) => queueKeys[k]!)
     this.#delayedKeys = DELAYED_KEYS.map((k) => queueKeys[k]!)
     this.#redis.defineCommand('keelFairPriority', { lua: FAIR_PRIORITY })
-    this.#redis.defineCommand('keelFairDone', { numberOfKeys: 1, lua: DONE })
+    this.#redis.defineCommand('keelFairDone', { numberOfKeys: 1, lua: FAIR_DONE })
     if (scripts !== undefined) {
       this.#redis.defineCommand('keelEnqueue', { lua: scripts.prioritized.lua })
       this.#redis.defineCommand('keelEnqueueDelayed', { lua: scripts.delayed.lua })

@@ -11,6 +11,7 @@ import type { JobProducer } from './job-producer.js'
 import { queueOf } from './job-queues.js'
 import { JobWorker } from './job-worker.js'
 import { isConnectionError, type JobsRedis } from './jobs-redis.js'
+import type { QueueRegistry } from './queue-registry.js'
 
 type JobsConfig = NonNullable<ResolvedConfig['jobs']>
 
@@ -43,7 +44,9 @@ export class JobConsumer {
   readonly #telemetry: JobTelemetry
   readonly #logger: Logger | undefined
   readonly #redis: JobsRedis
-  readonly #producer: JobProducer
+  /** Looks up definitions (KEEL_UNKNOWN_JOB for a name never defined). */
+  readonly #producer: Pick<JobProducer, 'definition'>
+  readonly #queues: QueueRegistry
   readonly #started: JobWorker[] = []
 
   constructor(
@@ -52,7 +55,8 @@ export class JobConsumer {
     telemetry: JobTelemetry,
     logger: Logger | undefined,
     redis: JobsRedis,
-    producer: JobProducer,
+    producer: Pick<JobProducer, 'definition'>,
+    queues: QueueRegistry,
   ) {
     this.#config = config
     this.#definitions = definitions
@@ -60,6 +64,7 @@ export class JobConsumer {
     this.#logger = logger
     this.#redis = redis
     this.#producer = producer
+    this.#queues = queues
   }
 
   start(host: JobHost, options: StartWorkerOptions = {}): JobWorker {
@@ -116,7 +121,7 @@ export class JobConsumer {
       else this.#logger?.warn({ err: error, queue: queueName }, 'keel jobs: worker error')
     })
     // A tenant's pending count (its fair-share position) drops when a job is done for good.
-    const fair = this.#producer.scheduler(queueName)
+    const fair = this.#queues.scheduler(queueName)
     const settled = (job: Job | undefined) => {
       if (job !== undefined && isEnvelope(job.data)) fair.done(job.data.t).catch(() => undefined)
     }
@@ -126,7 +131,7 @@ export class JobConsumer {
       settled(job)
       if (isEnvelope(job.data)) {
         const retention = this.#config.deadLetterRetentionMs
-        this.#producer.tenantJobs
+        this.#queues.tenantJobs
           .deadLetter(job.data.t, String(job.id), Date.now(), retention)
           .catch((error: unknown) => {
             this.#logger?.warn({ err: error, jobId: job.id }, 'keel jobs: could not index a dead letter')
@@ -159,12 +164,7 @@ export class JobConsumer {
     const cap = this.#config.tenantConcurrency
     const slot =
       cap > 0
-        ? await this.#producer.tenantJobs.acquire(
-            envelope.t,
-            String(job.id),
-            cap,
-            this.#config.lockDurationMs,
-          )
+        ? await this.#queues.tenantJobs.acquire(envelope.t, String(job.id), cap, this.#config.lockDurationMs)
         : undefined
     if (slot === false) {
       // The tenant already runs its share: put the job back for a moment, without using an attempt.

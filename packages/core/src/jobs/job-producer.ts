@@ -1,45 +1,16 @@
-// One piece (~470 lines): the producer side of BullMQ as keel uses it: queues per job name, the
-// one-round-trip enqueue and its fallback, and the reads of a job by id (status, dead letters, redrive),
-// which need the same queue-of-id mapping. The consumer, outbox relay and Redis connections are apart.
-import { Queue, QueueKeys, type QueueOptions } from 'bullmq'
-import type { Redis } from 'ioredis'
-import type { Logger, ResolvedConfig } from '../config/config-schema.js'
+import type { EnqueueOptions, OutboxRow } from '../client/job-port.js'
+import type { ResolvedConfig } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
 import type { JobTelemetry } from '../telemetry/job-telemetry.js'
-import type { EnqueueScripts } from './enqueue-script.js'
+import { checkEnqueueOptions } from './enqueue-options.js'
 import { bandOffset, FairScheduler } from './fair-scheduler.js'
 import { checkPayload, type ResolvedJobDefinition } from './job-definition.js'
-import { isEnvelope, type JobEnvelope } from './job-envelope.js'
-import { jobIdFor, jobNameOf, queueOf } from './job-queues.js'
-import { type JobsRedis, jobsUnavailable } from './jobs-redis.js'
-import type { OutboxRow } from './outbox.js'
-import { TenantJobs } from './tenant-jobs.js'
+import type { JobEnvelope } from './job-envelope.js'
+import { jobIdFor } from './job-queues.js'
+import { jobsUnavailable } from './jobs-redis.js'
+import type { QueueRegistry } from './queue-registry.js'
 
 type JobsConfig = NonNullable<ResolvedConfig['jobs']>
-
-export interface EnqueueOptions {
-  /** The same key (per tenant and job name) gives the same job, also after it finished, within retentionMs. */
-  idempotencyKey?: string
-  /** Run no earlier than this many milliseconds from now. */
-  delayMs?: number
-  /** 1 (first) to 10 (last) among this tenant's jobs. @default 5 */
-  priority?: number
-}
-
-export type JobState = 'waiting' | 'delayed' | 'active' | 'completed' | 'failed' | 'unknown'
-
-export interface JobStatus {
-  id: string
-  name: string
-  state: JobState
-  progress: unknown
-  /** Attempts made so far. */
-  attempts: number
-  result: unknown
-  error: string | null
-  createdAt: number
-  finishedAt: number | null
-}
 
 /** One job to add: who, what, its id (unique: from an idempotency key or an outbox row) and options. */
 interface AddRequest {
@@ -51,135 +22,48 @@ interface AddRequest {
   readonly opts: EnqueueOptions
 }
 
-const STATES: Record<string, JobState> = {
-  waiting: 'waiting',
-  'waiting-children': 'waiting',
-  prioritized: 'waiting',
-  delayed: 'delayed',
-  active: 'active',
-  completed: 'completed',
-  failed: 'failed',
+/** A validated enqueue: its definition, payload (as the schema parsed it), options and job id. */
+export interface CheckedEnqueue {
+  readonly definition: ResolvedJobDefinition
+  readonly data: unknown
+  readonly opts: EnqueueOptions
+  readonly jobId: string
 }
 
 /** Not a valid token on purpose: a session resumed from it reads the primary. */
 export const SWEPT_TOKEN = 'outbox-swept'
 
 /**
- * The producer side of keel's jobs (BullMQ's `Queue` side): validated enqueues into each job's own queue
- * (ADR 0025), one script each (ADR 0019), and a tenant's view of its jobs: status, dead letters, redrive.
- * One Redis connection, opened at the first call, shared by every job's queue and scheduler.
+ * The enqueue path of keel's jobs (BullMQ's `Queue.add` side): validated enqueues into each job's own
+ * queue (ADR 0025), one script each (ADR 0019) or the two-round-trip fallback. The queues, schedulers
+ * and connection are the registry's; reads by id are JobReader's.
  */
 export class JobProducer {
   readonly #config: JobsConfig
   readonly #definitions: ReadonlyMap<string, ResolvedJobDefinition>
   readonly #telemetry: JobTelemetry
-  readonly #logger: Logger | undefined
-  readonly #redis: JobsRedis
-  /** keel's one-round-trip enqueue scripts; undefined: the two-round-trip fallback (ADR 0019). */
-  readonly #scripts: EnqueueScripts | undefined
-  readonly #queues = new Map<string, Queue>()
-  readonly #schedulers = new Map<string, FairScheduler>()
+  readonly #queues: QueueRegistry
   readonly #byJob = new Map<string, FairScheduler>()
   /** Packed BullMQ options per job name and band, for jobs without a delay. */
   readonly #packedOpts = new Map<string, Buffer>()
-  #connection: Redis | undefined
-  #tenantJobs: TenantJobs | undefined
 
   constructor(
     config: JobsConfig,
     definitions: ReadonlyMap<string, ResolvedJobDefinition>,
     telemetry: JobTelemetry,
-    logger: Logger | undefined,
-    redis: JobsRedis,
-    scripts: EnqueueScripts | undefined,
+    queues: QueueRegistry,
   ) {
     this.#config = config
     this.#definitions = definitions
     this.#telemetry = telemetry
-    this.#logger = logger
-    this.#redis = redis
-    this.#scripts = scripts
-  }
-
-  get #client(): Redis {
-    if (this.#connection === undefined) {
-      this.#connection = this.#redis.open('producer')
-      // Depth of every defined job's queue, summed per state, whenever the meter collects.
-      this.#telemetry.observeDepth(async () => {
-        const total: Record<string, number> = {}
-        for (const name of this.#definitions.keys()) {
-          const counts = await this.queue(queueOf(this.#config.queue, name)).getJobCounts(
-            'waiting',
-            'prioritized',
-            'delayed',
-            'active',
-            'failed',
-            'completed',
-          )
-          for (const [state, n] of Object.entries(counts)) total[state] = (total[state] ?? 0) + n
-        }
-        return total
-      })
-    }
-    return this.#connection
-  }
-
-  /** keel's per-tenant keys shared by all job queues: running slots and dead letters. */
-  get tenantJobs(): TenantJobs {
-    this.#tenantJobs ??= new TenantJobs(this.#client, `${this.#config.prefix}:${this.#config.queue}:keel`)
-    return this.#tenantJobs
-  }
-
-  /** The BullMQ queue of that name (a job's, or the one-queue layout's), opened once. */
-  queue(name: string): Queue {
-    let queue = this.#queues.get(name)
-    if (queue === undefined) {
-      queue = new Queue(name, this.#queueOptions())
-      // Without a listener BullMQ prints the error on stderr; these mirror the connection's own errors,
-      // which JobsRedis already logs.
-      queue.on('error', (error: Error) =>
-        this.#logger?.debug({ err: error, queue: name }, 'keel jobs: queue error'),
-      )
-      this.#queues.set(name, queue)
-    }
-    return queue
-  }
-
-  /**
-   * A producer's queue fails its calls as its connection does (after one reconnect attempt) rather than
-   * waiting for Redis: BullMQ otherwise waits, forever, for a connection it did not open to be ready, and
-   * its version check would leave the queue broken after an outage.
-   */
-  #queueOptions(): QueueOptions {
-    return {
-      connection: this.#client,
-      prefix: this.#config.prefix,
-      skipWaitingForReady: true,
-      skipVersionCheck: true,
-    }
-  }
-
-  /** Fair positions in one BullMQ queue (ADR 0013): a job's, or the one-queue layout's. */
-  scheduler(queueName: string): FairScheduler {
-    let scheduler = this.#schedulers.get(queueName)
-    if (scheduler === undefined) {
-      scheduler = new FairScheduler(
-        this.#client,
-        `${this.#config.prefix}:${queueName}:keel`,
-        new QueueKeys(this.#config.prefix).getKeys(queueName),
-        this.#config.retentionMs,
-        this.#scripts,
-      )
-      this.#schedulers.set(queueName, scheduler)
-    }
-    return scheduler
+    this.#queues = queues
   }
 
   /** The scheduler of a job's queue, by job name (the enqueue's hot path: no queue name to build). */
   #schedulerOfJob(jobName: string): FairScheduler {
     let scheduler = this.#byJob.get(jobName)
     if (scheduler === undefined) {
-      scheduler = this.scheduler(queueOf(this.#config.queue, jobName))
+      scheduler = this.#queues.scheduler(this.#queues.queueOfJob(jobName))
       this.#byJob.set(jobName, scheduler)
     }
     return scheduler
@@ -203,6 +87,19 @@ export class JobProducer {
     return definition
   }
 
+  /** Validates an enqueue (db.enqueue, tx.enqueue) before anything is written: name, payload, options. */
+  check(
+    tenantId: string,
+    name: string,
+    payload: unknown,
+    options: EnqueueOptions | undefined,
+  ): CheckedEnqueue {
+    const definition = this.definition(name)
+    const data = checkPayload(definition, payload)
+    const opts = checkEnqueueOptions(options)
+    return { definition, data, opts, jobId: jobIdFor(tenantId, name, opts.idempotencyKey) }
+  }
+
   async enqueue(
     tenantId: string,
     name: string,
@@ -210,10 +107,7 @@ export class JobProducer {
     options: EnqueueOptions | undefined,
     consistencyToken: string | undefined,
   ): Promise<{ jobId: string }> {
-    const definition = this.definition(name)
-    const data = checkPayload(definition, payload)
-    const opts = checkEnqueueOptions(options)
-    const jobId = jobIdFor(tenantId, name, opts.idempotencyKey)
+    const { definition, data, opts, jobId } = this.check(tenantId, name, payload, options)
     await this.#send(
       { tenantId, name, jobId, unique: opts.idempotencyKey !== undefined, definition, opts },
       data,
@@ -257,7 +151,7 @@ export class JobProducer {
    * within retentionMs): nothing is added.
    */
   async #add(job: AddRequest, envelope: JobEnvelope): Promise<void> {
-    if (this.#scripts === undefined) return this.#addInTwo(job, envelope)
+    if (this.#queues.scripts === undefined) return this.#addInTwo(job, envelope)
     const band = job.opts.priority ?? 5
     const delayMs = job.opts.delayMs
     await this.#schedulerOfJob(job.name).add({
@@ -299,8 +193,8 @@ export class JobProducer {
   async #addInTwo(job: AddRequest, envelope: JobEnvelope): Promise<void> {
     const { tenantId, jobId, unique, opts } = job
     const band = opts.priority ?? 5
-    const queueName = queueOf(this.#config.queue, job.name)
-    const fair = this.scheduler(queueName)
+    const queueName = this.#queues.queueOfJob(job.name)
+    const fair = this.#queues.scheduler(queueName)
     const priority = await fair.priority(
       tenantId,
       band,
@@ -308,7 +202,7 @@ export class JobProducer {
     )
     if (priority === null) return
     try {
-      await this.queue(queueName).add(job.name, envelope, {
+      await this.#queues.queue(queueName).add(job.name, envelope, {
         ...this.#jobOptions(job.definition, band),
         jobId,
         priority,
@@ -319,119 +213,6 @@ export class JobProducer {
       else await fair.done(tenantId).catch(() => undefined)
       throw error
     }
-  }
-
-  /**
-   * The BullMQ queue a job id lives in: its job's (the name is in the id), or the one-queue layout's for
-   * an id made before ADR 0025. Undefined for an id keel never made.
-   */
-  #queueOfId(jobId: string): string | undefined {
-    const name = jobNameOf(jobId)
-    if (name === undefined) return undefined
-    return typeof name === 'string' ? queueOf(this.#config.queue, name) : this.#config.queue
-  }
-
-  /**
-   * Runs `fn` on the queue of that name: kept open for a defined job's queue (or the one-queue layout's),
-   * opened for the call only otherwise, so ids naming arbitrary jobs cannot pile up open queues.
-   */
-  async #withQueue<R>(queueName: string, fn: (queue: Queue) => Promise<R>): Promise<R> {
-    if (this.#queues.has(queueName) || this.#isKept(queueName)) return fn(this.queue(queueName))
-    const queue = new Queue(queueName, this.#queueOptions())
-    queue.on('error', (error: Error) =>
-      this.#logger?.debug({ err: error, queue: queueName }, 'keel jobs: queue error'),
-    )
-    try {
-      return await fn(queue)
-    } finally {
-      await queue.close().catch(() => undefined)
-    }
-  }
-
-  #isKept(queueName: string): boolean {
-    if (queueName === this.#config.queue) return true
-    for (const name of this.#definitions.keys())
-      if (queueOf(this.#config.queue, name) === queueName) return true
-    return false
-  }
-
-  /** The job's status, or null when absent or another tenant's (its existence is not revealed). */
-  async status(tenantId: string, jobId: unknown): Promise<JobStatus | null> {
-    try {
-      return await this.#status(tenantId, jobId)
-    } catch (error) {
-      throw jobsUnavailable(error, 'jobStatus')
-    }
-  }
-
-  async #status(tenantId: string, jobId: unknown): Promise<JobStatus | null> {
-    if (typeof jobId !== 'string' || jobId.length === 0 || jobId.length > 200) return null
-    const queueName = this.#queueOfId(jobId)
-    if (queueName === undefined) return null
-    return this.#withQueue(queueName, (queue) => this.#read(queue, tenantId, jobId))
-  }
-
-  async #read(queue: Queue, tenantId: string, jobId: string): Promise<JobStatus | null> {
-    // The state first, then the job: two reads, and the job's fields are at least as new as its state, so
-    // a finished state always comes with its result, error and attempts (the other order could pair a
-    // job read before its last attempt ended with the state after it).
-    const state = STATES[await queue.getJobState(jobId)] ?? 'unknown'
-    const job = await queue.getJob(jobId)
-    if (job === undefined || !isEnvelope(job.data) || job.data.t !== tenantId) return null
-    return {
-      id: jobId,
-      name: job.name,
-      state,
-      progress: job.progress,
-      attempts: job.attemptsMade,
-      result: job.returnvalue ?? null,
-      error: job.failedReason ?? null,
-      createdAt: job.timestamp,
-      finishedAt: job.finishedOn ?? null,
-    }
-  }
-
-  /** This tenant's jobs that exhausted their retries, newest first (kept deadLetterRetentionMs). */
-  async deadLetters(tenantId: string, limit = 100): Promise<JobStatus[]> {
-    if (!Number.isInteger(limit) || limit < 1 || limit > 1_000) {
-      throw new KeelError('KEEL_JOB_INVALID', 'deadLetters limit must be an integer from 1 to 1000', {
-        details: { field: 'limit' },
-      })
-    }
-    try {
-      const ids = await this.tenantJobs.deadLetters(tenantId, limit)
-      const statuses = await Promise.all(ids.map((id) => this.#status(tenantId, id)))
-      return statuses.filter((s): s is JobStatus => s !== null && s.state === 'failed')
-    } catch (error) {
-      throw jobsUnavailable(error, 'deadLetters')
-    }
-  }
-
-  /**
-   * Runs a dead letter again from its first attempt (after the cause was fixed). False when the job is
-   * not one of this tenant's dead letters.
-   */
-  async redrive(tenantId: string, jobId: unknown): Promise<boolean> {
-    try {
-      const status = await this.#status(tenantId, jobId)
-      if (status === null || status.state !== 'failed') return false
-      const queueName = this.#queueOfId(status.id)!
-      return await this.#withQueue(queueName, async (queue) => {
-        const job = await queue.getJob(status.id)
-        if (job === undefined) return false
-        if (!(await this.tenantJobs.undead(tenantId, status.id))) return false
-        await this.scheduler(queueName).repend(tenantId)
-        await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true })
-        return true
-      })
-    } catch (error) {
-      throw jobsUnavailable(error, 'redrive')
-    }
-  }
-
-  /** Closes the queues; JobsRedis closes the connection. */
-  async close(): Promise<void> {
-    await Promise.all([...this.#queues.values()].map((q) => q.close().catch(() => undefined)))
   }
 }
 
@@ -449,23 +230,4 @@ function envelopeOf(
     break
   }
   return envelope
-}
-
-export function checkEnqueueOptions(options: EnqueueOptions | undefined): EnqueueOptions {
-  if (options === undefined) return {}
-  const o = options
-  const bad = (field: string, message: string) =>
-    new KeelError('KEEL_JOB_INVALID', `enqueue option ${field} ${message}`, { details: { field } })
-  if (
-    o.idempotencyKey !== undefined &&
-    (typeof o.idempotencyKey !== 'string' || o.idempotencyKey.length === 0 || o.idempotencyKey.length > 512)
-  ) {
-    throw bad('idempotencyKey', 'must be a string of 1 to 512 characters')
-  }
-  if (o.delayMs !== undefined && (!Number.isInteger(o.delayMs) || o.delayMs < 0))
-    throw bad('delayMs', 'must be a non-negative integer')
-  if (o.priority !== undefined && (!Number.isInteger(o.priority) || o.priority < 1 || o.priority > 10)) {
-    throw bad('priority', 'must be an integer from 1 to 10')
-  }
-  return o
 }

@@ -1,32 +1,35 @@
+import type { EnqueueOptions, JobPort, JobStatus, OutboxRow, StagedJob } from '../client/job-port.js'
 import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import type { JobTelemetry } from '../telemetry/job-telemetry.js'
 import { buildEnqueueScripts, type EnqueueScripts } from './enqueue-script.js'
 import type { FairScheduler } from './fair-scheduler.js'
 import { JobConsumer, type JobHost, type StartWorkerOptions } from './job-consumer.js'
 import type { ResolvedJobDefinition } from './job-definition.js'
-import { type EnqueueOptions, JobProducer, type JobStatus } from './job-producer.js'
-import { queueOf } from './job-queues.js'
+import { JobProducer } from './job-producer.js'
+import { JobReader } from './job-reader.js'
 import type { JobWorker } from './job-worker.js'
 import { JobsRedis } from './jobs-redis.js'
-import type { OutboxRow } from './outbox.js'
+import { outboxInsert } from './outbox.js'
 import { OutboxRelay, type TenantQueryable } from './outbox-relay.js'
+import { QueueRegistry } from './queue-registry.js'
 
+export type { EnqueueOptions, JobState, JobStatus } from '../client/job-port.js'
 export { backoffDelay, type JobHost, type StartWorkerOptions } from './job-consumer.js'
-export { checkEnqueueOptions, type EnqueueOptions, type JobState, type JobStatus } from './job-producer.js'
-export { jobIdFor } from './job-queues.js'
 
 type JobsConfig = NonNullable<ResolvedConfig['jobs']>
 
 /**
- * keel's jobs on BullMQ, wired once: the producer (enqueue, status, dead letters, redrive), the consumer
- * (workers), the outbox relay and sweep, and the Redis connections they share, which close() closes.
- * Split by concept like BullMQ's queue.ts / worker.ts (ADR 0025).
+ * keel's jobs on BullMQ, wired once: the queues (QueueRegistry), the enqueue path (JobProducer), reads by
+ * id (JobReader), the consumer (workers), the outbox relay and sweep, and the Redis connections they
+ * share, which close() closes. Split by concept like BullMQ's queue.ts / worker.ts (ADR 0025, 0030).
+ * Sessions see it as a {@link JobPort}.
  */
-export class JobRuntime {
-  readonly #config: JobsConfig
+export class JobRuntime implements JobPort {
   readonly #logger: Logger | undefined
   readonly #redis: JobsRedis
+  readonly #queues: QueueRegistry
   readonly #producer: JobProducer
+  readonly #reader: JobReader
   readonly #consumer: JobConsumer
   readonly #outbox: OutboxRelay
 
@@ -42,12 +45,21 @@ export class JobRuntime {
     logger: Logger | undefined,
     scripts: 'bullmq' | 'fallback' = 'bullmq',
   ) {
-    this.#config = config
     this.#logger = logger
     this.#redis = new JobsRedis(config.redis.url, logger)
     const built = scripts === 'bullmq' ? this.#buildScripts() : undefined
-    this.#producer = new JobProducer(config, definitions, telemetry, logger, this.#redis, built)
-    this.#consumer = new JobConsumer(config, definitions, telemetry, logger, this.#redis, this.#producer)
+    this.#queues = new QueueRegistry(config, definitions, telemetry, logger, this.#redis, built)
+    this.#producer = new JobProducer(config, definitions, telemetry, this.#queues)
+    this.#reader = new JobReader(this.#queues)
+    this.#consumer = new JobConsumer(
+      config,
+      definitions,
+      telemetry,
+      logger,
+      this.#redis,
+      this.#producer,
+      this.#queues,
+    )
     this.#outbox = new OutboxRelay(config, this.#producer, telemetry, logger)
   }
 
@@ -65,7 +77,7 @@ export class JobRuntime {
 
   /** The fair positions of a job's queue (ADR 0013, 0025). */
   fairOf(jobName: string): FairScheduler {
-    return this.#producer.scheduler(queueOf(this.#config.queue, jobName))
+    return this.#queues.scheduler(this.#queues.queueOfJob(jobName))
   }
 
   definition(name: unknown): ResolvedJobDefinition {
@@ -80,6 +92,21 @@ export class JobRuntime {
     consistencyToken: string | undefined,
   ): Promise<{ jobId: string }> {
     return this.#producer.enqueue(tenantId, name, payload, options, consistencyToken)
+  }
+
+  stage(tenantId: string, name: string, payload: unknown, options: EnqueueOptions | undefined): StagedJob {
+    const { data, opts, jobId } = this.#producer.check(tenantId, name, payload, options)
+    const row: OutboxRow = {
+      tenant_id: tenantId,
+      id: jobId,
+      name,
+      payload: data,
+      options: {
+        ...(opts.delayMs === undefined ? {} : { delayMs: opts.delayMs }),
+        ...(opts.priority === undefined ? {} : { priority: opts.priority }),
+      },
+    }
+    return outboxInsert(row)
   }
 
   /** After COMMIT: the rows' jobs into their queues, then the rows deleted through `db` (their tenant's). */
@@ -97,15 +124,15 @@ export class JobRuntime {
   }
 
   status(tenantId: string, jobId: unknown): Promise<JobStatus | null> {
-    return this.#producer.status(tenantId, jobId)
+    return this.#reader.status(tenantId, jobId)
   }
 
   deadLetters(tenantId: string, limit?: number): Promise<JobStatus[]> {
-    return this.#producer.deadLetters(tenantId, limit)
+    return this.#reader.deadLetters(tenantId, limit)
   }
 
   redrive(tenantId: string, jobId: unknown): Promise<boolean> {
-    return this.#producer.redrive(tenantId, jobId)
+    return this.#reader.redrive(tenantId, jobId)
   }
 
   startWorker(host: JobHost, options?: StartWorkerOptions): JobWorker {
@@ -118,7 +145,7 @@ export class JobRuntime {
   async close(): Promise<void> {
     this.#outbox.stop()
     await this.#consumer.close()
-    await this.#producer.close()
+    await this.#queues.close()
     await this.#redis.close()
   }
 }

@@ -1,5 +1,6 @@
 import type pg from 'pg'
 import { z } from 'zod'
+import type { OutboxRow, StagedJob } from '../client/job-port.js'
 import { KeelError } from '../errors.js'
 import { quoteIdentifier } from '../tenancy/schema-strategy.js'
 
@@ -85,12 +86,15 @@ $keel$`
   ]
 }
 
-export interface OutboxRow {
-  tenant_id: string
-  id: string
-  name: string
-  payload: unknown
-  options: { delayMs?: number; priority?: number }
+export type { OutboxRow } from '../client/job-port.js'
+
+/** A tx.enqueue()'s row and its INSERT, run in the caller's transaction (a row written twice is one). */
+export function outboxInsert(row: OutboxRow): StagedJob {
+  return {
+    row,
+    text: `INSERT INTO ${OUTBOX_TABLE} (tenant_id, id, name, payload, options) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+    values: [row.tenant_id, row.id, row.name, JSON.stringify(row.payload), JSON.stringify(row.options)],
+  }
 }
 
 /** Runs `jobOutboxSql()` in one transaction on a client connected as the table owner. */

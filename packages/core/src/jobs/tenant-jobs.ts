@@ -1,15 +1,5 @@
 import type { Redis } from 'ioredis'
-
-// A running job holds a slot (member = job id, score = when the slot lapses) until it ends; slots of
-// workers that died lapse after the lock duration.
-const ACQUIRE = `
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[3]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[4]) then
-  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-  return 1
-end
-return 0`
+import { SLOT_ACQUIRE } from './lua/scripts.js'
 
 interface SlotsRedis extends Redis {
   keelSlotAcquire(
@@ -35,7 +25,7 @@ export class TenantJobs {
   constructor(redis: Redis, prefix: string) {
     this.#redis = redis as SlotsRedis
     this.#prefix = prefix
-    this.#redis.defineCommand('keelSlotAcquire', { numberOfKeys: 1, lua: ACQUIRE })
+    this.#redis.defineCommand('keelSlotAcquire', { numberOfKeys: 1, lua: SLOT_ACQUIRE })
   }
 
   /** A running slot for the tenant, or false when it already runs `cap` jobs fleet-wide. */

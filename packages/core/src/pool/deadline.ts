@@ -1,5 +1,6 @@
 import type pg from 'pg'
 import { KeelError } from '../errors.js'
+import { watchAbort } from './abort-watch.js'
 import type { Lease } from './lease.js'
 import type { PgQueryInternals } from './pg-internals.js'
 import { abortError } from './tenant-limiter.js'
@@ -73,13 +74,13 @@ export function sendBounded<R>(
     }
     let done = false
     let timer: NodeJS.Timeout | undefined
-    let onAbort: (() => void) | undefined
+    let unwatch: (() => void) | undefined
     const finish = (): boolean => {
       if (done) return false
       done = true
       lease.deadlineAt = 0
       clearTimeout(timer)
-      if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
+      unwatch?.()
       lease.waiting.delete(interrupt)
       return true
     }
@@ -94,7 +95,7 @@ export function sendBounded<R>(
     }
     if (lease.timeoutMs > 0) lease.host.armDeadline(lease, lease.timeoutMs)
     if (signal !== undefined) {
-      onAbort = () => {
+      unwatch = watchAbort(signal, () => {
         // A cancel request can land after this statement finished and hit whatever the backend runs
         // next, so a cancelled connection is never handed to anyone again.
         lease.markBroken()
@@ -102,8 +103,7 @@ export function sendBounded<R>(
         // The server now has the grace to confirm the cancel; the statement's own deadline is moot.
         lease.deadlineAt = 0
         timer = setTimeout(() => lease.abandon(unansweredAbort(lease, signal)), lease.graceMs)
-      }
-      signal.addEventListener('abort', onAbort, { once: true })
+      })
     }
     lease.client.query(query as never)
   })

@@ -1,6 +1,7 @@
 import pg from 'pg'
 import type { Logger } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
+import { watchAbort } from './abort-watch.js'
 import { clientDeadlineMs, hostTimeoutError } from './deadline.js'
 import { type HostConfig, type HostInfo, hostInfo } from './host-info.js'
 import { hostUnavailable } from './host-unavailable.js'
@@ -206,23 +207,23 @@ export class HostPool {
     if (this.#ended) return Promise.reject(this.#closedError())
     return new Promise<pg.PoolClient>((resolve, reject) => {
       let settled = false
-      const onAbort = () => fail(abortError(signal!))
+      let unwatch: (() => void) | undefined
       const fail = (error: Error) => {
         if (settled) return
         settled = true
         this.#connecting.delete(fail)
-        signal?.removeEventListener('abort', onAbort)
+        unwatch?.()
         reject(error)
       }
       this.#connecting.add(fail)
-      signal?.addEventListener('abort', onAbort, { once: true })
+      if (signal !== undefined) unwatch = watchAbort(signal, () => fail(abortError(signal)))
       this.pool.connect().then(
         (client) => {
           // The caller stopped waiting (abort, close): the connection goes back, never to it.
           if (settled) return client.release(true)
           settled = true
           this.#connecting.delete(fail)
-          signal?.removeEventListener('abort', onAbort)
+          unwatch?.()
           resolve(client)
         },
         (error: unknown) => fail(this.#connectError(error)),

@@ -1,4 +1,5 @@
 import { KeelError } from '../errors.js'
+import { watchAbort } from './abort-watch.js'
 
 interface Waiter {
   resolve(): void
@@ -86,14 +87,14 @@ export class TenantLimiter {
   #wait(tenantId: string, slot: Slot, limit: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined
-      const onAbort = () => fail(abortError(signal!))
+      let unwatch: (() => void) | undefined
       const waiter: Waiter = {
         resolve,
         reject,
         settled: false,
         cleanup: () => {
           clearTimeout(timer)
-          signal?.removeEventListener('abort', onAbort)
+          unwatch?.()
         },
       }
       const fail = (error: Error) => {
@@ -114,7 +115,7 @@ export class TenantLimiter {
           ),
         )
       }, timeoutMs)
-      signal?.addEventListener('abort', onAbort, { once: true })
+      if (signal !== undefined) unwatch = watchAbort(signal, () => fail(abortError(signal)))
       slot.waiters.push(waiter)
     })
   }

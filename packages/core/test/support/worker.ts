@@ -26,6 +26,9 @@ export function buildForWorkers(): string {
       'node20',
       '--platform',
       'node',
+      // As tsup.config.ts: keel's Lua scripts are bundled as text.
+      '--loader',
+      '.lua=text',
       '--out-dir',
       distDir,
       '--silent',

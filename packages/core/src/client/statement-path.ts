@@ -1,0 +1,277 @@
+import type { Span } from '@opentelemetry/api'
+import type { HostPool } from '../pool/host-pool.js'
+import type { Lease } from '../pool/lease.js'
+import { ScopedQuery } from '../pool/scoped-query.js'
+import { classifySql, rememberWrite } from '../routing/classify-sql.js'
+import { isHostFailure, isReadOnlyRefusal, isRecoveryConflict, isSchemaLag } from '../routing/host-errors.js'
+import { type Lsn, parseLsn } from '../routing/lsn.js'
+import type { SessionPosition } from '../routing/session-position.js'
+import { REPLAY_POSITION, WAL_POSITION } from '../routing/wal-statements.js'
+import { sessionBatch, settleSession } from '../sql/session-guard.js'
+import type { SessionEffect } from '../sql/statement-class.js'
+import { operationName } from '../telemetry/sanitize-sql.js'
+import type { Engine, TenantLimits } from './engine.js'
+import type { QueryOptions, QueryResult } from './query-types.js'
+
+// One piece (~240 lines): a statement's two paths, replicas then the primary, share the batch-building
+// (scope, session guard, replay and WAL positions) and the error rules that keep a tenant's scope and
+// session state right; apart they would each restate them.
+
+type Served<R> =
+  | { result: QueryResult<R>; host: HostPool }
+  // `primary`: a lease on the primary already asked for, so the next read sees the primary as busy.
+  | { result: undefined; learnedWrite: boolean; primary?: Promise<Lease> }
+
+/**
+ * Where one session's statements go outside a transaction: a replica when that is safe (after a write,
+ * only one that has replayed it), else the primary; and the session's position after each write.
+ * Every statement carries the tenant's scope in the same round trip.
+ */
+export class StatementPath {
+  readonly #engine: Engine
+  readonly tenantId: string
+  readonly #position: SessionPosition
+
+  constructor(engine: Engine, tenantId: string, position: SessionPosition) {
+    this.#engine = engine
+    this.tenantId = tenantId
+    this.#position = position
+  }
+
+  /** Runs one statement (the parser is loaded and the call counted by the caller). */
+  async run<R>(
+    text: string,
+    values: readonly unknown[] | undefined,
+    options: QueryOptions | undefined,
+  ): Promise<QueryResult<R>> {
+    const engine = this.#engine
+    const sql = engine.checkText(text, false)
+    const effect = engine.effectOf(sql)
+    const params = engine.checkValues(values)
+    const limits = engine.limitsFor(this.tenantId)
+    const operation = operationName(sql)
+    const span = engine.telemetry.startQuery({
+      text: sql,
+      operation,
+      tenantId: this.tenantId,
+      host: engine.primary.info,
+    })
+    const started = performance.now()
+    let host = engine.primary
+    let failure: unknown
+    let leased: Promise<Lease> | undefined
+    try {
+      const kind = engine.router === undefined ? 'write' : classifySql(sql)
+      let write = kind === 'write'
+      let route: 'primary' | 'fallback' = 'primary'
+      const consistency =
+        options?.route === 'primary' ? 'strong' : (options?.consistency ?? engine.consistency)
+      if (engine.router !== undefined && !write && consistency !== 'strong') {
+        // A position the primary has not reached is forged or garbage: vetted() finds out (one fresh
+        // look at the primary's WAL position) and the session then reads the primary, once.
+        const requirement =
+          consistency === 'eventual' ? undefined : await this.#position.vetted(engine.monitor!)
+        if (requirement?.primaryOnly !== true) {
+          const served = await this.#readFromReplicas<R>(
+            sql,
+            params,
+            options,
+            limits,
+            requirement?.minLsn,
+            span,
+            effect,
+          )
+          if (served.result !== undefined) {
+            host = served.host
+            engine.telemetry.setRoute(span, host.info, 'replica')
+            return served.result
+          }
+          write = served.learnedWrite
+          leased = served.primary
+        }
+        route = 'fallback'
+      }
+      engine.telemetry.setRoute(span, host.info, write ? 'primary' : route)
+      // A function may write (item 10 of issue #10): an opaque statement advances the session's
+      // position like a write does; plain reads on the primary do not pay for it.
+      const track = (write || effect === 'opaque') && engine.router !== undefined
+      return await this.#onPrimary<R>(sql, params, options, limits, track, effect, leased)
+    } catch (error) {
+      failure = error
+      throw error
+    } finally {
+      engine.endSpan(span, started, operation, host, failure)
+    }
+  }
+
+  /** Tries replicas in turn; undefined result means the primary must serve it. */
+  async #readFromReplicas<R>(
+    sql: string,
+    params: readonly unknown[] | undefined,
+    options: QueryOptions | undefined,
+    limits: TenantLimits,
+    minLsn: Lsn | undefined,
+    span: Span,
+    effect: SessionEffect,
+  ): Promise<Served<R>> {
+    const engine = this.#engine
+    const exclude = new Set<HostPool>()
+    // A replica whose pool (or this tenant's share of it) is full would make the read wait: another
+    // replica, or the primary, serves it instead. Only when every host is that busy does it queue.
+    const busy = (h: HostPool) => h.saturated(this.tenantId, limits.connections)
+    for (;;) {
+      let state = engine.router!.choose(minLsn, exclude, busy)
+      if (state === undefined && busy(engine.primary)) state = engine.router!.choose(minLsn, exclude)
+      if (state === undefined) {
+        // Asked for now, in the same turn as the choice, so reads deciding right after this one count it.
+        const primary = this.lease(engine.primary, options, limits)
+        return { result: undefined, learnedWrite: false, primary }
+      }
+      const host = state.host
+      const scope = engine.strategy.scope(this.tenantId, timeoutOf(options, limits))
+      const { preludes, postludes } = sessionBatch(effect, scope, [])
+      if (minLsn !== undefined) preludes.push(REPLAY_POSITION)
+      let lease: Lease | undefined
+      const ref: { query?: ScopedQuery } = {}
+      let succeeded = false
+      try {
+        lease = await this.lease(host, options, limits)
+        const result = await this.#send<R>(
+          lease,
+          (size) => new ScopedQuery(sql, params, preludes, size, postludes),
+          options?.signal,
+          ref,
+        )
+        succeeded = true
+        if (minLsn !== undefined && this.#behind(ref.query!, preludes.length - 1, host, minLsn, span)) {
+          exclude.add(host)
+          continue
+        }
+        return { result, host }
+      } catch (error) {
+        // A replica that has not replayed the session's writes can fail the read for that very reason
+        // (a table it does not have yet): its replay position, read before the statement, decides.
+        if (
+          minLsn !== undefined &&
+          ref.query !== undefined &&
+          this.#behind(ref.query, preludes.length - 1, host, minLsn, span)
+        ) {
+          exclude.add(host)
+          continue
+        }
+        if (isSchemaLag(error)) {
+          span.addEvent('keel.replica_schema_lag', { 'keel.replica.name': host.info.name })
+          return { result: undefined, learnedWrite: false }
+        }
+        if (isReadOnlyRefusal(error)) {
+          // 25006: the replica ran nothing. The statement writes (a function, say): primary from now on.
+          rememberWrite(sql)
+          return { result: undefined, learnedWrite: true }
+        }
+        // A full pool (KEEL_POOL_TIMEOUT, KEEL_TENANT_BUSY) is load, not failure: the replica stays in
+        // rotation. The read only queued here because every host was that busy, so it fails as such.
+        const hostFailed = isHostFailure(error)
+        if (!hostFailed && !isRecoveryConflict(error))
+          throw engine.translate(this.tenantId, error, ref.query, lease)
+        if (hostFailed) engine.monitor!.markDown(host, error)
+        exclude.add(host)
+        span.addEvent('keel.retry', {
+          'keel.replica.name': host.info.name,
+          'error.type': String((error as { code?: unknown } | null)?.code ?? 'Error'),
+        })
+      } finally {
+        settleSession(lease, effect, ref.query, succeeded)
+        lease?.release()
+      }
+    }
+  }
+
+  /** A connection of `host` within this tenant's share, its statements bounded by the call's timeout. */
+  lease(host: HostPool, options: QueryOptions | undefined, limits: TenantLimits): Promise<Lease> {
+    const engine = this.#engine
+    return host.lease(
+      this.tenantId,
+      limits.connections,
+      engine.acquireTimeoutMs,
+      options?.signal,
+      timeoutOf(options, limits),
+    )
+  }
+
+  /** Whether the replica's replay position, read in the read's own batch, is short of `minLsn`. */
+  #behind(query: ScopedQuery, at: number, host: HostPool, minLsn: Lsn, span: Span): boolean {
+    const replayed = parseLsn(query.preludeRows[at]?.[0])
+    if (replayed !== undefined) this.#engine.monitor!.observeReplay(host, replayed)
+    if (replayed !== undefined && replayed >= minLsn) return false
+    span.addEvent('keel.replica_behind', { 'keel.replica.name': host.info.name })
+    return true
+  }
+
+  async #onPrimary<R>(
+    sql: string,
+    params: readonly unknown[] | undefined,
+    options: QueryOptions | undefined,
+    limits: TenantLimits,
+    trackPosition: boolean,
+    effect: SessionEffect,
+    leased?: Promise<Lease>,
+  ): Promise<QueryResult<R>> {
+    const engine = this.#engine
+    const scope = engine.strategy.scope(this.tenantId, timeoutOf(options, limits))
+    const lease = await (leased ?? this.lease(engine.primary, options, limits))
+    const ref: { query?: ScopedQuery } = {}
+    const { preludes, postludes } = sessionBatch(effect, scope, trackPosition ? [WAL_POSITION] : [])
+    let succeeded = false
+    try {
+      const build = (size: number) => new ScopedQuery(sql, params, preludes, size, postludes)
+      const result = await this.#send<R>(lease, build, options?.signal, ref)
+      succeeded = true
+      if (trackPosition) await this.observe(parseLsn(ref.query?.postludeRows[1]?.[0]))
+      return result
+    } catch (error) {
+      if (preludes.length > 1) await engine.settle(lease)
+      throw engine.translate(this.tenantId, error, ref.query, lease)
+    } finally {
+      settleSession(lease, effect, ref.query, succeeded)
+      lease.release()
+    }
+  }
+
+  /**
+   * Sends one batch built with the host's statement cache size. The batch failed as a whole, so nothing
+   * ran, and it is sent once more when: a plan made stale by DDL (prepared afresh), or one of its names
+   * missing or taken on the server connection (26000/42P05: a transaction pooler in front), after
+   * which the host sends everything unnamed. `ref.query` is the last batch sent, for error translation.
+   */
+  async #send<R>(
+    lease: Lease,
+    build: (statementCacheSize: number) => ScopedQuery,
+    signal: AbortSignal | undefined,
+    ref: { query?: ScopedQuery },
+  ): Promise<QueryResult<R>> {
+    const engine = this.#engine
+    ref.query = build(lease.host.statementCacheSize)
+    try {
+      return await engine.submit<R>(lease, ref.query, signal)
+    } catch (error) {
+      const lost = ScopedQuery.isLostStatement(error, ref.query)
+      if (!lost && !ScopedQuery.isStalePlan(error)) throw error
+      if (ref.query.opensTransaction) await engine.rollBack(lease)
+      if (lost) lease.host.stopNaming(error)
+      ref.query = build(lease.host.statementCacheSize)
+      return await engine.submit<R>(lease, ref.query, signal)
+    }
+  }
+
+  async observe(lsn: Lsn | undefined): Promise<void> {
+    const monitor = this.#engine.monitor
+    if (lsn === undefined || monitor === undefined) return
+    monitor.observePrimary(lsn)
+    if (monitor.cluster === undefined) await monitor.poll()
+    if (monitor.cluster !== undefined) this.#position.observe(lsn, monitor.cluster)
+  }
+}
+
+function timeoutOf(options: QueryOptions | undefined, limits: TenantLimits): number {
+  return options?.statementTimeoutMs ?? limits.statementTimeoutMs
+}

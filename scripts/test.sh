@@ -9,7 +9,8 @@ ensure_built
 node scripts/stack.mjs up
 mkdir -p .keel
 status=0
-pnpm_cmd exec vitest run --reporter=default --reporter=json --outputFile.json=.keel/vitest-report.json "$@" || status=$?
+# The stack is up: the projects' global setup need not run `up` (and print its block) again.
+KEEL_TEST_STACK_UP=1 pnpm_cmd exec vitest run --reporter=default --reporter=json --outputFile.json=.keel/vitest-report.json "$@" || status=$?
 node -e '
   const r = JSON.parse(require("fs").readFileSync(".keel/vitest-report.json", "utf8"))
   const skipped = r.numPendingTests + r.numTodoTests

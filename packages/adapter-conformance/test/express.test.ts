@@ -4,10 +4,10 @@ import { closeKeelWithServer, keelErrorHandler, keelExpress } from '@keel/expres
 import express from 'express'
 import { inject } from 'light-my-request'
 import { describe, expect, it } from 'vitest'
-import { testKeel } from '../../core/test/support/keel.js'
 import { conformanceRoutes as routes } from '../src/conformance-routes.js'
 import { type AppSetup, describeAdapter } from '../src/conformance-suite.js'
 import { encodeRequest, fromInjected, socketRequest, type TestRequest } from '../src/http-client.js'
+import { testKeel } from '../src/support/keel.js'
 
 function buildApp({ keel, options, prefix }: AppSetup): express.Express {
   const app = express()

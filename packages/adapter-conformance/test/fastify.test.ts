@@ -3,10 +3,10 @@ import type { AddressInfo } from 'node:net'
 import { keelFastify } from '@keel/fastify'
 import Fastify from 'fastify'
 import { describe, expect, it } from 'vitest'
-import { testKeel } from '../../core/test/support/keel.js'
 import { conformanceRoutes as routes } from '../src/conformance-routes.js'
 import { type AppSetup, describeAdapter } from '../src/conformance-suite.js'
 import { encodeRequest, fromInjected, type TestRequest } from '../src/http-client.js'
+import { testKeel } from '../src/support/keel.js'
 
 async function buildApp({ keel, options, prefix, wrap }: AppSetup, closeKeel = false) {
   const app = Fastify(wrap === undefined ? {} : { serverFactory: (handler) => createServer(wrap(handler)) })

@@ -21,13 +21,46 @@ const ISOLATION = {
 type State = 'new' | 'open' | 'closed'
 
 /**
+ * The session's side of a transaction (run-transaction.ts, TenantClient): commit, rollback, close, its
+ * state, outbox and span context. `#private` on the object, so the callback's handle cannot reach them,
+ * in TypeScript or at run time (ADR 0030).
+ */
+export interface TransactionControl {
+  commit(tx: PinnedTransaction): Promise<void>
+  rollback(tx: PinnedTransaction): Promise<void>
+  close(tx: PinnedTransaction): void
+  /** Committed, rolled back or abandoned: statements can no longer run in it. */
+  ended(tx: PinnedTransaction): boolean
+  /** Jobs enqueued in this transaction, relayed to the queue once it commits. */
+  outbox(tx: PinnedTransaction): readonly OutboxRow[]
+  /** The transaction span's context: statements run in it become its children. */
+  context(tx: PinnedTransaction): Context
+}
+
+let control: TransactionControl | undefined
+
+/**
  * What `db.transaction(fn)` runs on: one pinned connection, scoped to the tenant. Internal: callbacks see
- * it as the `Transaction` interface; commit, rollback, close and the outbox are the session's to call.
+ * it as the `Transaction` interface; the rest is the session's, through {@link transactionControl}.
  */
 export class PinnedTransaction implements Transaction {
+  static {
+    control = {
+      commit: (tx) => tx.#commit(),
+      rollback: (tx) => tx.#rollback(),
+      close: (tx) => {
+        tx.#state = 'closed'
+      },
+      ended: (tx) => tx.#state === 'closed',
+      outbox: (tx) => tx.#outbox,
+      context: (tx) => tx.#context,
+    }
+  }
+
   readonly tenantId: string
-  /** The transaction span's context: statements run in it become its children. */
-  readonly context: Context
+  readonly #context: Context
+  /** Jobs enqueued in this transaction, relayed to the queue once it commits. */
+  readonly #outbox: OutboxRow[] = []
   readonly #engine: Engine
   readonly #lease: Lease
   readonly #preludes: readonly Prelude[]
@@ -50,7 +83,7 @@ export class PinnedTransaction implements Transaction {
     this.#engine = engine
     this.tenantId = tenantId
     this.#lease = lease
-    this.context = context
+    this.#context = context
     let begin = 'BEGIN'
     if (options.isolationLevel !== undefined) {
       const level = ISOLATION[options.isolationLevel]
@@ -88,7 +121,7 @@ export class PinnedTransaction implements Transaction {
       operation,
       tenantId: this.tenantId,
       host: engine.primary.info,
-      parent: this.context,
+      parent: this.#context,
     })
     const started = performance.now()
     let failure: unknown
@@ -126,7 +159,7 @@ export class PinnedTransaction implements Transaction {
     const name = `keel_sp_${++this.#savepoints}`
     await this.#send(`SAVEPOINT ${name}`)
     // Jobs enqueued inside the savepoint are forgotten with it: their outbox rows are rolled back.
-    const queued = this.outbox.length
+    const queued = this.#outbox.length
     try {
       const result = await fn(this)
       await this.#send(`RELEASE SAVEPOINT ${name}`)
@@ -136,15 +169,15 @@ export class PinnedTransaction implements Transaction {
       if ((this.#state as State) !== 'closed') {
         await this.#send(`ROLLBACK TO SAVEPOINT ${name}`).catch(() => undefined)
       }
-      this.outbox.length = queued
+      this.#outbox.length = queued
       throw error
     }
   }
 
-  async commit(): Promise<void> {
+  async #commit(): Promise<void> {
     if (this.#state !== 'open') return
     if (this.#lease.client.getTransactionStatus() === 'E') {
-      await this.rollback()
+      await this.#rollback()
       throw new KeelError(
         'KEEL_TRANSACTION_ABORTED',
         'a statement in this transaction failed, so it was rolled back; the callback must not swallow that error',
@@ -178,7 +211,7 @@ export class PinnedTransaction implements Transaction {
     }
   }
 
-  async rollback(): Promise<void> {
+  async #rollback(): Promise<void> {
     if (this.#state !== 'open') {
       this.#state = 'closed'
       return
@@ -195,18 +228,6 @@ export class PinnedTransaction implements Transaction {
     }
   }
 
-  close(): void {
-    this.#state = 'closed'
-  }
-
-  /** Committed, rolled back or abandoned: statements can no longer run in it. */
-  get ended(): boolean {
-    return this.#state === 'closed'
-  }
-
-  /** Jobs enqueued in this transaction, relayed to the queue once it commits. */
-  readonly outbox: OutboxRow[] = []
-
   /** See {@link Transaction.enqueue}. */
   async enqueue(name: string, payload: unknown, options?: EnqueueOptions): Promise<{ jobId: string }> {
     const jobs = this.#engine.jobPort()
@@ -218,7 +239,7 @@ export class PinnedTransaction implements Transaction {
     }
     const staged = jobs.stage(this.tenantId, name, payload, options)
     await this.query(staged.text, staged.values)
-    this.outbox.push(staged.row)
+    this.#outbox.push(staged.row)
     return { jobId: staged.row.id }
   }
 
@@ -262,4 +283,9 @@ export class PinnedTransaction implements Transaction {
     // Control statements (savepoint names vary) are sent unnamed, outside the statement cache.
     return this.#engine.submit(this.#lease, this.#next(text, undefined, 0), undefined)
   }
+}
+
+/** The session's side of every transaction (see {@link TransactionControl}). */
+export function transactionControl(): TransactionControl {
+  return control!
 }

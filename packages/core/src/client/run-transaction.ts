@@ -4,7 +4,7 @@ import type { Lease } from '../pool/lease.js'
 import { parseLsn } from '../routing/lsn.js'
 import type { Engine } from './engine.js'
 import type { OutboxRow } from './job-port.js'
-import { PinnedTransaction } from './pinned-transaction.js'
+import { PinnedTransaction, transactionControl } from './pinned-transaction.js'
 import type { TransactionOptions } from './query-types.js'
 import type { StatementPath } from './statement-path.js'
 import type { Transaction } from './transaction.js'
@@ -38,6 +38,7 @@ export async function runTransaction<T>(
   let lease: Lease | undefined
   let tx: PinnedTransaction | undefined
   let failure: unknown
+  const control = transactionControl()
   engine.inFlight.enter()
   try {
     lease = await session.statements.lease(engine.primary, options, limits)
@@ -53,16 +54,17 @@ export async function runTransaction<T>(
       { trackPosition, onCommitted },
     )
     const open = tx
-    const result = await session.enter(open, () => context.with(open.context, () => fn(open)))
-    await tx.commit()
-    if (tx.outbox.length > 0) session.relay(tx.outbox)
+    const result = await session.enter(open, () => context.with(control.context(open), () => fn(open)))
+    await control.commit(tx)
+    const outbox = control.outbox(tx)
+    if (outbox.length > 0) session.relay(outbox)
     return result
   } catch (error) {
     failure = error
-    await tx?.rollback()
+    if (tx !== undefined) await control.rollback(tx)
     throw error
   } finally {
-    tx?.close()
+    if (tx !== undefined) control.close(tx)
     lease?.release()
     engine.endSpan(span, started, 'TRANSACTION', engine.primary, failure)
     engine.inFlight.leave()

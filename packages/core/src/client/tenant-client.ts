@@ -5,7 +5,7 @@ import { SessionPosition } from '../routing/session-position.js'
 import { loadParser, parserLoaded } from '../sql/sql-parser.js'
 import type { Engine } from './engine.js'
 import type { EnqueueOptions, JobStatus, OutboxRow } from './job-port.js'
-import type { PinnedTransaction } from './pinned-transaction.js'
+import { type PinnedTransaction, transactionControl } from './pinned-transaction.js'
 import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
 import { runTransaction, savepoint, type TransactionSession } from './run-transaction.js'
 import { StatementPath } from './statement-path.js'
@@ -87,7 +87,8 @@ export class TenantClient implements Queryable {
    */
   #inTransaction(): PinnedTransaction | undefined {
     const entry = this.#context.maybeCurrent()
-    return entry?.client === this && entry.tx !== undefined && !entry.tx.ended ? entry.tx : undefined
+    const tx = entry?.client === this ? entry.tx : undefined
+    return tx !== undefined && !transactionControl().ended(tx) ? tx : undefined
   }
 
   /**

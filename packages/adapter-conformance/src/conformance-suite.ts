@@ -1,5 +1,6 @@
 import type { RequestListener } from 'node:http'
-import { errorCodes, type HttpRequestView, type Keel, type KeelHttpOptions } from '@keel/core'
+import { errorCodes, type Keel } from '@keel/core'
+import type { HttpRequestView, KeelHttpOptions } from '@keel/core/http'
 import { context, ROOT_CONTEXT, SpanKind, trace } from '@opentelemetry/api'
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
 import {

@@ -24,7 +24,7 @@ export const errorCodes = {
     'cached() or invalidate() got a missing or malformed key, tag, duration or loader.',
   KEEL_ABORTED: 'The caller aborted the operation through its AbortSignal.',
   KEEL_QUERY_TIMEOUT:
-    'The host did not answer within statementTimeoutMs + timeoutGraceMs (or query_timeout); keel closed the connection.',
+    'The host did not answer within statementTimeoutMs + timeoutGraceMs (or pool.queryTimeoutMs); keel closed the connection.',
   KEEL_NO_TENANT_CONTEXT: 'keel.current() was called outside keel.run().',
   KEEL_CLOSED: 'keel.close() was called; the instance takes no more work.',
   KEEL_JOBS_UNAVAILABLE:

@@ -11,8 +11,8 @@ export type {
 export { TenantClient } from './client/tenant-client.js'
 export { Transaction } from './client/transaction.js'
 export type { KeelConfig, Logger, ResolvedConfig, TenantLimitsOverride } from './config/config-schema.js'
-export type { KeelErrorCode, KeelErrorOptions } from './errors.js'
-export { errorCodes, isKeelError, KeelError } from './errors.js'
+export type { KeelErrorCode, KeelErrorOptions, RenamedKeelErrorCode } from './errors.js'
+export { currentErrorCode, errorCodes, isKeelError, KeelError, renamedErrorCodes } from './errors.js'
 // The HTTP kit adapters are built from lives at '@keel/core/http' (ADR 0029); users keep these two.
 export type { HttpErrorBody, HttpErrorResponse } from './http/http-error.js'
 export { httpErrorFor, httpStatusFor } from './http/http-error.js'

@@ -53,8 +53,7 @@ export type KeelErrorCode = keyof typeof currentCodes
 export type RenamedKeelErrorCode = keyof typeof renamedErrorCodes
 
 /** Every code with its description; renamed codes are listed under their old names too. */
-export const errorCodes: Readonly<Record<KeelErrorCode | RenamedKeelErrorCode, string>> &
-  typeof currentCodes = {
+export const errorCodes: Readonly<Record<KeelErrorCode | RenamedKeelErrorCode, string>> = {
   ...currentCodes,
   KEEL_INVALID_TENANT:
     'Renamed KEEL_TENANT_INVALID (ADR 0029); still accepted by isKeelError() and err.is().',

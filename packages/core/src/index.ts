@@ -10,7 +10,13 @@ export type {
 } from './client/query-types.js'
 export { TenantClient } from './client/tenant-client.js'
 export { Transaction } from './client/transaction.js'
-export type { KeelConfig, Logger, ResolvedConfig, TenantLimitsOverride } from './config/config-schema.js'
+export type {
+  KeelConfig,
+  Logger,
+  ResolvedConfig,
+  TenantConnections,
+  TenantLimitsOverride,
+} from './config/config-schema.js'
 export type { KeelErrorCode, KeelErrorOptions, RenamedKeelErrorCode } from './errors.js'
 export { currentErrorCode, errorCodes, isKeelError, KeelError, renamedErrorCodes } from './errors.js'
 // The HTTP kit adapters are built from lives at '@keel/core/http' (ADR 0029); users keep these two.

@@ -12,6 +12,8 @@ export default mergeConfig(
   defineConfig({
     resolve: {
       alias: {
+        // The subpath first: an alias also matches `<key>/...`, so '@keel/core' alone would swallow it.
+        '@keel/core/http': source('../core/src/http/index.ts'),
         '@keel/core': source('../core/src/index.ts'),
         '@keel/express': source('../express-adapter/src/index.ts'),
         '@keel/fastify': source('../fastify-adapter/src/index.ts'),

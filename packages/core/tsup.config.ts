@@ -1,7 +1,8 @@
 import { defineConfig } from 'tsup'
 
 export default defineConfig({
-  entry: ['src/index.ts'],
+  // Two entries, one per package.json export: the root and the HTTP kit for adapters ('@keel/core/http').
+  entry: { index: 'src/index.ts', http: 'src/http/index.ts' },
   format: ['esm', 'cjs'],
   dts: true,
   sourcemap: true,

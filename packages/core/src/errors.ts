@@ -1,11 +1,12 @@
 /**
- * Every error keel raises is a `KeelError` with a stable `code`. Codes are never renamed or reused;
- * a retired code stays in this table, marked retired. `docs/errors.md` documents each one, and a test
- * fails when a code is missing there.
+ * Every error keel raises is a `KeelError` with a stable `code`, named subject first:
+ * `KEEL_<SUBJECT>_<WHAT HAPPENED>` (ADR 0029). Codes are never reused; a code renamed to follow that
+ * rule keeps its old name working (`renamedErrorCodes`, at the end of this table). `docs/errors.md`
+ * documents each one, and a test fails when a code is missing there.
  */
-export const errorCodes = {
+const currentCodes = {
   KEEL_CONFIG_INVALID: 'The configuration passed to createKeel() failed validation.',
-  KEEL_INVALID_TENANT: 'A tenant id is missing, malformed, too long or contains forbidden characters.',
+  KEEL_TENANT_INVALID: 'A tenant id is missing, malformed, too long or contains forbidden characters.',
   KEEL_TENANT_BUSY: 'The tenant already uses all the connections it may hold and none freed up in time.',
   KEEL_TENANT_SCHEMA_UNKNOWN: "In schema mode, the tenant's schema does not exist.",
   KEEL_TENANT_UNKNOWN: "An adapter's tenantExists() check said the request's tenant does not exist.",
@@ -24,7 +25,7 @@ export const errorCodes = {
     'cached() or invalidate() got a missing or malformed key, tag, duration or loader.',
   KEEL_ABORTED: 'The caller aborted the operation through its AbortSignal.',
   KEEL_QUERY_TIMEOUT:
-    'The host did not answer within statementTimeoutMs + timeoutGraceMs (or query_timeout); keel closed the connection.',
+    'The host did not answer within statementTimeoutMs + timeoutGraceMs (or pool.queryTimeoutMs); keel closed the connection.',
   KEEL_NO_TENANT_CONTEXT: 'keel.current() was called outside keel.run().',
   KEEL_CLOSED: 'keel.close() was called; the instance takes no more work.',
   KEEL_JOBS_UNAVAILABLE:
@@ -32,11 +33,39 @@ export const errorCodes = {
   KEEL_JOBS_NOT_CONFIGURED: 'A jobs call was made but createKeel() got no jobs.redis configuration.',
   KEEL_JOB_INVALID: 'defineJob() or startWorker() got a malformed name, schema, handler or option.',
   KEEL_JOB_TIMEOUT: 'A job attempt ran longer than its timeoutMs; the attempt failed (and may be retried).',
-  KEEL_UNKNOWN_JOB: 'A job name that was never defined with keel.defineJob() (jobs capability).',
+  KEEL_JOB_UNKNOWN: 'A job name that was never defined with keel.defineJob() (jobs capability).',
   KEEL_JOB_PAYLOAD_INVALID: "A job payload failed its job's zod schema (jobs capability).",
 } as const
 
-export type KeelErrorCode = keyof typeof errorCodes
+/**
+ * Old name → current name. An error is always raised under its current name; the old one is still
+ * accepted wherever a code is asked about (`isKeelError(e, code)`, `e.is(code)`) and stays in
+ * `errorCodes`. Comparing `e.code === 'KEEL_INVALID_TENANT'` no longer matches: TypeScript flags it.
+ */
+export const renamedErrorCodes = {
+  KEEL_INVALID_TENANT: 'KEEL_TENANT_INVALID',
+  KEEL_UNKNOWN_JOB: 'KEEL_JOB_UNKNOWN',
+} as const satisfies Readonly<Record<string, keyof typeof currentCodes>>
+
+/** The code of every error keel raises (current names only). */
+export type KeelErrorCode = keyof typeof currentCodes
+/** A code's name before ADR 0029: still accepted where a code is asked about. */
+export type RenamedKeelErrorCode = keyof typeof renamedErrorCodes
+
+/** Every code with its description; renamed codes are listed under their old names too. */
+export const errorCodes: Readonly<Record<KeelErrorCode | RenamedKeelErrorCode, string>> = {
+  ...currentCodes,
+  KEEL_INVALID_TENANT:
+    'Renamed KEEL_TENANT_INVALID (ADR 0029); still accepted by isKeelError() and err.is().',
+  KEEL_UNKNOWN_JOB: 'Renamed KEEL_JOB_UNKNOWN (ADR 0029); still accepted by isKeelError() and err.is().',
+}
+
+/** The current name of a code, whether given its current or its old name. */
+export function currentErrorCode(code: KeelErrorCode | RenamedKeelErrorCode): KeelErrorCode
+export function currentErrorCode(code: string): string
+export function currentErrorCode(code: string): string {
+  return Object.hasOwn(renamedErrorCodes, code) ? renamedErrorCodes[code as RenamedKeelErrorCode] : code
+}
 
 export interface KeelErrorOptions {
   cause?: unknown
@@ -55,10 +84,23 @@ export class KeelError extends Error {
   readonly details: Readonly<Record<string, unknown>>
   readonly [BRAND] = true
 
-  constructor(code: KeelErrorCode, message: string, options: KeelErrorOptions = {}) {
+  constructor(code: KeelErrorCode, message: string, options?: KeelErrorOptions)
+  /** @deprecated A renamed code (ADR 0029): the error is raised under its current name. */
+  constructor(code: RenamedKeelErrorCode, message: string, options?: KeelErrorOptions)
+  constructor(code: KeelErrorCode | RenamedKeelErrorCode, message: string, options?: KeelErrorOptions)
+  constructor(code: KeelErrorCode | RenamedKeelErrorCode, message: string, options: KeelErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
-    this.code = code
+    this.code = currentErrorCode(code)
     this.details = Object.freeze({ ...options.details })
+  }
+
+  /** Whether this error has `code`; a renamed code's old name matches too. */
+  is(code: KeelErrorCode): boolean
+  /** @deprecated A renamed code (ADR 0029): use its current name. */
+  is(code: RenamedKeelErrorCode): boolean
+  is(code: KeelErrorCode | RenamedKeelErrorCode): boolean
+  is(code: KeelErrorCode | RenamedKeelErrorCode): boolean {
+    return currentErrorCode(this.code) === currentErrorCode(code)
   }
 
   /** `instanceof KeelError` holds for a KeelError of any copy of keel loaded in this process. */
@@ -67,6 +109,17 @@ export class KeelError extends Error {
   }
 }
 
-export function isKeelError(value: unknown, code?: KeelErrorCode): value is KeelError {
-  return value instanceof KeelError && (code === undefined || value.code === code)
+/**
+ * Whether `value` is a KeelError (of any copy of keel in the process), with `code` when given. An
+ * error from an older copy still carrying a renamed code matches its current name, and the reverse.
+ */
+export function isKeelError(value: unknown, code?: KeelErrorCode): value is KeelError
+/** @deprecated A renamed code (ADR 0029): use its current name. */
+export function isKeelError(value: unknown, code: RenamedKeelErrorCode): value is KeelError
+export function isKeelError(value: unknown, code?: KeelErrorCode | RenamedKeelErrorCode): value is KeelError
+export function isKeelError(value: unknown, code?: KeelErrorCode | RenamedKeelErrorCode): value is KeelError {
+  return (
+    value instanceof KeelError &&
+    (code === undefined || currentErrorCode(value.code) === currentErrorCode(code))
+  )
 }

@@ -92,12 +92,13 @@ describe('createKeel config', () => {
         connectionTimeoutMs: 5_000,
         maxUses: 0,
         keepAlive: true,
-        keepAliveInitialDelayMillis: 10_000,
+        keepAliveInitialDelayMs: 10_000,
       })
       expect(keel.config.postgres).toMatchObject({ timeoutGraceMs: 2_000, closeTimeoutMs: 30_000 })
       expect(keel.config.tenancy).toEqual({ mode: 'rls', setting: 'app.tenant_id', allowBypassRole: false })
       expect(keel.config.limits).toMatchObject({
-        tenantConnections: 0.5,
+        // { share: 0.5 } of pool.max 10, resolved to a count
+        tenantConnections: 5,
         acquireTimeoutMs: 5_000,
         statementTimeoutMs: 30_000,
       })
@@ -112,18 +113,74 @@ describe('createKeel config', () => {
     }
   })
 
-  it("accepts pg's query_timeout and keepAlive options in postgres.pool", async () => {
+  it("accepts pg's spellings of the pool options as aliases of keel's *Ms names", async () => {
     const keel = createKeel({
       postgres: {
         primary: { connectionString: url },
-        pool: { query_timeout: 5_000, keepAlive: false, keepAliveInitialDelayMillis: 0 },
+        pool: {
+          query_timeout: 5_000,
+          keepAlive: false,
+          keepAliveInitialDelayMillis: 0,
+          idleTimeoutMillis: 1_234,
+          connectionTimeoutMillis: 2_345,
+        },
       },
     })
-    expect(keel.config.postgres.pool).toMatchObject({
-      query_timeout: 5_000,
+    expect(keel.config.postgres.pool).toEqual({
+      max: 10,
+      maxUses: 0,
+      queryTimeoutMs: 5_000,
       keepAlive: false,
-      keepAliveInitialDelayMillis: 0,
+      keepAliveInitialDelayMs: 0,
+      idleTimeoutMs: 1_234,
+      connectionTimeoutMs: 2_345,
     })
+    await keel.close()
+  })
+
+  it('refuses an option given under both its keel name and its pg alias', () => {
+    const error = configError({
+      postgres: { primary: { connectionString: url }, pool: { idleTimeoutMs: 1, idleTimeoutMillis: 2 } },
+    })
+    expect(error.message).toContain('postgres.pool.idleTimeoutMillis: give idleTimeoutMs or its alias')
+  })
+
+  it.each([
+    ['{ share }', { share: 0.25 }, 5],
+    ['{ share: 1 } is the whole pool', { share: 1 }, 20],
+    ['a tiny share still gets one connection', { share: 0.01 }, 1],
+    ['{ max }', { max: 3 }, 3],
+    ['{ max } above pool.max is capped', { max: 50 }, 20],
+    ['old form: a number below 1 is a share', 0.25, 5],
+    ['old form: a number from 1 up is a count', 1, 1],
+  ])('limits.tenantConnections %s resolves to a count of connections', async (_, value, count) => {
+    const keel = createKeel({
+      postgres: { primary: { connectionString: url }, pool: { max: 20 } },
+      limits: {
+        tenantConnections: value,
+        forTenant: (id) => (id === 'big' ? { tenantConnections: value } : undefined),
+      },
+    })
+    expect(keel.config.limits.tenantConnections).toBe(count)
+    expect(keel.config.limits.forTenant?.('big')?.tenantConnections).toBe(count)
+    expect(keel.config.limits.forTenant?.('small')).toBeUndefined()
+    await keel.close()
+  })
+
+  it('refuses a tenantConnections share above 1 and a forTenant override that is not a TenantConnections', async () => {
+    expect(
+      configError({
+        postgres: { primary: { connectionString: url } },
+        limits: { tenantConnections: { share: 2 } },
+      }).details.fields,
+    ).toEqual(['limits.tenantConnections.share'])
+    const keel = createKeel({
+      postgres: { primary: { connectionString: url } },
+      limits: { forTenant: () => ({ tenantConnections: { max: 0 } }) },
+    })
+    expect(() => keel.config.limits.forTenant?.('acme')).toThrow(
+      expect.objectContaining({ code: 'KEEL_CONFIG_INVALID' }),
+    )
     await keel.close()
   })
 

@@ -3,12 +3,9 @@ import {
   consistencyHeaders,
   consistencySetCookie,
   consistencyTokenFrom,
-  errorCodes,
-  httpErrorFor,
-  httpStatusFor,
-  KeelError,
   resolveHttpOptions,
-} from '../src/index.js'
+} from '../src/http/index.js'
+import { errorCodes, httpErrorFor, httpStatusFor, KeelError } from '../src/index.js'
 
 // The pieces the HTTP adapters share; the adapters' behaviour end to end is the conformance suite's.
 describe('HTTP edge helpers', () => {

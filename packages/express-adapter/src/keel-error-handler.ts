@@ -1,4 +1,5 @@
-import { isKeelError, safeHttpError } from '@keel/core'
+import { isKeelError } from '@keel/core'
+import { safeHttpError } from '@keel/core/http'
 import type { ErrorRequestHandler } from 'express'
 import { responseSpans } from './request-span.js'
 import { sendKeelError } from './send-keel-error.js'

@@ -1,16 +1,15 @@
+import type { Keel, TenantClient } from '@keel/core'
 import {
   consistencyHeaders,
   HttpServerSpan,
   httpTracer,
-  type Keel,
   type KeelHttpOptions,
   LIVENESS_BODY,
   type ResolvedHttpOptions,
   readiness,
   resolveHttpOptions,
-  type TenantClient,
   tenantFromRequest,
-} from '@keel/core'
+} from '@keel/core/http'
 import { context } from '@opentelemetry/api'
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import { beforeHeaders } from './before-headers.js'

@@ -1,4 +1,5 @@
-import { httpErrorFor, safeHttpError } from '@keel/core'
+import { httpErrorFor } from '@keel/core'
+import { safeHttpError } from '@keel/core/http'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { requestSpans } from './request-span.js'
 

@@ -1,15 +1,14 @@
+import type { Keel, TenantClient } from '@keel/core'
 import {
   consistencyHeaders,
   HttpServerSpan,
   httpTracer,
-  type Keel,
   type KeelHttpOptions,
   LIVENESS_BODY,
   readiness,
   resolveHttpOptions,
-  type TenantClient,
   tenantFromRequest,
-} from '@keel/core'
+} from '@keel/core/http'
 import { context } from '@opentelemetry/api'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'

@@ -1,4 +1,4 @@
-import type { HttpServerSpan } from '@keel/core'
+import type { HttpServerSpan } from '@keel/core/http'
 import type { FastifyRequest } from 'fastify'
 
 /**

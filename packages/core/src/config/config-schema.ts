@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { KeelError } from '../errors.js'
 import { SESSION_FUNCTIONS } from '../sql/pure-functions.js'
 
 const TENANT_ID_DEFAULT = /^[A-Za-z0-9_-]{1,63}$/
@@ -32,35 +33,96 @@ const needsAddress = {
   message: 'needs a connectionString or a host',
 }
 
-const hostSchema = z.strictObject(hostFields).refine(needsAddress.check, { message: needsAddress.message })
+/**
+ * The runtime refuses a host with neither a connectionString nor a host; the type says so too, so the
+ * mistake shows in the editor rather than at createKeel() (ADR 0029: the type matches the runtime).
+ */
+type WithAddress<T> = T extends unknown
+  ? (Omit<T, 'connectionString'> & { connectionString: string }) | (Omit<T, 'host'> & { host: string })
+  : never
 
-const replicaSchema = z
-  .strictObject({
+function addressed<S extends z.ZodType>(schema: S) {
+  return schema.refine(needsAddress.check as (h: z.output<S>) => boolean, {
+    message: needsAddress.message,
+  }) as unknown as z.ZodType<z.output<S>, WithAddress<z.input<S>>>
+}
+
+const hostSchema = addressed(z.strictObject(hostFields))
+
+const replicaSchema = addressed(
+  z.strictObject({
     ...hostFields,
     /** Shown in health output, logs and metrics. @default 'replica<n>' (1-based) */
     name: z.string().min(1).max(63).optional(),
-  })
-  .refine(needsAddress.check, { message: needsAddress.message })
+  }),
+)
 
-const poolSchema = z.strictObject({
-  /** Connections per host. @default 10 */
-  max: z.number().int().min(1).max(10_000).default(10),
-  /** Close a connection idle this long. @default 10000 */
-  idleTimeoutMs: z.number().int().min(0).default(10_000),
-  /** Give up opening a new connection after this long. @default 5000 */
-  connectionTimeoutMs: z.number().int().min(0).default(5_000),
-  /** Retire a connection after this many checkouts (0 = never). @default 0 */
-  maxUses: z.number().int().min(0).default(0),
-  /** TCP keepalive on every connection (pg's `keepAlive`): a vanished peer is found out. @default true */
-  keepAlive: z.boolean().default(true),
-  /** Idle time before the first keepalive probe (pg's `keepAliveInitialDelayMillis`). @default 10000 */
-  keepAliveInitialDelayMillis: z.number().int().min(0).default(10_000),
-  /**
-   * pg's `query_timeout`: a client-side limit on each statement, whatever the server does. Past it keel
-   * closes the connection and the call fails with KEEL_QUERY_TIMEOUT. @default undefined (none)
-   */
-  query_timeout: z.number().int().min(1).optional(),
-})
+const millis = z.number().int().min(0)
+
+/**
+ * keel spells every duration `<name>Ms` (ADR 0029). pg's spellings of the same pool options are accepted
+ * too, so options copied from a pg Pool config keep working; giving both spellings of one is refused.
+ */
+const PG_ALIASES = {
+  idleTimeoutMillis: 'idleTimeoutMs',
+  connectionTimeoutMillis: 'connectionTimeoutMs',
+  keepAliveInitialDelayMillis: 'keepAliveInitialDelayMs',
+  query_timeout: 'queryTimeoutMs',
+} as const
+
+const poolSchema = z
+  .strictObject({
+    /** Connections per host. @default 10 */
+    max: z.number().int().min(1).max(10_000).default(10),
+    /** Close a connection idle this long. @default 10000 */
+    idleTimeoutMs: millis.optional(),
+    /** pg's name for `idleTimeoutMs` (alias). */
+    idleTimeoutMillis: millis.optional(),
+    /** Give up opening a new connection after this long. @default 5000 */
+    connectionTimeoutMs: millis.optional(),
+    /** pg's name for `connectionTimeoutMs` (alias). */
+    connectionTimeoutMillis: millis.optional(),
+    /** Retire a connection after this many checkouts (0 = never). @default 0 */
+    maxUses: z.number().int().min(0).default(0),
+    /** TCP keepalive on every connection (pg's `keepAlive`): a vanished peer is found out. @default true */
+    keepAlive: z.boolean().default(true),
+    /** Idle time before the first keepalive probe. @default 10000 */
+    keepAliveInitialDelayMs: millis.optional(),
+    /** pg's name for `keepAliveInitialDelayMs` (alias). */
+    keepAliveInitialDelayMillis: millis.optional(),
+    /**
+     * A client-side limit on each statement (pg's `query_timeout`), whatever the server does. Past it keel
+     * closes the connection and the call fails with KEEL_QUERY_TIMEOUT. @default undefined (none)
+     */
+    queryTimeoutMs: z.number().int().min(1).optional(),
+    /** pg's name for `queryTimeoutMs` (alias). */
+    query_timeout: z.number().int().min(1).optional(),
+  })
+  .superRefine((pool, ctx) => {
+    for (const [alias, name] of Object.entries(PG_ALIASES)) {
+      if (pool[alias as keyof typeof PG_ALIASES] !== undefined && pool[name] !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [alias],
+          message: `give ${name} or its alias ${alias}, not both`,
+        })
+      }
+    }
+  })
+  .transform(
+    ({ idleTimeoutMillis, connectionTimeoutMillis, keepAliveInitialDelayMillis, query_timeout, ...pool }) => {
+      const queryTimeoutMs = pool.queryTimeoutMs ?? query_timeout
+      return {
+        max: pool.max,
+        idleTimeoutMs: pool.idleTimeoutMs ?? idleTimeoutMillis ?? 10_000,
+        connectionTimeoutMs: pool.connectionTimeoutMs ?? connectionTimeoutMillis ?? 5_000,
+        maxUses: pool.maxUses,
+        keepAlive: pool.keepAlive,
+        keepAliveInitialDelayMs: pool.keepAliveInitialDelayMs ?? keepAliveInitialDelayMillis ?? 10_000,
+        ...(queryTimeoutMs === undefined ? {} : { queryTimeoutMs }),
+      }
+    },
+  )
 
 const postgresSchema = z.strictObject({
   primary: hostSchema,
@@ -155,25 +217,48 @@ const schemaSchema = z.strictObject({
     .default([]),
 })
 
-const databaseSchema = z.strictObject({
-  mode: z.literal('database'),
-  resolve: z.custom<(tenantId: string) => unknown>((v) => typeof v === 'function'),
-  maxConnections: z.number().int().min(1).optional(),
+// 'database' (a database per tenant) is issue #13: until it runs, the type does not offer it either.
+const tenancySchema = z.discriminatedUnion('mode', [rlsSchema, schemaSchema], {
+  error: (issue) =>
+    issue.code === 'invalid_union'
+      ? "must be 'rls' or 'schema' ('database', a database per tenant, is not available in this release)"
+      : undefined,
 })
 
-const tenancySchema = z
-  .discriminatedUnion('mode', [rlsSchema, schemaSchema, databaseSchema])
-  .refine((t) => t.mode !== 'database', {
-    message:
-      "mode 'database' (a database per tenant) is not available in this release; use 'rls' or 'schema'",
-  })
+/**
+ * How many of a host's connections one tenant may hold: `{ share }` a fraction of `pool.max` (at least one
+ * connection), `{ max }` a count (at most `pool.max`). A bare number is the older form, still accepted:
+ * below 1 a share, from 1 up a count (ADR 0029).
+ */
+export type TenantConnections = number | { share: number } | { max: number }
+
+const tenantConnectionsSchema = z.union([
+  z.number().positive(),
+  z.strictObject({
+    /** A fraction of `pool.max`, 0 < share <= 1. */
+    share: z.number().positive().max(1),
+  }),
+  z.strictObject({
+    /** A number of connections (capped at `pool.max`). */
+    max: z.number().int().min(1),
+  }),
+])
+
+/** The count a `TenantConnections` comes to on a pool of `poolMax` (the old bare-number rule included). */
+function connectionCount(value: TenantConnections, poolMax: number): number {
+  if (typeof value === 'number') {
+    return value < 1 ? Math.max(1, Math.floor(value * poolMax)) : Math.min(poolMax, Math.floor(value))
+  }
+  if ('share' in value) return Math.max(1, Math.floor(value.share * poolMax))
+  return Math.min(poolMax, value.max)
+}
 
 const limitsSchema = z.strictObject({
   /**
-   * Connections one tenant may hold at once, per host: a whole number, or a fraction of `pool.max`
-   * (0 < n < 1). @default 0.5
+   * Connections one tenant may hold at once, per host: `{ share: 0.5 }` (of `pool.max`) or `{ max: 3 }`.
+   * @default { share: 0.5 }
    */
-  tenantConnections: z.number().positive().default(0.5),
+  tenantConnections: tenantConnectionsSchema.default({ share: 0.5 }),
   /** How long a call waits for one of its tenant's connections before KEEL_TENANT_BUSY. @default 5000 */
   acquireTimeoutMs: z.number().int().min(0).default(5_000),
   /** statement_timeout applied to every statement of a tenant (0 = leave the server's). @default 30000 */
@@ -187,8 +272,44 @@ const limitsSchema = z.strictObject({
 })
 
 export interface TenantLimitsOverride {
-  tenantConnections?: number
+  tenantConnections?: TenantConnections
   statementTimeoutMs?: number
+}
+
+/** Limits as keel applies them: `tenantConnections` is a count of connections per host. */
+export interface ResolvedLimits {
+  readonly tenantConnections: number
+  readonly acquireTimeoutMs: number
+  readonly statementTimeoutMs: number
+  readonly forTenant?:
+    | ((tenantId: string) => { tenantConnections?: number; statementTimeoutMs?: number } | undefined)
+    | undefined
+}
+
+function resolveLimits(limits: z.output<typeof limitsSchema>, poolMax: number): ResolvedLimits {
+  const { forTenant, ...rest } = limits
+  const resolved = { ...rest, tenantConnections: connectionCount(rest.tenantConnections, poolMax) }
+  if (forTenant === undefined) return resolved
+  return {
+    ...resolved,
+    // The override is the app's code, called per tenant: its tenantConnections is checked and counted
+    // by the same rules as the config's.
+    forTenant: (tenantId) => {
+      const override = forTenant(tenantId)
+      if (override === undefined) return undefined
+      const { tenantConnections, ...others } = override
+      if (tenantConnections === undefined) return others
+      const parsed = tenantConnectionsSchema.safeParse(tenantConnections)
+      if (!parsed.success) {
+        throw new KeelError(
+          'KEEL_CONFIG_INVALID',
+          'invalid keel config: limits.forTenant returned an invalid tenantConnections',
+          { details: { fields: ['limits.forTenant.tenantConnections'], tenantId } },
+        )
+      }
+      return { ...others, tenantConnections: connectionCount(parsed.data, poolMax) }
+    },
+  }
 }
 
 function isRedisUrl(value: string): boolean {
@@ -308,21 +429,27 @@ export interface Logger {
   error(obj: object, msg?: string): void
 }
 
-export const configSchema = z.strictObject({
-  postgres: postgresSchema,
-  tenancy: tenancySchema.prefault({ mode: 'rls' }),
-  tenants: z
-    .strictObject({
-      /** Accepted tenant ids. Must not accept quotes, spaces or control characters. */
-      idPattern: z.instanceof(RegExp).default(TENANT_ID_DEFAULT),
-    })
-    .prefault({}),
-  limits: limitsSchema.prefault({}),
-  cache: cacheSchema.prefault({}),
-  jobs: jobsSchema.optional(),
-  telemetry: telemetrySchema.prefault({}),
-  logger: loggerSchema.optional(),
-})
+export const configSchema = z
+  .strictObject({
+    postgres: postgresSchema,
+    tenancy: tenancySchema.prefault({ mode: 'rls' }),
+    tenants: z
+      .strictObject({
+        /** Accepted tenant ids. Must not accept quotes, spaces or control characters. */
+        idPattern: z.instanceof(RegExp).default(TENANT_ID_DEFAULT),
+      })
+      .prefault({}),
+    limits: limitsSchema.prefault({}),
+    cache: cacheSchema.prefault({}),
+    jobs: jobsSchema.optional(),
+    telemetry: telemetrySchema.prefault({}),
+    logger: loggerSchema.optional(),
+  })
+  // A share of connections needs pool.max, which lives in another branch of the config.
+  .transform(({ limits, ...config }) => ({
+    ...config,
+    limits: resolveLimits(limits, config.postgres.pool.max),
+  }))
 
 export type KeelConfig = z.input<typeof configSchema>
 export type ResolvedConfig = z.output<typeof configSchema>

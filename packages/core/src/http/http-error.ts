@@ -1,4 +1,4 @@
-import { errorCodes, isKeelError, type KeelErrorCode } from '../errors.js'
+import { currentErrorCode, errorCodes, isKeelError, type KeelErrorCode } from '../errors.js'
 
 /**
  * The HTTP status each KeelError code answers with in the adapters. A `Record` over every code, so a new
@@ -6,7 +6,7 @@ import { errorCodes, isKeelError, type KeelErrorCode } from '../errors.js'
  * it names); 503: try again later or elsewhere; 500: the application or its configuration is wrong.
  */
 const STATUS: Readonly<Record<KeelErrorCode, number>> = {
-  KEEL_INVALID_TENANT: 400,
+  KEEL_TENANT_INVALID: 400,
   KEEL_TENANT_UNKNOWN: 404,
   KEEL_TENANT_SCHEMA_UNKNOWN: 404,
   KEEL_TENANT_BUSY: 503,
@@ -27,7 +27,7 @@ const STATUS: Readonly<Record<KeelErrorCode, number>> = {
   KEEL_JOBS_NOT_CONFIGURED: 500,
   KEEL_JOB_INVALID: 500,
   KEEL_JOB_TIMEOUT: 500,
-  KEEL_UNKNOWN_JOB: 500,
+  KEEL_JOB_UNKNOWN: 500,
   KEEL_JOB_PAYLOAD_INVALID: 500,
 }
 
@@ -45,7 +45,7 @@ export interface HttpErrorResponse {
 
 /** The HTTP status for a KeelError (see the table in docs/adapters.md); undefined for anything else. */
 export function httpStatusFor(error: unknown): number | undefined {
-  return isKeelError(error) ? STATUS[error.code] : undefined
+  return isKeelError(error) ? STATUS[currentErrorCode(error.code)] : undefined
 }
 
 /**
@@ -55,11 +55,13 @@ export function httpStatusFor(error: unknown): number | undefined {
  */
 export function httpErrorFor(error: unknown): HttpErrorResponse | undefined {
   if (!isKeelError(error)) return undefined
-  const status = STATUS[error.code]
-  const message = status < 500 ? error.message : errorCodes[error.code]
+  // An error from an older copy of keel may still carry a renamed code: answer under the current name.
+  const code = currentErrorCode(error.code)
+  const status = STATUS[code]
+  const message = status < 500 ? error.message : errorCodes[code]
   const headers: Record<string, string> = {}
-  if (error.code === 'KEEL_TENANT_BUSY') headers['retry-after'] = String(retryAfterSeconds(error.details))
-  return { status, headers, body: { error: { code: error.code, message } } }
+  if (code === 'KEEL_TENANT_BUSY') headers['retry-after'] = String(retryAfterSeconds(error.details))
+  return { status, headers, body: { error: { code, message } } }
 }
 
 /** Retry-After is whole seconds: round the limiter's hint up, and never tell a client to retry at once. */

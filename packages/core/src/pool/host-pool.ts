@@ -19,8 +19,8 @@ export interface PoolSettings {
   connectionTimeoutMs: number
   maxUses: number
   keepAlive: boolean
-  keepAliveInitialDelayMillis: number
-  query_timeout?: number | undefined
+  keepAliveInitialDelayMs: number
+  queryTimeoutMs?: number | undefined
   applicationName: string
   /** How long past a statement timeout or an abort the server has to answer. */
   timeoutGraceMs: number
@@ -77,8 +77,8 @@ export class HostPool {
       connectionTimeoutMillis: settings.connectionTimeoutMs,
       application_name: settings.applicationName,
       keepAlive: settings.keepAlive,
-      keepAliveInitialDelayMillis: settings.keepAliveInitialDelayMillis,
-      // query_timeout is not passed down: pg's own leaves the timed-out statement on the connection
+      keepAliveInitialDelayMillis: settings.keepAliveInitialDelayMs,
+      // queryTimeoutMs is not passed down: pg's query_timeout leaves the timed-out statement on the connection
       // and the connection in the pool. keel enforces it in sendBounded, closing that connection.
     }
     if (settings.maxUses > 0) poolConfig.maxUses = settings.maxUses
@@ -118,7 +118,7 @@ export class HostPool {
     try {
       if (signal?.aborted) throw abortError(signal)
       const settings = this.#settings
-      const timeoutMs = clientDeadlineMs(statementTimeoutMs, settings.timeoutGraceMs, settings.query_timeout)
+      const timeoutMs = clientDeadlineMs(statementTimeoutMs, settings.timeoutGraceMs, settings.queryTimeoutMs)
       const lease: Lease = new Lease(
         await this.#connect(signal),
         this,

@@ -1,0 +1,17 @@
+import { defineConfig } from 'vitest/config'
+
+// `pnpm run test:types`: the type tests only (no stack needed). ADR 0029.
+export default defineConfig({
+  test: {
+    include: [],
+    typecheck: {
+      enabled: true,
+      only: true,
+      include: ['packages/*/test/types/**/*.test-d.ts'],
+      // Enabled when branch i11-split (the public Transaction without commit/rollback/close/outbox) lands.
+      exclude: ['packages/core/test/types/transaction.test-d.ts'],
+      tsconfig: './tsconfig.types.json',
+      ignoreSourceErrors: false,
+    },
+  },
+})

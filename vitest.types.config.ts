@@ -8,8 +8,6 @@ export default defineConfig({
       enabled: true,
       only: true,
       include: ['packages/*/test/types/**/*.test-d.ts'],
-      // Enabled when branch i11-split (the public Transaction without commit/rollback/close/outbox) lands.
-      exclude: ['packages/core/test/types/transaction.test-d.ts'],
       tsconfig: './tsconfig.types.json',
       ignoreSourceErrors: false,
     },

@@ -71,7 +71,7 @@ describe.each(['express', 'fastify'] as const)('the example app on %s', (framewo
     })
     const unknown = await api<{ error: { code: string } }>('GET', '/api/invoices', { tenant: 'nosuch' })
     expect([missing.status, hostile.status, unknown.status]).toEqual([400, 400, 404])
-    expect(hostile.body.error.code).toBe('KEEL_INVALID_TENANT')
+    expect(hostile.body.error.code).toBe('KEEL_TENANT_INVALID')
   })
 
   it('shows a new invoice in the next list and on the dashboard (read-your-writes, tag invalidation)', async () => {

@@ -1,4 +1,3 @@
-<<<<<<< HEAD
 import type { Keel } from '@keel/core'
 import { afterAll, beforeAll, describe } from 'vitest'
 import { ITEMS_TABLE } from './conformance-routes.js'
@@ -10,26 +9,6 @@ import { overload, requestScope } from './suite/request-scope.js'
 import { tenantResolution } from './suite/tenant-resolution.js'
 import { awaitOnReplicas, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
-=======
-import type { RequestListener } from 'node:http'
-import { errorCodes, type Keel } from '@keel/core'
-import type { HttpRequestView, KeelHttpOptions } from '@keel/core/http'
-import { context, ROOT_CONTEXT, SpanKind, trace } from '@opentelemetry/api'
-import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
-import {
-  BasicTracerProvider,
-  InMemorySpanExporter,
-  type ReadableSpan,
-  SimpleSpanProcessor,
-} from '@opentelemetry/sdk-trace-base'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { awaitOnReplicas, connect, createRlsTable, dropTable } from '../../core/test/support/db.js'
-import { testKeel } from '../../core/test/support/keel.js'
-import { readStack, stackCtl } from '../../core/test/support/stack.js'
-import { waitFor } from '../../core/test/support/wait.js'
-import { HOLD_LOCK, ITEMS_TABLE } from './conformance-routes.js'
-import { socketRequest, type TestRequest, type TestResponse } from './http-client.js'
->>>>>>> ac98a70^
 
 export type { AdapterApp, AppSetup, MakeApp } from './suite/harness.js'
 

@@ -74,7 +74,7 @@ export class Keel {
   /** Runs `fn` with `db` as the current tenant client, reachable from deep code via current(). */
   run<R>(db: TenantClient, fn: () => R): R {
     if (!(db instanceof TenantClient)) {
-      throw new KeelError('KEEL_INVALID_TENANT', 'keel.run() needs a client from keel.tenant(id)')
+      throw new KeelError('KEEL_TENANT_INVALID', 'keel.run() needs a client from keel.tenant(id)')
     }
     return this.#context.run({ client: db }, fn)
   }

@@ -13,7 +13,7 @@ describe('HTTP edge helpers', () => {
     for (const code of Object.keys(errorCodes) as Array<keyof typeof errorCodes>) {
       expect(httpStatusFor(new KeelError(code, 'x'))).toBeGreaterThanOrEqual(400)
     }
-    expect(httpStatusFor(new KeelError('KEEL_INVALID_TENANT', 'x'))).toBe(400)
+    expect(httpStatusFor(new KeelError('KEEL_TENANT_INVALID', 'x'))).toBe(400)
     expect(httpStatusFor(new KeelError('KEEL_TENANT_UNKNOWN', 'x'))).toBe(404)
     expect(httpStatusFor(new KeelError('KEEL_TENANT_SCHEMA_UNKNOWN', 'x'))).toBe(404)
     for (const code of ['KEEL_TENANT_BUSY', 'KEEL_POOL_TIMEOUT', 'KEEL_CLOSED'] as const) {
@@ -37,9 +37,9 @@ describe('HTTP edge helpers', () => {
   })
 
   it('4xx bodies carry the message; 5xx bodies only the code’s fixed description', () => {
-    const invalid = new KeelError('KEEL_INVALID_TENANT', 'tenant id "a;b" is not allowed')
+    const invalid = new KeelError('KEEL_TENANT_INVALID', 'tenant id "a;b" is not allowed')
     expect(httpErrorFor(invalid)?.body).toEqual({
-      error: { code: 'KEEL_INVALID_TENANT', message: 'tenant id "a;b" is not allowed' },
+      error: { code: 'KEEL_TENANT_INVALID', message: 'tenant id "a;b" is not allowed' },
     })
     const timeout = new KeelError('KEEL_POOL_TIMEOUT', 'no connection to 10.0.0.7:5432 within 5000 ms')
     expect(httpErrorFor(timeout)?.body.error.message).toBe(errorCodes.KEEL_POOL_TIMEOUT)

@@ -102,7 +102,7 @@ describe('jobs', () => {
     })
     const db = keel.tenant('acme')
     await expect(db.enqueue('emails.sned', { to: 'a@b.co' })).rejects.toMatchObject({
-      code: 'KEEL_UNKNOWN_JOB',
+      code: 'KEEL_JOB_UNKNOWN',
     })
     await expect(db.enqueue('emails.send', { to: 'not an address' })).rejects.toMatchObject({
       code: 'KEEL_JOB_PAYLOAD_INVALID',

@@ -127,7 +127,7 @@ describe('schema names', () => {
             (r) => r.rows,
             (error: { code?: string }) => error.code,
           )
-        expect(outcome).toBe('KEEL_INVALID_TENANT')
+        expect(outcome).toBe('KEEL_TENANT_INVALID')
       }
       // Short ids, long schema names: refused as well, before any SQL.
       for (const id of ['a', 'b']) {
@@ -137,7 +137,7 @@ describe('schema names', () => {
             (r) => r.rows,
             (error: { code?: string }) => error.code,
           )
-        expect(outcome).toBe('KEEL_INVALID_TENANT')
+        expect(outcome).toBe('KEEL_TENANT_INVALID')
       }
     } finally {
       await Promise.all([keel.close(), prefixed.close()])

@@ -20,17 +20,17 @@ describe('keel.tenant(id)', () => {
     ['dot', 'acme.corp'],
     ['unicode lookalike', 'аcme'],
     ['percent', 'acme%'],
-  ])('refuses %s with KEEL_INVALID_TENANT', (_name, id) => {
+  ])('refuses %s with KEEL_TENANT_INVALID', (_name, id) => {
     expect(() => keel.tenant(id)).toThrow(KeelError)
     try {
       keel.tenant(id)
     } catch (error) {
-      expect((error as KeelError).code).toBe('KEEL_INVALID_TENANT')
+      expect((error as KeelError).code).toBe('KEEL_TENANT_INVALID')
     }
   })
 
   it.each([null, undefined, 42, {}, ['acme']])('refuses a non-string id (%s)', (id) => {
-    expect(() => keel.tenant(id as never)).toThrow(expect.objectContaining({ code: 'KEEL_INVALID_TENANT' }))
+    expect(() => keel.tenant(id as never)).toThrow(expect.objectContaining({ code: 'KEEL_TENANT_INVALID' }))
   })
 
   it.each(['acme', 'a', 'A-b_9', 'x'.repeat(63), '550e8400-e29b-41d4-a716-446655440000'])(
@@ -48,12 +48,12 @@ describe('keel.tenant(id)', () => {
     expect(strict.tenant('t1').tenantId).toBe('t1')
     // A /g pattern keeps lastIndex between calls; the same id must pass twice.
     expect(strict.tenant('t1').tenantId).toBe('t1')
-    expect(() => strict.tenant('acme')).toThrow(expect.objectContaining({ code: 'KEEL_INVALID_TENANT' }))
+    expect(() => strict.tenant('acme')).toThrow(expect.objectContaining({ code: 'KEEL_TENANT_INVALID' }))
     const loose = createKeel({
       postgres: { primary: { connectionString: 'postgres://u@127.0.0.1:1/db' } },
       tenants: { idPattern: /.*/ },
     })
-    expect(() => loose.tenant("a'b")).toThrow(expect.objectContaining({ code: 'KEEL_INVALID_TENANT' }))
+    expect(() => loose.tenant("a'b")).toThrow(expect.objectContaining({ code: 'KEEL_TENANT_INVALID' }))
     await Promise.all([strict.close(), loose.close()])
   })
 })

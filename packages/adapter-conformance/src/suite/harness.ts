@@ -1,7 +1,8 @@
 // What every group of the conformance suite shares: the app an adapter builds, a client of it over
 // either transport, and the error assertions.
 import type { RequestListener } from 'node:http'
-import type { HttpRequestView, Keel, KeelHttpOptions } from '@keel/core'
+import type { Keel } from '@keel/core'
+import type { HttpRequestView, KeelHttpOptions } from '@keel/core/http'
 import { expect } from 'vitest'
 import { socketRequest, type TestRequest, type TestResponse } from '../http-client.js'
 

@@ -1,4 +1,5 @@
-import type { HttpRequestView, Keel } from '@keel/core'
+import type { Keel } from '@keel/core'
+import type { HttpRequestView } from '@keel/core/http'
 import { describe, expect, it } from 'vitest'
 import { ITEMS_TABLE } from '../conformance-routes.js'
 import { asTenant, type ErrorBody, expectError, unique, type WithApp } from './harness.js'
@@ -21,7 +22,7 @@ export function tenantResolution(keel: () => Keel, withApp: WithApp): void {
         expectError(
           await client.request({ path: '/items', headers: asTenant('acme') }),
           400,
-          'KEEL_INVALID_TENANT',
+          'KEEL_TENANT_INVALID',
         )
       })
     })
@@ -33,12 +34,12 @@ export function tenantResolution(keel: () => Keel, withApp: WithApp): void {
         expectError(
           await client.request({ path: '/items', headers: { host: 'example.test' } }),
           400,
-          'KEEL_INVALID_TENANT',
+          'KEEL_TENANT_INVALID',
         )
         expectError(
           await client.request({ path: '/items', headers: { host: '127.0.0.1' } }),
           400,
-          'KEEL_INVALID_TENANT',
+          'KEEL_TENANT_INVALID',
         )
       })
     })
@@ -53,7 +54,7 @@ export function tenantResolution(keel: () => Keel, withApp: WithApp): void {
             expectError(
               await client.request({ path: '/items', headers: { host } }),
               400,
-              'KEEL_INVALID_TENANT',
+              'KEEL_TENANT_INVALID',
             )
           }
         },
@@ -80,7 +81,7 @@ export function tenantResolution(keel: () => Keel, withApp: WithApp): void {
       await withApp({ options: { tenant: async (req) => fromBearer(req) } }, async (client) => {
         const res = await client.request({ path: '/items', headers: { authorization: 'Bearer piedpiper' } })
         expect(res.body).toMatchObject({ tenant: 'piedpiper' })
-        expectError(await client.request({ path: '/items' }), 400, 'KEEL_INVALID_TENANT')
+        expectError(await client.request({ path: '/items' }), 400, 'KEEL_TENANT_INVALID')
       })
     })
 
@@ -92,12 +93,12 @@ export function tenantResolution(keel: () => Keel, withApp: WithApp): void {
       }
       await withApp({ options: { tenant: 'header', tenantExists } }, async (client) => {
         const missing = await client.request({ path: '/items' })
-        expectError(missing, 400, 'KEEL_INVALID_TENANT')
+        expectError(missing, 400, 'KEEL_TENANT_INVALID')
         expect((missing.body as ErrorBody).error.message).toContain('x-tenant-id')
         expectError(
           await client.request({ path: '/items', headers: asTenant('a;b') }),
           400,
-          'KEEL_INVALID_TENANT',
+          'KEEL_TENANT_INVALID',
         )
         expectError(
           await client.request({ path: '/items', headers: asTenant('ghost') }),

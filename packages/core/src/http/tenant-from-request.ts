@@ -47,7 +47,7 @@ async function openTenant<Req extends HttpRequestView>(
   const id = await tenantIdOf(options.tenant, req)
   if (id === undefined || id === '') {
     throw new KeelError(
-      'KEEL_INVALID_TENANT',
+      'KEEL_TENANT_INVALID',
       `the request names no tenant (looked for the ${options.tenantSourceName})`,
       { details: { source: options.tenantSourceName } },
     )

@@ -44,7 +44,7 @@ export class JobConsumer {
   readonly #telemetry: JobTelemetry
   readonly #logger: Logger | undefined
   readonly #redis: JobsRedis
-  /** Looks up definitions (KEEL_UNKNOWN_JOB for a name never defined). */
+  /** Looks up definitions (KEEL_JOB_UNKNOWN for a name never defined). */
   readonly #producer: Pick<JobProducer, 'definition'>
   readonly #queues: QueueRegistry
   readonly #started: JobWorker[] = []
@@ -156,7 +156,7 @@ export class JobConsumer {
     // by hand.
     const definition = this.#definitions.get(job.name)
     if (definition === undefined) {
-      throw new KeelError('KEEL_UNKNOWN_JOB', `this worker does not run job ${JSON.stringify(job.name)}`)
+      throw new KeelError('KEEL_JOB_UNKNOWN', `this worker does not run job ${JSON.stringify(job.name)}`)
     }
     if (!isEnvelope(job.data))
       throw new KeelError('KEEL_JOB_PAYLOAD_INVALID', 'the job data is not a keel job')

@@ -77,7 +77,7 @@ export class JobProducer {
     const definition = typeof name === 'string' ? this.#definitions.get(name) : undefined
     if (definition === undefined) {
       throw new KeelError(
-        'KEEL_UNKNOWN_JOB',
+        'KEEL_JOB_UNKNOWN',
         `no job ${JSON.stringify(name)} was defined with keel.defineJob()`,
         {
           details: { name },

@@ -28,7 +28,7 @@ export class SchemaStrategy implements TenancyStrategy {
     // schema of another tenant whose name shares those bytes, so it is refused, never truncated.
     if (typeof name !== 'string' || name.length === 0 || Buffer.byteLength(name, 'utf8') > 63) {
       throw new KeelError(
-        'KEEL_INVALID_TENANT',
+        'KEEL_TENANT_INVALID',
         `schemaFor(${JSON.stringify(tenantId)}) must return a name of 1 to 63 bytes (UTF-8)`,
         { details: { tenantId } },
       )

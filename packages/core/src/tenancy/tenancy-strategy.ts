@@ -14,7 +14,7 @@ export interface TenancyStrategy {
   readonly mode: 'rls' | 'schema'
   /** The statement that scopes one statement (or one transaction) to the tenant. */
   scope(tenantId: string, statementTimeoutMs: number): ScopeStatement
-  /** Refuses, with KEEL_INVALID_TENANT, an id this strategy cannot place, before any SQL is sent. */
+  /** Refuses, with KEEL_TENANT_INVALID, an id this strategy cannot place, before any SQL is sent. */
   validate?(tenantId: string): void
   /** Turns an error raised by the scope statement into a keel error, or returns undefined. */
   scopeError(tenantId: string, error: unknown): Error | undefined

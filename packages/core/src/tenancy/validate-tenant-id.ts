@@ -13,17 +13,17 @@ const FORBIDDEN = /[\u0000-\u001f\u007f'"\\;\s]/
 export function validateTenantId(id: unknown, pattern: RegExp, identifier = false): string {
   if (typeof id !== 'string') {
     throw new KeelError(
-      'KEEL_INVALID_TENANT',
+      'KEEL_TENANT_INVALID',
       `tenant id must be a string, got ${id === null ? 'null' : typeof id}`,
     )
   }
   if (id.length === 0 || id.length > 63) {
-    throw new KeelError('KEEL_INVALID_TENANT', `tenant id must be 1 to 63 characters, got ${id.length}`, {
+    throw new KeelError('KEEL_TENANT_INVALID', `tenant id must be 1 to 63 characters, got ${id.length}`, {
       details: { length: id.length },
     })
   }
   if (identifier && Buffer.byteLength(id, 'utf8') > 63) {
-    throw new KeelError('KEEL_INVALID_TENANT', 'tenant id must be at most 63 bytes in UTF-8 in schema mode', {
+    throw new KeelError('KEEL_TENANT_INVALID', 'tenant id must be at most 63 bytes in UTF-8 in schema mode', {
       details: { bytes: Buffer.byteLength(id, 'utf8') },
     })
   }
@@ -31,7 +31,7 @@ export function validateTenantId(id: unknown, pattern: RegExp, identifier = fals
   pattern.lastIndex = 0
   if (FORBIDDEN.test(id) || !pattern.test(id)) {
     throw new KeelError(
-      'KEEL_INVALID_TENANT',
+      'KEEL_TENANT_INVALID',
       `tenant id ${JSON.stringify(id.slice(0, 63))} is not allowed`,
       {
         details: { pattern: pattern.source },

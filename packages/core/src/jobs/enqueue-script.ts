@@ -1,6 +1,4 @@
-/// <reference path="./bullmq-scripts.d.ts" />
-import { addDelayedJob } from 'bullmq/dist/cjs/scripts/addDelayedJob-6.js'
-import { addPrioritizedJob } from 'bullmq/dist/cjs/scripts/addPrioritizedJob-9.js'
+import { addDelayedJob, addPrioritizedJob } from './bullmq-internals.js'
 
 /**
  * keel's enqueue in one round trip (ADR 0019): BullMQ's own add scripts, as BullMQ 6.7.0 ships them

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis'
-import { Packr } from 'msgpackr'
+import { Packr } from './bullmq-internals.js'
 import { DELAYED_KEYS, type EnqueueScripts, PRIORITIZED_KEYS, positionLua } from './enqueue-script.js'
 
 // The position alone (the two-round-trip fallback, ADR 0019). With a job key and a claim key, 0 (nothing

@@ -1,11 +1,12 @@
 // One piece (~470 lines): the producer side of BullMQ as keel uses it: queues per job name, the
 // one-round-trip enqueue and its fallback, and the reads of a job by id (status, dead letters, redrive),
 // which need the same queue-of-id mapping. The consumer, outbox relay and Redis connections are apart.
-import { Queue, QueueKeys, type QueueOptions } from 'bullmq'
+import { Queue, type QueueOptions } from 'bullmq'
 import type { Redis } from 'ioredis'
 import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
 import type { JobTelemetry } from '../telemetry/job-telemetry.js'
+import { QueueKeys } from './bullmq-internals.js'
 import type { EnqueueScripts } from './enqueue-script.js'
 import { bandOffset, FairScheduler } from './fair-scheduler.js'
 import { checkPayload, type ResolvedJobDefinition } from './job-definition.js'

@@ -36,6 +36,11 @@ describe("pg's internals keel relies on", () => {
     expect(satisfies(installed, core.peerDependencies.pg!)).toBe(true)
   })
 
+  it("the newest public API keel calls exists: client.getTransactionStatus (pg 8.21, the range's floor)", () => {
+    expect(client.getTransactionStatus).toBeTypeOf('function')
+    expect(client.getTransactionStatus()).toBe('I')
+  })
+
   it('Query has the methods ScopedQuery overrides and calls', () => {
     expect(PgQuery).toBe(pg.Query)
     const missing = PG_QUERY_METHODS.filter(

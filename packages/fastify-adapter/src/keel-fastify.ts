@@ -1,3 +1,4 @@
+/// <reference path="./fastify-augmentation.d.ts" />
 import {
   consistencyHeaders,
   HttpServerSpan,
@@ -16,23 +17,6 @@ import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { keelErrorHandler, safeErrorHandler } from './keel-error-handler.js'
 import { requestSpans } from './request-span.js'
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /**
-     * This request's tenant client. On a route the plugin does not cover (health, 404, `keel: false`)
-     * reading it throws KEEL_NO_TENANT_CONTEXT; `keel.maybeCurrent()` tells whether there is one.
-     */
-    db: TenantClient
-  }
-  interface FastifyInstance {
-    keel: Keel
-  }
-  interface FastifyContextConfig {
-    /** `false`: this route needs no tenant (public pages, webhooks); request.db throws there. */
-    keel?: false
-  }
-}
 
 export interface KeelFastifyOptions extends KeelHttpOptions<FastifyRequest> {
   keel: Keel

@@ -106,11 +106,7 @@ const installedTools = existsSync(join(tools, 'package.json'))
   : {}
 if (Object.entries(TOOLS).some(([n, v]) => installedTools[n] !== v)) {
   writeFileSync(join(tools, 'package.json'), '{"private":true}\n')
-  run(
-    'npm',
-    ['install', '--no-save=false', '--save-exact', '--prefer-offline', '--no-package-lock', ...toolSpecs],
-    tools,
-  )
+  run('npm', ['install', '--save-exact', '--prefer-offline', '--no-package-lock', ...toolSpecs], tools)
 }
 const bin = (name) => join(tools, 'node_modules', '.bin', name)
 for (const [name, tarball] of Object.entries(tarballs)) {

@@ -11,6 +11,7 @@ import {
 import { ScopedQuery } from '../src/pool/scoped-query.js'
 import { connect } from './support/db.js'
 import { satisfies } from './support/version-range.js'
+import { waitFor } from './support/wait.js'
 
 // The guard of src/pool/pg-internals.ts (ADR 0028): every piece of node-postgres keel uses beyond its
 // documented API, checked against the installed pg. A pg release that moves one fails here by name.
@@ -71,6 +72,19 @@ describe("pg's internals keel relies on", () => {
   it("pg's Connection sends a CancelRequest that cancels the running statement", async () => {
     const sleeping = client.query('SELECT pg_sleep(30)')
     const key = backendKeyOf(client)
+    // A cancel that lands before the statement starts cancels nothing: wait until it runs.
+    const watcher = await connect('app')
+    try {
+      await waitFor('the statement to run', async () => {
+        const { rows } = await watcher.query(
+          "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE '%pg_sleep%'",
+          [key.processID],
+        )
+        return rows.length === 1
+      })
+    } finally {
+      await watcher.end()
+    }
     const con = newCancelConnection()
     con.on('error', () => undefined)
     con.on('connect', () => con.cancel(key.processID!, key.secretKey!))

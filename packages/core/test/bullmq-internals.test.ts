@@ -56,6 +56,8 @@ describe("BullMQ's internals keel relies on", () => {
 
   it("names every key of a queue keel hands the scripts (BullMQ's key layout)", () => {
     const keys = new QueueKeys('bull').getKeys('q') as Record<string, string>
+    // The '' key is the queue's own prefix, which keel passes as the scripts' first argument.
+    expect(keys['']).toBe('bull:q:')
     for (const name of new Set([...PRIORITIZED_KEYS, ...DELAYED_KEYS])) {
       expect(keys[name], `key ${name}`).toBe(`bull:q:${name}`)
     }

@@ -58,12 +58,14 @@ describe('@keel/fastify specifics', () => {
     expect(() => keel.tenant('acme')).toThrow(expect.objectContaining({ code: 'KEEL_CLOSED' }))
   })
 
-  it('a route with config { keel: false } needs no tenant, and request.db stays null there', async () => {
+  it('a route with config { keel: false } needs no tenant, and has no request.db', async () => {
     const app = Fastify()
     await app.register(keelFastify, { keel: testKeel(), tenant: 'header' })
-    app.get('/public', { config: { keel: false } }, (request) => ({ db: request.db }))
-    const res = await app.inject({ url: '/public' })
-    expect(res.json()).toEqual({ db: null })
+    app.get('/public', { config: { keel: false } }, () => ({ ok: true }))
+    app.get('/public-db', { config: { keel: false } }, (request) => ({ db: request.db }))
+    expect((await app.inject({ url: '/public' })).json()).toEqual({ ok: true })
+    const res = await app.inject({ url: '/public-db' })
+    expect(res.json()).toMatchObject({ error: { code: 'KEEL_NO_TENANT_CONTEXT' } })
     await app.close()
   })
 })

@@ -1,12 +1,11 @@
 import { randomBytes } from 'node:crypto'
 import { metrics, trace } from '@opentelemetry/api'
 import { Job, Queue, QueueKeys, Worker } from 'bullmq'
-import { addDelayedJob } from 'bullmq/dist/cjs/scripts/addDelayedJob-6.js'
-import { addPrioritizedJob } from 'bullmq/dist/cjs/scripts/addPrioritizedJob-9.js'
 import { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import { configSchema } from '../src/config/config-schema.js'
+import { addDelayedJob, addPrioritizedJob } from '../src/jobs/bullmq-internals.js'
 import {
   buildEnqueueScripts,
   COUNTER_LINE,

@@ -1,3 +1,4 @@
+/// <reference path="./express-request.d.ts" />
 import type { Keel, TenantClient } from '@keel/core'
 import {
   consistencyHeaders,
@@ -13,19 +14,9 @@ import {
 import { context } from '@opentelemetry/api'
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import { beforeHeaders } from './before-headers.js'
+import { installRequestDb } from './request-db.js'
 import { responseSpans } from './request-span.js'
 import { sendKeelError } from './send-keel-error.js'
-
-declare global {
-  namespace Express {
-    interface Request {
-      /** This request's tenant client (set by keelExpress; absent on routes it does not cover). */
-      db: TenantClient
-      /** The keel instance the middleware was created with. */
-      keel: Keel
-    }
-  }
-}
 
 export type KeelExpressOptions = KeelHttpOptions<Request>
 
@@ -38,6 +29,7 @@ const VERSION = '0.1.0'
  * on the path that declares the parameter: `app.use('/t/:tenantId', keelExpress(keel, ...))`.
  */
 export function keelExpress(keel: Keel, options: KeelExpressOptions): RequestHandler {
+  installRequestDb()
   const resolved = resolveHttpOptions(options)
   const tracer = resolved.tracing ? httpTracer(keel, '@keel/express', VERSION) : undefined
   const health = resolved.liveness !== undefined || resolved.readiness !== undefined

@@ -1,4 +1,5 @@
-import type { Keel, TenantClient } from '@keel/core'
+/// <reference path="./fastify-augmentation.d.ts" />
+import { type Keel, KeelError, type TenantClient } from '@keel/core'
 import {
   consistencyHeaders,
   HttpServerSpan,
@@ -14,20 +15,6 @@ import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { keelErrorHandler, safeErrorHandler } from './keel-error-handler.js'
 import { requestSpans } from './request-span.js'
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** This request's tenant client (null on routes the plugin does not cover: health, 404, `keel: false`). */
-    db: TenantClient
-  }
-  interface FastifyInstance {
-    keel: Keel
-  }
-  interface FastifyContextConfig {
-    /** `false`: this route needs no tenant (public pages, webhooks); request.db stays null. */
-    keel?: false
-  }
-}
 
 export interface KeelFastifyOptions extends KeelHttpOptions<FastifyRequest> {
   keel: Keel
@@ -45,14 +32,38 @@ export interface KeelFastifyOptions extends KeelHttpOptions<FastifyRequest> {
 
 const VERSION = '0.1.0'
 
+const kDb = Symbol('keel.db')
+
+/** The request's tenant client, null when the plugin gave it none. */
+function tenantOf(request: FastifyRequest): TenantClient | null {
+  return (request as unknown as Record<symbol, TenantClient | null>)[kDb] ?? null
+}
+
+function throwNoTenant(request: FastifyRequest): never {
+  throw new KeelError(
+    'KEEL_NO_TENANT_CONTEXT',
+    `request.db was read on ${request.method} ${request.url}, a route @keel/fastify gives no tenant (health, 404, or config { keel: false })`,
+    { details: { method: request.method, url: request.url } },
+  )
+}
+
 const plugin: FastifyPluginAsync<KeelFastifyOptions> = async (fastify, options) => {
   const { keel, closeKeel = true, errorHandler = true, ...httpOptions } = options
   const resolved = resolveHttpOptions(httpOptions)
   const tracer = resolved.tracing ? httpTracer(keel, '@keel/fastify', VERSION) : undefined
 
   fastify.decorate('keel', keel)
-  // null up front and the client set per request: every request object keeps one shape (V8).
-  fastify.decorateRequest<TenantClient | null>('db', null)
+  // The client lives under a symbol, null up front and set per request (every request object keeps one
+  // shape, V8); `request.db` reads it and throws on a request the plugin did not give a tenant.
+  fastify.decorateRequest<TenantClient | null>(kDb, null)
+  fastify.decorateRequest('db', {
+    getter(this: FastifyRequest): TenantClient {
+      return tenantOf(this) ?? throwNoTenant(this)
+    },
+    setter(this: FastifyRequest, db: TenantClient) {
+      ;(this as unknown as Record<symbol, TenantClient | null>)[kDb] = db
+    },
+  })
   if (closeKeel) fastify.addHook('onClose', () => keel.close())
   if (errorHandler) {
     // Fastify's own default sends error.message in 500 bodies: replace it, but chain to an app's.
@@ -96,7 +107,7 @@ const plugin: FastifyPluginAsync<KeelFastifyOptions> = async (fastify, options) 
   // Entered in preHandler, after the body was read: stream callbacks of body parsing would run outside
   // any context entered earlier. Callback style, so the handler runs inside keel.run().
   fastify.addHook('preHandler', (request, _reply, done) => {
-    const db = request.db as TenantClient | null
+    const db = tenantOf(request)
     const span = requestSpans.get(request)
     const run = db === null ? done : () => keel.run(db, done)
     if (span === undefined) run()
@@ -105,7 +116,11 @@ const plugin: FastifyPluginAsync<KeelFastifyOptions> = async (fastify, options) 
 
   fastify.addHook('onSend', (request, reply, payload, done) => {
     // Fastify appends set-cookie values rather than replacing them.
-    for (const [name, value] of consistencyHeaders(resolved, request.db, request.protocol === 'https')) {
+    for (const [name, value] of consistencyHeaders(
+      resolved,
+      tenantOf(request),
+      request.protocol === 'https',
+    )) {
       reply.header(name, value)
     }
     done(null, payload)

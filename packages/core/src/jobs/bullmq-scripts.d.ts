@@ -1,8 +1,7 @@
-// The slice of BullMQ's shipped scripts keel splices its enqueue from (ADR 0019). BullMQ publishes no
-// types for its CommonJS build's script modules; these are their shapes in bullmq 6.7.0.
-declare module 'bullmq/dist/cjs/scripts/addPrioritizedJob-9.js' {
-  export const addPrioritizedJob: { name: string; content: string; keys: number }
-}
-declare module 'bullmq/dist/cjs/scripts/addDelayedJob-6.js' {
-  export const addDelayedJob: { name: string; content: string; keys: number }
+// BullMQ's shipped scripts (ADR 0019, 0028): BullMQ publishes no types for its CommonJS build's script
+// modules. Each export is `{ name, content, keys }`; bullmq-internals.ts reads the ones keel splices.
+declare module 'bullmq/dist/cjs/scripts/index.js' {
+  const script: { name: string; content: string; keys: number }
+  export const addPrioritizedJob: typeof script
+  export const addDelayedJob: typeof script
 }

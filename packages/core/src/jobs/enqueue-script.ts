@@ -1,13 +1,13 @@
-/// <reference path="./bullmq-scripts.d.ts" />
-import { addDelayedJob } from 'bullmq/dist/cjs/scripts/addDelayedJob-6.js'
-import { addPrioritizedJob } from 'bullmq/dist/cjs/scripts/addPrioritizedJob-9.js'
+import { addDelayedJob, addPrioritizedJob } from './bullmq-internals.js'
 import { positionLua } from './lua/scripts.js'
 
 /**
- * keel's enqueue in one round trip (ADR 0019): BullMQ's own add scripts, as BullMQ 6.7.0 ships them
- * (includes already inlined), with keel's fair position spliced in. The job is stored exactly as
- * `Queue.add` would store it; only the priority gets the tenant's position added, inside the same script. bullmq is pinned exactly, and test/jobs-enqueue-script.test.ts fails when
- * its script text or key layout changes.
+ * keel's enqueue in one round trip (ADR 0019): BullMQ's own add scripts, as the installed BullMQ ships
+ * them (includes already inlined), with keel's fair position spliced in. The job is stored exactly as
+ * `Queue.add` would store it; only the priority gets the tenant's position added, inside the same
+ * script. bullmq is a peer within a closed range of tested minors (ADR 0028); outside it, or when the
+ * script text does not splice, keel falls back to two round trips, and test/bullmq-internals.test.ts and
+ * test/jobs-enqueue-script.test.ts fail when its script text or key layout changes.
  */
 
 /** A BullMQ script as it ships in `bullmq/dist/<format>/scripts/<name>-<keys>.js`. */

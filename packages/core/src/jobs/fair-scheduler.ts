@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis'
-import { Packr } from 'msgpackr'
+import { BULLMQ_PACKR_OPTIONS, Packr } from './bullmq-internals.js'
 import { DELAYED_KEYS, type EnqueueScripts, PRIORITIZED_KEYS } from './enqueue-script.js'
 import { FAIR_DONE, FAIR_PRIORITY } from './lua/scripts.js'
 
@@ -20,7 +20,7 @@ export function bandOffset(band: number): number {
 }
 
 /** BullMQ's own argument packing (its `Packr` options), so the scripts read what `Queue.add` sends. */
-const packer = new Packr({ useRecords: false, encodeUndefinedAsNil: true })
+const packer = new Packr(BULLMQ_PACKR_OPTIONS)
 
 /** One job for {@link FairScheduler.add}. */
 export interface FairJob {

@@ -2,7 +2,7 @@ import type pg from 'pg'
 import { KeelError } from '../errors.js'
 import { watchAbort } from './abort-watch.js'
 import type { Lease } from './lease.js'
-import type { PgQueryInternals } from './pg-internals.js'
+import { connectionOf, type PgQueryInternals } from './pg-internals.js'
 import { abortError } from './tenant-limiter.js'
 
 /**
@@ -25,9 +25,7 @@ export function clientDeadlineMs(
  * back the statement keel gave up on with a result; a backend that wakes up later finds no client.
  */
 export function destroySocket(client: pg.PoolClient): void {
-  const stream = (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection
-    ?.stream
-  stream?.destroy?.()
+  connectionOf(client)?.stream?.destroy?.()
 }
 
 export function hostTimeoutError(lease: Lease, timeoutMs: number): KeelError {

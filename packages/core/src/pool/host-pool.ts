@@ -6,6 +6,7 @@ import { clientDeadlineMs, hostTimeoutError } from './deadline.js'
 import { type HostConfig, type HostInfo, hostInfo } from './host-info.js'
 import { hostUnavailable } from './host-unavailable.js'
 import { detectDirect, Lease } from './lease.js'
+import { backendKeyOf, newCancelConnection } from './pg-internals.js'
 import { abortError, TenantLimiter } from './tenant-limiter.js'
 
 /** How often a host checks its statements' client-side deadlines (they fire at most this late). */
@@ -279,14 +280,9 @@ export class HostPool {
 
   /** Asks Postgres to cancel whatever the client's backend runs now (a CancelRequest on a new socket). */
   cancel(client: pg.PoolClient): void {
-    const target = client as unknown as {
-      processID?: number
-      secretKey?: number
-      host?: string
-      port?: number
-    }
+    const target = backendKeyOf(client)
     if (target.processID === undefined || target.secretKey === undefined) return
-    const con = new (pg as unknown as { Connection: new () => PgCancelConnection }).Connection()
+    const con = newCancelConnection()
     con.on('error', () => undefined)
     con.on('connect', () => {
       con.cancel(target.processID!, target.secretKey!)
@@ -314,12 +310,4 @@ export class HostPool {
     }
     return this.pool.end()
   }
-}
-
-interface PgCancelConnection {
-  stream: { setTimeout(ms: number, listener: () => void): void; destroy(): void; unref(): void }
-  on(event: string, listener: (...args: unknown[]) => void): void
-  connect(port: number, host: string): void
-  cancel(processID: number, secretKey: number): void
-  end(): void
 }

@@ -2,6 +2,7 @@ import type pg from 'pg'
 import type { KeelError } from '../errors.js'
 import { destroySocket } from './deadline.js'
 import type { HostPool } from './host-pool.js'
+import { backendKeyOf } from './pg-internals.js'
 
 // One 'error' listener per client for its whole life (not one added and removed per checkout): a
 // checked-out client that loses its socket emits 'error', and without a listener Node would crash.
@@ -19,7 +20,7 @@ const direct = new WeakSet<pg.ClientBase>()
  */
 export async function detectDirect(client: pg.ClientBase): Promise<void> {
   const result = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')
-  if (result.rows[0]?.pid === (client as unknown as { processID?: number }).processID) direct.add(client)
+  if (result.rows[0]?.pid === backendKeyOf(client).processID) direct.add(client)
 }
 
 function watch(client: pg.PoolClient): void {

@@ -1,19 +1,26 @@
 import pg from 'pg'
 
 /**
- * The slice of node-postgres internals keel's one-round-trip scoping relies on (pg 8.x). @types/pg
- * does not declare them; they have been stable across pg 8 and are covered by the test suite, which
- * runs against the pinned pg version.
+ * Everything keel uses of node-postgres beyond its documented API, in one place (ADR 0028): the
+ * extended-protocol calls behind the one-round-trip scoping (ScopedQuery), the per-connection record of
+ * prepared statements (StatementCache), the socket (client-side deadlines), the backend key and pg's
+ * Connection class (CancelRequest). @types/pg declares none of it. The supported pg range is the peer
+ * range in package.json; test/pg-internals.test.ts checks every shape below against the installed pg and
+ * fails loudly when a pg release changes one, and scripts/consumer-check.mjs runs the lowest and the
+ * highest pg of the range.
  */
+
+/** A pg Client's protocol connection (`client.connection`): what keel writes to directly. */
 export interface PgConnection {
   parsedStatements: Record<string, string>
-  stream: { cork?: () => void; uncork?: () => void }
+  stream: { cork?: () => void; uncork?: () => void; destroy?: () => void }
   parse(msg: { text: string; name?: string; types?: unknown[] }): void
   bind(msg: { statement?: string; portal?: string; values?: readonly unknown[]; valueMapper?: unknown }): void
   execute(msg: { portal?: string; rows?: number }): void
   close(msg: { type: 'S' | 'P'; name: string }): void
 }
 
+/** pg's Query (a Submittable), as ScopedQuery subclasses it. */
 export interface PgQueryInternals {
   text: string
   name: string | undefined
@@ -34,3 +41,46 @@ export type PgQueryConstructor = new (config: {
 }) => PgQueryInternals
 
 export const PgQuery = pg.Query as unknown as PgQueryConstructor
+
+/** The methods of pg's Query that ScopedQuery overrides or calls (`_getRows` ends `prepare` with Sync). */
+export const PG_QUERY_METHODS = [
+  'prepare',
+  '_getRows',
+  'handleRowDescription',
+  'handleDataRow',
+  'handleCommandComplete',
+  'handleEmptyQuery',
+  'handleError',
+  'handleReadyForQuery',
+] as const
+
+/** The protocol connection of a connected pg client. */
+export function connectionOf(client: pg.ClientBase): PgConnection & { sync(): void } {
+  return (client as unknown as { connection: PgConnection & { sync(): void } }).connection
+}
+
+/** The backend key Postgres sent at startup (BackendKeyData), and where the client connected. */
+export interface BackendKey {
+  readonly processID: number | undefined
+  readonly secretKey: number | undefined
+  readonly host: string | undefined
+  readonly port: number | undefined
+}
+
+export function backendKeyOf(client: pg.ClientBase): BackendKey {
+  const c = client as unknown as Partial<BackendKey>
+  return { processID: c.processID, secretKey: c.secretKey, host: c.host, port: c.port }
+}
+
+/** pg's own Connection, used bare to send a CancelRequest on a new socket. */
+export interface PgCancelConnection {
+  stream: { setTimeout(ms: number, listener: () => void): void; destroy(): void; unref(): void }
+  on(event: string, listener: (...args: unknown[]) => void): void
+  connect(port: number, host: string): void
+  cancel(processID: number, secretKey: number): void
+  end(): void
+}
+
+export function newCancelConnection(): PgCancelConnection {
+  return new (pg as unknown as { Connection: new () => PgCancelConnection }).Connection()
+}

@@ -1,5 +1,5 @@
 import type { Lease } from '../pool/lease.js'
-import type { PgConnection } from '../pool/pg-internals.js'
+import { connectionOf } from '../pool/pg-internals.js'
 import type { Prelude, ScopedQuery } from '../pool/scoped-query.js'
 import { BEGIN, COMMIT } from '../routing/wal-statements.js'
 import { probedClean, SESSION_CHECK } from './session-probe.js'
@@ -43,6 +43,6 @@ export function settleSession(
 
 /** How many named statements pg believes this connection holds (keel's scope, BEGIN, cached ones). */
 export function namedStatements(lease: Lease): number {
-  const connection = (lease.client as unknown as { connection: PgConnection }).connection
+  const connection = connectionOf(lease.client)
   return Object.keys(connection.parsedStatements).length
 }

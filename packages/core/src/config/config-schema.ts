@@ -34,17 +34,14 @@ const needsAddress = {
 }
 
 /**
- * The runtime refuses a host with neither a connectionString nor a host; the type says so too, so the
- * mistake shows in the editor rather than at createKeel() (ADR 0029: the type matches the runtime).
+ * The runtime refuses a host with neither a connectionString nor a host. The type does not insist on
+ * one: `{ connectionString: process.env.DATABASE_URL }` (a `string | undefined`) is how apps write it,
+ * and an unset variable is then a clear KEEL_CONFIG_INVALID at createKeel(), as with pg's own config.
  */
-type WithAddress<T> = T extends unknown
-  ? (Omit<T, 'connectionString'> & { connectionString: string }) | (Omit<T, 'host'> & { host: string })
-  : never
-
 function addressed<S extends z.ZodType>(schema: S) {
   return schema.refine(needsAddress.check as (h: z.output<S>) => boolean, {
     message: needsAddress.message,
-  }) as unknown as z.ZodType<z.output<S>, WithAddress<z.input<S>>>
+  }) as unknown as z.ZodType<z.output<S>, z.input<S>>
 }
 
 const hostSchema = addressed(z.strictObject(hostFields))

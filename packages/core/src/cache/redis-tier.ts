@@ -5,7 +5,7 @@ import type { CacheEntry } from './cache-entry.js'
 import type { CacheKeys } from './cache-keys.js'
 import { CircuitBreaker } from './circuit-breaker.js'
 import { CommandDeadlines } from './command-deadlines.js'
-import { decodeEntry } from './serializer.js'
+import type { Read, SharedTier } from './shared-tier.js'
 
 // Writes the value only if no invalidation happened since the load began (the version keys still hold
 // what the loader saw), then tells waiting processes. Atomic: an invalidation cannot slip in between.
@@ -27,13 +27,14 @@ interface KeelRedis extends Redis {
   keelUnlock(lock: string, token: string): Promise<number>
 }
 
-export interface Read {
-  /** The decoded entry, if present and readable. */
-  readonly entry: CacheEntry | undefined
-  /** Current [key, ...tags] invalidation counters. */
-  readonly versions: string[]
-  /** Serialized size of the entry (0 when absent). */
-  readonly bytes: number
+export interface RedisTierOptions {
+  readonly url: string
+  readonly commandTimeoutMs: number
+  readonly keys: CacheKeys
+  readonly breaker: { readonly threshold: number; readonly resetMs: number }
+  /** The entry codec's decoder, handed in: the tier moves bytes, the cache decides what they hold. */
+  readonly decode: (buffer: Buffer | null) => CacheEntry | undefined
+  readonly logger: Logger | undefined
 }
 
 export interface RedisTierEvents {
@@ -53,42 +54,38 @@ const MGET_BUFFERS = { replyEncoding: null } as const
  * The command timeout is keel's (CommandDeadlines: one timer for all commands in flight), not
  * ioredis's `commandTimeout` (a timer per command).
  */
-export class RedisTier {
+export class RedisTier implements SharedTier {
   readonly processId = randomUUID()
   readonly #command: KeelRedis
   readonly #subscriber: Redis
   readonly #breaker: CircuitBreaker
   readonly #keys: CacheKeys
   readonly #deadlines: CommandDeadlines
+  readonly #decode: (buffer: Buffer | null) => CacheEntry | undefined
   readonly #firstReady: Promise<void>
   #subscriberLost = false
   #closed = false
 
-  constructor(
-    url: string,
-    commandTimeoutMs: number,
-    keys: CacheKeys,
-    breaker: { threshold: number; resetMs: number },
-    logger: Logger | undefined,
-    events: RedisTierEvents,
-  ) {
+  constructor(options: RedisTierOptions, events: RedisTierEvents) {
+    const { url, commandTimeoutMs, keys, breaker, logger } = options
     this.#keys = keys
+    this.#decode = options.decode
     this.#breaker = new CircuitBreaker(breaker.threshold, breaker.resetMs, events.onBreaker)
     this.#deadlines = new CommandDeadlines(commandTimeoutMs)
-    const options = {
+    const connection = {
       maxRetriesPerRequest: 0,
       connectTimeout: Math.max(1_000, commandTimeoutMs * 10),
       // Reconnect quickly, forever: the breaker, not the connection, decides whether commands are sent.
       retryStrategy: (times: number) => Math.min(50 * times, 1_000),
       lazyConnect: false,
     }
-    this.#command = new Redis(url, { ...options, enableOfflineQueue: true }) as KeelRedis
+    this.#command = new Redis(url, { ...connection, enableOfflineQueue: true }) as KeelRedis
     this.#command.defineCommand('keelCasSet', { lua: CAS_SET })
     this.#command.defineCommand('keelUnlock', { numberOfKeys: 1, lua: UNLOCK })
     this.#command.on('error', (error: Error) =>
       logger?.debug({ err: error }, 'keel cache: redis connection error'),
     )
-    this.#subscriber = new Redis(url, { ...options, enableOfflineQueue: true })
+    this.#subscriber = new Redis(url, { ...connection, enableOfflineQueue: true })
     this.#subscriber.on('error', (error: Error) =>
       logger?.debug({ err: error }, 'keel cache: redis subscriber error'),
     )
@@ -108,7 +105,7 @@ export class RedisTier {
     this.#firstReady = new Promise<void>((resolve) => {
       const done = () => resolve()
       this.#command.once('ready', done)
-      setTimeout(done, options.connectTimeout).unref()
+      setTimeout(done, connection.connectTimeout).unref()
     })
   }
 
@@ -159,14 +156,15 @@ export class RedisTier {
   }
 
   /**
-   * The entry and the current invalidation counters, in one MGET. The hot path of a Redis hit: no
-   * async layer, one continuation (the breaker's bookkeeping and the decode) on ioredis's promise.
+   * The entry and the current invalidation counters, in one MGET of `keys` ([value, ...counters], built
+   * once per key: ioredis copies the arguments). The hot path of a Redis hit: no async layer, one
+   * continuation (the breaker's bookkeeping and the decode) on ioredis's promise.
    */
-  read(valueKey: string, versionKeys: readonly string[]): Promise<Read> {
+  read(keys: readonly string[]): Promise<Read> {
     if (this.#command.status !== 'ready') {
-      return this.#run((r) => r.mgetBuffer(valueKey, ...versionKeys)).then(toRead)
+      return this.#run((r) => r.mgetBuffer(...keys)).then(this.#toRead)
     }
-    const command = new Command('mget', [valueKey, ...versionKeys], MGET_BUFFERS)
+    const command = new Command('mget', keys as string[], MGET_BUFFERS)
     this.#deadlines.track(command)
     return (this.#command.sendCommand(command) as Promise<Array<Buffer | null>>).then(
       this.#replied,
@@ -176,7 +174,17 @@ export class RedisTier {
 
   readonly #replied = (raw: Array<Buffer | null>): Read => {
     this.#breaker.success()
-    return toRead(raw)
+    return this.#toRead(raw)
+  }
+
+  readonly #toRead = (raw: Array<Buffer | null>): Read => {
+    const value = raw[0] ?? null
+    const versions: string[] = new Array(raw.length - 1)
+    for (let i = 1; i < raw.length; i++) {
+      const v = raw[i]
+      versions[i - 1] = v === null || v === undefined ? '0' : v.toString()
+    }
+    return { entry: this.#decode(value), versions, bytes: value?.length ?? 0 }
   }
 
   readonly #failed = (error: unknown): never => {
@@ -254,14 +262,4 @@ export class RedisTier {
     this.#command.disconnect()
     this.#subscriber.disconnect()
   }
-}
-
-function toRead(raw: Array<Buffer | null>): Read {
-  const value = raw[0]
-  const versions: string[] = new Array(raw.length - 1)
-  for (let i = 1; i < raw.length; i++) {
-    const v = raw[i]
-    versions[i - 1] = v === null || v === undefined ? '0' : v.toString()
-  }
-  return { entry: decodeEntry(value), versions, bytes: value?.length ?? 0 }
 }

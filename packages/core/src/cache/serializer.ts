@@ -1,5 +1,5 @@
 import { deserialize, serialize } from 'node:v8'
-import type { CacheEntry } from './cache-entry.js'
+import { type CacheEntry, deepFreeze, freezeParsed } from './cache-entry.js'
 
 /**
  * An entry crosses the Redis tier as one buffer: a format byte, the entry's bookkeeping in a small
@@ -53,7 +53,12 @@ export function encodeEntry(entry: CacheEntry): Buffer {
   return out
 }
 
-export function decodeEntry(buffer: Buffer | null | undefined): CacheEntry | undefined {
+/**
+ * The entry in `buffer`, or undefined when it is absent or unreadable. With `freeze`, its value comes
+ * back deep-frozen: it was decoded just now and nobody else holds it, so it is frozen in place, and a
+ * JSON value (a fresh tree of plain objects and arrays) with the cheaper walk.
+ */
+export function decodeEntry(buffer: Buffer | null | undefined, freeze = false): CacheEntry | undefined {
   if (buffer === null || buffer === undefined || buffer.length <= COUNTERS_AT) return undefined
   const format = buffer[0]
   if (format !== FORMAT_JSON && format !== FORMAT_V8) return undefined
@@ -69,8 +74,14 @@ export function decodeEntry(buffer: Buffer | null | undefined): CacheEntry | und
       at += length
     }
     if (at >= buffer.length) return undefined
-    const value =
-      format === FORMAT_JSON ? JSON.parse(buffer.toString('utf8', at)) : deserialize(buffer.subarray(at))
+    let value: unknown
+    if (format === FORMAT_JSON) {
+      value = JSON.parse(buffer.toString('utf8', at))
+      if (freeze) freezeParsed(value)
+    } else {
+      value = deserialize(buffer.subarray(at))
+      if (freeze) deepFreeze(value)
+    }
     return {
       value,
       freshUntil: buffer.readDoubleLE(1),

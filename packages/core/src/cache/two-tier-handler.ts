@@ -1,0 +1,201 @@
+import type { Span } from '@opentelemetry/api'
+import type { Logger, ResolvedConfig } from '../config/config-schema.js'
+import type { CacheTelemetry } from '../telemetry/cache-telemetry.js'
+import type { CacheEntry } from './cache-entry.js'
+import type { CacheOutcome } from './cache-outcome.js'
+import type { CacheTarget, CacheTargets, KeySlot } from './cache-targets.js'
+import type { CachedOptions } from './cached-options.js'
+import { coarseNow } from './coarse-now.js'
+import type { FencedLoad } from './fenced-load.js'
+import type { LocalTier } from './local-tier.js'
+import type { Read, SharedTier } from './shared-tier.js'
+import { shouldRefreshEarly } from './should-refresh-early.js'
+import type { WaitCount } from './wait-count.js'
+
+type Timing = Pick<ResolvedConfig['cache'], 'earlyRefreshBeta' | 'softTimeoutMs'>
+
+/**
+ * The read path of `cached()`: L1, then Redis, then a fenced load, with stale-while-revalidate, XFetch
+ * early refresh, the soft timeout and one read or load per key in flight in this process (the others
+ * share it). What a hit costs is decided here, so the hit paths allocate nothing they can avoid:
+ * addresses come memoized from CacheTargets, and an L1 hit touches no clock more than once a
+ * millisecond and starts no span unless the caller's span records (ADR 0027).
+ */
+export class TwoTierHandler {
+  readonly #targets: Pick<CacheTargets, 'slot' | 'target'>
+  readonly #local: Pick<LocalTier, 'get' | 'promote'>
+  readonly #tier: Pick<SharedTier, 'usable' | 'read'> | undefined
+  readonly #loads: Pick<FencedLoad, 'load'>
+  readonly #telemetry: CacheTelemetry
+  readonly #logger: Logger | undefined
+  readonly #timing: Timing
+  readonly #waiting: Pick<WaitCount, 'during'>
+  #closed = false
+
+  constructor(
+    targets: Pick<CacheTargets, 'slot' | 'target'>,
+    local: Pick<LocalTier, 'get' | 'promote'>,
+    tier: Pick<SharedTier, 'usable' | 'read'> | undefined,
+    loads: Pick<FencedLoad, 'load'>,
+    telemetry: CacheTelemetry,
+    logger: Logger | undefined,
+    timing: Timing,
+    waiting: Pick<WaitCount, 'during'>,
+  ) {
+    this.#targets = targets
+    this.#local = local
+    this.#tier = tier
+    this.#loads = loads
+    this.#telemetry = telemetry
+    this.#logger = logger
+    this.#timing = timing
+    this.#waiting = waiting
+  }
+
+  /**
+   * The value for a key: L1, then Redis, then the loader (once per key across the fleet). Not `async`:
+   * an L1 hit returns a settled promise, and a Redis hit is the continuation of the read's promise
+   * (decoded, frozen and put in L1 as the reply arrives), with no async layer forwarding it.
+   */
+  get<T>(
+    scope: string,
+    tenantId: string | undefined,
+    options: CachedOptions,
+    loader: () => Promise<T>,
+  ): Promise<T> {
+    const slot = this.#targets.slot(scope, options.key)
+    const entry = this.#local.get(slot.local)
+    // The clock only matters for an entry at hand (a Redis read does not need it, nor its timer).
+    const now = entry === undefined ? 0 : coarseNow()
+    if (entry !== undefined && now < entry.freshUntil) {
+      if (shouldRefreshEarly(entry, now, this.#timing.earlyRefreshBeta)) {
+        this.#refresh(this.#targets.target(slot, options.tags), options, loader)
+      }
+      this.#telemetry.hit(tenantId)
+      return Promise.resolve(entry.value as T)
+    }
+    const span = this.#telemetry.start(tenantId)
+    const target = this.#targets.target(slot, options.tags)
+    const flight =
+      (entry === undefined ? this.#readFirst(target, options, loader, span) : undefined) ??
+      this.#telemetry.within(span, () => this.#slow(target, options, loader, entry, now))
+    return flight.then(
+      (outcome) => {
+        this.#telemetry.done(span, outcome.result)
+        return outcome.entry.value as T
+      },
+      (error: unknown) => {
+        this.#telemetry.failed(span, error)
+        throw error
+      },
+    )
+  }
+
+  /** No more background refreshes (the cache is closing). */
+  close(): void {
+    this.#closed = true
+  }
+
+  /**
+   * Nothing in L1 and no load of the key in flight here: one Redis read whose reply is decoded at once;
+   * only when it is not a valid hit does the load go on (election, loader), in the span's context.
+   * Shared like any load, so concurrent callers of the key wait for this read instead of sending theirs.
+   * Undefined when Redis is not in use (the slow path decides what to do then).
+   */
+  #readFirst(
+    target: CacheTarget,
+    options: CachedOptions,
+    loader: () => Promise<unknown>,
+    span: Span,
+  ): Promise<CacheOutcome> | undefined {
+    const tier = this.#tier
+    const slot = target.slot
+    if (tier === undefined || !tier.usable() || slot.flight !== undefined) return undefined
+    const flight: Promise<CacheOutcome> = tier.read(target.readKeys).then(
+      (read) => {
+        const hit = this.#local.promote(target, read)
+        if (hit === undefined) return this.#goOn(target, options, loader, span, flight, read)
+        // In L1 now: callers from here on hit it, so the read need not be shared any longer.
+        if (slot.flight === flight) slot.flight = undefined
+        return hit
+      },
+      () => this.#goOn(target, options, loader, span, flight, undefined),
+    )
+    slot.flight = flight
+    return flight
+  }
+
+  /** The first read was no hit: the load goes on from it, still shared under the read's flight. */
+  #goOn(
+    target: CacheTarget,
+    options: CachedOptions,
+    loader: () => Promise<unknown>,
+    span: Span,
+    flight: Promise<CacheOutcome>,
+    read: Read | undefined,
+  ): Promise<CacheOutcome> {
+    const load = this.#telemetry.within(span, () =>
+      this.#loads.load(target, options, loader, undefined, false, { read }),
+    )
+    const slot = target.slot
+    const settled = () => {
+      if (slot.flight === flight) slot.flight = undefined
+    }
+    load.then(settled, settled)
+    return load
+  }
+
+  async #slow(
+    target: CacheTarget,
+    options: CachedOptions,
+    loader: () => Promise<unknown>,
+    l1: CacheEntry | undefined,
+    now: number,
+  ): Promise<CacheOutcome> {
+    if (l1 !== undefined && now < l1.staleUntil) {
+      // Stale-while-revalidate: this caller gets the stale value at once; one refresh runs behind it.
+      this.#refresh(target, options, loader)
+      return { entry: l1, result: 'stale' }
+    }
+    const pending = target.slot.flight
+    if (pending !== undefined) {
+      const outcome = await this.#waiting.during(pending)
+      return { entry: outcome.entry, result: 'coalesced' }
+    }
+    const usable = l1 !== undefined && now < l1.graceUntil ? l1 : undefined
+    const flight = this.#track(target, this.#loads.load(target, options, loader, usable, false))
+    const soft = options.softTimeoutMs ?? this.#timing.softTimeoutMs
+    if (usable === undefined || soft <= 0) return flight
+    // A stale value is at hand: a slow loader must not hold this caller longer than the soft timeout.
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<CacheOutcome>((resolve) => {
+      timer = setTimeout(() => resolve({ entry: usable, result: 'stale' }), soft)
+    })
+    try {
+      return await Promise.race([flight, timeout])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /** Shares a load under its key until it settles. */
+  #track(target: CacheTarget, flight: Promise<CacheOutcome>): Promise<CacheOutcome> {
+    const slot: KeySlot = target.slot
+    slot.flight = flight
+    const clear = () => {
+      if (slot.flight === flight) slot.flight = undefined
+    }
+    flight.then(clear, clear)
+    return flight
+  }
+
+  /** Starts a background refresh unless a load already runs for the key; its errors are only logged. */
+  #refresh(target: CacheTarget, options: CachedOptions, loader: () => Promise<unknown>): void {
+    if (this.#closed || target.slot.flight !== undefined) return
+    const current = this.#local.get(target.local)
+    const flight = this.#track(target, this.#loads.load(target, options, loader, current, true))
+    flight.catch((error: unknown) => {
+      this.#logger?.warn({ err: error, key: target.key }, 'keel cache: background refresh failed')
+    })
+  }
+}

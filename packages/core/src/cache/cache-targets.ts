@@ -1,6 +1,5 @@
 import type { CacheKeys } from './cache-keys.js'
 import { localKey, localTag, ScopedMemo } from './cache-keys.js'
-import type { CacheOutcome } from './cache-outcome.js'
 
 /** A key's addresses in both tiers (from (scope, key) alone), and what this process does with it now. */
 export interface KeySlot {
@@ -12,10 +11,10 @@ export interface KeySlot {
   readonly keyVersion: string
   readonly lockKey: string
   /**
-   * The read or load of the key in flight in this process: concurrent callers share it instead of
-   * sending their own. A field here rather than a Map beside it: a Redis hit sets and clears it.
+   * The value of the key's read or load in flight in this process: concurrent callers share it instead
+   * of sending their own. A field here rather than a Map beside it: a Redis hit sets and clears it.
    */
-  flight: Promise<CacheOutcome> | undefined
+  flight: Promise<unknown> | undefined
   /** The target last built for the key: a key is nearly always asked for with the same tags. */
   target: CacheTarget | undefined
 }

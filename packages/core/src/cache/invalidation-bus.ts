@@ -114,6 +114,15 @@ export class InvalidationBus {
   onRedisBack(): void {
     this.#local.forgetAll()
     this.#logger?.info({ signal: 'cache_redis_restored' }, 'keel cache: Redis is back; L1 cleared')
+    this.replay()
+  }
+
+  /**
+   * Sends the invalidations Redis could not take. Called whenever Redis may be back: the subscription
+   * or the command connection reconnected, or the breaker closed; whichever comes first, one that fails
+   * again is deferred again for the next.
+   */
+  replay(): void {
     const pending = this.#deferred.splice(0)
     for (const { scope, keys, tags } of pending) {
       this.invalidate(scope, keys, tags).catch(() => undefined)

@@ -85,6 +85,11 @@ export class L1Store {
     return this.#lru.size
   }
 
+  /** Names in the tag index, live or not yet swept: for tests of its bound. */
+  get tagIndexSize(): number {
+    return this.#indexed
+  }
+
   /** Drops the names of entries gone or stored again without the tag, and the sets left empty. */
   #sweep(): void {
     let live = 0

@@ -64,6 +64,7 @@ export class LayeredCache {
             {
               onMessage: (channel, message) => bus?.onMessage(channel, message),
               onResubscribed: () => bus?.onRedisBack(),
+              onCommandsBack: () => bus?.replay(),
               onBreaker: (open) => bus?.onBreaker(open),
             },
           )

@@ -61,7 +61,7 @@ export class LoaderRunner {
           { err: error, key: target.key },
           'keel cache: loader failed, serving a stale value',
         )
-        return { entry: fallback, result: 'stale' }
+        return { value: fallback.value, result: 'stale' }
       }
       throw error
     }

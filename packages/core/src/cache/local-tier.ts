@@ -43,7 +43,7 @@ export class LocalTier {
     const now = Date.now()
     if (now >= entry.staleUntil || !sameVersions(entry.versions, read.versions)) return undefined
     this.#l1.set(target.local, entry, read.bytes, target.localTags)
-    return { entry, result: now < entry.freshUntil ? 'l2_hit' : 'stale' }
+    return { value: entry.value, result: now < entry.freshUntil ? 'l2_hit' : 'stale' }
   }
 
   /**
@@ -59,7 +59,7 @@ export class LocalTier {
     if (this.#fence.changedSince(epoch, [target.local, ...target.localTags])) return undefined
     const stored = this.#freeze ? { ...entry, value: deepFreeze(entry.value) } : entry
     this.#l1.set(target.local, stored, bytes ?? approximateSize(entry.value), target.localTags)
-    return { entry: stored, result: 'miss' }
+    return { value: stored.value, result: 'miss' }
   }
 
   /** Drops keys and every key carrying the tags, and fences the loads of them in flight. */

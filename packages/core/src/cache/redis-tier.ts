@@ -41,6 +41,11 @@ export interface RedisTierEvents {
   readonly onMessage: (channel: string, message: string) => void
   /** The subscription was lost and is back: invalidations may have been missed meanwhile. */
   readonly onResubscribed: () => void
+  /**
+   * The command connection was lost and is back: what could not be sent meanwhile can be now. Apart
+   * from onResubscribed because the two connections come back in either order.
+   */
+  readonly onCommandsBack: () => void
   readonly onBreaker: (open: boolean) => void
 }
 
@@ -64,6 +69,7 @@ export class RedisTier implements SharedTier {
   readonly #decode: (buffer: Buffer | null) => CacheEntry | undefined
   readonly #firstReady: Promise<void>
   #subscriberLost = false
+  #commandLost = false
   #closed = false
 
   constructor(options: RedisTierOptions, events: RedisTierEvents) {
@@ -85,6 +91,15 @@ export class RedisTier implements SharedTier {
     this.#command.on('error', (error: Error) =>
       logger?.debug({ err: error }, 'keel cache: redis connection error'),
     )
+    this.#command.on('close', () => {
+      if (!this.#closed) this.#commandLost = true
+    })
+    this.#command.on('ready', () => {
+      if (this.#commandLost) {
+        this.#commandLost = false
+        events.onCommandsBack()
+      }
+    })
     this.#subscriber = new Redis(url, { ...connection, enableOfflineQueue: true })
     this.#subscriber.on('error', (error: Error) =>
       logger?.debug({ err: error }, 'keel cache: redis subscriber error'),
@@ -157,24 +172,37 @@ export class RedisTier implements SharedTier {
 
   /**
    * The entry and the current invalidation counters, in one MGET of `keys` ([value, ...counters], built
-   * once per key: ioredis copies the arguments). The hot path of a Redis hit: no async layer, one
-   * continuation (the breaker's bookkeeping and the decode) on ioredis's promise.
+   * once per key: ioredis copies the arguments).
    */
   read(keys: readonly string[]): Promise<Read> {
+    return this.readThen(keys, same, rethrow)
+  }
+
+  /**
+   * `read`, with `then` (or `otherwise`, when it fails) run in the reply's own reaction: the hot path of
+   * a Redis hit, with no async layer and no promise between the reply and what the cache does with it
+   * (the breaker's bookkeeping, the decode, then the caller's continuation).
+   */
+  readThen<R>(
+    keys: readonly string[],
+    then: (read: Read) => R | PromiseLike<R>,
+    otherwise: (error: unknown) => R | PromiseLike<R>,
+  ): Promise<R> {
     if (this.#command.status !== 'ready') {
-      return this.#run((r) => r.mgetBuffer(...keys)).then(this.#toRead)
+      return this.#run((r) => r.mgetBuffer(...keys)).then((raw) => then(this.#toRead(raw)), otherwise)
     }
     const command = new Command('mget', keys as string[], MGET_BUFFERS)
     this.#deadlines.track(command)
     return (this.#command.sendCommand(command) as Promise<Array<Buffer | null>>).then(
-      this.#replied,
-      this.#failed,
+      (raw) => {
+        this.#breaker.success()
+        return then(this.#toRead(raw))
+      },
+      (error: unknown) => {
+        this.#breaker.failure()
+        return otherwise(error)
+      },
     )
-  }
-
-  readonly #replied = (raw: Array<Buffer | null>): Read => {
-    this.#breaker.success()
-    return this.#toRead(raw)
   }
 
   readonly #toRead = (raw: Array<Buffer | null>): Read => {
@@ -185,11 +213,6 @@ export class RedisTier implements SharedTier {
       versions[i - 1] = v === null || v === undefined ? '0' : v.toString()
     }
     return { entry: this.#decode(value), versions, bytes: value?.length ?? 0 }
-  }
-
-  readonly #failed = (error: unknown): never => {
-    this.#breaker.failure()
-    throw error
   }
 
   /** Writes if the versions are unchanged, and publishes the fill; false when fenced out. */
@@ -262,4 +285,12 @@ export class RedisTier implements SharedTier {
     this.#command.disconnect()
     this.#subscriber.disconnect()
   }
+}
+
+function same<T>(value: T): T {
+  return value
+}
+
+function rethrow(error: unknown): never {
+  throw error
 }

@@ -24,6 +24,15 @@ export interface SharedTier {
   usable(): boolean
   /** The entry and its counters in one MGET: `keys` is [value, key counter, ...tag counters]. */
   read(keys: readonly string[]): Promise<Read>
+  /**
+   * The same read, with what comes next run in the reply's own reaction (no promise in between): the
+   * Redis-hit path, where each promise hop is a share of the cost (ADR 0027).
+   */
+  readThen<R>(
+    keys: readonly string[],
+    then: (read: Read) => R | PromiseLike<R>,
+    otherwise: (error: unknown) => R | PromiseLike<R>,
+  ): Promise<R>
   /** A token when this process now holds the key's loader lock, else undefined. */
   tryLock(lockKey: string, ttlMs: number): Promise<string | undefined>
   unlock(lockKey: string, token: string): void

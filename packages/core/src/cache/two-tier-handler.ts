@@ -24,7 +24,7 @@ type Timing = Pick<ResolvedConfig['cache'], 'earlyRefreshBeta' | 'softTimeoutMs'
 export class TwoTierHandler {
   readonly #targets: Pick<CacheTargets, 'slot' | 'target'>
   readonly #local: Pick<LocalTier, 'get' | 'promote'>
-  readonly #tier: Pick<SharedTier, 'usable' | 'read'> | undefined
+  readonly #tier: Pick<SharedTier, 'usable' | 'readThen'> | undefined
   readonly #loads: Pick<FencedLoad, 'load'>
   readonly #telemetry: CacheTelemetry
   readonly #logger: Logger | undefined
@@ -35,7 +35,7 @@ export class TwoTierHandler {
   constructor(
     targets: Pick<CacheTargets, 'slot' | 'target'>,
     local: Pick<LocalTier, 'get' | 'promote'>,
-    tier: Pick<SharedTier, 'usable' | 'read'> | undefined,
+    tier: Pick<SharedTier, 'usable' | 'readThen'> | undefined,
     loads: Pick<FencedLoad, 'load'>,
     telemetry: CacheTelemetry,
     logger: Logger | undefined,
@@ -54,8 +54,8 @@ export class TwoTierHandler {
 
   /**
    * The value for a key: L1, then Redis, then the loader (once per key across the fleet). Not `async`:
-   * an L1 hit returns a settled promise, and a Redis hit is the continuation of the read's promise
-   * (decoded, frozen and put in L1 as the reply arrives), with no async layer forwarding it.
+   * an L1 hit returns a settled promise, and a Redis hit is the reply's own continuation (decoded,
+   * frozen, put in L1 and reported as the reply arrives), with no promise forwarding it.
    */
   get<T>(
     scope: string,
@@ -76,13 +76,25 @@ export class TwoTierHandler {
     }
     const span = this.#telemetry.start(tenantId)
     const target = this.#targets.target(slot, options.tags)
-    const flight =
-      (entry === undefined ? this.#readFirst(target, options, loader, span) : undefined) ??
-      this.#telemetry.within(span, () => this.#slow(target, options, loader, entry, now))
-    return flight.then(
-      (outcome) => {
-        this.#telemetry.done(span, outcome.result)
-        return outcome.entry.value as T
+    const first = entry === undefined ? this.#readFirst(target, options, loader, span) : undefined
+    if (first !== undefined) return first as Promise<T>
+    return this.#served(
+      span,
+      this.#telemetry.within(span, () => this.#slow(target, options, loader, entry, now)),
+    ) as Promise<T>
+  }
+
+  /** No more background refreshes (the cache is closing). */
+  close(): void {
+    this.#closed = true
+  }
+
+  /** The outcome's value, once its result ended the span. */
+  #served(span: Span, outcome: Promise<CacheOutcome>): Promise<unknown> {
+    return outcome.then(
+      (o) => {
+        this.#telemetry.done(span, o.result)
+        return o.value
       },
       (error: unknown) => {
         this.#telemetry.failed(span, error)
@@ -91,33 +103,38 @@ export class TwoTierHandler {
     )
   }
 
-  /** No more background refreshes (the cache is closing). */
-  close(): void {
-    this.#closed = true
-  }
-
   /**
-   * Nothing in L1 and no load of the key in flight here: one Redis read whose reply is decoded at once;
-   * only when it is not a valid hit does the load go on (election, loader), in the span's context.
-   * Shared like any load, so concurrent callers of the key wait for this read instead of sending theirs.
-   * Undefined when Redis is not in use (the slow path decides what to do then).
+   * Nothing in L1 and no load of the key in flight here: one Redis read whose reply is decoded, put in
+   * L1 and reported in its own reaction; only when it is not a valid hit does the load go on (election,
+   * loader), in the span's context. Shared like any load, so concurrent callers of the key wait for
+   * this read instead of sending theirs. Undefined when Redis is not in use (the slow path decides).
    */
   #readFirst(
     target: CacheTarget,
     options: CachedOptions,
     loader: () => Promise<unknown>,
     span: Span,
-  ): Promise<CacheOutcome> | undefined {
+  ): Promise<unknown> | undefined {
     const tier = this.#tier
     const slot = target.slot
     if (tier === undefined || !tier.usable() || slot.flight !== undefined) return undefined
-    const flight: Promise<CacheOutcome> = tier.read(target.readKeys).then(
+    const flight: Promise<unknown> = tier.readThen(
+      target.readKeys,
       (read) => {
-        const hit = this.#local.promote(target, read)
+        let hit: CacheOutcome | undefined
+        try {
+          hit = this.#local.promote(target, read)
+        } catch (error) {
+          // Never leave the key marked in flight: every later caller would wait on this failure.
+          if (slot.flight === flight) slot.flight = undefined
+          this.#telemetry.failed(span, error)
+          throw error
+        }
         if (hit === undefined) return this.#goOn(target, options, loader, span, flight, read)
         // In L1 now: callers from here on hit it, so the read need not be shared any longer.
         if (slot.flight === flight) slot.flight = undefined
-        return hit
+        this.#telemetry.done(span, hit.result)
+        return hit.value
       },
       () => this.#goOn(target, options, loader, span, flight, undefined),
     )
@@ -131,9 +148,9 @@ export class TwoTierHandler {
     options: CachedOptions,
     loader: () => Promise<unknown>,
     span: Span,
-    flight: Promise<CacheOutcome>,
+    flight: Promise<unknown>,
     read: Read | undefined,
-  ): Promise<CacheOutcome> {
+  ): Promise<unknown> {
     const load = this.#telemetry.within(span, () =>
       this.#loads.load(target, options, loader, undefined, false, { read }),
     )
@@ -142,7 +159,7 @@ export class TwoTierHandler {
       if (slot.flight === flight) slot.flight = undefined
     }
     load.then(settled, settled)
-    return load
+    return this.#served(span, load)
   }
 
   async #slow(
@@ -155,12 +172,11 @@ export class TwoTierHandler {
     if (l1 !== undefined && now < l1.staleUntil) {
       // Stale-while-revalidate: this caller gets the stale value at once; one refresh runs behind it.
       this.#refresh(target, options, loader)
-      return { entry: l1, result: 'stale' }
+      return { value: l1.value, result: 'stale' }
     }
     const pending = target.slot.flight
     if (pending !== undefined) {
-      const outcome = await this.#waiting.during(pending)
-      return { entry: outcome.entry, result: 'coalesced' }
+      return { value: await this.#waiting.during(pending), result: 'coalesced' }
     }
     const usable = l1 !== undefined && now < l1.graceUntil ? l1 : undefined
     const flight = this.#track(target, this.#loads.load(target, options, loader, usable, false))
@@ -169,7 +185,7 @@ export class TwoTierHandler {
     // A stale value is at hand: a slow loader must not hold this caller longer than the soft timeout.
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<CacheOutcome>((resolve) => {
-      timer = setTimeout(() => resolve({ entry: usable, result: 'stale' }), soft)
+      timer = setTimeout(() => resolve({ value: usable.value, result: 'stale' }), soft)
     })
     try {
       return await Promise.race([flight, timeout])
@@ -178,14 +194,15 @@ export class TwoTierHandler {
     }
   }
 
-  /** Shares a load under its key until it settles. */
+  /** Shares a load's value under its key until it settles. */
   #track(target: CacheTarget, flight: Promise<CacheOutcome>): Promise<CacheOutcome> {
     const slot: KeySlot = target.slot
-    slot.flight = flight
+    const shared = flight.then(servedValue)
+    slot.flight = shared
     const clear = () => {
-      if (slot.flight === flight) slot.flight = undefined
+      if (slot.flight === shared) slot.flight = undefined
     }
-    flight.then(clear, clear)
+    shared.then(clear, clear)
     return flight
   }
 
@@ -198,4 +215,8 @@ export class TwoTierHandler {
       this.#logger?.warn({ err: error, key: target.key }, 'keel cache: background refresh failed')
     })
   }
+}
+
+function servedValue(outcome: CacheOutcome): unknown {
+  return outcome.value
 }

@@ -1,7 +1,7 @@
 import { serialize } from 'node:v8'
 import { afterAll, beforeEach, describe, expect, it } from 'vitest'
 import { L1Store } from '../src/cache/l1-store.js'
-import { decodeEntry, encodeEntry } from '../src/cache/serializer.js'
+import { counterString, decodeEntry, encodeEntry } from '../src/cache/serializer.js'
 import { type Keel, KeelError } from '../src/index.js'
 import { cacheKeel, freshPrefix, redisClient, sleep } from './support/cache.js'
 
@@ -345,6 +345,13 @@ describe('cache serializer', () => {
     expect(objects(frozen).length).toBeGreaterThan(3)
     for (const o of objects(frozen)) expect(Object.isFrozen(o)).toBe(true)
     for (const o of objects(plain)) expect(Object.isFrozen(o)).toBe(false)
+  })
+
+  it('reads counters as the strings they are: digits, long ones, and anything else through UTF-8', () => {
+    for (const text of ['0', '17', String(2 ** 53), '1'.repeat(30), 'ü7', '']) {
+      const buffer = Buffer.concat([Buffer.from('xx'), Buffer.from(text), Buffer.from('yy')])
+      expect(counterString(buffer, 2, buffer.length - 2)).toBe(text)
+    }
   })
 
   it('a class instance takes the V8 format and comes back as a plain object', () => {

@@ -5,6 +5,7 @@ import type { CacheEntry } from './cache-entry.js'
 import type { CacheKeys } from './cache-keys.js'
 import { CircuitBreaker } from './circuit-breaker.js'
 import { CommandDeadlines } from './command-deadlines.js'
+import { counterString } from './serializer.js'
 import type { Read, SharedTier } from './shared-tier.js'
 
 // Writes the value only if no invalidation happened since the load began (the version keys still hold
@@ -210,7 +211,7 @@ export class RedisTier implements SharedTier {
     const versions: string[] = new Array(raw.length - 1)
     for (let i = 1; i < raw.length; i++) {
       const v = raw[i]
-      versions[i - 1] = v === null || v === undefined ? '0' : v.toString()
+      versions[i - 1] = v === null || v === undefined ? '0' : counterString(v, 0, v.length)
     }
     return { entry: this.#decode(value), versions, bytes: value?.length ?? 0 }
   }

@@ -74,8 +74,9 @@ export class CacheTargets {
     }))
   }
 
-  slot(scope: string, key: string): KeySlot {
-    return this.#slots.get(scope, key)
+  /** The slots of (scope, key), handed to the read path as is: an L1 hit looks its key up there. */
+  get slots(): Pick<ScopedMemo<KeySlot>, 'get'> {
+    return this.#slots
   }
 
   /** The slot's target for these tags: the last one built when the tags are the same. */

@@ -23,8 +23,9 @@ export class LocalTier {
     this.#freeze = config.freeze
   }
 
-  get(local: string): CacheEntry | undefined {
-    return this.#l1.get(local)
+  /** L1's lookup, handed to the read path as is: an L1 hit goes through no layer of this class. */
+  get l1(): Pick<L1Store, 'get'> {
+    return this.#l1
   }
 
   /** Where a load starts: `keep` refuses its value if the key or a tag was invalidated since. */

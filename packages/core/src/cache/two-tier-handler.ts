@@ -2,11 +2,13 @@ import type { Span } from '@opentelemetry/api'
 import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import type { CacheTelemetry } from '../telemetry/cache-telemetry.js'
 import type { CacheEntry } from './cache-entry.js'
+import type { ScopedMemo } from './cache-keys.js'
 import type { CacheOutcome } from './cache-outcome.js'
 import type { CacheTarget, CacheTargets, KeySlot } from './cache-targets.js'
 import type { CachedOptions } from './cached-options.js'
 import { coarseNow } from './coarse-now.js'
 import type { FencedLoad } from './fenced-load.js'
+import type { L1Store } from './l1-store.js'
 import type { LocalTier } from './local-tier.js'
 import type { Read, SharedTier } from './shared-tier.js'
 import { shouldRefreshEarly } from './should-refresh-early.js'
@@ -22,8 +24,11 @@ type Timing = Pick<ResolvedConfig['cache'], 'earlyRefreshBeta' | 'softTimeoutMs'
  * millisecond and starts no span unless the caller's span records (ADR 0027).
  */
 export class TwoTierHandler {
-  readonly #targets: Pick<CacheTargets, 'slot' | 'target'>
-  readonly #local: Pick<LocalTier, 'get' | 'promote'>
+  readonly #targets: Pick<CacheTargets, 'target'>
+  /** The two lookups of an L1 hit, held directly (no layer between them and `get`). */
+  readonly #slots: Pick<ScopedMemo<KeySlot>, 'get'>
+  readonly #l1: Pick<L1Store, 'get'>
+  readonly #local: Pick<LocalTier, 'promote'>
   readonly #tier: Pick<SharedTier, 'usable' | 'readThen'> | undefined
   readonly #loads: Pick<FencedLoad, 'load'>
   readonly #telemetry: CacheTelemetry
@@ -33,8 +38,8 @@ export class TwoTierHandler {
   #closed = false
 
   constructor(
-    targets: Pick<CacheTargets, 'slot' | 'target'>,
-    local: Pick<LocalTier, 'get' | 'promote'>,
+    targets: Pick<CacheTargets, 'slots' | 'target'>,
+    local: Pick<LocalTier, 'l1' | 'promote'>,
     tier: Pick<SharedTier, 'usable' | 'readThen'> | undefined,
     loads: Pick<FencedLoad, 'load'>,
     telemetry: CacheTelemetry,
@@ -43,6 +48,8 @@ export class TwoTierHandler {
     waiting: Pick<WaitCount, 'during'>,
   ) {
     this.#targets = targets
+    this.#slots = targets.slots
+    this.#l1 = local.l1
     this.#local = local
     this.#tier = tier
     this.#loads = loads
@@ -63,8 +70,8 @@ export class TwoTierHandler {
     options: CachedOptions,
     loader: () => Promise<T>,
   ): Promise<T> {
-    const slot = this.#targets.slot(scope, options.key)
-    const entry = this.#local.get(slot.local)
+    const slot = this.#slots.get(scope, options.key)
+    const entry = this.#l1.get(slot.local)
     // The clock only matters for an entry at hand (a Redis read does not need it, nor its timer).
     const now = entry === undefined ? 0 : coarseNow()
     if (entry !== undefined && now < entry.freshUntil) {
@@ -209,7 +216,7 @@ export class TwoTierHandler {
   /** Starts a background refresh unless a load already runs for the key; its errors are only logged. */
   #refresh(target: CacheTarget, options: CachedOptions, loader: () => Promise<unknown>): void {
     if (this.#closed || target.slot.flight !== undefined) return
-    const current = this.#local.get(target.local)
+    const current = this.#l1.get(target.local)
     const flight = this.#track(target, this.#loads.load(target, options, loader, current, true))
     flight.catch((error: unknown) => {
       this.#logger?.warn({ err: error, key: target.key }, 'keel cache: background refresh failed')

@@ -72,8 +72,9 @@ export function rawRedis(redisUrl: string): Redis {
 }
 
 /**
- * keel's deepFreeze as of 4524d7c (packages/core/src/cache/cache-entry.ts; keel does not export it):
- * indexed loops for arrays, Object.keys for objects, primitives skipped before any call.
+ * keel's deepFreeze (packages/core/src/cache/cache-entry.ts; keel does not export it), what it applies to
+ * a loader's value and to V8-format entries: indexed loops for arrays, Object.keys for objects, primitives
+ * skipped before any call. (A JSON entry read from Redis takes freezeParsedLikeKeel's walk instead.)
  */
 export function deepFreezeLikeKeel<T>(value: T): T {
   if (typeof value === 'object' && value !== null) freezeObjectLikeKeel(value)
@@ -107,6 +108,31 @@ function freezeObjectLikeKeel(value: object): void {
 }
 
 /**
+ * keel's freeze of a value it just decoded from JSON (freezeParsed in packages/core/src/cache/cache-entry.ts,
+ * since issue #11): a tree of plain objects and arrays, walked with for-in, no isFrozen / Map / Set checks.
+ */
+export function freezeParsedLikeKeel<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) freezeParsedObjectLikeKeel(value)
+  return value
+}
+
+function freezeParsedObjectLikeKeel(value: object): void {
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const item: unknown = value[i]
+      if (typeof item === 'object' && item !== null) freezeParsedObjectLikeKeel(item)
+    }
+  } else {
+    const record = value as Record<string, unknown>
+    for (const key in record) {
+      const item = record[key]
+      if (typeof item === 'object' && item !== null) freezeParsedObjectLikeKeel(item)
+    }
+  }
+  Object.freeze(value)
+}
+
+/**
  * keel's Redis entry layout (packages/core/src/cache/serializer.ts, ADR 0018; keel does not export it),
  * for a plain JSON value: format byte 3, freshUntil / staleUntil / graceUntil / loadMs as float64 LE, the
  * number of invalidation counters, each as a uint16 LE length and its digits, then the value's JSON.
@@ -126,6 +152,18 @@ export function entryLikeKeel(value: unknown, until: number, versions: readonly 
   return Buffer.concat([header, ...counters, Buffer.from(JSON.stringify(value))])
 }
 
+/** keel's counterString (serializer.ts): a counter's ASCII digits as a string, built in JS. */
+export function counterStringLikeKeel(buffer: Buffer, start: number, end: number): string {
+  if (end - start > 20) return buffer.toString('utf8', start, end)
+  let out = ''
+  for (let i = start; i < end; i++) {
+    const byte = buffer[i]!
+    if (byte >= 0x80) return buffer.toString('utf8', start, end)
+    out += String.fromCharCode(byte)
+  }
+  return out
+}
+
 /** The decode keel runs on a Redis hit: the header's reads, the counters' strings, one JSON.parse. */
 export function decodeEntryLikeKeel(buffer: Buffer): {
   value: unknown
@@ -138,7 +176,7 @@ export function decodeEntryLikeKeel(buffer: Buffer): {
   for (let i = 0; i < n; i++) {
     const length = buffer.readUInt16LE(at)
     at += 2
-    versions[i] = buffer.toString('utf8', at, at + length)
+    versions[i] = counterStringLikeKeel(buffer, at, at + length)
     at += length
   }
   return { value: JSON.parse(buffer.toString('utf8', at)), freshUntil: buffer.readDoubleLE(1), versions }

@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { freshPrefix, redisClient, sleep } from './support/cache.js'
+import { cacheKeel, freshPrefix, redisClient, sleep } from './support/cache.js'
 import { stackCtl } from './support/stack.js'
 import { waitFor } from './support/wait.js'
 import { buildForWorkers, startWorkers, type Worker } from './support/worker.js'
@@ -98,5 +98,33 @@ describe('cache across processes', () => {
       return health.cache.redis === 'up'
     })
     await probe.quit()
+  })
+
+  it('an invalidation made while Redis is down is applied here at once and replayed into Redis once it is back', async () => {
+    const prefix = freshPrefix()
+    const keel = cacheKeel({ prefix, breakerResetMs: 200 })
+    try {
+      const db = keel.tenant('acme')
+      let source = 'v1'
+      const opts = { key: 'report', tags: ['reports'] }
+      expect(await db.cached(opts, async () => source)).toBe('v1')
+      await stackCtl('stop', 'redis')
+      source = 'v2'
+      await db.invalidate({ keys: ['report'], tags: ['reports'] })
+      expect(await db.cached(opts, async () => source)).toBe('v2')
+      await stackCtl('start', 'redis')
+      // Redis restarts empty (SHUTDOWN NOSAVE): counters at 1 are the replayed invalidation's INCRs.
+      // Calls keep coming meanwhile, as in an app: they are what lets the breaker probe and close.
+      await waitFor('the deferred invalidation to reach Redis', async () => {
+        await db.cached(opts, async () => source)
+        const [key, tag] = await redis
+          .mget(`${prefix}:{t:acme}:kv:report`, `${prefix}:{t:acme}:tag:reports`)
+          .catch(() => [null, null])
+        return key === '1' && tag === '1'
+      })
+      expect(await db.cached(opts, async () => source)).toBe('v2')
+    } finally {
+      await keel.close()
+    }
   })
 })

@@ -1,7 +1,7 @@
 import { serialize } from 'node:v8'
 import { afterAll, beforeEach, describe, expect, it } from 'vitest'
 import { L1Store } from '../src/cache/l1-store.js'
-import { decodeEntry, encodeEntry } from '../src/cache/serializer.js'
+import { counterString, decodeEntry, encodeEntry } from '../src/cache/serializer.js'
 import { type Keel, KeelError } from '../src/index.js'
 import { cacheKeel, freshPrefix, redisClient, sleep } from './support/cache.js'
 
@@ -166,6 +166,22 @@ describe('cache: freshness', () => {
     )
   })
 
+  it("fail-safe from Redis: a process with nothing in L1 serves Redis's last value, frozen like any other", async () => {
+    const writer = make({ prefix })
+    const reader = make({ prefix })
+    const opts = { key: 'failsafe-remote', ttlMs: 30, graceMs: 60_000 }
+    await writer.tenant('acme').cached(opts, async () => ({ rows: [{ n: 1 }] }))
+    await sleep(50)
+    // Past fresh and stale: Redis still holds it (within grace), and the reader's loader fails.
+    const value = (await reader.tenant('acme').cached(opts, async () => {
+      throw new Error('database down')
+    })) as { rows: Array<{ n: number }> }
+    expect(value).toEqual({ rows: [{ n: 1 }] })
+    expect(Object.isFrozen(value)).toBe(true)
+    expect(Object.isFrozen(value.rows)).toBe(true)
+    expect(Object.isFrozen(value.rows[0])).toBe(true)
+  })
+
   it('soft timeout: with a stale value at hand, a slow loader does not hold the caller', async () => {
     const a = make({ prefix })
     let n = 0
@@ -313,6 +329,31 @@ describe('cache serializer', () => {
     }
   })
 
+  it.each<[string, unknown]>([
+    ['plain JSON data (format 3)', { rows: [{ a: 1, tags: ['x'] }], nested: { deep: { deeper: [[1]] } } }],
+    ['V8 data (format 4)', { at: new Date(0), rows: [{ n: 1n }], set: new Set([{ a: 1 }]) }],
+  ])('decoded with freeze, %s comes back deep-frozen; without, untouched', (_name, value) => {
+    const encoded = encodeEntry(entryOf(value))
+    const frozen = decodeEntry(encoded, true)?.value as Record<string, unknown>
+    const plain = decodeEntry(encoded)?.value as Record<string, unknown>
+    expect(frozen).toStrictEqual(plain)
+    const objects = (v: unknown): object[] => {
+      if (typeof v !== 'object' || v === null || ArrayBuffer.isView(v)) return []
+      const children = v instanceof Set ? [...v] : Object.values(v)
+      return [v, ...children.flatMap(objects)]
+    }
+    expect(objects(frozen).length).toBeGreaterThan(3)
+    for (const o of objects(frozen)) expect(Object.isFrozen(o)).toBe(true)
+    for (const o of objects(plain)) expect(Object.isFrozen(o)).toBe(false)
+  })
+
+  it('reads counters as the strings they are: digits, long ones, and anything else through UTF-8', () => {
+    for (const text of ['0', '17', String(2 ** 53), '1'.repeat(30), 'ü7', '']) {
+      const buffer = Buffer.concat([Buffer.from('xx'), Buffer.from(text), Buffer.from('yy')])
+      expect(counterString(buffer, 2, buffer.length - 2)).toBe(text)
+    }
+  })
+
   it('a class instance takes the V8 format and comes back as a plain object', () => {
     const encoded = encodeEntry(entryOf(new Point()))
     expect(encoded[0]).toBe(4)
@@ -382,5 +423,28 @@ describe('cache L1 tag index', () => {
     l1.deleteTag('shared')
     expect(l1.get('k2999')).toBeUndefined()
     expect(l1.size).toBe(0)
+  })
+
+  it('a tag drops only the entries stored with it now: not a key stored again without it', () => {
+    const l1 = new L1Store(10, 1 << 20)
+    l1.set('a', entry('a1'), 10, ['t1'])
+    l1.set('b', entry('b1'), 10, ['t1', 't2'])
+    l1.set('a', entry('a2'), 10, ['t2'])
+    l1.deleteTag('t1')
+    expect(l1.get('a')?.value).toBe('a2')
+    expect(l1.get('b')).toBeUndefined()
+    l1.deleteTag('t2')
+    expect(l1.get('a')).toBeUndefined()
+  })
+
+  it('the tag index keeps no more than about twice its live names, however many entries were evicted', () => {
+    const l1 = new L1Store(2, 1 << 20)
+    // Evictions leave their names in the index (it is kept lazily); sweeps drop them as it grows.
+    for (let i = 0; i < 20_000; i++) l1.set(`k${i}`, entry(i), 10, [`tag${i}`, `group${i % 7}`])
+    expect(l1.tagIndexSize).toBeLessThanOrEqual(1_024)
+    expect(l1.tagIndexSize).toBeGreaterThanOrEqual(4)
+    l1.deleteTag('tag19999')
+    expect(l1.get('k19999')).toBeUndefined()
+    expect(l1.get('k19998')?.value).toBe(19_998)
   })
 })

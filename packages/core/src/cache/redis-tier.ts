@@ -5,7 +5,8 @@ import type { CacheEntry } from './cache-entry.js'
 import type { CacheKeys } from './cache-keys.js'
 import { CircuitBreaker } from './circuit-breaker.js'
 import { CommandDeadlines } from './command-deadlines.js'
-import { decodeEntry } from './serializer.js'
+import { counterString } from './serializer.js'
+import type { Read, SharedTier } from './shared-tier.js'
 
 // Writes the value only if no invalidation happened since the load began (the version keys still hold
 // what the loader saw), then tells waiting processes. Atomic: an invalidation cannot slip in between.
@@ -27,19 +28,25 @@ interface KeelRedis extends Redis {
   keelUnlock(lock: string, token: string): Promise<number>
 }
 
-export interface Read {
-  /** The decoded entry, if present and readable. */
-  readonly entry: CacheEntry | undefined
-  /** Current [key, ...tags] invalidation counters. */
-  readonly versions: string[]
-  /** Serialized size of the entry (0 when absent). */
-  readonly bytes: number
+export interface RedisTierOptions {
+  readonly url: string
+  readonly commandTimeoutMs: number
+  readonly keys: CacheKeys
+  readonly breaker: { readonly threshold: number; readonly resetMs: number }
+  /** The entry codec's decoder, handed in: the tier moves bytes, the cache decides what they hold. */
+  readonly decode: (buffer: Buffer | null) => CacheEntry | undefined
+  readonly logger: Logger | undefined
 }
 
 export interface RedisTierEvents {
   readonly onMessage: (channel: string, message: string) => void
   /** The subscription was lost and is back: invalidations may have been missed meanwhile. */
   readonly onResubscribed: () => void
+  /**
+   * The command connection was lost and is back: what could not be sent meanwhile can be now. Apart
+   * from onResubscribed because the two connections come back in either order.
+   */
+  readonly onCommandsBack: () => void
   readonly onBreaker: (open: boolean) => void
 }
 
@@ -53,42 +60,48 @@ const MGET_BUFFERS = { replyEncoding: null } as const
  * The command timeout is keel's (CommandDeadlines: one timer for all commands in flight), not
  * ioredis's `commandTimeout` (a timer per command).
  */
-export class RedisTier {
+export class RedisTier implements SharedTier {
   readonly processId = randomUUID()
   readonly #command: KeelRedis
   readonly #subscriber: Redis
   readonly #breaker: CircuitBreaker
   readonly #keys: CacheKeys
   readonly #deadlines: CommandDeadlines
+  readonly #decode: (buffer: Buffer | null) => CacheEntry | undefined
   readonly #firstReady: Promise<void>
   #subscriberLost = false
+  #commandLost = false
   #closed = false
 
-  constructor(
-    url: string,
-    commandTimeoutMs: number,
-    keys: CacheKeys,
-    breaker: { threshold: number; resetMs: number },
-    logger: Logger | undefined,
-    events: RedisTierEvents,
-  ) {
+  constructor(options: RedisTierOptions, events: RedisTierEvents) {
+    const { url, commandTimeoutMs, keys, breaker, logger } = options
     this.#keys = keys
+    this.#decode = options.decode
     this.#breaker = new CircuitBreaker(breaker.threshold, breaker.resetMs, events.onBreaker)
     this.#deadlines = new CommandDeadlines(commandTimeoutMs)
-    const options = {
+    const connection = {
       maxRetriesPerRequest: 0,
       connectTimeout: Math.max(1_000, commandTimeoutMs * 10),
       // Reconnect quickly, forever: the breaker, not the connection, decides whether commands are sent.
       retryStrategy: (times: number) => Math.min(50 * times, 1_000),
       lazyConnect: false,
     }
-    this.#command = new Redis(url, { ...options, enableOfflineQueue: true }) as KeelRedis
+    this.#command = new Redis(url, { ...connection, enableOfflineQueue: true }) as KeelRedis
     this.#command.defineCommand('keelCasSet', { lua: CAS_SET })
     this.#command.defineCommand('keelUnlock', { numberOfKeys: 1, lua: UNLOCK })
     this.#command.on('error', (error: Error) =>
       logger?.debug({ err: error }, 'keel cache: redis connection error'),
     )
-    this.#subscriber = new Redis(url, { ...options, enableOfflineQueue: true })
+    this.#command.on('close', () => {
+      if (!this.#closed) this.#commandLost = true
+    })
+    this.#command.on('ready', () => {
+      if (this.#commandLost) {
+        this.#commandLost = false
+        events.onCommandsBack()
+      }
+    })
+    this.#subscriber = new Redis(url, { ...connection, enableOfflineQueue: true })
     this.#subscriber.on('error', (error: Error) =>
       logger?.debug({ err: error }, 'keel cache: redis subscriber error'),
     )
@@ -108,7 +121,7 @@ export class RedisTier {
     this.#firstReady = new Promise<void>((resolve) => {
       const done = () => resolve()
       this.#command.once('ready', done)
-      setTimeout(done, options.connectTimeout).unref()
+      setTimeout(done, connection.connectTimeout).unref()
     })
   }
 
@@ -159,29 +172,48 @@ export class RedisTier {
   }
 
   /**
-   * The entry and the current invalidation counters, in one MGET. The hot path of a Redis hit: no
-   * async layer, one continuation (the breaker's bookkeeping and the decode) on ioredis's promise.
+   * The entry and the current invalidation counters, in one MGET of `keys` ([value, ...counters], built
+   * once per key: ioredis copies the arguments).
    */
-  read(valueKey: string, versionKeys: readonly string[]): Promise<Read> {
+  read(keys: readonly string[]): Promise<Read> {
+    return this.readThen(keys, same, rethrow)
+  }
+
+  /**
+   * `read`, with `then` (or `otherwise`, when it fails) run in the reply's own reaction: the hot path of
+   * a Redis hit, with no async layer and no promise between the reply and what the cache does with it
+   * (the breaker's bookkeeping, the decode, then the caller's continuation).
+   */
+  readThen<R>(
+    keys: readonly string[],
+    then: (read: Read) => R | PromiseLike<R>,
+    otherwise: (error: unknown) => R | PromiseLike<R>,
+  ): Promise<R> {
     if (this.#command.status !== 'ready') {
-      return this.#run((r) => r.mgetBuffer(valueKey, ...versionKeys)).then(toRead)
+      return this.#run((r) => r.mgetBuffer(...keys)).then((raw) => then(this.#toRead(raw)), otherwise)
     }
-    const command = new Command('mget', [valueKey, ...versionKeys], MGET_BUFFERS)
+    const command = new Command('mget', keys as string[], MGET_BUFFERS)
     this.#deadlines.track(command)
     return (this.#command.sendCommand(command) as Promise<Array<Buffer | null>>).then(
-      this.#replied,
-      this.#failed,
+      (raw) => {
+        this.#breaker.success()
+        return then(this.#toRead(raw))
+      },
+      (error: unknown) => {
+        this.#breaker.failure()
+        return otherwise(error)
+      },
     )
   }
 
-  readonly #replied = (raw: Array<Buffer | null>): Read => {
-    this.#breaker.success()
-    return toRead(raw)
-  }
-
-  readonly #failed = (error: unknown): never => {
-    this.#breaker.failure()
-    throw error
+  readonly #toRead = (raw: Array<Buffer | null>): Read => {
+    const value = raw[0] ?? null
+    const versions: string[] = new Array(raw.length - 1)
+    for (let i = 1; i < raw.length; i++) {
+      const v = raw[i]
+      versions[i - 1] = v === null || v === undefined ? '0' : counterString(v, 0, v.length)
+    }
+    return { entry: this.#decode(value), versions, bytes: value?.length ?? 0 }
   }
 
   /** Writes if the versions are unchanged, and publishes the fill; false when fenced out. */
@@ -256,12 +288,10 @@ export class RedisTier {
   }
 }
 
-function toRead(raw: Array<Buffer | null>): Read {
-  const value = raw[0]
-  const versions: string[] = new Array(raw.length - 1)
-  for (let i = 1; i < raw.length; i++) {
-    const v = raw[i]
-    versions[i - 1] = v === null || v === undefined ? '0' : v.toString()
-  }
-  return { entry: decodeEntry(value), versions, bytes: value?.length ?? 0 }
+function same<T>(value: T): T {
+  return value
+}
+
+function rethrow(error: unknown): never {
+  throw error
 }

@@ -1,7 +1,7 @@
 import type { Context } from '@opentelemetry/api'
 import { KeelError } from '../errors.js'
 import type { Lease } from '../pool/lease.js'
-import { type Prelude, ScopedQuery } from '../pool/scoped-query.js'
+import { type Prelude, type RowShape, ScopedQuery } from '../pool/scoped-query.js'
 import { COMMIT, WAL_POSITION_TEXT } from '../routing/wal-statements.js'
 import { settleSession } from '../sql/session-guard.js'
 import { SESSION_CHECK } from '../sql/session-probe.js'
@@ -9,7 +9,15 @@ import { loadParser, parserLoaded } from '../sql/sql-parser.js'
 import { operationName } from '../telemetry/sanitize-sql.js'
 import type { Engine, TenantLimits } from './engine.js'
 import type { EnqueueOptions, OutboxRow } from './job-port.js'
-import type { QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
+import { toStatement } from './query-config.js'
+import type {
+  QueryArrayConfig,
+  QueryArrayResult,
+  QueryConfig,
+  QueryOptions,
+  QueryResult,
+  TransactionOptions,
+} from './query-types.js'
 import type { Transaction } from './transaction.js'
 
 const ISOLATION = {
@@ -97,8 +105,18 @@ export class PinnedTransaction implements Transaction {
     this.#preludes = [{ text: begin }, engine.strategy.scope(tenantId, timeout)]
   }
 
-  async query<R = Record<string, unknown>>(
-    text: string,
+  query<R extends unknown[] = unknown[]>(
+    config: QueryArrayConfig,
+    values?: readonly unknown[],
+    options?: QueryOptions,
+  ): Promise<QueryArrayResult<R>>
+  query<R = Record<string, unknown>>(
+    text: string | QueryConfig,
+    values?: readonly unknown[],
+    options?: QueryOptions,
+  ): Promise<QueryResult<R>>
+  async query<R>(
+    text: string | QueryConfig,
     values?: readonly unknown[],
     options?: QueryOptions,
   ): Promise<QueryResult<R>> {
@@ -109,12 +127,14 @@ export class PinnedTransaction implements Transaction {
         'this transaction has ended; run queries inside its callback',
       )
     }
+    const statement = toStatement(text, values)
     if (!parserLoaded()) await loadParser()
-    const sql = engine.checkText(text, false)
+    const sql = engine.checkText(statement.text, false)
     const effect = engine.effectOf(sql)
     if (effect === 'opaque') this.#opaque = true
     else if (effect === 'retire') this.#lease.markBroken()
-    const params = engine.checkValues(values)
+    const params = statement.values
+    const shape = statement.shape
     const operation = operationName(sql)
     const span = engine.telemetry.startQuery({
       text: sql,
@@ -126,7 +146,7 @@ export class PinnedTransaction implements Transaction {
     const started = performance.now()
     let failure: unknown
     const first = this.#state === 'new'
-    let query = this.#next(sql, params, this.#cacheSize(first))
+    let query = this.#next(sql, params, this.#cacheSize(first), shape)
     try {
       try {
         return await engine.submit<R>(this.#lease, query, options?.signal)
@@ -137,7 +157,7 @@ export class PinnedTransaction implements Transaction {
         await engine.rollBack(this.#lease)
         this.#lease.host.stopNaming(error)
         this.#state = 'new'
-        query = this.#next(sql, params, 0)
+        query = this.#next(sql, params, 0, shape)
         return await engine.submit<R>(this.#lease, query, options?.signal)
       }
     } catch (error) {
@@ -271,12 +291,17 @@ export class PinnedTransaction implements Transaction {
     }
   }
 
-  #next(text: string, values: readonly unknown[] | undefined, cacheSize: number): ScopedQuery {
+  #next(
+    text: string,
+    values: readonly unknown[] | undefined,
+    cacheSize: number,
+    shape?: RowShape,
+  ): ScopedQuery {
     if (this.#state === 'new') {
       this.#state = 'open'
-      return new ScopedQuery(text, values, this.#preludes, cacheSize)
+      return new ScopedQuery(text, values, this.#preludes, cacheSize, [], shape)
     }
-    return new ScopedQuery(text, values, [], cacheSize)
+    return new ScopedQuery(text, values, [], cacheSize, [], shape)
   }
 
   #send(text: string): Promise<QueryResult> {

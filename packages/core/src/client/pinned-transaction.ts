@@ -43,6 +43,19 @@ export interface TransactionControl {
   outbox(tx: PinnedTransaction): readonly OutboxRow[]
   /** The transaction span's context: statements run in it become its children. */
   context(tx: PinnedTransaction): Context
+  /**
+   * A savepoint statement named by the caller (the pg.Pool facade's clients, ADR 0031): sent unnamed,
+   * in the first batch (after BEGIN and the scope) when nothing ran yet.
+   */
+  savepoint(tx: PinnedTransaction, kind: SavepointKind, name: string): Promise<QueryResult>
+}
+
+export type SavepointKind = 'savepoint' | 'release' | 'rollback_to'
+
+const SAVEPOINT_SQL: Record<SavepointKind, string> = {
+  savepoint: 'SAVEPOINT',
+  release: 'RELEASE SAVEPOINT',
+  rollback_to: 'ROLLBACK TO SAVEPOINT',
 }
 
 let control: TransactionControl | undefined
@@ -62,6 +75,11 @@ export class PinnedTransaction implements Transaction {
       ended: (tx) => tx.#state === 'closed',
       outbox: (tx) => tx.#outbox,
       context: (tx) => tx.#context,
+      savepoint: (tx, kind, name) => {
+        if (tx.#state === 'closed') return Promise.reject(closedError())
+        // The name as the parser read it (case folded unless quoted), quoted back exactly.
+        return tx.#send(`${SAVEPOINT_SQL[kind]} "${name.replaceAll('"', '""')}"`)
+      },
     }
   }
 
@@ -100,6 +118,7 @@ export class PinnedTransaction implements Transaction {
       begin += ` ISOLATION LEVEL ${level}`
     }
     if (options.readOnly === true) begin += ' READ ONLY'
+    if (options.deferrable === true) begin += ' DEFERRABLE'
     const timeout = options.statementTimeoutMs ?? limits.statementTimeoutMs
     // SET LOCAL-style settings made after BEGIN last until COMMIT/ROLLBACK, and no longer.
     this.#preludes = [{ text: begin }, engine.strategy.scope(tenantId, timeout)]
@@ -308,6 +327,13 @@ export class PinnedTransaction implements Transaction {
     // Control statements (savepoint names vary) are sent unnamed, outside the statement cache.
     return this.#engine.submit(this.#lease, this.#next(text, undefined, 0), undefined)
   }
+}
+
+function closedError(): KeelError {
+  return new KeelError(
+    'KEEL_TRANSACTION_CLOSED',
+    'this transaction has ended; run queries inside its callback',
+  )
 }
 
 /** The session's side of every transaction (see {@link TransactionControl}). */

@@ -67,6 +67,8 @@ export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializabl
 export interface TransactionOptions {
   isolationLevel?: IsolationLevel
   readOnly?: boolean
+  /** With serializable and readOnly: DEFERRABLE (waits for a safe snapshot, then never fails to serialize). */
+  deferrable?: boolean
   signal?: AbortSignal
   /** statement_timeout for every statement of this transaction (0 = the server's). */
   statementTimeoutMs?: number

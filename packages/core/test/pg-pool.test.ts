@@ -356,7 +356,11 @@ describe('keel.pgPool(): follows keel.current()', () => {
       // A client lent inside a context, used outside one: the same.
       const client = await offline.run(offline.tenant('acme'), () => connectClient(pool))
       expect(await failure(client.query('SELECT 1'))).toMatchObject({ code: 'KEEL_NO_TENANT_CONTEXT' })
-      expect(await failure(client.query('BEGIN'))).toMatchObject({ code: 'KEEL_NO_TENANT_CONTEXT' })
+      for (const statement of ['BEGIN', 'SET TRANSACTION READ ONLY', 'COMMIT', 'ROLLBACK', 'SAVEPOINT a']) {
+        expect(await failure(client.query(statement)), statement).toMatchObject({
+          code: 'KEEL_NO_TENANT_CONTEXT',
+        })
+      }
     } finally {
       await offline.close()
     }

@@ -105,11 +105,12 @@ export class LentClient extends EventEmitter {
     const control = await controlOf(statement.text)
     const tx = this.#tx
     // Ending a transaction (a timer's ROLLBACK, say) only closes what its tenant opened; anything else
-    // needs the tenant in context, and the transaction's own (keel.pgPool(): a client kept across
+    // needs a tenant in context, and inside a transaction its own (keel.pgPool(): a client kept across
     // requests must not run one tenant's statement in another's transaction).
-    if (tx !== undefined && control?.kind !== 'commit' && control?.kind !== 'rollback') {
+    const ending = tx !== undefined && (control?.kind === 'commit' || control?.kind === 'rollback')
+    if (!ending) {
       if (session === undefined) throw missing
-      if (session.tenantId !== tx.tenantId) {
+      if (tx !== undefined && session.tenantId !== tx.tenantId) {
         throw new KeelError(
           'KEEL_QUERY_INVALID',
           "this client's open transaction belongs to another tenant than the one in context; release the client at the end of each request",
@@ -117,18 +118,12 @@ export class LentClient extends EventEmitter {
         )
       }
     }
-    if (control === undefined) {
-      if (tx !== undefined) return tx.query(config, values)
-      if (session === undefined) throw missing
-      return session.query(config, values)
-    }
+    if (control === undefined)
+      return tx !== undefined ? tx.query(config, values) : session!.query(config, values)
     switch (control.kind) {
       case 'begin':
         // Postgres warns and carries on when a transaction is already open; so does this.
-        if (tx === undefined) {
-          if (session === undefined) throw missing
-          this.#tx = driveTransaction(session, control.modes)
-        }
+        if (tx === undefined) this.#tx = driveTransaction(session!, control.modes)
         return commandResult('BEGIN', rowMode)
       case 'set':
         if (tx === undefined) return commandResult('SET', rowMode) // Postgres: a warning, no effect.

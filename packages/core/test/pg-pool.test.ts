@@ -283,6 +283,20 @@ describe('clients from connect()', () => {
     }
   })
 
+  it('lends a pg.Client-shaped client: an EventEmitter with pg’s quoting helpers, harmless connect()/end()', async () => {
+    const client = (await keel.tenant('acme').pgPool().connect()) as unknown as pg.Client & {
+      release(): void
+    }
+    const onError = () => undefined
+    client.on('error', onError)
+    client.removeListener('error', onError)
+    expect(client.escapeIdentifier('a"b')).toBe('"a""b"')
+    expect(client.escapeLiteral("it's")).toBe("'it''s'")
+    await client.connect()
+    expect((await client.query({ text: 'SELECT 1 AS a, 2 AS a', rowMode: 'array' })).rows).toEqual([[1, 2]])
+    await client.end()
+  })
+
   it('connect() in callback style gets (err, client, release), and the client takes callbacks', async () => {
     const pool = keel.tenant('acme').pgPool()
     const result = await new Promise<pg.QueryResult>((resolve, reject) => {

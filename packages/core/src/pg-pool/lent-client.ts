@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events'
+import pg from 'pg'
 import type { DrivenTransaction } from '../client/driven-transaction.js'
 import { toStatement } from '../client/query-config.js'
 import type { QueryConfig, QueryResult } from '../client/query-types.js'
@@ -168,6 +169,15 @@ export class LentClient extends EventEmitter {
   /** True after release(); the client still works (it holds nothing), as ORMs never rely on either. */
   get released(): boolean {
     return this.#released
+  }
+
+  /** pg.Client's quoting helpers (pg's own). */
+  escapeIdentifier(value: string): string {
+    return pg.escapeIdentifier(value)
+  }
+
+  escapeLiteral(value: string): string {
+    return pg.escapeLiteral(value)
   }
 
   /** pg.Client's connect(): nothing to open. */

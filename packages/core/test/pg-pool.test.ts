@@ -398,6 +398,24 @@ describe('keel.pgPool(): follows keel.current()', () => {
     expect(await bodies(acme, tag('kept-across'))).toEqual([])
   })
 
+  it('inside db.transaction(fn), pool.query runs in that transaction (as keel.current() does)', async () => {
+    const db = keel.tenant('acme')
+    const body = tag('in-callback')
+    const seen = await keel.run(db, () =>
+      db
+        .transaction(async (tx) => {
+          await tx.query(insert, ['acme', body, 1])
+          const r = await keel
+            .pgPool()
+            .query(`SELECT count(*)::int AS n FROM ${table} WHERE body = $1`, [body])
+          throw Object.assign(new Error('roll back'), { n: r.rows[0]!.n })
+        })
+        .catch((e: { n: number }) => e.n),
+    )
+    expect(seen).toBe(1)
+    expect(await bodies(db, body)).toEqual([])
+  })
+
   it('200 interleaved requests of several tenants through one pool see only their own rows', async () => {
     const pool = keel.pgPool()
     const tenants = ['t_a', 't_b', 't_c', 't_d']

@@ -27,7 +27,7 @@ export async function controlOf(text: string): Promise<TransactionCommand | unde
   if (!parserLoaded()) await loadParser()
   const found = statementClass(text)
   if (found.refusal === SESSION_SETTING) {
-    throw new KeelError('KEEL_QUERY_INVALID', ORM_SESSION_SETTING, { details: { text } })
+    throw new KeelError('KEEL_QUERY_INVALID', ORM_SESSION_SETTING)
   }
   return found.control
 }

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createKeel, isKeelError, type Keel, type TenantClient } from '../src/index.js'
 import { awaitOnReplicas, connect, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
+import { pgbouncer } from './support/pgbouncer.js'
 import { waitFor } from './support/wait.js'
 
 // db.pgPool() / keel.pgPool(): a pg.Pool of the app's pg over keel (issue #12, ADR 0031).
@@ -519,5 +520,50 @@ describe('routing through the facade', () => {
     expect(db.consistencyToken).not.toBe(afterWrite)
     const next = lagged.tenant('acme', { consistencyToken: db.consistencyToken })
     expect((await next.pgPool().query(probe, [txBody])).rows[0]!.n).toBe(1)
+  })
+})
+
+describe('through PgBouncer in transaction mode', () => {
+  it('facade transactions (isolation, savepoints) and interleaved tenants stay right', async () => {
+    const { plain } = await pgbouncer()
+    const bounced = testKeel({ connectionString: plain.url, pool: { max: 3 } })
+    try {
+      const pool = bounced.pgPool()
+      const errors: string[] = []
+      const request = async (i: number) => {
+        const tenant = i % 2 === 0 ? 'pgb_a' : 'pgb_b'
+        await bounced.run(bounced.tenant(tenant), async () => {
+          const client = await connectClient(pool)
+          try {
+            await client.query('BEGIN')
+            await client.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ')
+            const iso = await client.query(`SELECT current_setting('transaction_isolation') AS iso`)
+            if (iso.rows[0]!.iso !== 'repeatable read') errors.push(`${tenant}: ${iso.rows[0]!.iso}`)
+            await client.query('SAVEPOINT s')
+            await client.query(insert, [tenant, tag(`pgb-${tenant}-${i}-dropped`), i])
+            await client.query('ROLLBACK TO SAVEPOINT s')
+            await client.query(insert, [tenant, tag(`pgb-${tenant}-${i}`), i])
+            await client.query('COMMIT')
+          } finally {
+            client.release()
+          }
+          const seen = await pool.query<Row>(`SELECT tenant_id, body FROM ${table} WHERE body LIKE $1`, [
+            tag('pgb-%'),
+          ])
+          for (const r of seen.rows) {
+            if (r.tenant_id !== tenant) errors.push(`${tenant} saw ${r.tenant_id}`)
+            if (r.body.endsWith(`dropped-${run}`)) errors.push(`${tenant} kept a rolled-back savepoint`)
+          }
+        })
+      }
+      await Promise.all(Array.from({ length: 40 }, (_, i) => request(i)))
+      expect(errors).toEqual([])
+      const both = await Promise.all(
+        ['pgb_a', 'pgb_b'].map((t) => bodies(bounced.tenant(t), tag('pgb-%')).then((b) => b.length)),
+      )
+      expect(both).toEqual([20, 20])
+    } finally {
+      await bounced.close()
+    }
   })
 })

@@ -1,12 +1,25 @@
+import type pg from 'pg'
 import type { CacheClient } from '../cache/cache-client.js'
 import type { CachedOptions, InvalidateOptions } from '../cache/cached-options.js'
 import type { TenantContext } from '../context/tenant-context.js'
 import { SessionPosition } from '../routing/session-position.js'
 import { loadParser, parserLoaded } from '../sql/sql-parser.js'
+import type { TransactionModes } from '../sql/transaction-command.js'
+import { DrivenTransaction } from './driven-transaction.js'
 import type { Engine } from './engine.js'
 import type { EnqueueOptions, JobStatus, OutboxRow } from './job-port.js'
+import { OpenTransaction } from './open-transaction.js'
 import { type PinnedTransaction, transactionControl } from './pinned-transaction.js'
-import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
+import { toStatement } from './query-config.js'
+import type {
+  QueryArrayConfig,
+  QueryArrayResult,
+  Queryable,
+  QueryConfig,
+  QueryOptions,
+  QueryResult,
+  TransactionOptions,
+} from './query-types.js'
 import { runTransaction, savepoint, type TransactionSession } from './run-transaction.js'
 import { StatementPath } from './statement-path.js'
 import type { Transaction } from './transaction.js'
@@ -30,6 +43,7 @@ export type OpenTenantClient = (
 ) => TenantClient
 
 let open: OpenTenantClient
+let drive: (client: TenantClient, modes: TransactionModes) => DrivenTransaction
 
 /**
  * One tenant's handle on the database, and a read-your-writes session. Every statement carries the
@@ -42,6 +56,11 @@ export class TenantClient implements Queryable {
   static {
     open = (engine, tenantId, position, context, acceptedWork) =>
       new TenantClient(engine, tenantId, position, context, acceptedWork)
+    drive = (client, modes) =>
+      new DrivenTransaction(client.tenantId, modes, client.#inTransaction(), (options) => {
+        client.#assertOpen()
+        return OpenTransaction.begin(client.#engine, client.#transactionSession(), options)
+      })
   }
 
   readonly tenantId: string
@@ -55,6 +74,7 @@ export class TenantClient implements Queryable {
   readonly #acceptedWork: boolean
   #statements: StatementPath | undefined
   #cache: CacheClient | undefined
+  #pgPool: pg.Pool | undefined
 
   private constructor(
     engine: Engine,
@@ -147,23 +167,49 @@ export class TenantClient implements Queryable {
     return this.#position.token()
   }
 
-  async query<R = Record<string, unknown>>(
-    text: string,
+  /**
+   * Runs one statement in the tenant's scope, in one round trip. `text` is the SQL or pg's QueryConfig
+   * (`{ text, values, rowMode: 'array', types }`; `name` is ignored, keel names statements itself).
+   */
+  query<R extends unknown[] = unknown[]>(
+    config: QueryArrayConfig,
+    values?: readonly unknown[],
+    options?: QueryOptions,
+  ): Promise<QueryArrayResult<R>>
+  query<R = Record<string, unknown>>(
+    text: string | QueryConfig,
+    values?: readonly unknown[],
+    options?: QueryOptions,
+  ): Promise<QueryResult<R>>
+  async query<R>(
+    text: string | QueryConfig | QueryArrayConfig,
     values?: readonly unknown[],
     options?: QueryOptions,
   ): Promise<QueryResult<R>> {
     const tx = this.#inTransaction()
-    if (tx !== undefined) return tx.query<R>(text, values, options)
+    if (tx !== undefined) return tx.query<R>(text as QueryConfig, values, options)
     const engine = this.#engine
     this.#assertOpen()
+    const statement = toStatement(text, values)
     // Counted from here: keel.close() waits for a call that is still waiting for the parser to load.
     engine.inFlight.enter()
     try {
       if (!parserLoaded()) await loadParser()
-      return await this.#paths.run<R>(text, values, options)
+      return await this.#paths.run<R>(statement, options)
     } finally {
       engine.inFlight.leave()
     }
+  }
+
+  /**
+   * This session as a `pg.Pool` of the app's `pg` (`instanceof pg.Pool`), for ORMs and query builders:
+   * `query()` is this session's query, and `connect()` lends a client that holds no connection until it
+   * sends BEGIN, which becomes a keel transaction (ADR 0031). Opens no connection of its own; `end()` is
+   * a no-op (keel.close() closes the connections). The same object on every call.
+   */
+  pgPool(): pg.Pool {
+    this.#pgPool ??= this.#engine.pgPool(() => this)
+    return this.#pgPool
   }
 
   /**
@@ -212,6 +258,14 @@ export class TenantClient implements Queryable {
         .finally(() => engine.inFlight.leave())
     })
   }
+}
+
+/**
+ * A transaction of `client` driven statement by statement (BEGIN ... COMMIT through the pg.Pool
+ * facade, ADR 0031); a savepoint of the session's own transaction when begun inside its callback.
+ */
+export function driveTransaction(client: TenantClient, modes: TransactionModes): DrivenTransaction {
+  return drive(client, modes)
 }
 
 /** A session of `tenantId` (keel.tenant, a job's db, the outbox relay): the one way to build a TenantClient. */

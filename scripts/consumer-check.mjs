@@ -177,6 +177,22 @@ const ROUTE_BODY = `
   return { tenant: rows[0]!.tenant, cached: cached.at, job: status?.state, result: status?.result }
 `
 
+// #12: keel and the app share one pg (a peer), so the facade is an instanceof the app's pg.Pool (what
+// Prisma's adapter checks) and the app's global type parsers apply to keel's queries.
+const PG_CHECK = `
+async function checkPgPool(): Promise<void> {
+  const pool = keel.tenant('acme').pgPool()
+  if (!(pool instanceof pg.Pool)) throw new Error("db.pgPool() is not an instance of the app's pg.Pool")
+  pg.types.setTypeParser(20, (v: string) => BigInt(v))
+  try {
+    const { rows } = await pool.query<{ n: bigint; tenant: string }>("SELECT 9007199254740993::int8 AS n, current_setting('app.tenant_id', true) AS tenant")
+    if (rows[0]!.n !== 9007199254740993n || rows[0]!.tenant !== 'acme') throw new Error('pgPool query: ' + String(rows[0]!.n))
+  } finally {
+    pg.types.setTypeParser(20, (v: string) => v)
+  }
+}
+`
+
 const CHECK = `
 function check(label: string, body: unknown): void {
   const expected = { tenant: 'acme', cached: 1, job: 'completed', result: { n: 7, tenant: 'acme' } }
@@ -189,6 +205,7 @@ function check(label: string, body: unknown): void {
 const EXPRESS_APP = `import type { AddressInfo } from 'node:net'
 import { closeKeelWithServer, keelExpress } from '@keel/express'
 import express from 'express'
+import pg from 'pg'
 import { makeKeel, warnings } from './keel.js'
 import { cjsErrorHandler, legacyRoutes } from './legacy.cjs'
 
@@ -206,14 +223,15 @@ app.use(cjsErrorHandler())                                        // the CommonJ
 const server = app.listen(0, '127.0.0.1')
 await new Promise((r) => server.once('listening', r))
 const closed = closeKeelWithServer(server, keel)
-${CHECK}
+${CHECK}${PG_CHECK}
 try {
+  await checkPgPool()
   const base = 'http://127.0.0.1:' + (server.address() as AddressInfo).port
   for (const path of ['/esm', '/cts']) {
     const res = await fetch(base + path, { headers: { 'x-tenant-id': 'acme' } })
     check(path, await res.json())
   }
-  console.log('consumer app ok: express, ESM and .cts routes: scoped query, cache, job')
+  console.log('consumer app ok: express, ESM and .cts routes: scoped query, cache, job; pgPool() instanceof the app pg.Pool')
 } finally {
   await worker.close()
   server.close()
@@ -238,6 +256,7 @@ export function legacyRoutes(app: Express): void {
 
 const FASTIFY_APP = `import { keelFastify } from '@keel/fastify'
 import Fastify from 'fastify'
+import pg from 'pg'
 import { makeKeel, warnings } from './keel.js'
 import { legacyRoutes } from './legacy.cjs'
 
@@ -249,13 +268,14 @@ app.get('/esm', async (request) => {
   const db = request.db
 ${ROUTE_BODY}})
 await app.register(legacyRoutes)
-${CHECK}
+${CHECK}${PG_CHECK}
 try {
+  await checkPgPool()
   for (const url of ['/esm', '/cts']) {
     const res = await app.inject({ url, headers: { 'x-tenant-id': 'acme' } })
     check(url, res.json())
   }
-  console.log('consumer app ok: fastify, ESM and .cts routes: scoped query, cache, job')
+  console.log('consumer app ok: fastify, ESM and .cts routes: scoped query, cache, job; pgPool() instanceof the app pg.Pool')
 } finally {
   await worker.close()
   await app.close()

@@ -95,34 +95,32 @@ async function seedTenant(owner: pg.Client, tenant: string, t: number): Promise<
   await owner.query('COMMIT')
 }
 
-/** Waits until every replica has replayed the seed (the last payment of the last tenant). */
+/** Waits until every replica has replayed the primary's WAL up to now: the tables and the seed. */
 async function awaitOnReplicas(): Promise<void> {
-  const last = TENANTS[TENANTS.length - 1]!
+  const admin = await connect('super')
+  let lsn: string
+  try {
+    lsn = (await admin.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn
+  } finally {
+    await admin.end()
+  }
   for (const replica of readStack().replicas) {
     const client = new pg.Client({ connectionString: replica.superUrl })
     await client.connect()
     try {
       for (let i = 0; ; i++) {
-        const r = await client.query<{ n: string }>(
-          "SELECT count(*) AS n FROM pg_class WHERE relname = 'orm_payments'",
+        const r = await client.query<{ caught: boolean }>(
+          'SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS caught',
+          [lsn],
         )
-        const n = r.rows[0]?.n === '1' ? await countPayments(client, last) : 0
-        if (n === 6) break
-        if (i > 400) throw new Error(`${replica.name} did not replay the ORM seed`)
+        if (r.rows[0]?.caught === true) break
+        if (i > 600) throw new Error(`${replica.name} did not replay the ORM tables`)
         await new Promise((resolve) => setTimeout(resolve, 25))
       }
     } finally {
       await client.end()
     }
   }
-}
-
-async function countPayments(client: pg.Client, tenant: string): Promise<number> {
-  const r = await client.query<{ n: number }>(
-    'SELECT count(*)::int AS n FROM orm_payments WHERE tenant_id = $1',
-    [tenant],
-  )
-  return r.rows[0]?.n ?? 0
 }
 
 /**

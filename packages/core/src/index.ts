@@ -2,8 +2,13 @@ export type { CacheApi } from './cache/cache-client.js'
 export type { CachedOptions, InvalidateOptions } from './cache/cached-options.js'
 export type {
   Consistency,
+  CustomTypesConfig,
+  FieldDef,
   IsolationLevel,
+  QueryArrayConfig,
+  QueryArrayResult,
   Queryable,
+  QueryConfig,
   QueryOptions,
   QueryResult,
   TransactionOptions,

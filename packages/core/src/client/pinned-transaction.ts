@@ -1,7 +1,7 @@
 import type { Context } from '@opentelemetry/api'
 import { KeelError } from '../errors.js'
 import type { Lease } from '../pool/lease.js'
-import { type Prelude, ScopedQuery } from '../pool/scoped-query.js'
+import { type Prelude, type RowShape, ScopedQuery } from '../pool/scoped-query.js'
 import { COMMIT, WAL_POSITION_TEXT } from '../routing/wal-statements.js'
 import { settleSession } from '../sql/session-guard.js'
 import { SESSION_CHECK } from '../sql/session-probe.js'
@@ -9,7 +9,15 @@ import { loadParser, parserLoaded } from '../sql/sql-parser.js'
 import { operationName } from '../telemetry/sanitize-sql.js'
 import type { Engine, TenantLimits } from './engine.js'
 import type { EnqueueOptions, OutboxRow } from './job-port.js'
-import type { QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
+import { toStatement } from './query-config.js'
+import type {
+  QueryArrayConfig,
+  QueryArrayResult,
+  QueryConfig,
+  QueryOptions,
+  QueryResult,
+  TransactionOptions,
+} from './query-types.js'
 import type { Transaction } from './transaction.js'
 
 const ISOLATION = {
@@ -35,6 +43,19 @@ export interface TransactionControl {
   outbox(tx: PinnedTransaction): readonly OutboxRow[]
   /** The transaction span's context: statements run in it become its children. */
   context(tx: PinnedTransaction): Context
+  /**
+   * A savepoint statement named by the caller (the pg.Pool facade's clients, ADR 0031): sent unnamed,
+   * in the first batch (after BEGIN and the scope) when nothing ran yet.
+   */
+  savepoint(tx: PinnedTransaction, kind: SavepointKind, name: string): Promise<QueryResult>
+}
+
+export type SavepointKind = 'savepoint' | 'release' | 'rollback_to'
+
+const SAVEPOINT_SQL: Record<SavepointKind, string> = {
+  savepoint: 'SAVEPOINT',
+  release: 'RELEASE SAVEPOINT',
+  rollback_to: 'ROLLBACK TO SAVEPOINT',
 }
 
 let control: TransactionControl | undefined
@@ -54,6 +75,11 @@ export class PinnedTransaction implements Transaction {
       ended: (tx) => tx.#state === 'closed',
       outbox: (tx) => tx.#outbox,
       context: (tx) => tx.#context,
+      savepoint: (tx, kind, name) => {
+        if (tx.#state === 'closed') return Promise.reject(closedError())
+        // The name as the parser read it (case folded unless quoted), quoted back exactly.
+        return tx.#send(`${SAVEPOINT_SQL[kind]} "${name.replaceAll('"', '""')}"`)
+      },
     }
   }
 
@@ -92,13 +118,24 @@ export class PinnedTransaction implements Transaction {
       begin += ` ISOLATION LEVEL ${level}`
     }
     if (options.readOnly === true) begin += ' READ ONLY'
+    if (options.deferrable === true) begin += ' DEFERRABLE'
     const timeout = options.statementTimeoutMs ?? limits.statementTimeoutMs
     // SET LOCAL-style settings made after BEGIN last until COMMIT/ROLLBACK, and no longer.
     this.#preludes = [{ text: begin }, engine.strategy.scope(tenantId, timeout)]
   }
 
-  async query<R = Record<string, unknown>>(
-    text: string,
+  query<R extends unknown[] = unknown[]>(
+    config: QueryArrayConfig,
+    values?: readonly unknown[],
+    options?: QueryOptions,
+  ): Promise<QueryArrayResult<R>>
+  query<R = Record<string, unknown>>(
+    text: string | QueryConfig,
+    values?: readonly unknown[],
+    options?: QueryOptions,
+  ): Promise<QueryResult<R>>
+  async query<R>(
+    text: string | QueryConfig,
     values?: readonly unknown[],
     options?: QueryOptions,
   ): Promise<QueryResult<R>> {
@@ -109,12 +146,14 @@ export class PinnedTransaction implements Transaction {
         'this transaction has ended; run queries inside its callback',
       )
     }
+    const statement = toStatement(text, values)
     if (!parserLoaded()) await loadParser()
-    const sql = engine.checkText(text, false)
+    const sql = engine.checkText(statement.text, false)
     const effect = engine.effectOf(sql)
     if (effect === 'opaque') this.#opaque = true
     else if (effect === 'retire') this.#lease.markBroken()
-    const params = engine.checkValues(values)
+    const params = statement.values
+    const shape = statement.shape
     const operation = operationName(sql)
     const span = engine.telemetry.startQuery({
       text: sql,
@@ -126,7 +165,7 @@ export class PinnedTransaction implements Transaction {
     const started = performance.now()
     let failure: unknown
     const first = this.#state === 'new'
-    let query = this.#next(sql, params, this.#cacheSize(first))
+    let query = this.#next(sql, params, this.#cacheSize(first), shape)
     try {
       try {
         return await engine.submit<R>(this.#lease, query, options?.signal)
@@ -137,7 +176,7 @@ export class PinnedTransaction implements Transaction {
         await engine.rollBack(this.#lease)
         this.#lease.host.stopNaming(error)
         this.#state = 'new'
-        query = this.#next(sql, params, 0)
+        query = this.#next(sql, params, 0, shape)
         return await engine.submit<R>(this.#lease, query, options?.signal)
       }
     } catch (error) {
@@ -271,18 +310,30 @@ export class PinnedTransaction implements Transaction {
     }
   }
 
-  #next(text: string, values: readonly unknown[] | undefined, cacheSize: number): ScopedQuery {
+  #next(
+    text: string,
+    values: readonly unknown[] | undefined,
+    cacheSize: number,
+    shape?: RowShape,
+  ): ScopedQuery {
     if (this.#state === 'new') {
       this.#state = 'open'
-      return new ScopedQuery(text, values, this.#preludes, cacheSize)
+      return new ScopedQuery(text, values, this.#preludes, cacheSize, [], shape)
     }
-    return new ScopedQuery(text, values, [], cacheSize)
+    return new ScopedQuery(text, values, [], cacheSize, [], shape)
   }
 
   #send(text: string): Promise<QueryResult> {
     // Control statements (savepoint names vary) are sent unnamed, outside the statement cache.
     return this.#engine.submit(this.#lease, this.#next(text, undefined, 0), undefined)
   }
+}
+
+function closedError(): KeelError {
+  return new KeelError(
+    'KEEL_TRANSACTION_CLOSED',
+    'this transaction has ended; run queries inside its callback',
+  )
 }
 
 /** The session's side of every transaction (see {@link TransactionControl}). */

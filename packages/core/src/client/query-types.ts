@@ -1,9 +1,48 @@
-/** What a query resolves to: pg's own result shape, so code written for node-postgres keeps working. */
+/** A column of a result, as pg describes it (pg's FieldDef). */
+export interface FieldDef {
+  name: string
+  tableID: number
+  columnID: number
+  dataTypeID: number
+  dataTypeSize: number
+  dataTypeModifier: number
+  format: string
+}
+
+/** What a query resolves to: pg's own result object, so code written for node-postgres keeps working. */
 export interface QueryResult<R = Record<string, unknown>> {
   rows: R[]
   rowCount: number | null
   command: string
-  fields: Array<{ name: string; dataTypeID: number }>
+  oid?: number | null
+  fields: FieldDef[]
+}
+
+/** A `rowMode: 'array'` result: each row is an array in column order (duplicate names survive). */
+export type QueryArrayResult<R extends unknown[] = unknown[]> = QueryResult<R>
+
+/**
+ * Per-query type parsers, as pg takes them (`types` of a QueryConfig): consulted for every column
+ * instead of pg's global ones (`pg.types`).
+ */
+export interface CustomTypesConfig {
+  getTypeParser(oid: number, format?: 'text' | 'binary'): (value: string) => unknown
+}
+
+/**
+ * pg's QueryConfig, accepted by db.query/tx.query in place of the text. `name` is accepted and
+ * ignored: keel names (prepares and caches) statements itself, per connection (ADR 0031).
+ */
+export interface QueryConfig<I extends readonly unknown[] = unknown[]> {
+  text: string
+  values?: I | undefined
+  rowMode?: 'array' | undefined
+  types?: CustomTypesConfig | undefined
+  name?: string | undefined
+}
+
+export interface QueryArrayConfig<I extends readonly unknown[] = unknown[]> extends QueryConfig<I> {
+  rowMode: 'array'
 }
 
 /**
@@ -28,16 +67,22 @@ export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializabl
 export interface TransactionOptions {
   isolationLevel?: IsolationLevel
   readOnly?: boolean
+  /** With serializable and readOnly: DEFERRABLE (waits for a safe snapshot, then never fails to serialize). */
+  deferrable?: boolean
   signal?: AbortSignal
   /** statement_timeout for every statement of this transaction (0 = the server's). */
   statementTimeoutMs?: number
 }
 
-/** Anything that runs tenant-scoped SQL: a tenant client or a transaction. */
+/**
+ * Anything that runs tenant-scoped SQL: a tenant client or a transaction. The first argument is the
+ * text or a pg QueryConfig; `values` given as the second argument win over the config's (as in pg).
+ * TenantClient and Transaction add an overload typing `rowMode: 'array'` rows as arrays.
+ */
 export interface Queryable {
   readonly tenantId: string
   query<R = Record<string, unknown>>(
-    text: string,
+    text: string | QueryConfig,
     values?: readonly unknown[],
     options?: QueryOptions,
   ): Promise<QueryResult<R>>

@@ -1,10 +1,9 @@
-import { context, trace } from '@opentelemetry/api'
+import { context } from '@opentelemetry/api'
 import { KeelError } from '../errors.js'
-import type { Lease } from '../pool/lease.js'
-import { parseLsn } from '../routing/lsn.js'
 import type { Engine } from './engine.js'
 import type { OutboxRow } from './job-port.js'
-import { PinnedTransaction, transactionControl } from './pinned-transaction.js'
+import { OpenTransaction } from './open-transaction.js'
+import { type PinnedTransaction, transactionControl } from './pinned-transaction.js'
 import type { TransactionOptions } from './query-types.js'
 import type { StatementPath } from './statement-path.js'
 import type { Transaction } from './transaction.js'
@@ -31,44 +30,17 @@ export async function runTransaction<T>(
   fn: (tx: Transaction) => Promise<T>,
   options: TransactionOptions,
 ): Promise<T> {
-  const tenantId = session.tenantId
-  const limits = engine.limitsFor(tenantId)
-  const span = engine.telemetry.startTransaction(tenantId, engine.primary.info)
-  const started = performance.now()
-  let lease: Lease | undefined
-  let tx: PinnedTransaction | undefined
-  let failure: unknown
-  const control = transactionControl()
-  engine.inFlight.enter()
+  const open = await OpenTransaction.begin(engine, session, options)
+  const tx = open.tx
+  let result: T
   try {
-    lease = await session.statements.lease(engine.primary, options, limits)
-    const onCommitted = (lsn: string | undefined) => session.statements.observe(parseLsn(lsn))
-    const trackPosition = engine.router !== undefined && options.readOnly !== true
-    tx = new PinnedTransaction(
-      engine,
-      tenantId,
-      lease,
-      limits,
-      options,
-      trace.setSpan(context.active(), span),
-      { trackPosition, onCommitted },
-    )
-    const open = tx
-    const result = await session.enter(open, () => context.with(control.context(open), () => fn(open)))
-    await control.commit(tx)
-    const outbox = control.outbox(tx)
-    if (outbox.length > 0) session.relay(outbox)
-    return result
+    result = await session.enter(tx, () => context.with(transactionControl().context(tx), () => fn(tx)))
   } catch (error) {
-    failure = error
-    if (tx !== undefined) await control.rollback(tx)
+    await open.rollback(error)
     throw error
-  } finally {
-    if (tx !== undefined) control.close(tx)
-    lease?.release()
-    engine.endSpan(span, started, 'TRANSACTION', engine.primary, failure)
-    engine.inFlight.leave()
   }
+  await open.commit()
+  return result
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Span } from '@opentelemetry/api'
 import type { HostPool } from '../pool/host-pool.js'
 import type { Lease } from '../pool/lease.js'
-import { ScopedQuery } from '../pool/scoped-query.js'
+import { type RowShape, ScopedQuery } from '../pool/scoped-query.js'
 import { classifySql, rememberWrite } from '../routing/classify-sql.js'
 import { isHostFailure, isReadOnlyRefusal, isRecoveryConflict, isSchemaLag } from '../routing/host-errors.js'
 import { type Lsn, parseLsn } from '../routing/lsn.js'
@@ -11,6 +11,7 @@ import { sessionBatch, settleSession } from '../sql/session-guard.js'
 import type { SessionEffect } from '../sql/statement-class.js'
 import { operationName } from '../telemetry/sanitize-sql.js'
 import type { Engine, TenantLimits } from './engine.js'
+import type { Statement } from './query-config.js'
 import type { QueryOptions, QueryResult } from './query-types.js'
 
 // One piece (~240 lines): a statement's two paths, replicas then the primary, share the batch-building
@@ -39,15 +40,12 @@ export class StatementPath {
   }
 
   /** Runs one statement (the parser is loaded and the call counted by the caller). */
-  async run<R>(
-    text: string,
-    values: readonly unknown[] | undefined,
-    options: QueryOptions | undefined,
-  ): Promise<QueryResult<R>> {
+  async run<R>(statement: Statement, options: QueryOptions | undefined): Promise<QueryResult<R>> {
     const engine = this.#engine
-    const sql = engine.checkText(text, false)
+    const sql = engine.checkText(statement.text, false)
     const effect = engine.effectOf(sql)
-    const params = engine.checkValues(values)
+    const params = statement.values
+    const shape = statement.shape
     const limits = engine.limitsFor(this.tenantId)
     const operation = operationName(sql)
     const span = engine.telemetry.startQuery({
@@ -75,6 +73,7 @@ export class StatementPath {
           const served = await this.#readFromReplicas<R>(
             sql,
             params,
+            shape,
             options,
             limits,
             requirement?.minLsn,
@@ -95,7 +94,7 @@ export class StatementPath {
       // A function may write (item 10 of issue #10): an opaque statement advances the session's
       // position like a write does; plain reads on the primary do not pay for it.
       const track = (write || effect === 'opaque') && engine.router !== undefined
-      return await this.#onPrimary<R>(sql, params, options, limits, track, effect, leased)
+      return await this.#onPrimary<R>(sql, params, shape, options, limits, track, effect, leased)
     } catch (error) {
       failure = error
       throw error
@@ -108,6 +107,7 @@ export class StatementPath {
   async #readFromReplicas<R>(
     sql: string,
     params: readonly unknown[] | undefined,
+    shape: RowShape | undefined,
     options: QueryOptions | undefined,
     limits: TenantLimits,
     minLsn: Lsn | undefined,
@@ -138,7 +138,7 @@ export class StatementPath {
         lease = await this.lease(host, options, limits)
         const result = await this.#send<R>(
           lease,
-          (size) => new ScopedQuery(sql, params, preludes, size, postludes),
+          (size) => new ScopedQuery(sql, params, preludes, size, postludes, shape),
           options?.signal,
           ref,
         )
@@ -210,6 +210,7 @@ export class StatementPath {
   async #onPrimary<R>(
     sql: string,
     params: readonly unknown[] | undefined,
+    shape: RowShape | undefined,
     options: QueryOptions | undefined,
     limits: TenantLimits,
     trackPosition: boolean,
@@ -223,7 +224,7 @@ export class StatementPath {
     const { preludes, postludes } = sessionBatch(effect, scope, trackPosition ? [WAL_POSITION] : [])
     let succeeded = false
     try {
-      const build = (size: number) => new ScopedQuery(sql, params, preludes, size, postludes)
+      const build = (size: number) => new ScopedQuery(sql, params, preludes, size, postludes, shape)
       const result = await this.#send<R>(lease, build, options?.signal, ref)
       succeeded = true
       if (trackPosition) await this.observe(parseLsn(ref.query?.postludeRows[1]?.[0]))

@@ -6,7 +6,16 @@ import { loadParser, parserLoaded } from '../sql/sql-parser.js'
 import type { Engine } from './engine.js'
 import type { EnqueueOptions, JobStatus, OutboxRow } from './job-port.js'
 import { type PinnedTransaction, transactionControl } from './pinned-transaction.js'
-import type { Queryable, QueryOptions, QueryResult, TransactionOptions } from './query-types.js'
+import { toStatement } from './query-config.js'
+import type {
+  QueryArrayConfig,
+  QueryArrayResult,
+  Queryable,
+  QueryConfig,
+  QueryOptions,
+  QueryResult,
+  TransactionOptions,
+} from './query-types.js'
 import { runTransaction, savepoint, type TransactionSession } from './run-transaction.js'
 import { StatementPath } from './statement-path.js'
 import type { Transaction } from './transaction.js'
@@ -147,20 +156,35 @@ export class TenantClient implements Queryable {
     return this.#position.token()
   }
 
-  async query<R = Record<string, unknown>>(
-    text: string,
+  /**
+   * Runs one statement in the tenant's scope, in one round trip. `text` is the SQL or pg's QueryConfig
+   * (`{ text, values, rowMode: 'array', types }`; `name` is ignored, keel names statements itself).
+   */
+  query<R extends unknown[] = unknown[]>(
+    config: QueryArrayConfig,
+    values?: readonly unknown[],
+    options?: QueryOptions,
+  ): Promise<QueryArrayResult<R>>
+  query<R = Record<string, unknown>>(
+    text: string | QueryConfig,
+    values?: readonly unknown[],
+    options?: QueryOptions,
+  ): Promise<QueryResult<R>>
+  async query<R>(
+    text: string | QueryConfig,
     values?: readonly unknown[],
     options?: QueryOptions,
   ): Promise<QueryResult<R>> {
     const tx = this.#inTransaction()
-    if (tx !== undefined) return tx.query<R>(text, values, options)
+    if (tx !== undefined) return tx.query<R>(text as QueryConfig, values, options)
     const engine = this.#engine
     this.#assertOpen()
+    const statement = toStatement(text, values)
     // Counted from here: keel.close() waits for a call that is still waiting for the parser to load.
     engine.inFlight.enter()
     try {
       if (!parserLoaded()) await loadParser()
-      return await this.#paths.run<R>(text, values, options)
+      return await this.#paths.run<R>(statement, options)
     } finally {
       engine.inFlight.leave()
     }

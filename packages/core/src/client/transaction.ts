@@ -1,5 +1,12 @@
 import type { EnqueueOptions } from './job-port.js'
-import type { Queryable, QueryOptions, QueryResult } from './query-types.js'
+import type {
+  QueryArrayConfig,
+  QueryArrayResult,
+  Queryable,
+  QueryConfig,
+  QueryOptions,
+  QueryResult,
+} from './query-types.js'
 
 /**
  * The handle `db.transaction(fn)` passes to `fn`: one pinned connection, scoped to the tenant. Only what
@@ -8,8 +15,13 @@ import type { Queryable, QueryOptions, QueryResult } from './query-types.js'
  */
 export interface Transaction extends Queryable {
   readonly tenantId: string
+  query<R extends unknown[] = unknown[]>(
+    config: QueryArrayConfig,
+    values?: readonly unknown[],
+    options?: QueryOptions,
+  ): Promise<QueryArrayResult<R>>
   query<R = Record<string, unknown>>(
-    text: string,
+    text: string | QueryConfig,
     values?: readonly unknown[],
     options?: QueryOptions,
   ): Promise<QueryResult<R>>

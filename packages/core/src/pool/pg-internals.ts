@@ -31,6 +31,7 @@ export type PgQueryConstructor = new (config: {
   text: string
   values?: readonly unknown[]
   rowMode?: 'array'
+  types?: unknown
 }) => PgQueryInternals
 
 export const PgQuery = pg.Query as unknown as PgQueryConstructor

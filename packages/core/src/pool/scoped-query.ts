@@ -18,6 +18,17 @@ export interface Prelude {
   readonly ends?: boolean
 }
 
+/**
+ * How pg builds the caller's rows: `rowMode: 'array'` (pg's own array rows, so columns of the same name
+ * all survive) and per-query `types` (else the client's, which fall back to the global `pg.types`).
+ */
+export interface RowShape {
+  readonly rowMode?: 'array' | undefined
+  readonly types?:
+    | { getTypeParser(oid: number, format?: 'text' | 'binary'): (value: string) => unknown }
+    | undefined
+}
+
 interface DataRowMessage {
   fields: Array<string | null>
 }
@@ -63,8 +74,14 @@ export class ScopedQuery extends PgQuery {
     preludes: readonly Prelude[],
     cacheSize: number,
     postludes: readonly Prelude[] = [],
+    shape?: RowShape,
   ) {
-    super(values === undefined ? { text } : { text, values })
+    super({
+      text,
+      ...(values === undefined ? {} : { values }),
+      ...(shape?.rowMode === undefined ? {} : { rowMode: shape.rowMode }),
+      ...(shape?.types === undefined ? {} : { types: shape.types }),
+    })
     this.#preludes = preludes
     this.#postludes = postludes
     this.#pending = preludes.length

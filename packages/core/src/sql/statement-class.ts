@@ -1,6 +1,7 @@
 import { LRUCache } from 'lru-cache'
 import { PURE_FUNCTIONS } from './pure-functions.js'
 import { type ParseNode, parseStatements } from './sql-parser.js'
+import { type TransactionCommand, transactionCommand } from './transaction-command.js'
 
 /**
  * What running a statement may leave on its connection, decided from Postgres' own parse tree:
@@ -24,6 +25,11 @@ export interface StatementClass {
   readonly functions?: readonly string[]
   /** Why a `refuse` statement is refused, and what to do instead. */
   readonly refusal?: string
+  /**
+   * A lone transaction control statement (BEGIN, SET TRANSACTION, COMMIT, SAVEPOINT...): refused in
+   * db.query, mapped onto keel's transactions by the pg.Pool facade's clients (ADR 0031).
+   */
+  readonly control?: TransactionCommand
 }
 
 const PLAIN: StatementClass = Object.freeze({ effect: 'plain' })
@@ -78,6 +84,15 @@ function classify(text: string): StatementClass {
   const statements = parseStatements(text)
   // Postgres will report the syntax error itself; until it has, nothing is known of the text.
   if (statements === undefined) return OPAQUE
+  const control = statements.length === 1 ? transactionCommand(statements[0]!) : undefined
+  if (control !== undefined) {
+    // SET TRANSACTION is allowed inside db.transaction() (it is transaction-local); the rest is refused.
+    const found: StatementClass =
+      control.kind === 'set'
+        ? { effect: 'plain', control }
+        : { effect: 'refuse', refusal: TRANSACTION_CONTROL, control }
+    return Object.freeze(found)
+  }
   const found = new Findings()
   for (const statement of statements) found.statement(statement)
   if (found.refusal !== undefined) return refuse(found.refusal)

@@ -1,3 +1,4 @@
+import type pg from 'pg'
 import { type CacheApi, CacheClient, SHARED_SCOPE } from './cache/cache-client.js'
 import type { Engine } from './client/engine.js'
 import { type CurrentEntry, openTenantClient, TenantClient } from './client/tenant-client.js'
@@ -38,6 +39,7 @@ export class Keel {
   readonly #definitions: Map<string, ResolvedJobDefinition>
   readonly #context = new TenantContext<CurrentEntry>()
   #closing: Promise<void> | undefined
+  #pgPool: pg.Pool | undefined
 
   private constructor({ config, engine, jobs, definitions }: Wiring) {
     this.config = config
@@ -123,6 +125,17 @@ export class Keel {
    */
   current(): TenantClient {
     return this.#context.current().client
+  }
+
+  /**
+   * A `pg.Pool` of the app's `pg` that follows keel.current(): each statement (each transaction, from
+   * its BEGIN) runs for the tenant of the context it is sent from, so one ORM instance serves every
+   * request. With no tenant in context every call fails with KEEL_NO_TENANT_CONTEXT and sends nothing.
+   * See TenantClient.pgPool() and ADR 0031. The same object on every call.
+   */
+  pgPool(): pg.Pool {
+    this.#pgPool ??= this.#engine.pgPool(() => this.current())
+    return this.#pgPool
   }
 
   /** Like current(), but undefined outside keel.run(). */

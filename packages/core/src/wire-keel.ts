@@ -6,6 +6,7 @@ import { parseConfig } from './config/parse-config.js'
 import { KeelError } from './errors.js'
 import type { ResolvedJobDefinition } from './jobs/job-definition.js'
 import { JobRuntime } from './jobs/job-runtime.js'
+import { pgPoolFactory } from './pg-pool/keel-pg-pool.js'
 import type { HostInfo } from './pool/host-info.js'
 import { HostPool } from './pool/host-pool.js'
 import { ReplicaMonitor } from './routing/replica-monitor.js'
@@ -158,6 +159,12 @@ export function wireKeel(config: KeelConfig): Wiring {
     telemetry,
     cache,
     jobs,
+    pgPoolFactory({
+      max: resolved.postgres.pool.max,
+      host: primary.info.address,
+      port: primary.info.port,
+      database: primary.info.database,
+    }),
   )
   return { config: resolved, engine, jobs, definitions }
 }

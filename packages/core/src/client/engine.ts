@@ -1,5 +1,6 @@
 import type { Span } from '@opentelemetry/api'
 import { LRUCache } from 'lru-cache'
+import type pg from 'pg'
 import { CacheClient, tenantScope } from '../cache/cache-client.js'
 import type { LayeredCache } from '../cache/layered-cache.js'
 import type { Logger, ResolvedConfig } from '../config/config-schema.js'
@@ -22,6 +23,13 @@ import type { TenancyStrategy } from '../tenancy/tenancy-strategy.js'
 import { InFlight } from './in-flight.js'
 import type { JobPort } from './job-port.js'
 import type { Consistency, QueryResult } from './query-types.js'
+import type { TenantClient } from './tenant-client.js'
+
+/**
+ * Builds a pg.Pool of the app's `pg` over keel, for one session or whichever `source` returns at each
+ * call (pg-pool/, wired by createKeel: client/ does not import it).
+ */
+export type PgPoolFactory = (source: () => TenantClient) => pg.Pool
 
 export interface TenantLimits {
   readonly connections: number
@@ -44,6 +52,8 @@ export class Engine {
   readonly cache: LayeredCache
   /** Present when jobs are configured: what sessions and transactions ask of them. */
   readonly jobs: JobPort | undefined
+  /** db.pgPool() and keel.pgPool(): see PgPoolFactory. */
+  readonly pgPool: PgPoolFactory
   closed = false
   /** Calls accepted and not yet settled: keel.close() waits for them. */
   readonly inFlight = new InFlight()
@@ -57,7 +67,9 @@ export class Engine {
     telemetry: Telemetry,
     cache: LayeredCache,
     jobs: JobPort | undefined,
+    pgPool: PgPoolFactory,
   ) {
+    this.pgPool = pgPool
     this.cache = cache
     this.jobs = jobs
     this.config = config

@@ -1,10 +1,14 @@
+import type pg from 'pg'
 import type { CacheClient } from '../cache/cache-client.js'
 import type { CachedOptions, InvalidateOptions } from '../cache/cached-options.js'
 import type { TenantContext } from '../context/tenant-context.js'
 import { SessionPosition } from '../routing/session-position.js'
 import { loadParser, parserLoaded } from '../sql/sql-parser.js'
+import type { TransactionModes } from '../sql/transaction-command.js'
+import { DrivenTransaction } from './driven-transaction.js'
 import type { Engine } from './engine.js'
 import type { EnqueueOptions, JobStatus, OutboxRow } from './job-port.js'
+import { OpenTransaction } from './open-transaction.js'
 import { type PinnedTransaction, transactionControl } from './pinned-transaction.js'
 import { toStatement } from './query-config.js'
 import type {
@@ -39,6 +43,7 @@ export type OpenTenantClient = (
 ) => TenantClient
 
 let open: OpenTenantClient
+let drive: (client: TenantClient, modes: TransactionModes) => DrivenTransaction
 
 /**
  * One tenant's handle on the database, and a read-your-writes session. Every statement carries the
@@ -51,6 +56,11 @@ export class TenantClient implements Queryable {
   static {
     open = (engine, tenantId, position, context, acceptedWork) =>
       new TenantClient(engine, tenantId, position, context, acceptedWork)
+    drive = (client, modes) =>
+      new DrivenTransaction(modes, client.#inTransaction(), (options) => {
+        client.#assertOpen()
+        return OpenTransaction.begin(client.#engine, client.#transactionSession(), options)
+      })
   }
 
   readonly tenantId: string
@@ -64,6 +74,7 @@ export class TenantClient implements Queryable {
   readonly #acceptedWork: boolean
   #statements: StatementPath | undefined
   #cache: CacheClient | undefined
+  #pgPool: pg.Pool | undefined
 
   private constructor(
     engine: Engine,
@@ -191,6 +202,17 @@ export class TenantClient implements Queryable {
   }
 
   /**
+   * This session as a `pg.Pool` of the app's `pg` (`instanceof pg.Pool`), for ORMs and query builders:
+   * `query()` is this session's query, and `connect()` lends a client that holds no connection until it
+   * sends BEGIN, which becomes a keel transaction (ADR 0031). Opens no connection of its own; `end()` is
+   * a no-op (keel.close() closes the connections). The same object on every call.
+   */
+  pgPool(): pg.Pool {
+    this.#pgPool ??= this.#engine.pgPool(() => this)
+    return this.#pgPool
+  }
+
+  /**
    * Runs `fn` in one transaction on one connection of the primary. BEGIN, the tenant scope and the
    * first statement travel together; the transaction commits when `fn` resolves and rolls back when
    * it throws. The connection is destroyed rather than reused if the transaction could not be ended.
@@ -236,6 +258,14 @@ export class TenantClient implements Queryable {
         .finally(() => engine.inFlight.leave())
     })
   }
+}
+
+/**
+ * A transaction of `client` driven statement by statement (BEGIN ... COMMIT through the pg.Pool
+ * facade, ADR 0031); a savepoint of the session's own transaction when begun inside its callback.
+ */
+export function driveTransaction(client: TenantClient, modes: TransactionModes): DrivenTransaction {
+  return drive(client, modes)
 }
 
 /** A session of `tenantId` (keel.tenant, a job's db, the outbox relay): the one way to build a TenantClient. */

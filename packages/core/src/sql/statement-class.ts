@@ -47,7 +47,7 @@ const classes = new LRUCache<string, StatementClass>({
 
 export const TRANSACTION_CONTROL =
   'transaction control is not allowed in db.query(); use db.transaction(async (tx) => ...) and tx.transaction() for savepoints'
-const SESSION_SETTING =
+export const SESSION_SETTING =
   'a session-level SET/RESET would outlive this call on a pooled connection; use SET LOCAL (or set_config(name, value, true)) inside db.transaction()'
 const RESERVED_SETTING = 'settings named keel.* are reserved for keel itself'
 const SET_CONFIG =

@@ -1,0 +1,175 @@
+import { EventEmitter } from 'node:events'
+import type { DrivenTransaction } from '../client/driven-transaction.js'
+import { toStatement } from '../client/query-config.js'
+import type { QueryConfig, QueryResult } from '../client/query-types.js'
+import { driveTransaction, type TenantClient } from '../client/tenant-client.js'
+import { KeelError } from '../errors.js'
+import { loadParser, parserLoaded } from '../sql/sql-parser.js'
+import { SESSION_SETTING, statementClass } from '../sql/statement-class.js'
+import type { TransactionCommand } from '../sql/transaction-command.js'
+import { type Callback, commandResult, settle } from './pg-callback.js'
+
+/** Finds the session a statement runs for: fixed (db.pgPool()) or keel.current() (keel.pgPool()). */
+export type SessionSource = () => TenantClient
+
+const ORM_SESSION_SETTING =
+  "a session-level SET through keel's pg.Pool would outlive the statement on a pooled connection shared by every tenant. Turn off the option that sends it (Knex `searchPath`, TypeORM `schema`/`applicationName`-style session settings, Prisma `?schema=` needs none), qualify names or use tenancy mode 'schema', set it for the role (ALTER ROLE ... SET), or use SET LOCAL inside a transaction"
+const POOL_TRANSACTION =
+  'transaction control through pool.query() would run on whichever connection it gets: take a client with pool.connect() and send BEGIN on it, or use db.transaction()'
+
+/**
+ * The parser's verdict on a statement sent through the facade: its transaction command, or undefined
+ * for a plain statement (which db.query checks further). Session-level settings are refused here with
+ * what an ORM user can do about them.
+ */
+export async function controlOf(text: string): Promise<TransactionCommand | undefined> {
+  if (!parserLoaded()) await loadParser()
+  const found = statementClass(text)
+  if (found.refusal === SESSION_SETTING) {
+    throw new KeelError('KEEL_QUERY_INVALID', ORM_SESSION_SETTING, { details: { text } })
+  }
+  return found.control
+}
+
+/** pool.query(): one statement, keel's scoped one-round-trip query with replica routing. */
+export async function poolQuery(
+  session: TenantClient,
+  config: string | QueryConfig,
+  values: readonly unknown[] | undefined,
+): Promise<QueryResult> {
+  const statement = toStatement(config, values)
+  if ((await controlOf(statement.text)) !== undefined)
+    throw new KeelError('KEEL_QUERY_INVALID', POOL_TRANSACTION)
+  return session.query(config, values)
+}
+
+/**
+ * The client pool.connect() lends: it holds no connection. Outside a transaction each statement is
+ * keel's routed query (a replica when the session allows); BEGIN opens a keel transaction lazily (see
+ * DrivenTransaction) whose statements all run on its one pinned primary connection until COMMIT or
+ * ROLLBACK. Statements run one at a time, in order, as on a pg.Client. release() in the middle of a
+ * transaction rolls it back (release(error) retires its connection): never returned dirty.
+ */
+export class LentClient extends EventEmitter {
+  /** pg.Client fields some ORMs read; this client has no backend of its own. */
+  readonly processID = null
+  readonly secretKey = null
+  readonly #source: SessionSource
+  #tx: DrivenTransaction | undefined
+  #tail: Promise<unknown> = Promise.resolve()
+  #released = false
+
+  constructor(source: SessionSource) {
+    super()
+    this.#source = source
+  }
+
+  query(
+    config: string | QueryConfig,
+    values?: unknown,
+    callback?: Callback<QueryResult>,
+  ): Promise<QueryResult> | undefined
+  query(
+    config: string | QueryConfig,
+    values?: unknown,
+    callback?: unknown,
+  ): Promise<QueryResult> | undefined {
+    let params = values
+    let done = callback as Callback<QueryResult> | undefined
+    if (typeof params === 'function') {
+      done = params as Callback<QueryResult>
+      params = undefined
+    }
+    // The session of the caller's context, found now (keel.pgPool(): keel.current() at the call).
+    let session: TenantClient | undefined
+    let missing: unknown
+    try {
+      session = this.#source()
+    } catch (error) {
+      missing = error
+    }
+    const run = () => this.#run(config, params as readonly unknown[] | undefined, session, missing)
+    const result = this.#tail.then(run, run)
+    this.#tail = result.catch(() => undefined)
+    return settle(result, done)
+  }
+
+  async #run(
+    config: string | QueryConfig,
+    values: readonly unknown[] | undefined,
+    session: TenantClient | undefined,
+    missing: unknown,
+  ): Promise<QueryResult> {
+    const statement = toStatement(config, values)
+    const rowMode = typeof config === 'object' ? config.rowMode : undefined
+    const control = await controlOf(statement.text)
+    const tx = this.#tx
+    if (control === undefined) {
+      if (tx !== undefined) return tx.query(config, values)
+      if (session === undefined) throw missing
+      return session.query(config, values)
+    }
+    switch (control.kind) {
+      case 'begin':
+        // Postgres warns and carries on when a transaction is already open; so does this.
+        if (tx === undefined) {
+          if (session === undefined) throw missing
+          this.#tx = driveTransaction(session, control.modes)
+        }
+        return commandResult('BEGIN', rowMode)
+      case 'set':
+        if (tx === undefined) return commandResult('SET', rowMode) // Postgres: a warning, no effect.
+        if (tx.started) return tx.query(config, values) // Postgres decides (25001 after a query).
+        tx.setModes(control.modes)
+        return commandResult('SET', rowMode)
+      case 'commit':
+        this.#tx = undefined
+        await tx?.commit()
+        return commandResult('COMMIT', rowMode)
+      case 'rollback':
+        this.#tx = undefined
+        await tx?.rollback()
+        return commandResult('ROLLBACK', rowMode)
+      case 'unsupported':
+        throw new KeelError('KEEL_QUERY_INVALID', control.reason)
+      default:
+        if (tx === undefined) {
+          throw new KeelError(
+            'KEEL_QUERY_INVALID',
+            'SAVEPOINT, RELEASE and ROLLBACK TO can only be used in a transaction: send BEGIN first',
+          )
+        }
+        return tx.savepoint(control.kind, control.name)
+    }
+  }
+
+  /**
+   * Gives the client back. In the middle of a transaction it is rolled back first (after whatever
+   * statement is still running), and with an error its connection is retired instead of reused.
+   */
+  release(error?: unknown): void {
+    this.#released = true
+    const tx = this.#tx
+    this.#tx = undefined
+    if (tx === undefined) return
+    const destroy = error !== undefined && error !== false && error !== null
+    const rollback = () => tx.rollback(destroy).catch(() => undefined)
+    this.#tail = this.#tail.then(rollback, rollback)
+  }
+
+  /** True after release(); the client still works (it holds nothing), as ORMs never rely on either. */
+  get released(): boolean {
+    return this.#released
+  }
+
+  /** pg.Client's connect(): nothing to open. */
+  connect(callback?: Callback<void>): Promise<void> | undefined {
+    return settle(Promise.resolve(), callback)
+  }
+
+  /** pg.Client's end(): a lent client ends by being released. */
+  end(callback?: Callback<void>): Promise<void> | undefined {
+    this.release()
+    return settle(Promise.resolve(), callback)
+  }
+}

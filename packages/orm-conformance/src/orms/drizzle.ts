@@ -37,8 +37,9 @@ type Db = NodePgDatabase | Parameters<Parameters<NodePgDatabase['transaction']>[
 
 function statements(db: Db): OrmStatements {
   return {
-    invoices: () =>
-      db
+    invoices: async () =>
+      // A lazy builder: awaited here, inside the caller's keel.run, not by whoever awaits the result.
+      await db
         .select({ tenantId: invoices.tenantId, number: invoices.number })
         .from(invoices)
         .orderBy(asc(invoices.id)),
@@ -72,8 +73,8 @@ export const drizzleFixture: OrmFixture = {
       transaction: (fn, isolation) =>
         db.transaction((tx) => fn(transaction(tx)), isolation ? { isolationLevel: isolation } : undefined),
       // select({ a: table, b: table }) is the join Drizzle reads back as array rows (rowMode: 'array').
-      join: () =>
-        db
+      join: async () =>
+        await db
           .select({ invoice: invoices, payment: payments })
           .from(invoices)
           .innerJoin(

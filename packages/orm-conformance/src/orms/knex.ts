@@ -6,7 +6,9 @@ type Db = Knex | Knex.Transaction
 
 function statements(db: Db): OrmStatements {
   return {
-    invoices: () => db('orm_invoices').select('tenant_id as tenantId', 'number').orderBy('id'),
+    invoices: async () =>
+      // A lazy builder: awaited here, inside the caller's keel.run, not by whoever awaits the result.
+      await db('orm_invoices').select('tenant_id as tenantId', 'number').orderBy('id'),
     insertInvoice: async (row) => {
       await db('orm_invoices').insert({
         tenant_id: row.tenantId,
@@ -48,8 +50,8 @@ export const knexFixture: OrmFixture = {
       transaction: async (fn, isolation) => {
         await db.transaction((trx) => fn(transaction(trx)), isolation ? { isolationLevel: isolation } : {})
       },
-      join: () =>
-        db('orm_invoices as i')
+      join: async () =>
+        await db('orm_invoices as i')
           .join('orm_payments as p', (j) => j.on('p.tenant_id', 'i.tenant_id').andOn('p.invoice_id', 'i.id'))
           .select(
             'i.*',

@@ -12,12 +12,16 @@ const LEVELS = {
 } as const satisfies Record<Isolation, Prisma.TransactionIsolationLevel>
 
 // Interactive transactions wait at most 2 s to start by default: 200 requests queue longer than that
-// behind keel's per-tenant connection share.
-const TX_TIMEOUTS = { maxWait: 30_000, timeout: 30_000 }
+// behind keel's per-tenant connection share. A new object per call: a nested $transaction writes the outer
+// transaction's id into the options object it is given (newTxId), which a shared constant would carry into
+// the next top-level transaction ("Transaction already closed").
+const txOptions = () => ({ maxWait: 30_000, timeout: 30_000 })
 
 function statements(db: Client): OrmStatements {
   return {
-    invoices: () => db.invoice.findMany({ select: { tenantId: true, number: true }, orderBy: { id: 'asc' } }),
+    invoices: async () =>
+      // A lazy builder: awaited here, inside the caller's keel.run, not by whoever awaits the result.
+      await db.invoice.findMany({ select: { tenantId: true, number: true }, orderBy: { id: 'asc' } }),
     insertInvoice: async (row) => {
       await db.invoice.create({
         data: {
@@ -36,7 +40,7 @@ function transaction(tx: Prisma.TransactionClient): OrmTransaction {
   return {
     ...statements(tx),
     // Prisma 7 runs a $transaction inside an interactive transaction as a SAVEPOINT.
-    savepoint: (fn) => (tx as unknown as PrismaClient).$transaction((sp) => fn(transaction(sp)), TX_TIMEOUTS),
+    savepoint: (fn) => (tx as unknown as PrismaClient).$transaction((sp) => fn(transaction(sp)), txOptions()),
     isolation: async () => {
       const rows = await tx.$queryRaw<
         Array<{ level: string }>
@@ -56,11 +60,11 @@ export const prismaFixture: OrmFixture = {
       transaction: async (fn, isolation) => {
         await prisma.$transaction(
           (tx) => fn(transaction(tx)),
-          isolation ? { ...TX_TIMEOUTS, isolationLevel: LEVELS[isolation] } : TX_TIMEOUTS,
+          isolation ? { ...txOptions(), isolationLevel: LEVELS[isolation] } : txOptions(),
         )
       },
-      join: () =>
-        prisma.invoice.findMany({
+      join: async () =>
+        await prisma.invoice.findMany({
           include: { payments: { orderBy: { id: 'asc' } } },
           orderBy: { id: 'asc' },
           relationLoadStrategy: 'join',

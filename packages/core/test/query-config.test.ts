@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import pg from 'pg'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest'
 import { isKeelError } from '../src/index.js'
 import { awaitOnReplicas, connect, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
@@ -48,6 +48,12 @@ describe('QueryConfig', () => {
     expect(objects.rows).toEqual([{ a: 2 }])
     const arrays = await db.query<[number, number]>({ text: 'SELECT 1 AS a, 2 AS a', rowMode: 'array' })
     expect(arrays.rows).toEqual([[1, 2]])
+    // Typed as pg types it: rowMode 'array' rows are arrays; fields are pg's FieldDef.
+    expectTypeOf(arrays.rows).toEqualTypeOf<[number, number][]>()
+    expectTypeOf(objects.rows).toEqualTypeOf<Record<string, unknown>[]>()
+    expectTypeOf(arrays.fields[0]!.tableID).toEqualTypeOf<number>()
+    const untyped = await db.query({ text: 'SELECT 1', rowMode: 'array' })
+    expectTypeOf(untyped.rows).toEqualTypeOf<unknown[][]>()
   })
 
   it('works in tx.query and keel.current().query, and values as the second argument win (as in pg)', async () => {

@@ -141,12 +141,6 @@ export class Engine {
     return text
   }
 
-  checkValues(values: unknown): readonly unknown[] | undefined {
-    if (values === undefined) return undefined
-    if (!Array.isArray(values)) throw new KeelError('KEEL_QUERY_INVALID', 'query values must be an array')
-    return values
-  }
-
   /**
    * Sends a query on a leased connection. An abort cancels it server-side and retires the connection;
    * the call settles on the client side even when the host never answers (see sendBounded).

@@ -13,7 +13,7 @@ import { type Callback, commandResult, settle } from './pg-callback.js'
 export type SessionSource = () => TenantClient
 
 const ORM_SESSION_SETTING =
-  "a session-level SET through keel's pg.Pool would outlive the statement on a pooled connection shared by every tenant. Turn off the option that sends it (Knex `searchPath`, TypeORM `schema`/`applicationName`-style session settings, Prisma `?schema=` needs none), qualify names or use tenancy mode 'schema', set it for the role (ALTER ROLE ... SET), or use SET LOCAL inside a transaction"
+  "a session-level SET through keel's pg.Pool would outlive the statement on a pooled connection every tenant shares: turn off the ORM option that sends it (Knex `searchPath`), qualify names (or use tenancy mode 'schema'), set it for the role (ALTER ROLE ... SET), or use SET LOCAL inside a transaction"
 const POOL_TRANSACTION =
   'transaction control through pool.query() would run on whichever connection it gets: take a client with pool.connect() and send BEGIN on it, or use db.transaction()'
 

@@ -144,7 +144,10 @@ function variants(keel: Keel, raw: pg.Pool, app: pg.Pool): Variant[] {
       op: async () => {
         const { tenant, id } = pick()
         expectOne(
-          await keel.run(keel.tenant(tenant), () => dKeel.select().from(items).where(eq(items.id, id))),
+          await keel.run(
+            keel.tenant(tenant),
+            async () => await dKeel.select().from(items).where(eq(items.id, id)),
+          ),
         )
       },
     },

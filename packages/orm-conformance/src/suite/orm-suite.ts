@@ -93,6 +93,50 @@ export function ormSuite(fixture: OrmFixture): void {
       expect(await committedNumbers('acme')).toEqual(expect.arrayContaining([c.number, d.number]))
     })
 
+    it('a statement Postgres refuses inside a transaction rolls it back, and the next one commits', async () => {
+      const [mine, intruder, after] = [
+        invoice('acme', 'before'),
+        invoice('globex', 'refused'),
+        invoice('acme', 'after'),
+      ]
+      const codes = await rejectionCodes(
+        as('acme', () =>
+          orm.transaction(async (tx) => {
+            await tx.insertInvoice(mine)
+            await tx.insertInvoice(intruder)
+          }),
+        ),
+      )
+      expect(codes).toContain('42501')
+      expect(await committedNumbers('acme')).not.toContain(mine.number)
+      await as('acme', () => orm.transaction((tx) => tx.insertInvoice(after)))
+      expect(await committedNumbers('acme')).toContain(after.number)
+    })
+
+    it("an ORM transaction inside keel's db.transaction is a savepoint of it", async () => {
+      const [inner, outer] = [invoice('umbrella', 'orm-in-keel'), invoice('umbrella', 'keel-outer')]
+      const db = keel.tenant('umbrella')
+      // As in a request: the handler runs in keel.run(db), and opens keel's transaction there.
+      await expect(
+        keel.run(db, () =>
+          db.transaction(async (tx) => {
+            await tx.query(
+              'INSERT INTO orm_invoices (tenant_id, number, amount, issued_on, due_at) VALUES ($1, $2, 1, now(), now())',
+              ['umbrella', outer.number],
+            )
+            // keel.current() is the transaction here: the ORM's BEGIN opens a savepoint of it.
+            await orm.transaction((otx) => otx.insertInvoice(inner))
+            const seen = (await orm.invoices()).map((r) => r.number)
+            expect(seen).toEqual(expect.arrayContaining([outer.number, inner.number]))
+            throw new Boom('outer rollback')
+          }),
+        ),
+      ).rejects.toThrow(Boom)
+      const committed = await committedNumbers('umbrella')
+      expect(committed).not.toContain(inner.number)
+      expect(committed).not.toContain(outer.number)
+    })
+
     it('nested savepoints roll back only their own part', async () => {
       const [outer, inner, innermost, sibling] = ['outer', 'inner', 'innermost', 'sibling'].map((l) =>
         invoice('initech', l),

@@ -362,6 +362,24 @@ describe('keel.pgPool(): follows keel.current()', () => {
     }
   })
 
+  it("a client's transaction stays its tenant's: another tenant's context is refused, ROLLBACK works anywhere", async () => {
+    const pool = keel.pgPool()
+    const acme = keel.tenant('acme')
+    const client = await keel.run(acme, async () => {
+      const c = await connectClient(pool)
+      await c.query('BEGIN')
+      await c.query(insert, ['acme', tag('kept-across'), 1])
+      return c
+    })
+    const fromGlobex = await keel.run(keel.tenant('globex'), () => failure(client.query('SELECT 1')))
+    expect(fromGlobex).toMatchObject({ code: 'KEEL_QUERY_INVALID' })
+    expect(await failure(client.query('SELECT 1'))).toMatchObject({ code: 'KEEL_NO_TENANT_CONTEXT' })
+    // Ending it needs no context: it only closes what acme opened.
+    expect((await client.query('ROLLBACK')).command).toBe('ROLLBACK')
+    client.release()
+    expect(await bodies(acme, tag('kept-across'))).toEqual([])
+  })
+
   it('200 interleaved requests of several tenants through one pool see only their own rows', async () => {
     const pool = keel.pgPool()
     const tenants = ['t_a', 't_b', 't_c', 't_d']

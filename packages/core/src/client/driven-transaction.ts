@@ -14,6 +14,8 @@ let nested = 0
  * callback, it is a savepoint of that transaction, as db.transaction() is there.
  */
 export class DrivenTransaction {
+  /** The tenant whose session began it: its statements are that tenant's, whoever sends them. */
+  readonly tenantId: string
   readonly #begin: (options: TransactionOptions) => Promise<OpenTransaction>
   readonly #outer: PinnedTransaction | undefined
   #modes: TransactionModes
@@ -22,10 +24,12 @@ export class DrivenTransaction {
   #failed: unknown
 
   constructor(
+    tenantId: string,
     modes: TransactionModes,
     outer: PinnedTransaction | undefined,
     begin: (options: TransactionOptions) => Promise<OpenTransaction>,
   ) {
+    this.tenantId = tenantId
     this.#outer = outer
     this.#begin = begin
     this.#modes = {}

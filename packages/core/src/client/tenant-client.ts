@@ -57,7 +57,7 @@ export class TenantClient implements Queryable {
     open = (engine, tenantId, position, context, acceptedWork) =>
       new TenantClient(engine, tenantId, position, context, acceptedWork)
     drive = (client, modes) =>
-      new DrivenTransaction(modes, client.#inTransaction(), (options) => {
+      new DrivenTransaction(client.tenantId, modes, client.#inTransaction(), (options) => {
         client.#assertOpen()
         return OpenTransaction.begin(client.#engine, client.#transactionSession(), options)
       })

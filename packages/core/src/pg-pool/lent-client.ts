@@ -104,6 +104,19 @@ export class LentClient extends EventEmitter {
     const rowMode = typeof config === 'object' ? config.rowMode : undefined
     const control = await controlOf(statement.text)
     const tx = this.#tx
+    // Ending a transaction (a timer's ROLLBACK, say) only closes what its tenant opened; anything else
+    // needs the tenant in context, and the transaction's own (keel.pgPool(): a client kept across
+    // requests must not run one tenant's statement in another's transaction).
+    if (tx !== undefined && control?.kind !== 'commit' && control?.kind !== 'rollback') {
+      if (session === undefined) throw missing
+      if (session.tenantId !== tx.tenantId) {
+        throw new KeelError(
+          'KEEL_QUERY_INVALID',
+          "this client's open transaction belongs to another tenant than the one in context; release the client at the end of each request",
+          { details: { tenantId: session.tenantId } },
+        )
+      }
+    }
     if (control === undefined) {
       if (tx !== undefined) return tx.query(config, values)
       if (session === undefined) throw missing

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createKeel, isKeelError, type Keel, type TenantClient } from '../src/index.js'
 import { awaitOnReplicas, connect, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
+import { pgbouncer } from './support/pgbouncer.js'
 import { waitFor } from './support/wait.js'
 
 // db.pgPool() / keel.pgPool(): a pg.Pool of the app's pg over keel (issue #12, ADR 0031).
@@ -283,6 +284,20 @@ describe('clients from connect()', () => {
     }
   })
 
+  it('lends a pg.Client-shaped client: an EventEmitter with pg’s quoting helpers, harmless connect()/end()', async () => {
+    const client = (await keel.tenant('acme').pgPool().connect()) as unknown as pg.Client & {
+      release(): void
+    }
+    const onError = () => undefined
+    client.on('error', onError)
+    client.removeListener('error', onError)
+    expect(client.escapeIdentifier('a"b')).toBe('"a""b"')
+    expect(client.escapeLiteral("it's")).toBe("'it''s'")
+    await client.connect()
+    expect((await client.query({ text: 'SELECT 1 AS a, 2 AS a', rowMode: 'array' })).rows).toEqual([[1, 2]])
+    await client.end()
+  })
+
   it('connect() in callback style gets (err, client, release), and the client takes callbacks', async () => {
     const pool = keel.tenant('acme').pgPool()
     const result = await new Promise<pg.QueryResult>((resolve, reject) => {
@@ -356,7 +371,11 @@ describe('keel.pgPool(): follows keel.current()', () => {
       // A client lent inside a context, used outside one: the same.
       const client = await offline.run(offline.tenant('acme'), () => connectClient(pool))
       expect(await failure(client.query('SELECT 1'))).toMatchObject({ code: 'KEEL_NO_TENANT_CONTEXT' })
-      expect(await failure(client.query('BEGIN'))).toMatchObject({ code: 'KEEL_NO_TENANT_CONTEXT' })
+      for (const statement of ['BEGIN', 'SET TRANSACTION READ ONLY', 'COMMIT', 'ROLLBACK', 'SAVEPOINT a']) {
+        expect(await failure(client.query(statement)), statement).toMatchObject({
+          code: 'KEEL_NO_TENANT_CONTEXT',
+        })
+      }
     } finally {
       await offline.close()
     }
@@ -378,6 +397,24 @@ describe('keel.pgPool(): follows keel.current()', () => {
     expect((await client.query('ROLLBACK')).command).toBe('ROLLBACK')
     client.release()
     expect(await bodies(acme, tag('kept-across'))).toEqual([])
+  })
+
+  it('inside db.transaction(fn), pool.query runs in that transaction (as keel.current() does)', async () => {
+    const db = keel.tenant('acme')
+    const body = tag('in-callback')
+    const seen = await keel.run(db, () =>
+      db
+        .transaction(async (tx) => {
+          await tx.query(insert, ['acme', body, 1])
+          const r = await keel
+            .pgPool()
+            .query(`SELECT count(*)::int AS n FROM ${table} WHERE body = $1`, [body])
+          throw Object.assign(new Error('roll back'), { n: r.rows[0]!.n })
+        })
+        .catch((e: { n: number }) => e.n),
+    )
+    expect(seen).toBe(1)
+    expect(await bodies(db, body)).toEqual([])
   })
 
   it('200 interleaved requests of several tenants through one pool see only their own rows', async () => {
@@ -483,5 +520,50 @@ describe('routing through the facade', () => {
     expect(db.consistencyToken).not.toBe(afterWrite)
     const next = lagged.tenant('acme', { consistencyToken: db.consistencyToken })
     expect((await next.pgPool().query(probe, [txBody])).rows[0]!.n).toBe(1)
+  })
+})
+
+describe('through PgBouncer in transaction mode', () => {
+  it('facade transactions (isolation, savepoints) and interleaved tenants stay right', async () => {
+    const { plain } = await pgbouncer()
+    const bounced = testKeel({ connectionString: plain.url, pool: { max: 3 } })
+    try {
+      const pool = bounced.pgPool()
+      const errors: string[] = []
+      const request = async (i: number) => {
+        const tenant = i % 2 === 0 ? 'pgb_a' : 'pgb_b'
+        await bounced.run(bounced.tenant(tenant), async () => {
+          const client = await connectClient(pool)
+          try {
+            await client.query('BEGIN')
+            await client.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ')
+            const iso = await client.query(`SELECT current_setting('transaction_isolation') AS iso`)
+            if (iso.rows[0]!.iso !== 'repeatable read') errors.push(`${tenant}: ${iso.rows[0]!.iso}`)
+            await client.query('SAVEPOINT s')
+            await client.query(insert, [tenant, tag(`pgb-${tenant}-${i}-dropped`), i])
+            await client.query('ROLLBACK TO SAVEPOINT s')
+            await client.query(insert, [tenant, tag(`pgb-${tenant}-${i}`), i])
+            await client.query('COMMIT')
+          } finally {
+            client.release()
+          }
+          const seen = await pool.query<Row>(`SELECT tenant_id, body FROM ${table} WHERE body LIKE $1`, [
+            tag('pgb-%'),
+          ])
+          for (const r of seen.rows) {
+            if (r.tenant_id !== tenant) errors.push(`${tenant} saw ${r.tenant_id}`)
+            if (r.body.endsWith(`dropped-${run}`)) errors.push(`${tenant} kept a rolled-back savepoint`)
+          }
+        })
+      }
+      await Promise.all(Array.from({ length: 40 }, (_, i) => request(i)))
+      expect(errors).toEqual([])
+      const both = await Promise.all(
+        ['pgb_a', 'pgb_b'].map((t) => bodies(bounced.tenant(t), tag('pgb-%')).then((b) => b.length)),
+      )
+      expect(both).toEqual([20, 20])
+    } finally {
+      await bounced.close()
+    }
   })
 })

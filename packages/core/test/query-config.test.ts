@@ -54,6 +54,9 @@ describe('QueryConfig', () => {
     expectTypeOf(arrays.fields[0]!.tableID).toEqualTypeOf<number>()
     const untyped = await db.query({ text: 'SELECT 1', rowMode: 'array' })
     expectTypeOf(untyped.rows).toEqualTypeOf<unknown[][]>()
+    // Object rows asked of an array query do not type-check (they would be arrays at run time).
+    // @ts-expect-error rowMode 'array' rows are tuples, not { a: number }
+    await db.query<{ a: number }>({ text: 'SELECT 1 AS a', rowMode: 'array' })
   })
 
   it('works in tx.query and keel.current().query, and values as the second argument win (as in pg)', async () => {

@@ -135,7 +135,7 @@ export class PinnedTransaction implements Transaction {
     options?: QueryOptions,
   ): Promise<QueryResult<R>>
   async query<R>(
-    text: string | QueryConfig,
+    text: string | QueryConfig | QueryArrayConfig,
     values?: readonly unknown[],
     options?: QueryOptions,
   ): Promise<QueryResult<R>> {

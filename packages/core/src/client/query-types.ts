@@ -36,12 +36,18 @@ export interface CustomTypesConfig {
 export interface QueryConfig<I extends readonly unknown[] = unknown[]> {
   text: string
   values?: I | undefined
-  rowMode?: 'array' | undefined
+  /** Object rows; see QueryArrayConfig for `rowMode: 'array'`. */
+  rowMode?: undefined
   types?: CustomTypesConfig | undefined
   name?: string | undefined
 }
 
-export interface QueryArrayConfig<I extends readonly unknown[] = unknown[]> extends QueryConfig<I> {
+/**
+ * A QueryConfig with `rowMode: 'array'`: rows are arrays in column order, typed by the tuple `R` of
+ * `query<R>()` (asking for object rows here is a type error, as with pg's own types).
+ */
+export interface QueryArrayConfig<I extends readonly unknown[] = unknown[]>
+  extends Omit<QueryConfig<I>, 'rowMode'> {
   rowMode: 'array'
 }
 

@@ -182,7 +182,7 @@ export class TenantClient implements Queryable {
     options?: QueryOptions,
   ): Promise<QueryResult<R>>
   async query<R>(
-    text: string | QueryConfig,
+    text: string | QueryConfig | QueryArrayConfig,
     values?: readonly unknown[],
     options?: QueryOptions,
   ): Promise<QueryResult<R>> {

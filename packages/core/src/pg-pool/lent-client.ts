@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events'
+import pg from 'pg'
 import type { DrivenTransaction } from '../client/driven-transaction.js'
 import { toStatement } from '../client/query-config.js'
 import type { QueryConfig, QueryResult } from '../client/query-types.js'
@@ -26,7 +27,7 @@ export async function controlOf(text: string): Promise<TransactionCommand | unde
   if (!parserLoaded()) await loadParser()
   const found = statementClass(text)
   if (found.refusal === SESSION_SETTING) {
-    throw new KeelError('KEEL_QUERY_INVALID', ORM_SESSION_SETTING, { details: { text } })
+    throw new KeelError('KEEL_QUERY_INVALID', ORM_SESSION_SETTING)
   }
   return found.control
 }
@@ -105,11 +106,12 @@ export class LentClient extends EventEmitter {
     const control = await controlOf(statement.text)
     const tx = this.#tx
     // Ending a transaction (a timer's ROLLBACK, say) only closes what its tenant opened; anything else
-    // needs the tenant in context, and the transaction's own (keel.pgPool(): a client kept across
+    // needs a tenant in context, and inside a transaction its own (keel.pgPool(): a client kept across
     // requests must not run one tenant's statement in another's transaction).
-    if (tx !== undefined && control?.kind !== 'commit' && control?.kind !== 'rollback') {
+    const ending = tx !== undefined && (control?.kind === 'commit' || control?.kind === 'rollback')
+    if (!ending) {
       if (session === undefined) throw missing
-      if (session.tenantId !== tx.tenantId) {
+      if (tx !== undefined && session.tenantId !== tx.tenantId) {
         throw new KeelError(
           'KEEL_QUERY_INVALID',
           "this client's open transaction belongs to another tenant than the one in context; release the client at the end of each request",
@@ -117,18 +119,12 @@ export class LentClient extends EventEmitter {
         )
       }
     }
-    if (control === undefined) {
-      if (tx !== undefined) return tx.query(config, values)
-      if (session === undefined) throw missing
-      return session.query(config, values)
-    }
+    if (control === undefined)
+      return tx !== undefined ? tx.query(config, values) : session!.query(config, values)
     switch (control.kind) {
       case 'begin':
         // Postgres warns and carries on when a transaction is already open; so does this.
-        if (tx === undefined) {
-          if (session === undefined) throw missing
-          this.#tx = driveTransaction(session, control.modes)
-        }
+        if (tx === undefined) this.#tx = driveTransaction(session!, control.modes)
         return commandResult('BEGIN', rowMode)
       case 'set':
         if (tx === undefined) return commandResult('SET', rowMode) // Postgres: a warning, no effect.
@@ -173,6 +169,15 @@ export class LentClient extends EventEmitter {
   /** True after release(); the client still works (it holds nothing), as ORMs never rely on either. */
   get released(): boolean {
     return this.#released
+  }
+
+  /** pg.Client's quoting helpers (pg's own). */
+  escapeIdentifier(value: string): string {
+    return pg.escapeIdentifier(value)
+  }
+
+  escapeLiteral(value: string): string {
+    return pg.escapeLiteral(value)
   }
 
   /** pg.Client's connect(): nothing to open. */

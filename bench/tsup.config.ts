@@ -25,5 +25,7 @@ export default defineConfig({
     'bullmq',
     'zod',
     'autocannon',
+    'drizzle-orm',
+    'kysely',
   ],
 })

@@ -8,5 +8,5 @@ export default defineConfig({
   clean: true,
   target: 'node20',
   platform: 'node',
-  external: ['@keel/core', '@keel/express', '@keel/fastify', 'pg'],
+  external: ['@keel/core', '@keel/express', '@keel/fastify', 'pg', 'drizzle-orm'],
 })

@@ -64,6 +64,23 @@ describe.each(['express', 'fastify'] as const)('the example app on %s', (framewo
     expect(globex.body.invoices.every((i) => i.number.startsWith('GLOBEX-'))).toBe(true)
   })
 
+  it('serves the same list through Drizzle on db.pgPool() as through SQL text', async () => {
+    const sqlText = await api<{ invoices: Array<{ number: string }> }>('GET', '/api/invoices?limit=25', {
+      tenant: 'globex',
+    })
+    const drizzle = await api<{ invoices: Array<{ number: string }> }>(
+      'GET',
+      '/api/drizzle/invoices?limit=25',
+      {
+        tenant: 'globex',
+      },
+    )
+    expect(drizzle.status).toBe(200)
+    expect(drizzle.body.invoices).toHaveLength(25)
+    expect(drizzle.body).toEqual(sqlText.body)
+    expect(drizzle.body.invoices.every((i) => i.number.startsWith('GLOBEX-'))).toBe(true)
+  })
+
   it('answers 400 for a missing or hostile tenant and 404 for an unknown one, as JSON with the code', async () => {
     const missing = await api<{ error: { code: string } }>('GET', '/api/invoices')
     const hostile = await api<{ error: { code: string } }>('GET', '/api/invoices', {

@@ -2,6 +2,7 @@ import type { TenantClient } from '@keel/core'
 import { trace } from '@opentelemetry/api'
 import { ZodError, z } from 'zod'
 import { createInvoice, dashboardSummary, listInvoices, listQuerySchema } from './invoices.js'
+import { listInvoicesDrizzle } from './invoices-drizzle.js'
 
 /** What a route sees, whichever framework serves it. */
 export interface RouteInput {
@@ -43,6 +44,15 @@ export const appRoutes: readonly AppRoute[] = [
     run: async ({ db, query }) => {
       const { limit } = listQuerySchema.parse(query ?? {})
       return { status: 200, body: { invoices: await listInvoices(db, limit) } }
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/drizzle/invoices',
+    // The same list through Drizzle on db.pgPool(): an ORM runs on keel unchanged.
+    run: async ({ db, query }) => {
+      const { limit } = listQuerySchema.parse(query ?? {})
+      return { status: 200, body: { invoices: await listInvoicesDrizzle(db, limit) } }
     },
   },
   {

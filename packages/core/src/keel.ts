@@ -78,7 +78,11 @@ export class Keel {
     if (!(db instanceof TenantClient)) {
       throw new KeelError('KEEL_TENANT_INVALID', 'keel.run() needs a client from keel.tenant(id)')
     }
-    return this.#context.run({ client: db }, fn)
+    // Entering run() again with the same db inside its own db.transaction(cb) (a helper, a library hook)
+    // must stay in that transaction: a fresh entry would drop `tx`, and the statements below would
+    // commit on another connection while the transaction rolls back.
+    const current = this.#context.maybeCurrent()
+    return this.#context.run(current?.client === db ? current : { client: db }, fn)
   }
 
   /**

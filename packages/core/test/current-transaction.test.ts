@@ -34,6 +34,23 @@ function deepInsert(body: string) {
 }
 
 describe('keel.current() inside db.transaction', () => {
+  it('keel.run(db) entered again inside db.transaction of the same db stays in the transaction', async () => {
+    const body = `rerun-${randomBytes(4).toString('hex')}`
+    const db = keel.tenant('acme')
+    const other = keel.tenant('acme')
+    await expect(
+      db.transaction(async () => {
+        await keel.run(db, () => deepInsert(body))
+        await keel.run(db, () => db.query(`INSERT INTO ${table} (tenant_id, body) VALUES ('acme', $1)`, [body]))
+        // Another session of the tenant is another session: keel.run(other) is outside the transaction.
+        expect(await keel.run(other, () => count(keel.current(), body))).toBe(0)
+        expect(await count(db, body)).toBe(2)
+        throw new Error('roll back')
+      }),
+    ).rejects.toThrow('roll back')
+    expect(await count(keel.tenant('acme'), body)).toBe(0)
+  })
+
   it('runs deep code in the transaction: it sees the uncommitted insert and rolls back with it', async () => {
     const body = `rb-${randomBytes(4).toString('hex')}`
     const db = keel.tenant('acme')

@@ -3,6 +3,11 @@ import { KeelError } from '../errors.js'
 
 // The limits branch of createKeel's config, and how a tenant's share of the pool becomes a count.
 
+/**
+ * How many of a host's connections one tenant may hold: `{ share }` a fraction of `pool.max` (at least one
+ * connection), `{ max }` a count (at most `pool.max`). A bare number is the older form, still accepted:
+ * below 1 a share, from 1 up a count (ADR 0029).
+ */
 export type TenantConnections = number | { share: number } | { max: number }
 
 const tenantConnectionsSchema = z.union([

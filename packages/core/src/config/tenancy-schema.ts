@@ -45,9 +45,3 @@ export const tenancySchema = z.discriminatedUnion('mode', [rlsSchema, schemaSche
       ? "must be 'rls' or 'schema' ('database', a database per tenant, is not available in this release)"
       : undefined,
 })
-
-/**
- * How many of a host's connections one tenant may hold: `{ share }` a fraction of `pool.max` (at least one
- * connection), `{ max }` a count (at most `pool.max`). A bare number is the older form, still accepted:
- * below 1 a share, from 1 up a count (ADR 0029).
- */

@@ -7,6 +7,7 @@ import {
   newCancelConnection,
   PG_QUERY_METHODS,
   PgQuery,
+  settledTransactionStatus,
 } from '../src/pool/pg-internals.js'
 import { ScopedQuery } from '../src/pool/scoped-query.js'
 import { connect } from './support/db.js'
@@ -40,6 +41,19 @@ describe("pg's internals keel relies on", () => {
   it("the newest public API keel calls exists: client.getTransactionStatus (pg 8.21, the range's floor)", () => {
     expect(client.getTransactionStatus).toBeTypeOf('function')
     expect(client.getTransactionStatus()).toBe('I')
+  })
+
+  it('readyForQuery: set at ReadyForQuery with the status, cleared while a statement runs', async () => {
+    expect(settledTransactionStatus(client)).toBe('I')
+    const running = client.query('SELECT pg_sleep(0.05)')
+    expect(settledTransactionStatus(client)).toBeUndefined()
+    await running
+    await client.query('BEGIN')
+    expect(settledTransactionStatus(client)).toBe('T')
+    await client.query('SELECT 1/0').catch(() => undefined)
+    await waitFor('the aborted status', () => settledTransactionStatus(client) === 'E')
+    await client.query('ROLLBACK')
+    expect(settledTransactionStatus(client)).toBe('I')
   })
 
   it('Query has the methods ScopedQuery overrides and calls', () => {

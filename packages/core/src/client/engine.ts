@@ -8,7 +8,7 @@ import { KeelError } from '../errors.js'
 import { sendBounded } from '../pool/deadline.js'
 import type { HostPool } from '../pool/host-pool.js'
 import type { Lease } from '../pool/lease.js'
-import type { PgQueryInternals } from '../pool/pg-internals.js'
+import { type PgQueryInternals, settledTransactionStatus } from '../pool/pg-internals.js'
 import { ScopedQuery } from '../pool/scoped-query.js'
 import type { ReplicaMonitor } from '../routing/replica-monitor.js'
 import { ReplicaRouter } from '../routing/replica-router.js'
@@ -198,7 +198,9 @@ export class Engine {
    * sees the error: the connection is rolled back, or retired if even that fails.
    */
   async settle(lease: Lease): Promise<void> {
-    if (lease.client.getTransactionStatus() === 'I') return
+    // Undefined while the batch's ReadyForQuery is still due: the ROLLBACK then queues behind it (a
+    // harmless warning if the transaction had ended after all).
+    if (settledTransactionStatus(lease.client) === 'I') return
     await this.rollBack(lease).catch(() => undefined)
   }
 

@@ -2,7 +2,7 @@ import type pg from 'pg'
 import type { KeelError } from '../errors.js'
 import { destroySocket } from './deadline.js'
 import type { HostPool } from './host-pool.js'
-import { backendKeyOf } from './pg-internals.js'
+import { backendKeyOf, settledTransactionStatus } from './pg-internals.js'
 
 // One 'error' listener per client for its whole life (not one added and removed per checkout): a
 // checked-out client that loses its socket emits 'error', and without a listener Node would crash.
@@ -91,8 +91,9 @@ export class Lease {
     if (this.#released) return
     this.#released = true
     // A client released inside an open or failed transaction still carries that transaction's
-    // settings (the previous tenant's): pg-pool does not check, so keel destroys it instead.
-    const clean = !this.#broken && !failed.has(this.client) && this.client.getTransactionStatus() === 'I'
+    // settings (the previous tenant's): pg-pool does not check, so keel destroys it instead. So is one
+    // whose last ReadyForQuery has not arrived: its status is not known yet (pg-internals.ts).
+    const clean = !this.#broken && !failed.has(this.client) && settledTransactionStatus(this.client) === 'I'
     this.client.release(clean ? undefined : true)
     // The connection goes back first so the tenant's next waiter finds it free in the pool.
     this.#done()

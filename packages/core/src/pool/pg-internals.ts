@@ -60,6 +60,18 @@ export function connectionOf(client: pg.ClientBase): PgConnection & { sync(): vo
   return (client as unknown as { connection: PgConnection & { sync(): void } }).connection
 }
 
+/**
+ * The transaction status (I, T, E) of the client's last ReadyForQuery, or undefined while one is still
+ * due. pg rejects a statement at its ErrorResponse, before the ReadyForQuery that follows it updates
+ * getTransactionStatus(): until then that still says what it said before the batch (I before a BEGIN),
+ * and when the two messages arrive in separate reads (load, a pooler in between) the caller's error
+ * handling runs in that gap. `readyForQuery` is pg's own flag for "the server is waiting for us".
+ */
+export function settledTransactionStatus(client: pg.ClientBase): string | undefined {
+  const c = client as unknown as { readyForQuery?: boolean; getTransactionStatus(): string | null }
+  return c.readyForQuery === true ? (c.getTransactionStatus() ?? undefined) : undefined
+}
+
 /** The backend key Postgres sent at startup (BackendKeyData), and where the client connected. */
 export interface BackendKey {
   readonly processID: number | undefined

@@ -41,7 +41,9 @@ describe('keel.current() inside db.transaction', () => {
     await expect(
       db.transaction(async () => {
         await keel.run(db, () => deepInsert(body))
-        await keel.run(db, () => db.query(`INSERT INTO ${table} (tenant_id, body) VALUES ('acme', $1)`, [body]))
+        await keel.run(db, () =>
+          db.query(`INSERT INTO ${table} (tenant_id, body) VALUES ('acme', $1)`, [body]),
+        )
         // Another session of the tenant is another session: keel.run(other) is outside the transaction.
         expect(await keel.run(other, () => count(keel.current(), body))).toBe(0)
         expect(await count(db, body)).toBe(2)

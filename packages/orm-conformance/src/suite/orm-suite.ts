@@ -37,7 +37,7 @@ export function ormSuite(fixture: OrmFixture): void {
     beforeAll(async () => {
       await createOrmTables()
       keel = ormKeel()
-      orm = await fixture.open(keel.pgPool(), (fn) => as('acme', fn))
+      orm = await fixture.open(keel.pgPool(), (fn) => as('acme', fn), keel)
     })
     afterAll(async () => {
       await orm?.close()
@@ -213,10 +213,21 @@ export function ormSuite(fixture: OrmFixture): void {
     })
 
     it('one ORM instance serves 200 interleaved requests of several tenants with no cross-tenant row', async () => {
+      // Each tenant's first seeded invoice, by its id (unique across tenants).
+      const seeded = new Map(
+        (await allRows('orm_invoices'))
+          .filter((r) => r.number === `${r.tenant_id}-1`)
+          .map((r) => [String(r.tenant_id), { id: String(r.id), number: String(r.number) }]),
+      )
+      const byId = orm.invoiceById?.bind(orm)
       const requests = Array.from({ length: 200 }, (_, i) => {
         const tenant = TENANTS[(i * 7) % TENANTS.length]!
+        const other = TENANTS[(i * 7 + 1 + (i % 3)) % TENANTS.length]!
         return as(tenant, async () => {
-          // Yield first so requests of all tenants are in flight together.
+          // Before any yield, so the 200 lookups are made in one tick (Prisma's dataloader merges them):
+          // the tenant's own invoice, and another tenant's by its id.
+          const lookups = byId && Promise.all([byId(seeded.get(tenant)!.id), byId(seeded.get(other)!.id)])
+          // Yield so requests of all tenants are in flight together.
           await new Promise((resolve) => setImmediate(resolve))
           let rows: Array<{ tenantId: string }> = []
           if (i % 5 === 0) {
@@ -226,14 +237,18 @@ export function ormSuite(fixture: OrmFixture): void {
           } else {
             rows = await orm.invoices()
           }
-          return { tenant, rows }
+          return { tenant, rows, found: await lookups }
         })
       })
       const results = await Promise.all(requests)
       expect(new Set(results.map((r) => r.tenant))).toEqual(new Set(TENANTS))
-      for (const { tenant, rows } of results) {
+      for (const { tenant, rows, found } of results) {
         expect(rows.length).toBeGreaterThanOrEqual(3)
         expect(rows.filter((r) => r.tenantId !== tenant)).toEqual([])
+        if (byId) {
+          // No wrong null for its own invoice, and another tenant's id finds nothing.
+          expect(found).toEqual([{ tenantId: tenant, number: seeded.get(tenant)!.number }, null])
+        }
       }
     })
   })
@@ -244,7 +259,7 @@ export function ormSuite(fixture: OrmFixture): void {
 
     beforeAll(async () => {
       lagged = ormKeel({ lagged: true })
-      orm = await fixture.open(lagged.pgPool(), (fn) => lagged.run(lagged.tenant('acme'), fn))
+      orm = await fixture.open(lagged.pgPool(), (fn) => lagged.run(lagged.tenant('acme'), fn), lagged)
     })
     afterAll(async () => {
       await orm?.close()

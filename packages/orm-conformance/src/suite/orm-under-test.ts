@@ -1,3 +1,4 @@
+import type { Keel } from '@keel/core'
 import type pg from 'pg'
 
 export type Isolation = 'read committed' | 'repeatable read' | 'serializable'
@@ -16,6 +17,11 @@ export interface OrmStatements {
   /** The invoices the ORM sees (tenant and number), ordered by id. */
   invoices(): Promise<Array<{ tenantId: string; number: string }>>
   insertInvoice(row: NewInvoice): Promise<void>
+  /**
+   * The invoice with this id (ids are unique across tenants), by id alone: null for another tenant's.
+   * Only for an ORM that merges concurrent callers' lookups (Prisma's findUnique), the case it guards.
+   */
+  invoiceById?(id: string): Promise<{ tenantId: string; number: string } | null>
 }
 
 /** Inside the ORM's transaction: its own nesting (savepoints) and a look at the isolation level. */
@@ -43,8 +49,11 @@ export interface OrmUnderTest extends OrmStatements {
  */
 export type StartUp = <T>(fn: () => Promise<T>) => Promise<T>
 
-/** One ORM: how to build one instance of it over a pool (keel's pgPool, or a raw pg.Pool). */
+/**
+ * One ORM: how to build one instance of it over a pool (keel's pgPool, or a raw pg.Pool). `keel` is given
+ * when `pool` is its keel.pgPool(), for an ORM that needs a client per tenant (Prisma).
+ */
 export interface OrmFixture {
   name: string
-  open(pool: pg.Pool, startUp: StartUp): OrmUnderTest | Promise<OrmUnderTest>
+  open(pool: pg.Pool, startUp: StartUp, keel?: Keel): OrmUnderTest | Promise<OrmUnderTest>
 }

@@ -22,7 +22,10 @@ const DDL = [
      due_at timestamp(6) NOT NULL,
      created_at timestamptz(6) NOT NULL DEFAULT now(),
      big bigint NOT NULL DEFAULT 0,
-     PRIMARY KEY (tenant_id, id))`,
+     PRIMARY KEY (tenant_id, id),
+     -- One sequence for every tenant: an id names one invoice globally, as a uuid or bigserial key does in
+     -- most apps, so an ORM can look an invoice up by id alone (Prisma's findUnique({ where: { id } })).
+     UNIQUE (id))`,
   `CREATE TABLE orm_payments (
      tenant_id text NOT NULL,
      id bigserial,

@@ -154,11 +154,12 @@ describe("Prisma's findUnique batching across tenants", () => {
         keel.run(db, async () => await clients.get().invoice.findUnique({ where: { id } }))
       // Alone, the writer's session reads its write (its position holds the read to an up-to-date host).
       expect(await find(writer)).toMatchObject({ id })
-      // In one tick behind another request of the same tenant, with no position: the merged query runs in
-      // that request's session, on the lagging replica, and the writer misses its own write. Same tenant
-      // (RLS holds), but stale: findFirst (never merged) or the write's transaction where that matters.
-      const [other, own] = await Promise.all([find(keel.tenant('acme')), find(writer)])
-      expect([other, own]).toEqual([null, null])
+      // In one tick behind another request of the same tenant, with no position, the merged query runs in
+      // that request's session: it may be served by the lagging replica and miss the writer's own write
+      // (docs/orm.md). Not asserted as null: whether replica2 has replayed by then is timing. Either way
+      // the rows are the tenant's own (RLS holds); findFirst, below, is the reliable way.
+      const merged = await Promise.all([find(keel.tenant('acme')), find(writer)])
+      for (const row of merged) if (row !== null) expect(row.tenantId).toBe('acme')
       // findFirst is not merged: the writer's position applies.
       const [, first] = await Promise.all([
         find(keel.tenant('acme')),

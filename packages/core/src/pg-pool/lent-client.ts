@@ -122,8 +122,8 @@ export class LentClient extends EventEmitter {
       const run = () => this.#run(config, args, session, missing)
       result = this.#tail.then(run, run)
     }
-    // A rejection here is the caller's (the next statement's then() handles it, not as unhandled).
-    this.#tail = result
+    // Marked handled, as before: a caller that drops a failed statement's promise gets no unhandled rejection.
+    this.#tail = result.catch(ignore)
     return settle(result, done)
   }
 
@@ -236,4 +236,8 @@ export class LentClient extends EventEmitter {
     this.release()
     return settle(Promise.resolve(), callback)
   }
+}
+
+function ignore(): undefined {
+  return undefined
 }

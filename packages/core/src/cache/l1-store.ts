@@ -8,6 +8,8 @@ const NO_TAGS: readonly string[] = []
 interface Stored {
   readonly entry: CacheEntry
   readonly tags: readonly string[]
+  /** Its size for the byte budget: read by sizeCalculation, so a set passes no options object. */
+  readonly size: number
 }
 
 /**
@@ -33,7 +35,7 @@ export class L1Store {
     this.#lru = new LRUCache<string, Stored>({
       max: maxEntries,
       maxSize: maxBytes,
-      sizeCalculation: () => 1,
+      sizeCalculation: (stored) => stored.size,
     })
   }
 
@@ -42,11 +44,7 @@ export class L1Store {
   }
 
   set(key: string, entry: CacheEntry, bytes: number, tagKeys: readonly string[]): void {
-    this.#lru.set(
-      key,
-      { entry, tags: tagKeys.length === 0 ? NO_TAGS : tagKeys },
-      { size: Math.max(1, bytes) },
-    )
+    this.#lru.set(key, { entry, tags: tagKeys.length === 0 ? NO_TAGS : tagKeys, size: Math.max(1, bytes) })
     for (let i = 0; i < tagKeys.length; i++) {
       const tag = tagKeys[i]!
       let keys = this.#byTag.get(tag)

@@ -21,10 +21,18 @@ const POOL_TRANSACTION =
 /**
  * The parser's verdict on a statement sent through the facade: its transaction command, or undefined
  * for a plain statement (which db.query checks further). Session-level settings are refused here with
- * what an ORM user can do about them.
+ * what an ORM user can do about them. Synchronous once the parser is loaded (the class is cached by
+ * text): Kysely sends every statement through a lent client, so an await here was a promise hop per
+ * statement for nothing (bench orms).
  */
-export async function controlOf(text: string): Promise<TransactionCommand | undefined> {
-  if (!parserLoaded()) await loadParser()
+export function controlOf(
+  text: string,
+): TransactionCommand | undefined | Promise<TransactionCommand | undefined> {
+  if (!parserLoaded()) return loadParser().then(() => loadedControlOf(text))
+  return loadedControlOf(text)
+}
+
+function loadedControlOf(text: string): TransactionCommand | undefined {
   const found = statementClass(text)
   if (found.refusal === SESSION_SETTING) {
     throw new KeelError('KEEL_QUERY_INVALID', ORM_SESSION_SETTING)
@@ -33,15 +41,25 @@ export async function controlOf(text: string): Promise<TransactionCommand | unde
 }
 
 /** pool.query(): one statement, keel's scoped one-round-trip query with replica routing. */
-export async function poolQuery(
+export function poolQuery(
   session: TenantClient,
   config: string | QueryConfig,
   values: readonly unknown[] | undefined,
 ): Promise<QueryResult> {
-  const statement = toStatement(config, values)
-  if ((await controlOf(statement.text)) !== undefined)
-    throw new KeelError('KEEL_QUERY_INVALID', POOL_TRANSACTION)
-  return session.query(config, values)
+  try {
+    const statement = toStatement(config, values)
+    const control = controlOf(statement.text)
+    if (control instanceof Promise) {
+      return control.then((found) => {
+        if (found !== undefined) throw new KeelError('KEEL_QUERY_INVALID', POOL_TRANSACTION)
+        return session.query(config, values)
+      })
+    }
+    if (control !== undefined) throw new KeelError('KEEL_QUERY_INVALID', POOL_TRANSACTION)
+    return session.query(config, values)
+  } catch (error) {
+    return Promise.reject(error)
+  }
 }
 
 /**
@@ -57,7 +75,14 @@ export class LentClient extends EventEmitter {
   readonly secretKey = null
   readonly #source: SessionSource
   #tx: DrivenTransaction | undefined
+  /** The last statement (or release's rollback) queued: the next one starts after it settles. */
   #tail: Promise<unknown> = Promise.resolve()
+  /**
+   * Statements (and a release's rollback) started or waiting. At 0 the next statement starts at once
+   * instead of behind #tail: the common case of one statement per connect(), as Kysely sends every one,
+   * pays no promise hop for the ordering it does not need.
+   */
+  #busy = 0
   #released = false
 
   constructor(source: SessionSource) {
@@ -89,9 +114,16 @@ export class LentClient extends EventEmitter {
     } catch (error) {
       missing = error
     }
-    const run = () => this.#run(config, params as readonly unknown[] | undefined, session, missing)
-    const result = this.#tail.then(run, run)
-    this.#tail = result.catch(() => undefined)
+    const args = params as readonly unknown[] | undefined
+    let result: Promise<QueryResult>
+    if (this.#busy++ === 0) {
+      result = this.#run(config, args, session, missing)
+    } else {
+      const run = () => this.#run(config, args, session, missing)
+      result = this.#tail.then(run, run)
+    }
+    // Marked handled, as before: a caller that drops a failed statement's promise gets no unhandled rejection.
+    this.#tail = result.catch(ignore)
     return settle(result, done)
   }
 
@@ -101,54 +133,61 @@ export class LentClient extends EventEmitter {
     session: TenantClient | undefined,
     missing: unknown,
   ): Promise<QueryResult> {
-    const statement = toStatement(config, values)
-    const rowMode = typeof config === 'object' ? config.rowMode : undefined
-    const control = await controlOf(statement.text)
-    const tx = this.#tx
-    // Ending a transaction (a timer's ROLLBACK, say) only closes what its tenant opened; anything else
-    // needs a tenant in context, and inside a transaction its own (keel.pgPool(): a client kept across
-    // requests must not run one tenant's statement in another's transaction).
-    const ending = tx !== undefined && (control?.kind === 'commit' || control?.kind === 'rollback')
-    if (!ending) {
-      if (session === undefined) throw missing
-      if (tx !== undefined && session.tenantId !== tx.tenantId) {
-        throw new KeelError(
-          'KEEL_QUERY_INVALID',
-          "this client's open transaction belongs to another tenant than the one in context; release the client at the end of each request",
-          { details: { tenantId: session.tenantId } },
-        )
-      }
-    }
-    if (control === undefined)
-      return tx !== undefined ? tx.query(config, values) : session!.query(config, values)
-    switch (control.kind) {
-      case 'begin':
-        // Postgres warns and carries on when a transaction is already open; so does this.
-        if (tx === undefined) this.#tx = driveTransaction(session!, control.modes)
-        return commandResult('BEGIN', rowMode)
-      case 'set':
-        if (tx === undefined) return commandResult('SET', rowMode) // Postgres: a warning, no effect.
-        if (tx.started) return tx.query(config, values) // Postgres decides (25001 after a query).
-        tx.setModes(control.modes)
-        return commandResult('SET', rowMode)
-      case 'commit':
-        this.#tx = undefined
-        await tx?.commit()
-        return commandResult('COMMIT', rowMode)
-      case 'rollback':
-        this.#tx = undefined
-        await tx?.rollback()
-        return commandResult('ROLLBACK', rowMode)
-      case 'unsupported':
-        throw new KeelError('KEEL_QUERY_INVALID', control.reason)
-      default:
-        if (tx === undefined) {
+    // Counted in query(); done only once the statement settled (hence the awaits on each return), so a
+    // statement sent meanwhile queues behind this one.
+    try {
+      const statement = toStatement(config, values)
+      const rowMode = typeof config === 'object' ? config.rowMode : undefined
+      const found = controlOf(statement.text)
+      const control = found instanceof Promise ? await found : found
+      const tx = this.#tx
+      // Ending a transaction (a timer's ROLLBACK, say) only closes what its tenant opened; anything else
+      // needs a tenant in context, and inside a transaction its own (keel.pgPool(): a client kept across
+      // requests must not run one tenant's statement in another's transaction).
+      const ending = tx !== undefined && (control?.kind === 'commit' || control?.kind === 'rollback')
+      if (!ending) {
+        if (session === undefined) throw missing
+        if (tx !== undefined && session.tenantId !== tx.tenantId) {
           throw new KeelError(
             'KEEL_QUERY_INVALID',
-            'SAVEPOINT, RELEASE and ROLLBACK TO can only be used in a transaction: send BEGIN first',
+            "this client's open transaction belongs to another tenant than the one in context; release the client at the end of each request",
+            { details: { tenantId: session.tenantId } },
           )
         }
-        return tx.savepoint(control.kind, control.name)
+      }
+      if (control === undefined)
+        return await (tx !== undefined ? tx.query(config, values) : session!.query(config, values))
+      switch (control.kind) {
+        case 'begin':
+          // Postgres warns and carries on when a transaction is already open; so does this.
+          if (tx === undefined) this.#tx = driveTransaction(session!, control.modes)
+          return commandResult('BEGIN', rowMode)
+        case 'set':
+          if (tx === undefined) return commandResult('SET', rowMode) // Postgres: a warning, no effect.
+          if (tx.started) return await tx.query(config, values) // Postgres decides (25001 after a query).
+          tx.setModes(control.modes)
+          return commandResult('SET', rowMode)
+        case 'commit':
+          this.#tx = undefined
+          await tx?.commit()
+          return commandResult('COMMIT', rowMode)
+        case 'rollback':
+          this.#tx = undefined
+          await tx?.rollback()
+          return commandResult('ROLLBACK', rowMode)
+        case 'unsupported':
+          throw new KeelError('KEEL_QUERY_INVALID', control.reason)
+        default:
+          if (tx === undefined) {
+            throw new KeelError(
+              'KEEL_QUERY_INVALID',
+              'SAVEPOINT, RELEASE and ROLLBACK TO can only be used in a transaction: send BEGIN first',
+            )
+          }
+          return await tx.savepoint(control.kind, control.name)
+      }
+    } finally {
+      this.#busy--
     }
   }
 
@@ -162,7 +201,14 @@ export class LentClient extends EventEmitter {
     this.#tx = undefined
     if (tx === undefined) return
     const destroy = error !== undefined && error !== false && error !== null
-    const rollback = () => tx.rollback(destroy).catch(() => undefined)
+    const rollback = () =>
+      tx
+        .rollback(destroy)
+        .catch(() => undefined)
+        .finally(() => {
+          this.#busy--
+        })
+    this.#busy++
     this.#tail = this.#tail.then(rollback, rollback)
   }
 
@@ -190,4 +236,8 @@ export class LentClient extends EventEmitter {
     this.release()
     return settle(Promise.resolve(), callback)
   }
+}
+
+function ignore(): undefined {
+  return undefined
 }

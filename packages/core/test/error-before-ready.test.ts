@@ -97,6 +97,21 @@ describe('an error whose ReadyForQuery arrives later', () => {
     }
   })
 
+  it('a failed statement outside a transaction keeps its (clean) connection: released once the status is known', async () => {
+    const db = keel.tenant('acme')
+    const pid = async () =>
+      (await db.query<{ pid: number }>('SELECT pg_backend_pid() AS pid', undefined, { route: 'primary' }))
+        .rows[0]!.pid
+    const before = await pid()
+    for (let i = 0; i < 3; i++) {
+      await expect(db.query('SELECT 1/0', undefined, { route: 'primary' })).rejects.toMatchObject({
+        code: '22012',
+      })
+    }
+    // One connection in the pool: the same server process answers, so none was destroyed on the way.
+    expect(await pid()).toBe(before)
+  })
+
   it('a failed statement in a transaction and the pool after it', async () => {
     const db = keel.tenant('acme')
     await expect(

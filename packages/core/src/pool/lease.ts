@@ -2,7 +2,7 @@ import type pg from 'pg'
 import type { KeelError } from '../errors.js'
 import { destroySocket } from './deadline.js'
 import type { HostPool } from './host-pool.js'
-import { backendKeyOf, settledTransactionStatus } from './pg-internals.js'
+import { backendKeyOf, settledTransactionStatus, whenSettled } from './pg-internals.js'
 
 // One 'error' listener per client for its whole life (not one added and removed per checkout): a
 // checked-out client that loses its socket emits 'error', and without a listener Node would crash.
@@ -90,9 +90,20 @@ export class Lease {
   release(): void {
     if (this.#released) return
     this.#released = true
+    // pg rejects a failed statement before the ReadyForQuery that tells the connection's transaction
+    // status; when that arrives in a later read (load, a pooler), the decision waits for it (bounded by
+    // the grace period) instead of destroying a connection that is most likely clean.
+    if (!this.#broken && !failed.has(this.client) && settledTransactionStatus(this.client) === undefined) {
+      whenSettled(this.client, Math.max(this.graceMs, 1_000), () => this.#giveBack())
+      return
+    }
+    this.#giveBack()
+  }
+
+  #giveBack(): void {
     // A client released inside an open or failed transaction still carries that transaction's
     // settings (the previous tenant's): pg-pool does not check, so keel destroys it instead. So is one
-    // whose last ReadyForQuery has not arrived: its status is not known yet (pg-internals.ts).
+    // whose last ReadyForQuery never came (pg-internals.ts).
     const clean = !this.#broken && !failed.has(this.client) && settledTransactionStatus(this.client) === 'I'
     this.client.release(clean ? undefined : true)
     // The connection goes back first so the tenant's next waiter finds it free in the pool.

@@ -72,6 +72,28 @@ export function settledTransactionStatus(client: pg.ClientBase): string | undefi
   return c.readyForQuery === true ? (c.getTransactionStatus() ?? undefined) : undefined
 }
 
+/**
+ * Calls `then` once the client's pending ReadyForQuery has arrived (pg's own handler has run: the status
+ * is current), or its connection ended or failed, or `timeoutMs` passed, whichever comes first.
+ */
+export function whenSettled(client: pg.ClientBase, timeoutMs: number, then: () => void): void {
+  const connection = (client as unknown as { connection: NodeJS.EventEmitter }).connection
+  let done = false
+  const finish = () => {
+    if (done) return
+    done = true
+    clearTimeout(timer)
+    connection.removeListener('readyForQuery', finish)
+    connection.removeListener('end', finish)
+    connection.removeListener('error', finish)
+    then()
+  }
+  // Listeners added now run after pg's own (added at connect), so the status is updated by then.
+  connection.on('readyForQuery', finish).on('end', finish).on('error', finish)
+  const timer = setTimeout(finish, timeoutMs)
+  timer.unref()
+}
+
 /** The backend key Postgres sent at startup (BackendKeyData), and where the client connected. */
 export interface BackendKey {
   readonly processID: number | undefined

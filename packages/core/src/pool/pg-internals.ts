@@ -34,12 +34,10 @@ export interface PgQueryInternals {
   handleReadyForQuery(connection: PgConnection): void
 }
 
-export type PgQueryConstructor = new (config: {
-  text: string
-  values?: readonly unknown[]
-  rowMode?: 'array'
-  types?: unknown
-}) => PgQueryInternals
+export type PgQueryConstructor = new (
+  config: string | { text: string; values?: readonly unknown[]; rowMode?: 'array'; types?: unknown },
+  values?: readonly unknown[],
+) => PgQueryInternals
 
 export const PgQuery = pg.Query as unknown as PgQueryConstructor
 

@@ -5,6 +5,7 @@ import { createKeel, isKeelError, type Keel, type TenantClient } from '../src/in
 import { awaitOnReplicas, connect, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
 import { pgbouncer } from './support/pgbouncer.js'
+import { readStack } from './support/stack.js'
 import { waitFor } from './support/wait.js'
 
 // db.pgPool() / keel.pgPool(): a pg.Pool of the app's pg over keel (issue #12, ADR 0031).
@@ -38,6 +39,12 @@ async function bodies(db: TenantClient, pattern: string): Promise<string[]> {
     { route: 'primary' },
   )
   return r.rows.map((x) => x.body)
+}
+/** The stack's primary URL moved to a port nobody listens on (no credentials written here). */
+function unreachablePrimary(): string {
+  const url = new URL(readStack().primary.url)
+  url.port = '1'
+  return url.toString()
 }
 const connectClient = (pool: pg.Pool) => pool.connect() as unknown as Promise<Client>
 const failure = (p: Promise<unknown>) =>
@@ -123,7 +130,7 @@ describe('clients from connect()', () => {
   it('BEGIN, SET TRANSACTION and COMMIT cost no round trip and no connection', async () => {
     // A primary nobody listens on: anything sent would fail with KEEL_DB_UNAVAILABLE.
     const offline = createKeel({
-      postgres: { primary: { connectionString: 'postgres://keel_app:app@127.0.0.1:1/keel' } },
+      postgres: { primary: { connectionString: unreachablePrimary() } },
     })
     try {
       const client = await connectClient(offline.tenant('acme').pgPool())
@@ -353,7 +360,7 @@ describe('keel.pgPool(): follows keel.current()', () => {
   it('with no tenant in context, every call is KEEL_NO_TENANT_CONTEXT and nothing is sent', async () => {
     // A primary nobody listens on: a statement sent would be KEEL_DB_UNAVAILABLE instead.
     const offline = createKeel({
-      postgres: { primary: { connectionString: 'postgres://keel_app:app@127.0.0.1:1/keel' } },
+      postgres: { primary: { connectionString: unreachablePrimary() } },
     })
     try {
       const pool = offline.pgPool()

@@ -12,12 +12,7 @@ import { type PgQueryInternals, settledTransactionStatus } from '../pool/pg-inte
 import { ScopedQuery } from '../pool/scoped-query.js'
 import type { ReplicaMonitor } from '../routing/replica-monitor.js'
 import { ReplicaRouter } from '../routing/replica-router.js'
-import {
-  effectWith,
-  type SessionEffect,
-  statementClass,
-  TRANSACTION_CONTROL,
-} from '../sql/statement-class.js'
+import { effectWith, type SessionEffect, statementClass } from '../sql/statement-class.js'
 import type { Telemetry } from '../telemetry/telemetry.js'
 import type { TenancyStrategy } from '../tenancy/tenancy-strategy.js'
 import { InFlight } from './in-flight.js'
@@ -123,22 +118,19 @@ export class Engine {
     return limits
   }
 
-  /** What a statement may leave on its connection, for this instance (postgres.safeFunctions). */
-  effectOf(text: string): SessionEffect {
-    return effectWith(statementClass(text), this.#safeFunctions)
-  }
-
-  checkText(text: unknown, allowTransactionControl: boolean): string {
-    if (typeof text !== 'string' || text.trim().length === 0) {
+  /**
+   * Refuses a statement that is not SQL text or would leave session state (KEEL_QUERY_INVALID), and
+   * says what the one it accepts may leave on its connection, for this instance (postgres.safeFunctions).
+   * One classification per statement: parsed by Postgres' own grammar (ADR 0022; a regex over SQL was
+   * bypassed by a leading comment). Callers load the parser first (loadParser()).
+   */
+  checkStatement(text: unknown): SessionEffect {
+    if (typeof text !== 'string' || !/\S/.test(text)) {
       throw new KeelError('KEEL_QUERY_INVALID', 'query text must be a non-empty string')
     }
-    // Parsed by Postgres' own grammar (ADR 0022): a regex over SQL was bypassed by a leading comment.
-    // Callers load the parser first (loadParser()).
     const found = statementClass(text)
-    if (found.refusal !== undefined && !(allowTransactionControl && found.refusal === TRANSACTION_CONTROL)) {
-      throw new KeelError('KEEL_QUERY_INVALID', found.refusal)
-    }
-    return text
+    if (found.refusal !== undefined) throw new KeelError('KEEL_QUERY_INVALID', found.refusal)
+    return effectWith(found, this.#safeFunctions)
   }
 
   /**

@@ -148,8 +148,8 @@ export class PinnedTransaction implements Transaction {
     }
     const statement = toStatement(text, values)
     if (!parserLoaded()) await loadParser()
-    const sql = engine.checkText(statement.text, false)
-    const effect = engine.effectOf(sql)
+    const effect = engine.checkStatement(statement.text)
+    const sql = statement.text
     if (effect === 'opaque') this.#opaque = true
     else if (effect === 'retire') this.#lease.markBroken()
     const params = statement.values

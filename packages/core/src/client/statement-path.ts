@@ -42,8 +42,8 @@ export class StatementPath {
   /** Runs one statement (the parser is loaded and the call counted by the caller). */
   async run<R>(statement: Statement, options: QueryOptions | undefined): Promise<QueryResult<R>> {
     const engine = this.#engine
-    const sql = engine.checkText(statement.text, false)
-    const effect = engine.effectOf(sql)
+    const effect = engine.checkStatement(statement.text)
+    const sql = statement.text
     const params = statement.values
     const shape = statement.shape
     const limits = engine.limitsFor(this.tenantId)

@@ -9,7 +9,10 @@ const currentCodes = {
   KEEL_TENANT_INVALID: 'A tenant id is missing, malformed, too long or contains forbidden characters.',
   KEEL_TENANT_BUSY: 'The tenant already uses all the connections it may hold and none freed up in time.',
   KEEL_TENANT_SCHEMA_UNKNOWN: "In schema mode, the tenant's schema does not exist.",
-  KEEL_TENANT_UNKNOWN: "An adapter's tenantExists() check said the request's tenant does not exist.",
+  KEEL_TENANT_UNKNOWN:
+    "An adapter's tenantExists() check, or (database mode) tenancy.resolve, said the tenant does not exist.",
+  KEEL_TENANT_RESOLVE_FAILED:
+    'In database mode, tenancy.resolve threw, hung past resolveTimeoutMs or returned an invalid placement.',
   KEEL_RLS_BYPASS:
     'In rls mode, the runtime role is a superuser or has BYPASSRLS, so policies would not apply.',
   KEEL_QUERY_INVALID: 'A query was malformed, or tried transaction control outside db.transaction().',

@@ -64,13 +64,28 @@ export class Keel {
       this.config.tenants.idPattern,
       this.config.tenancy.mode === 'schema',
     )
-    this.#engine.strategy.validate?.(tenantId)
+    this.#engine.placements.validate(tenantId)
     // A token that is not even a string is garbage like any other: the session reads the primary.
     const position =
       typeof token === 'string' || token === undefined
         ? SessionPosition.fromToken(token)
         : SessionPosition.untrusted()
     return openTenantClient(this.#engine, tenantId, position, this.#context, acceptedWork)
+  }
+
+  /**
+   * Forgets where a tenant lives (database mode): its next call, in this process, asks
+   * tenancy.resolve again. Call it after moving a tenant (and in every process: see the README).
+   * Connections to its old database stay with that database's pool until they idle out. No-op in rls
+   * and schema modes.
+   */
+  invalidateTenant(id: string): void {
+    const tenantId = validateTenantId(
+      id,
+      this.config.tenants.idPattern,
+      this.config.tenancy.mode === 'schema',
+    )
+    this.#engine.placements.invalidate(tenantId)
   }
 
   /** Runs `fn` with `db` as the current tenant client, reachable from deep code via current(). */
@@ -116,7 +131,7 @@ export class Keel {
           const db = this.#session(tenantId, consistencyToken, true)
           return this.run(db, () => fn(db))
         },
-        primaryPool: this.#engine.primary.pool,
+        queryPrimaries: (text, values) => this.#engine.queryPrimaries(text, values),
       },
       options,
     )

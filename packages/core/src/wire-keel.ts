@@ -7,40 +7,25 @@ import { KeelError } from './errors.js'
 import type { ResolvedJobDefinition } from './jobs/job-definition.js'
 import { JobRuntime } from './jobs/job-runtime.js'
 import { pgPoolFactory } from './pg-pool/keel-pg-pool.js'
-import type { HostInfo } from './pool/host-info.js'
-import { HostPool } from './pool/host-pool.js'
-import { ReplicaMonitor } from './routing/replica-monitor.js'
+import { ClusterRegistry } from './placement/cluster-registry.js'
+import { FixedPlacements, ResolvedPlacements } from './placement/placements.js'
+import { type HostInfo, hostInfo } from './pool/host-info.js'
 import { loadParser } from './sql/sql-parser.js'
 import { CacheTelemetry } from './telemetry/cache-telemetry.js'
 import { JobTelemetry } from './telemetry/job-telemetry.js'
 import { Telemetry } from './telemetry/telemetry.js'
-import { RlsStrategy } from './tenancy/rls-strategy.js'
-import { SchemaStrategy } from './tenancy/schema-strategy.js'
-import type { TenancyStrategy } from './tenancy/tenancy-strategy.js'
-
-function strategyFor(config: Readonly<ResolvedConfig>): TenancyStrategy {
-  const tenancy = config.tenancy
-  switch (tenancy.mode) {
-    case 'rls':
-      return new RlsStrategy(tenancy.setting)
-    case 'schema':
-      return new SchemaStrategy(tenancy.schemaFor, tenancy.sharedSchemas)
-    default:
-      // The schema refuses 'database' until its issue lands; this is the seam it plugs into.
-      throw new KeelError(
-        'KEEL_CONFIG_INVALID',
-        `tenancy.mode ${JSON.stringify((tenancy as { mode: string }).mode)} is not available`,
-      )
-  }
-}
 
 const BYPASS_CHECK = 'SELECT rolsuper OR rolbypassrls AS bypass FROM pg_roles WHERE rolname = current_user'
 
-/** Fail closed: in rls mode, a role that ignores policies would serve every tenant's rows. */
+/**
+ * Fail closed: in rls mode (and for database mode's rls placements), a role that ignores policies would
+ * serve every tenant's rows.
+ */
 function rlsRoleGuard(
   config: Readonly<ResolvedConfig>,
 ): ((client: pg.ClientBase) => Promise<void>) | undefined {
-  if (config.tenancy.mode !== 'rls' || config.tenancy.allowBypassRole) return undefined
+  const tenancy = config.tenancy
+  if (tenancy.mode === 'schema' || tenancy.allowBypassRole) return undefined
   return async (client) => {
     const result = await client.query<{ bypass: boolean }>(BYPASS_CHECK)
     if (result.rows[0]?.bypass !== false) {
@@ -71,16 +56,9 @@ export function wireKeel(config: KeelConfig): Wiring {
   // Every statement is checked with Postgres' parser (ADR 0022): start loading it now, so the first
   // statement rarely waits. A failure surfaces there, as KEEL_PARSER_UNAVAILABLE.
   loadParser().catch(() => undefined)
-  const strategy = strategyFor(resolved)
   const telemetry = new Telemetry(resolved.telemetry)
   const logger = resolved.logger
   const pg = resolved.postgres
-  const settings = {
-    ...pg.pool,
-    applicationName: pg.applicationName,
-    timeoutGraceMs: pg.timeoutGraceMs,
-    statementCacheSize: pg.statementCacheSize,
-  }
   const onThrottled = (tenantId: string, limit: number, host: HostInfo) => {
     telemetry.tenantThrottled(tenantId)
     logger?.warn(
@@ -88,27 +66,18 @@ export function wireKeel(config: KeelConfig): Wiring {
       'keel: tenant throttled (KEEL_TENANT_BUSY)',
     )
   }
-  const onConnect = rlsRoleGuard(resolved)
-  const primary = new HostPool(pg.primary, settings, {
-    name: 'primary',
-    role: 'primary',
+  const registry = new ClusterRegistry({
+    settings: {
+      ...pg.pool,
+      applicationName: pg.applicationName,
+      timeoutGraceMs: pg.timeoutGraceMs,
+      statementCacheSize: pg.statementCacheSize,
+    },
     logger,
     onThrottled,
-    onConnect,
-  })
-  const replicaConfigs = pg.replicas.map(({ name, ...hostConfig }, i) => ({
-    config: hostConfig,
-    host: new HostPool(hostConfig, settings, {
-      name: name ?? `replica${i + 1}`,
-      role: 'replica',
-      logger,
-      onThrottled,
-      onConnect,
-    }),
-  }))
-  let monitor: ReplicaMonitor | undefined
-  if (replicaConfigs.length > 0) {
-    monitor = new ReplicaMonitor({ config: pg.primary }, replicaConfigs, {
+    rlsGuard: rlsRoleGuard(resolved),
+    maxConnections: resolved.tenancy.mode === 'database' ? resolved.tenancy.maxConnections : undefined,
+    monitor: {
       pollMs: pg.replicaPollMs,
       maxLagMs: pg.maxReplicaLagMs,
       connectionTimeoutMs: pg.pool.connectionTimeoutMs,
@@ -132,11 +101,15 @@ export function wireKeel(config: KeelConfig): Wiring {
           'keel: replica back in read rotation',
         )
       },
-    })
-    const states = monitor.replicas
-    telemetry.observeReplicaLag(() => states.map((s) => ({ host: s.host.info, lagMs: s.lagMs })))
-    void monitor.start()
-  }
+    },
+  })
+  telemetry.observeReplicaLag(() =>
+    registry.replicaStates().map((s) => ({ host: s.host.info, lagMs: s.lagMs })),
+  )
+  const placements =
+    resolved.tenancy.mode === 'database'
+      ? new ResolvedPlacements(registry, resolved.tenancy)
+      : new FixedPlacements(registry, resolved)
   const cache = new LayeredCache(
     resolved.cache,
     new CacheTelemetry(telemetry.tracer, telemetry.meter),
@@ -152,18 +125,19 @@ export function wireKeel(config: KeelConfig): Wiring {
           new JobTelemetry(telemetry.tracer, telemetry.meter, resolved.jobs.queue),
           logger,
         )
+  // The facade's pool options (ORMs read host, port, database off a pool): the configured primary's.
+  const shown = pg.primary === undefined ? undefined : hostInfo(pg.primary, 'primary', 'primary')
   const engine = new Engine(
     resolved,
-    strategy,
-    { primary, replicas: replicaConfigs.map((r) => r.host), monitor },
+    placements,
     telemetry,
     cache,
     jobs,
     pgPoolFactory({
       max: resolved.postgres.pool.max,
-      host: primary.info.address,
-      port: primary.info.port,
-      database: primary.info.database,
+      host: shown?.address ?? 'localhost',
+      port: shown?.port ?? 5432,
+      database: shown?.database ?? 'postgres',
     }),
   )
   return { config: resolved, engine, jobs, definitions }

@@ -50,12 +50,25 @@ describe('createKeel config', () => {
       'tenancy.schemaFor',
     ],
     [
-      'database mode not yet',
+      'database mode without a resolver',
       {
         postgres: { primary: { connectionString: url } },
-        tenancy: { mode: 'database', resolve: () => ({}) },
+        tenancy: { mode: 'database', resolve: 'postgres://x:s3cr3t-pa55@h/db' },
       },
-      'tenancy',
+      'tenancy.resolve',
+    ],
+    [
+      'database mode with replicas in postgres (they come from resolve)',
+      {
+        postgres: { primary: { connectionString: url }, replicas: [{ connectionString: url }] },
+        tenancy: { mode: 'database', resolve: () => null },
+      },
+      'postgres.replicas',
+    ],
+    [
+      'rls mode without a primary',
+      { postgres: {} },
+      'postgres.primary',
     ],
     [
       'negative limit',

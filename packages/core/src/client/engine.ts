@@ -5,13 +5,12 @@ import { CacheClient, tenantScope } from '../cache/cache-client.js'
 import type { LayeredCache } from '../cache/layered-cache.js'
 import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
+import type { Placements } from '../placement/placements.js'
 import { sendBounded } from '../pool/deadline.js'
 import type { HostPool } from '../pool/host-pool.js'
 import type { Lease } from '../pool/lease.js'
 import { type PgQueryInternals, settledTransactionStatus } from '../pool/pg-internals.js'
 import { ScopedQuery } from '../pool/scoped-query.js'
-import type { ReplicaMonitor } from '../routing/replica-monitor.js'
-import { ReplicaRouter } from '../routing/replica-router.js'
 import { effectWith, type SessionEffect, statementClass } from '../sql/statement-class.js'
 import type { Telemetry } from '../telemetry/telemetry.js'
 import type { TenancyStrategy } from '../tenancy/tenancy-strategy.js'
@@ -26,20 +25,21 @@ import type { TenantClient } from './tenant-client.js'
  */
 export type PgPoolFactory = (source: () => TenantClient) => pg.Pool
 
+/** The limiter's name for keel's own maintenance statements: no tenant id can take it (ids are validated). */
+const MAINTENANCE = '\u0000keel'
+
 export interface TenantLimits {
   readonly connections: number
   readonly statementTimeoutMs: number
 }
 
-/** The parts every tenant client shares, wired once by createKeel. */
+/**
+ * The parts every tenant client shares, wired once by createKeel. The topology is not among them: each
+ * tenant is served through its placement (ADR 0032), which `placements` gives.
+ */
 export class Engine {
   readonly config: Readonly<ResolvedConfig>
-  readonly strategy: TenancyStrategy
-  readonly primary: HostPool
-  readonly replicas: readonly HostPool[]
-  /** Present when replicas are configured. */
-  readonly monitor: ReplicaMonitor | undefined
-  readonly router: ReplicaRouter | undefined
+  readonly placements: Placements
   readonly telemetry: Telemetry
   readonly logger: Logger | undefined
   readonly acquireTimeoutMs: number
@@ -57,8 +57,7 @@ export class Engine {
 
   constructor(
     config: Readonly<ResolvedConfig>,
-    strategy: TenancyStrategy,
-    hosts: { primary: HostPool; replicas: readonly HostPool[]; monitor: ReplicaMonitor | undefined },
+    placements: Placements,
     telemetry: Telemetry,
     cache: LayeredCache,
     jobs: JobPort | undefined,
@@ -68,11 +67,7 @@ export class Engine {
     this.cache = cache
     this.jobs = jobs
     this.config = config
-    this.strategy = strategy
-    this.primary = hosts.primary
-    this.replicas = hosts.replicas
-    this.monitor = hosts.monitor
-    this.router = hosts.monitor === undefined ? undefined : new ReplicaRouter(hosts.monitor.replicas)
+    this.placements = placements
     this.telemetry = telemetry
     this.logger = config.logger
     this.acquireTimeoutMs = config.limits.acquireTimeoutMs
@@ -92,11 +87,37 @@ export class Engine {
     return new CacheClient(this.cache, tenantScope(tenantId), tenantId, () => this.assertOpen())
   }
 
-  /** Per-tenant connections and waiters on each host, for health output and tests. */
+  /**
+   * Per-tenant connections and waiters on each host, for health output and tests: by host name, or in
+   * database mode by `name@address:port/database` (every tenant database has a 'primary').
+   */
   tenantSnapshot(): Record<string, Record<string, { active: number; waiting: number }>> {
     const out: Record<string, Record<string, { active: number; waiting: number }>> = {}
-    for (const host of [this.primary, ...this.replicas]) out[host.info.name] = host.limiter.snapshot()
+    const qualified = this.placements.fixed === undefined
+    for (const cluster of this.placements.registry.clusters()) {
+      for (const host of cluster.hosts()) {
+        out[qualified ? `${host.info.name}@${cluster.key}` : host.info.name] = host.limiter.snapshot()
+      }
+    }
     return out
+  }
+
+  /**
+   * A statement that belongs to no tenant (the outbox sweep's list of tenants), run on each primary
+   * keel serves, through its pool and budget like any call, under a name of no tenant.
+   */
+  async queryPrimaries<T>(text: string, values: readonly unknown[]): Promise<T[]> {
+    const rows: T[] = []
+    for (const cluster of this.placements.registry.clusters()) {
+      const lease = await cluster.primary.lease(MAINTENANCE, 1, this.acquireTimeoutMs)
+      try {
+        const result = await lease.client.query<T & pg.QueryResultRow>(text, values as unknown[])
+        rows.push(...result.rows)
+      } finally {
+        lease.release()
+      }
+    }
+    return rows
   }
 
   assertOpen(): void {
@@ -153,8 +174,7 @@ export class Engine {
           'KEEL_CLOSED',
           `keel.close() waited ${this.config.postgres.closeTimeoutMs} ms (postgres.closeTimeoutMs) for this call, then cancelled it`,
         )
-    await this.monitor?.close()
-    await Promise.all([this.primary.end(abandon), ...this.replicas.map((r) => r.end(abandon))])
+    await this.placements.registry.end(abandon)
   }
 
   /** Maps an error raised by a scope prelude; a missing prepared prelude means the connection was reset. */
@@ -163,10 +183,11 @@ export class Engine {
     error: unknown,
     query: ScopedQuery | undefined,
     lease: Lease | undefined,
+    scope: TenancyStrategy,
   ): unknown {
     if (query === undefined || query.failedPrelude < 0) return error
     if ((error as { code?: string } | null)?.code === '26000') lease?.markBroken()
-    return this.strategy.scopeError(tenantId, error) ?? error
+    return scope.scopeError(tenantId, error) ?? error
   }
 
   /**

@@ -1,4 +1,5 @@
 import { context, type Span, trace } from '@opentelemetry/api'
+import type { Placement } from '../placement/placement.js'
 import type { Lease } from '../pool/lease.js'
 import { parseLsn } from '../routing/lsn.js'
 import type { Engine } from './engine.js'
@@ -38,7 +39,11 @@ export class OpenTransaction {
     this.#started = started
   }
 
-  /** Leases the connection (within the tenant's share); BEGIN and the scope go with the first statement. */
+  /**
+   * Leases a connection of the tenant's primary (within the tenant's share); BEGIN and the scope go
+   * with the first statement. Counted in flight from the start: close() waits for a transaction whose
+   * tenant is still being placed.
+   */
   static async begin(
     engine: Engine,
     session: TransactionSession,
@@ -46,17 +51,26 @@ export class OpenTransaction {
   ): Promise<OpenTransaction> {
     const tenantId = session.tenantId
     const limits = engine.limitsFor(tenantId)
-    const span = engine.telemetry.startTransaction(tenantId, engine.primary.info)
-    const started = performance.now()
     engine.inFlight.enter()
+    let placement: Placement
+    try {
+      placement = await session.placement()
+    } catch (error) {
+      engine.inFlight.leave()
+      throw error
+    }
+    const primary = placement.cluster.primary
+    const span = engine.telemetry.startTransaction(tenantId, primary.info)
+    const started = performance.now()
     let lease: Lease | undefined
     try {
-      lease = await session.statements.lease(engine.primary, options, limits)
-      const onCommitted = (lsn: string | undefined) => session.statements.observe(parseLsn(lsn))
-      const trackPosition = engine.router !== undefined && options.readOnly !== true
+      lease = await session.statements.lease(primary, options, limits)
+      const onCommitted = (lsn: string | undefined) => session.statements.observe(placement, parseLsn(lsn))
+      const trackPosition = placement.cluster.routesReads && options.readOnly !== true
       const tx = new PinnedTransaction(
         engine,
         tenantId,
+        placement.scope,
         lease,
         limits,
         options,
@@ -66,7 +80,7 @@ export class OpenTransaction {
       return new OpenTransaction(engine, session, lease, tx, span, started)
     } catch (error) {
       lease?.release()
-      engine.endSpan(span, started, 'TRANSACTION', engine.primary, error)
+      engine.endSpan(span, started, 'TRANSACTION', primary, error)
       engine.inFlight.leave()
       throw error
     }
@@ -113,7 +127,7 @@ export class OpenTransaction {
     const engine = this.#engine
     transactionControl().close(this.tx)
     this.#lease.release()
-    engine.endSpan(this.#span, this.#started, 'TRANSACTION', engine.primary, failure)
+    engine.endSpan(this.#span, this.#started, 'TRANSACTION', this.#lease.host, failure)
     engine.inFlight.leave()
   }
 }

@@ -7,6 +7,7 @@ import { settleSession } from '../sql/session-guard.js'
 import { SESSION_CHECK } from '../sql/session-probe.js'
 import { loadParser, parserLoaded } from '../sql/sql-parser.js'
 import { operationName } from '../telemetry/sanitize-sql.js'
+import type { TenancyStrategy } from '../tenancy/tenancy-strategy.js'
 import type { Engine, TenantLimits } from './engine.js'
 import type { EnqueueOptions, OutboxRow } from './job-port.js'
 import { toStatement } from './query-config.js'
@@ -90,6 +91,7 @@ export class PinnedTransaction implements Transaction {
   readonly #engine: Engine
   readonly #lease: Lease
   readonly #preludes: readonly Prelude[]
+  readonly #scope: TenancyStrategy
   #state: State = 'new'
   #savepoints = 0
   /** An opaque statement ran (ADR 0022): COMMIT carries the session probe, ROLLBACK retires. */
@@ -99,6 +101,7 @@ export class PinnedTransaction implements Transaction {
   constructor(
     engine: Engine,
     tenantId: string,
+    scope: TenancyStrategy,
     lease: Lease,
     limits: TenantLimits,
     options: TransactionOptions,
@@ -107,6 +110,7 @@ export class PinnedTransaction implements Transaction {
   ) {
     this.#position = position
     this.#engine = engine
+    this.#scope = scope
     this.tenantId = tenantId
     this.#lease = lease
     this.#context = context
@@ -121,7 +125,7 @@ export class PinnedTransaction implements Transaction {
     if (options.deferrable === true) begin += ' DEFERRABLE'
     const timeout = options.statementTimeoutMs ?? limits.statementTimeoutMs
     // SET LOCAL-style settings made after BEGIN last until COMMIT/ROLLBACK, and no longer.
-    this.#preludes = [{ text: begin }, engine.strategy.scope(tenantId, timeout)]
+    this.#preludes = [{ text: begin }, scope.scope(tenantId, timeout)]
   }
 
   query<R extends unknown[] = unknown[]>(
@@ -159,7 +163,7 @@ export class PinnedTransaction implements Transaction {
       text: sql,
       operation,
       tenantId: this.tenantId,
-      host: engine.primary.info,
+      host: this.#lease.host.info,
       parent: this.#context,
     })
     const started = performance.now()
@@ -180,10 +184,10 @@ export class PinnedTransaction implements Transaction {
         return await engine.submit<R>(this.#lease, query, options?.signal)
       }
     } catch (error) {
-      failure = engine.translate(this.tenantId, error, query, this.#lease)
+      failure = engine.translate(this.tenantId, error, query, this.#lease, this.#scope)
       throw failure
     } finally {
-      engine.endSpan(span, started, operation, engine.primary, failure)
+      engine.endSpan(span, started, operation, this.#lease.host, failure)
     }
   }
 

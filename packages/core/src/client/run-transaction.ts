@@ -1,5 +1,6 @@
 import { context } from '@opentelemetry/api'
 import { KeelError } from '../errors.js'
+import type { Placement } from '../placement/placement.js'
 import type { Engine } from './engine.js'
 import type { OutboxRow } from './job-port.js'
 import { OpenTransaction } from './open-transaction.js'
@@ -11,6 +12,8 @@ import type { Transaction } from './transaction.js'
 /** What a transaction needs of the session that opens it, handed in by TenantClient. */
 export interface TransactionSession {
   readonly tenantId: string
+  /** Where the tenant lives (resolved at the transaction's start in database mode). */
+  placement(): Placement | Promise<Placement>
   /** Leases (within the tenant's share) and the session's position after COMMIT. */
   readonly statements: StatementPath
   /** Runs `fn` with `tx` as the session's open transaction (keel.current() and the session act on it). */

@@ -1,8 +1,10 @@
 import type { Span } from '@opentelemetry/api'
+import type { Placement } from '../placement/placement.js'
 import type { HostPool } from '../pool/host-pool.js'
 import type { Lease } from '../pool/lease.js'
-import { type RowShape, ScopedQuery } from '../pool/scoped-query.js'
+import { ScopedQuery } from '../pool/scoped-query.js'
 import { classifySql, rememberWrite } from '../routing/classify-sql.js'
+import type { ReadOutcome } from '../routing/cluster.js'
 import { isHostFailure, isReadOnlyRefusal, isRecoveryConflict, isSchemaLag } from '../routing/host-errors.js'
 import { type Lsn, parseLsn } from '../routing/lsn.js'
 import type { SessionPosition } from '../routing/session-position.js'
@@ -14,19 +16,27 @@ import type { Engine, TenantLimits } from './engine.js'
 import type { Statement } from './query-config.js'
 import type { QueryOptions, QueryResult } from './query-types.js'
 
-// One piece (~240 lines): a statement's two paths, replicas then the primary, share the batch-building
+// One piece (~270 lines): a statement's two paths, replicas then the primary, share the batch-building
 // (scope, session guard, replay and WAL positions) and the error rules that keep a tenant's scope and
-// session state right; apart they would each restate them.
+// session state right; apart they would each restate them. Host choice and retries are the cluster's.
 
-type Served<R> =
-  | { result: QueryResult<R>; host: HostPool }
-  // `primary`: a lease on the primary already asked for, so the next read sees the primary as busy.
-  | { result: undefined; learnedWrite: boolean; primary?: Promise<Lease> }
+/** One read as its attempts on replicas see it. */
+interface ReplicaRead {
+  readonly placement: Placement
+  readonly statement: Statement
+  readonly options: QueryOptions | undefined
+  readonly limits: TenantLimits
+  readonly span: Span
+  readonly effect: SessionEffect
+  readonly minLsn: Lsn | undefined
+}
 
 /**
- * Where one session's statements go outside a transaction: a replica when that is safe (after a write,
- * only one that has replayed it), else the primary; and the session's position after each write.
- * Every statement carries the tenant's scope in the same round trip.
+ * Where one session's statements go outside a transaction: through the tenant's placement, a replica
+ * of its cluster when that is safe (after a write, only one that has replayed it; the cluster picks and
+ * retries, routing/cluster.ts), else its primary; and the session's position after each write. Every
+ * statement carries the placement's scope in the same round trip. Nothing here knows whether the
+ * tenant's database is shared or its own.
  */
 export class StatementPath {
   readonly #engine: Engine
@@ -40,61 +50,64 @@ export class StatementPath {
   }
 
   /** Runs one statement (the parser is loaded and the call counted by the caller). */
-  async run<R>(statement: Statement, options: QueryOptions | undefined): Promise<QueryResult<R>> {
+  async run<R>(
+    placement: Placement,
+    statement: Statement,
+    options: QueryOptions | undefined,
+  ): Promise<QueryResult<R>> {
     const engine = this.#engine
+    const cluster = placement.cluster
     const effect = engine.checkStatement(statement.text)
     const sql = statement.text
-    const params = statement.values
-    const shape = statement.shape
     const limits = engine.limitsFor(this.tenantId)
     const operation = operationName(sql)
     const span = engine.telemetry.startQuery({
       text: sql,
       operation,
       tenantId: this.tenantId,
-      host: engine.primary.info,
+      host: cluster.primary.info,
     })
     const started = performance.now()
-    let host = engine.primary
+    let host = cluster.primary
     let failure: unknown
     let leased: Promise<Lease> | undefined
     try {
-      const kind = engine.router === undefined ? 'write' : classifySql(sql)
+      const kind = cluster.routesReads ? classifySql(sql) : 'write'
       let write = kind === 'write'
       let route: 'primary' | 'fallback' = 'primary'
       const consistency =
         options?.route === 'primary' ? 'strong' : (options?.consistency ?? engine.consistency)
-      if (engine.router !== undefined && !write && consistency !== 'strong') {
+      if (cluster.routesReads && !write && consistency !== 'strong') {
         // A position the primary has not reached is forged or garbage: vetted() finds out (one fresh
         // look at the primary's WAL position) and the session then reads the primary, once.
         const requirement =
-          consistency === 'eventual' ? undefined : await this.#position.vetted(engine.monitor!)
+          consistency === 'eventual' ? undefined : await this.#position.vetted(cluster.monitor!)
         if (requirement?.primaryOnly !== true) {
-          const served = await this.#readFromReplicas<R>(
-            sql,
-            params,
-            shape,
-            options,
-            limits,
-            requirement?.minLsn,
-            span,
-            effect,
+          const read = { placement, statement, options, limits, span, effect, minLsn: requirement?.minLsn }
+          const served = await cluster.read<QueryResult<R>, Promise<Lease>>(
+            read.minLsn,
+            // A replica whose pool (or this tenant's share of it) is full would make the read wait:
+            // another replica, or the primary, serves it instead.
+            (h) => h.saturated(this.tenantId, limits.connections),
+            (replica) => this.#onReplica<R>(replica, read),
+            // Asked for in the same turn as the choice, so reads deciding right after this one count it.
+            () => this.lease(cluster.primary, options, limits),
           )
-          if (served.result !== undefined) {
+          if (served.served) {
             host = served.host
             engine.telemetry.setRoute(span, host.info, 'replica')
-            return served.result
+            return served.value
           }
           write = served.learnedWrite
-          leased = served.primary
+          leased = served.fallback
         }
         route = 'fallback'
       }
       engine.telemetry.setRoute(span, host.info, write ? 'primary' : route)
       // A function may write (item 10 of issue #10): an opaque statement advances the session's
       // position like a write does; plain reads on the primary do not pay for it.
-      const track = (write || effect === 'opaque') && engine.router !== undefined
-      return await this.#onPrimary<R>(sql, params, shape, options, limits, track, effect, leased)
+      const track = (write || effect === 'opaque') && cluster.routesReads
+      return await this.#onPrimary<R>(placement, statement, options, limits, track, effect, leased)
     } catch (error) {
       failure = error
       throw error
@@ -103,86 +116,65 @@ export class StatementPath {
     }
   }
 
-  /** Tries replicas in turn; undefined result means the primary must serve it. */
-  async #readFromReplicas<R>(
-    sql: string,
-    params: readonly unknown[] | undefined,
-    shape: RowShape | undefined,
-    options: QueryOptions | undefined,
-    limits: TenantLimits,
-    minLsn: Lsn | undefined,
-    span: Span,
-    effect: SessionEffect,
-  ): Promise<Served<R>> {
+  /** One attempt of a read on `host`, a replica: what came of it decides the cluster's next step. */
+  async #onReplica<R>(host: HostPool, read: ReplicaRead): Promise<ReadOutcome<QueryResult<R>>> {
     const engine = this.#engine
-    const exclude = new Set<HostPool>()
-    // A replica whose pool (or this tenant's share of it) is full would make the read wait: another
-    // replica, or the primary, serves it instead. Only when every host is that busy does it queue.
-    const busy = (h: HostPool) => h.saturated(this.tenantId, limits.connections)
-    for (;;) {
-      let state = engine.router!.choose(minLsn, exclude, busy)
-      if (state === undefined && busy(engine.primary)) state = engine.router!.choose(minLsn, exclude)
-      if (state === undefined) {
-        // Asked for now, in the same turn as the choice, so reads deciding right after this one count it.
-        const primary = this.lease(engine.primary, options, limits)
-        return { result: undefined, learnedWrite: false, primary }
+    const { placement, statement, options, limits, span, effect, minLsn } = read
+    const scope = placement.scope.scope(this.tenantId, timeoutOf(options, limits))
+    const { preludes, postludes } = sessionBatch(effect, scope, [])
+    if (minLsn !== undefined) preludes.push(REPLAY_POSITION)
+    let lease: Lease | undefined
+    const ref: { query?: ScopedQuery } = {}
+    let succeeded = false
+    try {
+      lease = await this.lease(host, options, limits)
+      const result = await this.#send<R>(
+        lease,
+        (size) =>
+          new ScopedQuery(statement.text, statement.values, preludes, size, postludes, statement.shape),
+        options?.signal,
+        ref,
+      )
+      succeeded = true
+      if (
+        minLsn !== undefined &&
+        this.#behind(placement, ref.query!, preludes.length - 1, host, minLsn, span)
+      ) {
+        return { kind: 'retry' }
       }
-      const host = state.host
-      const scope = engine.strategy.scope(this.tenantId, timeoutOf(options, limits))
-      const { preludes, postludes } = sessionBatch(effect, scope, [])
-      if (minLsn !== undefined) preludes.push(REPLAY_POSITION)
-      let lease: Lease | undefined
-      const ref: { query?: ScopedQuery } = {}
-      let succeeded = false
-      try {
-        lease = await this.lease(host, options, limits)
-        const result = await this.#send<R>(
-          lease,
-          (size) => new ScopedQuery(sql, params, preludes, size, postludes, shape),
-          options?.signal,
-          ref,
-        )
-        succeeded = true
-        if (minLsn !== undefined && this.#behind(ref.query!, preludes.length - 1, host, minLsn, span)) {
-          exclude.add(host)
-          continue
-        }
-        return { result, host }
-      } catch (error) {
-        // A replica that has not replayed the session's writes can fail the read for that very reason
-        // (a table it does not have yet): its replay position, read before the statement, decides.
-        if (
-          minLsn !== undefined &&
-          ref.query !== undefined &&
-          this.#behind(ref.query, preludes.length - 1, host, minLsn, span)
-        ) {
-          exclude.add(host)
-          continue
-        }
-        if (isSchemaLag(error)) {
-          span.addEvent('keel.replica_schema_lag', { 'keel.replica.name': host.info.name })
-          return { result: undefined, learnedWrite: false }
-        }
-        if (isReadOnlyRefusal(error)) {
-          // 25006: the replica ran nothing. The statement writes (a function, say): primary from now on.
-          rememberWrite(sql)
-          return { result: undefined, learnedWrite: true }
-        }
-        // A full pool (KEEL_POOL_TIMEOUT, KEEL_TENANT_BUSY) is load, not failure: the replica stays in
-        // rotation. The read only queued here because every host was that busy, so it fails as such.
-        const hostFailed = isHostFailure(error)
-        if (!hostFailed && !isRecoveryConflict(error))
-          throw engine.translate(this.tenantId, error, ref.query, lease)
-        if (hostFailed) engine.monitor!.markDown(host, error)
-        exclude.add(host)
-        span.addEvent('keel.retry', {
-          'keel.replica.name': host.info.name,
-          'error.type': String((error as { code?: unknown } | null)?.code ?? 'Error'),
-        })
-      } finally {
-        settleSession(lease, effect, ref.query, succeeded)
-        lease?.release()
+      return { kind: 'served', value: result }
+    } catch (error) {
+      // A replica that has not replayed the session's writes can fail the read for that very reason
+      // (a table it does not have yet): its replay position, read before the statement, decides.
+      if (
+        minLsn !== undefined &&
+        ref.query !== undefined &&
+        this.#behind(placement, ref.query, preludes.length - 1, host, minLsn, span)
+      ) {
+        return { kind: 'retry' }
       }
+      if (isSchemaLag(error)) {
+        span.addEvent('keel.replica_schema_lag', { 'keel.replica.name': host.info.name })
+        return { kind: 'primary', learnedWrite: false }
+      }
+      if (isReadOnlyRefusal(error)) {
+        // 25006: the replica ran nothing. The statement writes (a function, say): primary from now on.
+        rememberWrite(statement.text)
+        return { kind: 'primary', learnedWrite: true }
+      }
+      // A full pool (KEEL_POOL_TIMEOUT, KEEL_TENANT_BUSY) is load, not failure: the replica stays in
+      // rotation. The read only queued here because every host was that busy, so it fails as such.
+      const hostFailed = isHostFailure(error)
+      if (!hostFailed && !isRecoveryConflict(error))
+        throw engine.translate(this.tenantId, error, ref.query, lease, placement.scope)
+      span.addEvent('keel.retry', {
+        'keel.replica.name': host.info.name,
+        'error.type': String((error as { code?: unknown } | null)?.code ?? 'Error'),
+      })
+      return hostFailed ? { kind: 'retry', hostFailure: error } : { kind: 'retry' }
+    } finally {
+      settleSession(lease, effect, ref.query, succeeded)
+      lease?.release()
     }
   }
 
@@ -199,18 +191,24 @@ export class StatementPath {
   }
 
   /** Whether the replica's replay position, read in the read's own batch, is short of `minLsn`. */
-  #behind(query: ScopedQuery, at: number, host: HostPool, minLsn: Lsn, span: Span): boolean {
+  #behind(
+    placement: Placement,
+    query: ScopedQuery,
+    at: number,
+    host: HostPool,
+    minLsn: Lsn,
+    span: Span,
+  ): boolean {
     const replayed = parseLsn(query.preludeRows[at]?.[0])
-    if (replayed !== undefined) this.#engine.monitor!.observeReplay(host, replayed)
+    if (replayed !== undefined) placement.cluster.monitor!.observeReplay(host, replayed)
     if (replayed !== undefined && replayed >= minLsn) return false
     span.addEvent('keel.replica_behind', { 'keel.replica.name': host.info.name })
     return true
   }
 
   async #onPrimary<R>(
-    sql: string,
-    params: readonly unknown[] | undefined,
-    shape: RowShape | undefined,
+    placement: Placement,
+    statement: Statement,
     options: QueryOptions | undefined,
     limits: TenantLimits,
     trackPosition: boolean,
@@ -218,26 +216,26 @@ export class StatementPath {
     leased?: Promise<Lease>,
   ): Promise<QueryResult<R>> {
     const engine = this.#engine
-    const scope = engine.strategy.scope(this.tenantId, timeoutOf(options, limits))
-    const lease = await (leased ?? this.lease(engine.primary, options, limits))
+    const scope = placement.scope.scope(this.tenantId, timeoutOf(options, limits))
+    const lease = await (leased ?? this.lease(placement.cluster.primary, options, limits))
     const ref: { query?: ScopedQuery } = {}
     const { preludes, postludes } = sessionBatch(effect, scope, trackPosition ? [WAL_POSITION] : [])
     let succeeded = false
     try {
-      const build = (size: number) => new ScopedQuery(sql, params, preludes, size, postludes, shape)
+      const build = (size: number) =>
+        new ScopedQuery(statement.text, statement.values, preludes, size, postludes, statement.shape)
       const result = await this.#send<R>(lease, build, options?.signal, ref)
       succeeded = true
-      if (trackPosition) await this.observe(parseLsn(ref.query?.postludeRows[1]?.[0]))
+      if (trackPosition) await this.observe(placement, parseLsn(ref.query?.postludeRows[1]?.[0]))
       return result
     } catch (error) {
       if (preludes.length > 1) await engine.settle(lease)
-      throw engine.translate(this.tenantId, error, ref.query, lease)
+      throw engine.translate(this.tenantId, error, ref.query, lease, placement.scope)
     } finally {
       settleSession(lease, effect, ref.query, succeeded)
       lease.release()
     }
   }
-
   /**
    * Sends one batch built with the host's statement cache size. The batch failed as a whole, so nothing
    * ran, and it is sent once more when: a plan made stale by DDL (prepared afresh), or one of its names
@@ -264,8 +262,9 @@ export class StatementPath {
     }
   }
 
-  async observe(lsn: Lsn | undefined): Promise<void> {
-    const monitor = this.#engine.monitor
+  /** A write of this session (a statement or a committed transaction) ended at `lsn` on `placement`. */
+  async observe(placement: Placement, lsn: Lsn | undefined): Promise<void> {
+    const monitor = placement.cluster.monitor
     if (lsn === undefined || monitor === undefined) return
     monitor.observePrimary(lsn)
     if (monitor.cluster === undefined) await monitor.poll()

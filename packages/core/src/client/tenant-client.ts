@@ -2,6 +2,7 @@ import type pg from 'pg'
 import type { CacheClient } from '../cache/cache-client.js'
 import type { CachedOptions, InvalidateOptions } from '../cache/cached-options.js'
 import type { TenantContext } from '../context/tenant-context.js'
+import type { Placement } from '../placement/placement.js'
 import { SessionPosition } from '../routing/session-position.js'
 import { loadParser, parserLoaded } from '../sql/sql-parser.js'
 import type { TransactionModes } from '../sql/transaction-command.js'
@@ -194,11 +195,24 @@ export class TenantClient implements Queryable {
     // Counted from here: keel.close() waits for a call that is still waiting for the parser to load.
     engine.inFlight.enter()
     try {
+      const placement = this.#placement()
       if (!parserLoaded()) await loadParser()
-      return await this.#paths.run<R>(statement, options)
+      return await this.#paths.run<R>(
+        placement instanceof Promise ? await placement : placement,
+        statement,
+        options,
+      )
     } finally {
       engine.inFlight.leave()
     }
+  }
+
+  /**
+   * Where this tenant lives, looked up at each call (a map read; in database mode resolved once per
+   * TTL): a tenant moved and invalidated is served from its new placement by sessions already open.
+   */
+  #placement(): Placement | Promise<Placement> {
+    return this.#engine.placements.of(this.tenantId)
   }
 
   /**
@@ -228,6 +242,7 @@ export class TenantClient implements Queryable {
   #transactionSession(): TransactionSession {
     return {
       tenantId: this.tenantId,
+      placement: () => this.#placement(),
       statements: this.#paths,
       enter: (tx, fn) => this.#context.run({ client: this, tx }, fn),
       relay: (rows) => this.#relay(rows),

@@ -50,6 +50,22 @@ export const configSchema = z
     telemetry: telemetrySchema.prefault({}),
     logger: loggerSchema.optional(),
   })
+  .superRefine((config, ctx) => {
+    if (config.tenancy.mode !== 'database' && config.postgres.primary === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['postgres', 'primary'],
+        message: "is required unless tenancy.mode is 'database'",
+      })
+    }
+    if (config.tenancy.mode === 'database' && config.postgres.replicas.length > 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['postgres', 'replicas'],
+        message: "in database mode each tenant's replicas come from tenancy.resolve",
+      })
+    }
+  })
   // A share of connections needs pool.max, which lives in another branch of the config.
   .transform(({ limits, ...config }) => ({
     ...config,

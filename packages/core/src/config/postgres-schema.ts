@@ -44,9 +44,9 @@ function addressed<S extends z.ZodType>(schema: S) {
   }) as unknown as z.ZodType<z.output<S>, z.input<S>>
 }
 
-const hostSchema = addressed(z.strictObject(hostFields))
+export const hostSchema = addressed(z.strictObject(hostFields))
 
-const replicaSchema = addressed(
+export const replicaSchema = addressed(
   z.strictObject({
     ...hostFields,
     /** Shown in health output, logs and metrics. @default 'replica<n>' (1-based) */
@@ -122,7 +122,11 @@ const poolSchema = z
   )
 
 export const postgresSchema = z.strictObject({
-  primary: hostSchema,
+  /**
+   * The primary. Required in rls and schema modes; in database mode each tenant's primary comes from
+   * tenancy.resolve (a primary given here is only the default database's, for keel.pgPool() options).
+   */
+  primary: hostSchema.optional(),
   /** Streaming replicas that serve reads when that is safe. @default [] */
   replicas: z.array(replicaSchema).max(64).default([]),
   /** A replica further behind than this leaves rotation until it catches up. @default 5000 */

@@ -1,6 +1,5 @@
 import { context } from '@opentelemetry/api'
 import { DelayedError, type Job, type MinimalJob, Worker } from 'bullmq'
-import type pg from 'pg'
 import type { TenantClient } from '../client/tenant-client.js'
 import type { Logger, ResolvedConfig } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
@@ -22,8 +21,11 @@ export interface JobHost {
     consistencyToken: string | undefined,
     fn: (db: TenantClient) => Promise<R>,
   ): Promise<R>
-  /** The primary's pool, for the outbox sweep's list of tenants with stale rows. */
-  readonly primaryPool: pg.Pool
+  /**
+   * Runs a tenant-less statement on each primary, for the outbox sweep's list of tenants with stale
+   * rows: the one primary, or in database mode every tenant database this process has served.
+   */
+  queryPrimaries<T>(text: string, values: readonly unknown[]): Promise<T[]>
 }
 
 export interface StartWorkerOptions {

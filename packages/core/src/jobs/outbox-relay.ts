@@ -57,7 +57,7 @@ export class OutboxRelay {
    * this process did not define stay for a process that did (a rolling deploy). Returns the rows relayed.
    */
   async sweep(host: JobHost, ageMs: number): Promise<number> {
-    const { rows: tenants } = await host.primaryPool.query<{ tenant_id: string }>(
+    const tenants = await host.queryPrimaries<{ tenant_id: string }>(
       `SELECT tenant_id FROM ${OUTBOX_TENANTS_FUNCTION}($1, $2) AS tenant_id`,
       [ageMs, TENANTS_PER_SWEEP],
     )

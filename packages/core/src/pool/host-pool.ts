@@ -2,7 +2,9 @@ import pg from 'pg'
 import type { Logger } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
 import { watchAbort } from './abort-watch.js'
+import type { ConnectionGovernor } from './connection-governor.js'
 import { clientDeadlineMs, hostTimeoutError } from './deadline.js'
+import { GovernedSlots } from './governed-slots.js'
 import { type HostConfig, type HostInfo, hostInfo } from './host-info.js'
 import { hostUnavailable } from './host-unavailable.js'
 import { detectDirect, Lease } from './lease.js'
@@ -33,11 +35,15 @@ export interface HostPoolOptions {
   readonly logger: Logger | undefined
   readonly onThrottled: (tenantId: string, limit: number, host: HostInfo) => void
   readonly onConnect?: ((client: pg.ClientBase) => Promise<void>) | undefined
+  /** `database` mode: the server's connection budget this pool draws its connections from (ADR 0033). */
+  readonly governor?: ConnectionGovernor | undefined
 }
 
 /**
- * One pg.Pool per Postgres host, hardened for multi-tenant use, with its own per-tenant caps: a
- * tenant's reads on a replica do not use up its share of the primary.
+ * One pg.Pool per Postgres host (per database on it), hardened for multi-tenant use, with its own
+ * per-tenant caps: a tenant's reads on a replica do not use up its share of the primary. Governed (in
+ * `database` mode), it opens a connection only with a permit of its server's budget and gives the
+ * permit back once that connection has closed.
  */
 export class HostPool {
   readonly pool: pg.Pool
@@ -59,6 +65,8 @@ export class HostPool {
   /** Calls waiting for pg-pool to hand them a connection: each fails with the error it is given. */
   readonly #connecting = new Set<(error: Error) => void>()
   #ended = false
+  /** `database` mode: this pool's share of its server's connection budget. */
+  readonly slots: GovernedSlots | undefined
 
   constructor(config: HostConfig, settings: PoolSettings, options: HostPoolOptions) {
     this.info = hostInfo(config, options.name, options.role)
@@ -85,6 +93,10 @@ export class HostPool {
     if (settings.maxUses > 0) poolConfig.maxUses = settings.maxUses
     poolConfig.onConnect = onConnect
     this.pool = new pg.Pool(poolConfig)
+    this.slots =
+      options.governor === undefined
+        ? undefined
+        : new GovernedSlots(options.governor, this.pool, settings.max, this.info)
     // Idle clients whose backend dies (pg_terminate_backend, a restart) emit here; pg-pool already
     // drops them. Without this listener the process would crash on an idle connection's error.
     this.pool.on('error', (error) => {
@@ -116,8 +128,14 @@ export class HostPool {
       this.outstanding--
       throw error
     }
+    let slot = false
     try {
       if (signal?.aborted) throw abortError(signal)
+      if (this.slots !== undefined) {
+        const taken = this.slots.take(acquireTimeoutMs, signal)
+        if (taken !== true) await taken
+        slot = true
+      }
       const settings = this.#settings
       const timeoutMs = clientDeadlineMs(statementTimeoutMs, settings.timeoutGraceMs, settings.queryTimeoutMs)
       const lease: Lease = new Lease(
@@ -129,6 +147,7 @@ export class HostPool {
           this.#leases.delete(lease)
           this.limiter.release(tenantId)
           this.outstanding--
+          if (slot) this.slots!.release()
         },
       )
       this.#leases.add(lease)
@@ -136,6 +155,7 @@ export class HostPool {
     } catch (error) {
       this.limiter.release(tenantId)
       this.outstanding--
+      if (slot) this.slots!.release()
       throw error
     }
   }
@@ -147,6 +167,7 @@ export class HostPool {
    */
   saturated(tenantId: string, limit: number): boolean {
     if (!this.limiter.hasRoom(tenantId, limit)) return true
+    if (this.slots !== undefined) return this.slots.saturated()
     const pool = this.pool
     return pool.waitingCount > 0 || (pool.idleCount === 0 && pool.totalCount >= this.#settings.max)
   }
@@ -301,6 +322,7 @@ export class HostPool {
    */
   end(abandon?: KeelError): Promise<void> {
     this.#ended = true
+    this.slots?.end(abandon)
     clearInterval(this.#sweeper)
     this.#sweeper = undefined
     if (abandon !== undefined) {

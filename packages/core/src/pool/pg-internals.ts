@@ -117,3 +117,31 @@ export interface PgCancelConnection {
 export function newCancelConnection(): PgCancelConnection {
   return new (pg as unknown as { Connection: new () => PgCancelConnection }).Connection()
 }
+
+/** pg-pool's pool, as the connection governor resizes it and takes idle connections back. */
+interface PgPoolInternals {
+  options: { max: number }
+  _idle: Array<{ client: pg.PoolClient }>
+  _remove(client: pg.PoolClient, callback?: () => void): void
+}
+
+/**
+ * Sets how many connections pg-pool may open: it reads `options.max` each time it decides whether to
+ * open one (`_isFull`), so a governed pool grows and shrinks with the permits it holds (ADR 0033).
+ */
+export function setPoolMax(pool: pg.Pool, max: number): void {
+  ;(pool as unknown as PgPoolInternals).options.max = max
+}
+
+/**
+ * Closes the pool's longest-idle connection (pg-pool keeps idle clients oldest first and hands out the
+ * newest), as its own idle timeout does; `closed` runs once the connection has ended. False when none
+ * is idle.
+ */
+export function evictIdleClient(pool: pg.Pool, closed: () => void): boolean {
+  const internals = pool as unknown as PgPoolInternals
+  const oldest = internals._idle[0]
+  if (oldest === undefined) return false
+  internals._remove(oldest.client, closed)
+  return true
+}

@@ -6,7 +6,13 @@ import type { ClusterIdentity } from './consistency-token.js'
 import { type Lsn, parseLsn } from './lsn.js'
 
 export interface ReplicaState {
+  /** The first pool attached on this server: health output and logs name the replica by it. */
   readonly host: HostPool
+  /**
+   * Every pool on this replica server (one per database in `database` mode): the server's replay
+   * position is theirs, and a server found down gives up on the statements of all of them.
+   */
+  readonly pools: Set<HostPool>
   /** The last poll succeeded, the server is in recovery and belongs to the primary's cluster. */
   up: boolean
   /** Up and no further behind than maxReplicaLagMs: reads may go here. */
@@ -77,6 +83,7 @@ export class ReplicaMonitor {
     this.#primaryProbe = this.#probePool(primary.config)
     this.replicas = replicas.map(({ host }) => ({
       host,
+      pools: new Set([host]),
       up: false,
       inRotation: false,
       replayLsn: undefined,
@@ -188,7 +195,7 @@ export class ReplicaMonitor {
       this.#setDown(state, reason)
       // The host did not answer its probe: reads already running there would wait on it for as long
       // as it stays silent, so they are given up on and move to another host.
-      state.host.abandonInFlight(reason)
+      for (const pool of state.pools) pool.abandonInFlight(reason)
     }
   }
 
@@ -222,9 +229,24 @@ export class ReplicaMonitor {
     return this.primaryLsn
   }
 
+  /**
+   * Another database's pools on the same servers (`database` mode): the replica at index i of `hosts`
+   * is this monitor's replica i. One monitor per server topology, however many databases it holds.
+   */
+  attach(hosts: readonly HostPool[]): void {
+    hosts.forEach((host, i) => {
+      this.replicas[i]?.pools.add(host)
+    })
+  }
+
+  /** The replica server a pool of any attached database is on. */
+  stateOf(host: HostPool): ReplicaState | undefined {
+    return this.replicas.find((r) => r.pools.has(host))
+  }
+
   /** A read on this replica failed at the host level: out of rotation until a poll says otherwise. */
   markDown(host: HostPool, error: unknown): void {
-    const state = this.replicas.find((r) => r.host === host)
+    const state = this.stateOf(host)
     if (state?.up) {
       this.#setDown(state, error instanceof Error ? error.message : String(error))
     }
@@ -232,7 +254,7 @@ export class ReplicaMonitor {
 
   /** A same-round-trip check saw this replay position: newer information than the last poll. */
   observeReplay(host: HostPool, replay: Lsn): void {
-    const state = this.replicas.find((r) => r.host === host)
+    const state = this.stateOf(host)
     if (state !== undefined) state.replayLsn = replay
   }
 

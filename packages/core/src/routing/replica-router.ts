@@ -2,6 +2,12 @@ import type { HostPool } from '../pool/host-pool.js'
 import type { Lsn } from './lsn.js'
 import type { ReplicaState } from './replica-monitor.js'
 
+/** One replica server as one cluster (one database) reaches it: the server's state, the database's pool. */
+export interface ReplicaSlot {
+  readonly state: ReplicaState
+  readonly host: HostPool
+}
+
 /**
  * Picks the replica for a read: among those in rotation that have replayed `minLsn` (as far as the
  * last poll or check knows; the read re-checks in its own round trip), the one with the fewest calls
@@ -9,10 +15,10 @@ import type { ReplicaState } from './replica-monitor.js'
  * weights; the rotation spreads an idle cluster's reads evenly.
  */
 export class ReplicaRouter {
-  readonly #replicas: readonly ReplicaState[]
+  readonly #replicas: readonly ReplicaSlot[]
   #turn = 0
 
-  constructor(replicas: readonly ReplicaState[]) {
+  constructor(replicas: readonly ReplicaSlot[]) {
     this.#replicas = replicas
   }
 
@@ -21,26 +27,27 @@ export class ReplicaRouter {
     minLsn: Lsn | undefined,
     exclude: ReadonlySet<HostPool>,
     busy?: (host: HostPool) => boolean,
-  ): ReplicaState | undefined {
+  ): ReplicaSlot | undefined {
     const n = this.#replicas.length
     if (n === 0) return undefined
     const start = this.#turn++ % n
-    let best: ReplicaState | undefined
+    let best: ReplicaSlot | undefined
     // Known to have replayed minLsn beats merely keeping up (lag 0 at the last poll): the latter is
     // tried only when nothing better exists, and its own answer in the read's round trip decides.
     let bestKnown = false
     for (let i = 0; i < n; i++) {
-      const state = this.#replicas[(start + i) % n]!
-      if (!state.inRotation || exclude.has(state.host)) continue
+      const slot = this.#replicas[(start + i) % n]!
+      const state = slot.state
+      if (!state.inRotation || exclude.has(slot.host)) continue
       const known = minLsn === undefined || (state.replayLsn !== undefined && state.replayLsn >= minLsn)
       if (!known && state.lagMs !== 0) continue
-      if (busy?.(state.host) === true) continue
+      if (busy?.(slot.host) === true) continue
       if (
         best === undefined ||
         (known && !bestKnown) ||
-        (known === bestKnown && state.host.outstanding < best.host.outstanding)
+        (known === bestKnown && slot.host.outstanding < best.host.outstanding)
       ) {
-        best = state
+        best = slot
         bestKnown = known
       }
     }

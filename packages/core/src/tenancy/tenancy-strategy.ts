@@ -11,7 +11,7 @@ export interface ScopeStatement {
 }
 
 export interface TenancyStrategy {
-  readonly mode: 'rls' | 'schema'
+  readonly mode: 'rls' | 'schema' | 'database'
   /** The statement that scopes one statement (or one transaction) to the tenant. */
   scope(tenantId: string, statementTimeoutMs: number): ScopeStatement
   /** Refuses, with KEEL_TENANT_INVALID, an id this strategy cannot place, before any SQL is sent. */

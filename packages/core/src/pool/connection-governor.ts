@@ -1,0 +1,133 @@
+/**
+ * What the governor asks of a pool on its server (HostPool in `database` mode).
+ */
+export interface GovernedPool {
+  /** Takes a permit offered to it; false when it no longer needs one (its waiter gave up, say). */
+  offer(): boolean
+  /** Whether a call of this pool waits for a permit now. */
+  wantsPermit(): boolean
+  /** Idle connections no call is about to take: what the pool can give up. */
+  evictable(): number
+  /**
+   * Closes its least recently used idle connection; `closed` runs once the server has it back, and the
+   * pool returns that permit then (never earlier: the server would see both connections at once).
+   */
+  evictIdle(closed: () => void): boolean
+  /** performance.now() of the pool's last release: the least recently used pool gives up first. */
+  readonly lastUsedAt: number
+}
+
+export interface GovernorSnapshot {
+  readonly max: number
+  /** Connections open or being opened, and the replica monitor's. */
+  readonly used: number
+  /** Permits calls wait for. */
+  readonly waiting: number
+}
+
+/**
+ * Caps this process's connections to one Postgres server (host:port) across every database pool on it
+ * (`tenancy.maxConnections`, ADR 0033). A pool holds one permit per connection it has open or is
+ * opening; it takes one before opening a connection and gives it back once that connection has closed.
+ * When none is free, the least recently used pool's idle connections are closed for the waiters; calls
+ * wait in one FIFO line across pools, so no database's burst keeps another's waiting forever, and a
+ * pool never holds more than its own `postgres.pool.max` (the per-tenant limits apply inside it).
+ */
+export class ConnectionGovernor {
+  readonly server: string
+  readonly max: number
+  #used = 0
+  readonly #members = new Set<GovernedPool>()
+  /** One entry per waiting call, by pool. */
+  #queue: GovernedPool[] = []
+  /** Permits being freed by evictions under way: not counted twice when deciding to evict more. */
+  #evicting = 0
+
+  constructor(server: string, max: number) {
+    this.server = server
+    this.max = max
+  }
+
+  join(pool: GovernedPool): void {
+    this.#members.add(pool)
+  }
+
+  leave(pool: GovernedPool): void {
+    this.#members.delete(pool)
+    this.#queue = this.#queue.filter((p) => p !== pool)
+  }
+
+  /**
+   * Connections held outside the pools (the replica monitor's probe, one per server), counted against
+   * the cap for as long as they exist.
+   */
+  reserve(n: number): void {
+    this.#used += n
+  }
+
+  /** A permit at once, or false. Never jumps the line: with calls waiting, the newcomer waits too. */
+  tryTake(): boolean {
+    if (this.#used >= this.max || this.#queue.some((p) => p.wantsPermit())) return false
+    this.#used++
+    return true
+  }
+
+  hasFree(): boolean {
+    return this.#used < this.max
+  }
+
+  /** A call of `pool` waits for a permit: offered in turn as permits come back, reclaiming idle ones. */
+  request(pool: GovernedPool): void {
+    this.#queue.push(pool)
+    this.#pump()
+  }
+
+  /** `n` connections of a pool have closed (or permits it took are not needed after all). */
+  give(n: number): void {
+    this.#used = Math.max(0, this.#used - n)
+    this.#pump()
+  }
+
+  /** Idle connections may be wanted by a waiter now (a pool released one). */
+  poke(): void {
+    this.#pump()
+  }
+
+  snapshot(): GovernorSnapshot {
+    return { max: this.max, used: this.#used, waiting: this.#queue.filter((p) => p.wantsPermit()).length }
+  }
+
+  #pump(): void {
+    while (this.#queue.length > 0 && this.#used < this.max) {
+      const pool = this.#queue.shift()!
+      if (!pool.wantsPermit()) continue
+      this.#used++
+      if (!pool.offer()) this.#used--
+    }
+    this.#queue = this.#queue.filter((p) => p.wantsPermit())
+    this.#reclaim()
+  }
+
+  /** Closes idle connections of the least recently used pools for the calls still waiting. */
+  #reclaim(): void {
+    let short = this.#queue.length - this.#evicting
+    if (short <= 0) return
+    const waiting = new Set(this.#queue)
+    const donors = [...this.#members]
+      .filter((p) => p.evictable() > 0)
+      // A pool with calls of its own waiting keeps its idle connections for them.
+      .sort((a, b) => Number(waiting.has(a)) - Number(waiting.has(b)) || a.lastUsedAt - b.lastUsedAt)
+    for (const donor of donors) {
+      while (short > 0 && donor.evictable() > 0) {
+        const started = donor.evictIdle(() => {
+          this.#evicting--
+          this.#pump()
+        })
+        if (!started) break
+        this.#evicting++
+        short--
+      }
+      if (short <= 0) return
+    }
+  }
+}

@@ -12,7 +12,13 @@ export interface HostHealth {
   port: number
   latencyMs?: number
   error?: string
-  pool: { total: number; idle: number; waiting: number }
+  pool: {
+    total: number
+    idle: number
+    waiting: number
+    /** database mode: permits of the server's budget this pool holds, calls using them, calls waiting for one. */
+    budget?: { held: number; inUse: number; waiting: number }
+  }
 }
 
 export interface ReplicaHealth extends HostHealth {
@@ -70,36 +76,75 @@ export async function healthOf(engine: Engine): Promise<Health> {
   const redisUp = engine.config.cache.redis === undefined ? undefined : engine.cache.redisHealthy()
   const placements = engine.placements
   const clusters = placements.registry.clusters()
-  const databases = await Promise.all(clusters.map((cluster) => clusterHealth(cluster, engine.closed)))
-  const redis = redisUp === undefined ? 'not configured' : (await redisUp) ? 'up' : 'down'
   const tenants = engine.tenantSnapshot()
-  const cache = { redis } as const
   if (placements.fixed !== undefined) {
-    const [only] = databases
-    return { status: only!.primary.status, primary: only!.primary, replicas: only!.replicas, tenants, cache }
+    const cluster = placements.fixed.cluster
+    const primary = await probeHost(cluster.primary, engine.closed)
+    const redis = await redisStatus(redisUp)
+    return {
+      status: primary.status,
+      primary,
+      replicas: replicasOf(cluster, engine.closed),
+      tenants,
+      cache: { redis },
+    }
   }
-  // database mode: one tenant database down is that tenant's outage, not the process's.
+  // database mode: one live round trip per server (through its most recently used database, within
+  // the budget), not one per database: a fleet's health check must not churn its connections. A
+  // database whose last connection attempt failed (dropped, renamed, refused) is down on its own.
+  const servers = new Map<string, Cluster[]>()
+  for (const cluster of clusters) {
+    const server = `${cluster.primary.info.address}:${cluster.primary.info.port}`
+    servers.set(server, [...(servers.get(server) ?? []), cluster])
+  }
+  const probes = new Map<string, HostHealth>()
+  await Promise.all(
+    [...servers].map(async ([server, members]) => {
+      const recent = members.reduce((a, b) => (lastUsed(b) > lastUsed(a) ? b : a))
+      probes.set(server, await probeHost(recent.primary, engine.closed))
+    }),
+  )
+  const databases = clusters.map((cluster): DatabaseHealth => {
+    const host = cluster.primary
+    const probe = probes.get(`${host.info.address}:${host.info.port}`)!
+    const failed = host.lastConnectError
+    const primary: HostHealth = {
+      ...hostBase(host),
+      role: 'primary',
+      status: probe.status === 'up' && failed === undefined ? 'up' : 'down',
+      ...(probe.latencyMs === undefined ? {} : { latencyMs: probe.latencyMs }),
+      ...(failed !== undefined ? { error: failed } : probe.error === undefined ? {} : { error: probe.error }),
+    }
+    return { key: cluster.key, primary, replicas: replicasOf(cluster, engine.closed) }
+  })
+  const redis = await redisStatus(redisUp)
+  // One tenant database down is that tenant's outage, not the process's.
   const up = databases.length === 0 || databases.some((d) => d.primary.status === 'up')
   const first = databases[0]
-  const budgets = placements.registry.budgets()
   return {
     status: engine.closed ? 'down' : up ? 'up' : 'down',
     primary: first?.primary ?? noDatabaseYet(engine.closed),
     replicas: first?.replicas ?? [],
     databases,
-    servers: Object.entries(budgets).map(([server, b]) => ({ server, ...b })),
+    servers: Object.entries(placements.registry.budgets()).map(([server, b]) => ({ server, ...b })),
     tenants,
-    cache,
+    cache: { redis },
   }
 }
 
-async function clusterHealth(cluster: Cluster, closed: boolean): Promise<DatabaseHealth> {
-  const primary = await probeHost(cluster.primary, closed)
-  const replicas = cluster.replicas.map((host): ReplicaHealth => {
+async function redisStatus(up: Promise<boolean> | undefined): Promise<'up' | 'down' | 'not configured'> {
+  return up === undefined ? 'not configured' : (await up) ? 'up' : 'down'
+}
+
+function lastUsed(cluster: Cluster): number {
+  return cluster.primary.slots?.lastUsedAt ?? 0
+}
+
+function replicasOf(cluster: Cluster, closed: boolean): ReplicaHealth[] {
+  return cluster.replicas.map((host): ReplicaHealth => {
     const state = cluster.monitor?.stateOf(host)
-    const base = hostBase(host)
     return {
-      ...base,
+      ...hostBase(host),
       role: 'replica',
       status: state?.up === true && !closed ? 'up' : 'down',
       inRotation: state?.inRotation === true && !closed,
@@ -108,7 +153,6 @@ async function clusterHealth(cluster: Cluster, closed: boolean): Promise<Databas
       ...(state?.lastError === undefined ? {} : { error: state.lastError }),
     }
   })
-  return { key: cluster.key, primary, replicas }
 }
 
 function noDatabaseYet(closed: boolean): HostHealth {
@@ -128,9 +172,17 @@ function hostBase(host: HostPool) {
     name: host.info.name,
     address: host.info.address,
     port: host.info.port,
-    pool: { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount },
+    pool: {
+      total: pool.totalCount,
+      idle: pool.idleCount,
+      waiting: pool.waitingCount,
+      ...(host.slots === undefined ? {} : { budget: host.slots.snapshot() }),
+    },
   }
 }
+
+/** The tenant limiter's name for the probe: no tenant id can take it (ids are validated). */
+const HEALTH_TENANT = '\u0000keel:health'
 
 // pg's per-query query_timeout (not in @types/pg's QueryConfig); the pool drops a client that hit it.
 const HEALTH_PROBE = { text: 'SELECT 1', query_timeout: 2_000 }
@@ -141,7 +193,16 @@ async function probeHost(host: HostPool, closed: boolean): Promise<HostHealth> {
   try {
     if (closed) throw new KeelError('KEEL_CLOSED', 'this keel instance is closed')
     // Bounded: a stopped host would keep readiness waiting forever on an idle connection.
-    await host.pool.query({ ...HEALTH_PROBE })
+    if (host.slots === undefined) await host.pool.query({ ...HEALTH_PROBE })
+    else {
+      // A governed pool opens connections only within the server's budget: the probe takes its turn.
+      const lease = await host.lease(HEALTH_TENANT, 1, HEALTH_PROBE.query_timeout)
+      try {
+        await lease.client.query({ ...HEALTH_PROBE })
+      } finally {
+        lease.release()
+      }
+    }
     return { ...base, status: 'up', latencyMs: Math.round((performance.now() - started) * 100) / 100 }
   } catch (error) {
     return { ...base, status: 'down', error: error instanceof Error ? error.message : String(error) }

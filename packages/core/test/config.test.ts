@@ -65,11 +65,7 @@ describe('createKeel config', () => {
       },
       'postgres.replicas',
     ],
-    [
-      'rls mode without a primary',
-      { postgres: {} },
-      'postgres.primary',
-    ],
+    ['rls mode without a primary', { postgres: {} }, 'postgres.primary'],
     [
       'negative limit',
       { postgres: { primary: { connectionString: url } }, limits: { tenantConnections: -1 } },

@@ -9,8 +9,9 @@ export interface GovernedPool {
   /** Idle connections no call is about to take: what the pool can give up. */
   evictable(): number
   /**
-   * Closes its least recently used idle connection; `closed` runs once the server has it back, and the
-   * pool returns that permit then (never earlier: the server would see both connections at once).
+   * Closes its least recently used idle connection and gives up its permit; `closed` runs once the
+   * connection has ended, and the governor hands the permit on then (never earlier: the server would
+   * see both connections at once).
    */
   evictIdle(closed: () => void): boolean
   /** performance.now() of the pool's last release: the least recently used pool gives up first. */
@@ -38,8 +39,8 @@ export class ConnectionGovernor {
   readonly max: number
   #used = 0
   readonly #members = new Set<GovernedPool>()
-  /** One entry per waiting call, by pool. */
-  #queue: GovernedPool[] = []
+  /** One entry per waiting call: its pool, and since when (performance.now()). */
+  #queue: Array<{ readonly pool: GovernedPool; readonly since: number }> = []
   /** Permits being freed by evictions under way: not counted twice when deciding to evict more. */
   #evicting = 0
 
@@ -54,7 +55,7 @@ export class ConnectionGovernor {
 
   leave(pool: GovernedPool): void {
     this.#members.delete(pool)
-    this.#queue = this.#queue.filter((p) => p !== pool)
+    this.#queue = this.#queue.filter((entry) => entry.pool !== pool)
   }
 
   /**
@@ -67,7 +68,7 @@ export class ConnectionGovernor {
 
   /** A permit at once, or false. Never jumps the line: with calls waiting, the newcomer waits too. */
   tryTake(): boolean {
-    if (this.#used >= this.max || this.#queue.some((p) => p.wantsPermit())) return false
+    if (this.#used >= this.max || this.#queue.some((entry) => entry.pool.wantsPermit())) return false
     this.#used++
     return true
   }
@@ -78,8 +79,14 @@ export class ConnectionGovernor {
 
   /** A call of `pool` waits for a permit: offered in turn as permits come back, reclaiming idle ones. */
   request(pool: GovernedPool): void {
-    this.#queue.push(pool)
+    this.#queue.push({ pool, since: performance.now() })
     this.#pump()
+  }
+
+  /** When the call that has waited longest for a permit here started waiting; undefined when none waits. */
+  oldestWaitingSince(): number | undefined {
+    this.#queue = this.#queue.filter((entry) => entry.pool.wantsPermit())
+    return this.#queue[0]?.since
   }
 
   /** `n` connections of a pool have closed (or permits it took are not needed after all). */
@@ -94,17 +101,21 @@ export class ConnectionGovernor {
   }
 
   snapshot(): GovernorSnapshot {
-    return { max: this.max, used: this.#used, waiting: this.#queue.filter((p) => p.wantsPermit()).length }
+    return {
+      max: this.max,
+      used: this.#used,
+      waiting: this.#queue.filter((entry) => entry.pool.wantsPermit()).length,
+    }
   }
 
   #pump(): void {
     while (this.#queue.length > 0 && this.#used < this.max) {
-      const pool = this.#queue.shift()!
+      const { pool } = this.#queue.shift()!
       if (!pool.wantsPermit()) continue
       this.#used++
       if (!pool.offer()) this.#used--
     }
-    this.#queue = this.#queue.filter((p) => p.wantsPermit())
+    this.#queue = this.#queue.filter((entry) => entry.pool.wantsPermit())
     this.#reclaim()
   }
 
@@ -112,7 +123,7 @@ export class ConnectionGovernor {
   #reclaim(): void {
     let short = this.#queue.length - this.#evicting
     if (short <= 0) return
-    const waiting = new Set(this.#queue)
+    const waiting = new Set(this.#queue.map((entry) => entry.pool))
     const donors = [...this.#members]
       .filter((p) => p.evictable() > 0)
       // A pool with calls of its own waiting keeps its idle connections for them.
@@ -121,7 +132,7 @@ export class ConnectionGovernor {
       while (short > 0 && donor.evictable() > 0) {
         const started = donor.evictIdle(() => {
           this.#evicting--
-          this.#pump()
+          this.give(1)
         })
         if (!started) break
         this.#evicting++

@@ -100,8 +100,14 @@ export class GovernedSlots implements GovernedPool {
     })
   }
 
-  /** A call gave its connection back (or never got one). */
-  release(): void {
+  /**
+   * A call gave its connection back (or never got one). `nextSince`: when the tenant's next call, to
+   * which the tenant limiter just passed its permit, started waiting. The connection goes to whoever
+   * has waited longest on this server: a call waiting here, that next call (it finds the connection
+   * idle), or another database's waiter (the connection is closed for it). Keeping it for the next
+   * call saves a reconnect; handing it on when another waited longer keeps the line fair.
+   */
+  release(nextSince?: number): void {
     this.#inUse--
     this.lastUsedAt = performance.now()
     const next = this.#waiters.find((w) => !w.settled)
@@ -109,6 +115,8 @@ export class GovernedSlots implements GovernedPool {
       next.take()
       return
     }
+    const oldest = this.#governor.oldestWaitingSince()
+    if (nextSince !== undefined && (oldest === undefined || nextSince < oldest)) return
     this.#settle()
     // An idle connection now: a waiter of another pool may have it closed for its own.
     this.#governor.poke()
@@ -142,9 +150,16 @@ export class GovernedSlots implements GovernedPool {
     return Math.max(0, Math.min(this.#pool.idleCount, this.#pool.totalCount - this.#inUse))
   }
 
+  /**
+   * Closes the longest-idle connection for another pool. Its permit leaves this pool at once (a call
+   * arriving here meanwhile must not reopen it) and reaches the governor once the connection is closed.
+   */
   evictIdle(closed: () => void): boolean {
     if (this.evictable() <= 0) return false
-    return evictIdleClient(this.#pool, closed)
+    if (!evictIdleClient(this.#pool, closed)) return false
+    this.#permits--
+    setPoolMax(this.#pool, this.#permits)
+    return true
   }
 
   /** Permits held, calls holding or taking a connection, calls waiting: for health output. */

@@ -65,6 +65,8 @@ export class HostPool {
   /** Calls waiting for pg-pool to hand them a connection: each fails with the error it is given. */
   readonly #connecting = new Set<(error: Error) => void>()
   #ended = false
+  /** Why the last attempt to open a connection here failed; cleared by the next that succeeds. */
+  lastConnectError: string | undefined
   /** `database` mode: this pool's share of its server's connection budget. */
   readonly slots: GovernedSlots | undefined
 
@@ -145,9 +147,9 @@ export class HostPool {
         settings.timeoutGraceMs,
         () => {
           this.#leases.delete(lease)
-          this.limiter.release(tenantId)
+          const next = this.limiter.release(tenantId)
           this.outstanding--
-          if (slot) this.slots!.release()
+          if (slot) this.slots!.release(next)
         },
       )
       this.#leases.add(lease)
@@ -244,11 +246,17 @@ export class HostPool {
           // The caller stopped waiting (abort, close): the connection goes back, never to it.
           if (settled) return client.release(true)
           settled = true
+          this.lastConnectError = undefined
           this.#connecting.delete(fail)
           unwatch?.()
           resolve(client)
         },
-        (error: unknown) => fail(this.#connectError(error)),
+        (error: unknown) => {
+          const failure = this.#connectError(error)
+          if (failure.code !== 'KEEL_POOL_TIMEOUT' && failure.code !== 'KEEL_CLOSED')
+            this.lastConnectError = failure.message
+          fail(failure)
+        },
       )
     })
   }
@@ -259,7 +267,7 @@ export class HostPool {
     })
   }
 
-  #connectError(error: unknown): Error {
+  #connectError(error: unknown): KeelError {
     if (error instanceof KeelError) return error
     const message = error instanceof Error ? error.message : String(error)
     if (this.#ended || message.includes('Cannot use a pool after calling end')) {

@@ -7,6 +7,8 @@ interface Waiter {
   /** Clears the timer and the abort listener: a shared signal must not collect listeners. */
   cleanup(): void
   settled: boolean
+  /** performance.now() when it started waiting. */
+  readonly since: number
 }
 
 interface Slot {
@@ -41,9 +43,13 @@ export class TenantLimiter {
     return this.#wait(tenantId, slot, limit, timeoutMs, signal)
   }
 
-  release(tenantId: string): void {
+  /**
+   * Gives a permit back: to the tenant's next waiter when there is one (returns when that call started
+   * waiting, so a governed pool can weigh it against other databases' waiters), else to the pool.
+   */
+  release(tenantId: string): number | undefined {
     const slot = this.#slots.get(tenantId)
-    if (slot === undefined) return
+    if (slot === undefined) return undefined
     while (slot.waiters.length > 0) {
       const next = slot.waiters.shift()!
       if (next.settled) continue
@@ -51,10 +57,11 @@ export class TenantLimiter {
       next.settled = true
       next.cleanup()
       next.resolve()
-      return
+      return next.since
     }
     slot.active--
     if (slot.active === 0) this.#slots.delete(tenantId)
+    return undefined
   }
 
   /** Whether the tenant could take a permit now without waiting. */
@@ -92,6 +99,7 @@ export class TenantLimiter {
         resolve,
         reject,
         settled: false,
+        since: performance.now(),
         cleanup: () => {
           clearTimeout(timer)
           unwatch?.()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs keel's benchmarks against the local stack:
-#   bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|pgbouncer|session-guard|orms]
+#   bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|pgbouncer|session-guard|orms|database]
 # Results go to bench/results/ and bench/README.md. Tunables: see bench/README.md (BENCH_* variables).
 set -euo pipefail
 
@@ -8,9 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scenario="${1:-all}"
 case "$scenario" in
-  all | throughput | loopback | proxy | noisy | breakdown | replicas | cache | cache-profile | jobs | jobs-profile | http | pgbouncer | session-guard | orms) ;;
+  all | throughput | loopback | proxy | noisy | breakdown | replicas | cache | cache-profile | jobs | jobs-profile | http | pgbouncer | session-guard | orms | database) ;;
   *)
-    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|pgbouncer|session-guard|orms]" >&2
+    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|pgbouncer|session-guard|orms|database]" >&2
     exit 2
     ;;
 esac
@@ -46,6 +46,7 @@ case "$scenario" in
     ;;
   session-guard) node bench/dist/session-guard.js ;;
   orms) node bench/dist/orms.js ;;
+  database) node bench/dist/database-mode.js ;;
   all)
     node bench/dist/tenancy.js all
     node bench/dist/replicas.js

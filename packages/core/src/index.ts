@@ -22,6 +22,7 @@ export type {
   TenantConnections,
   TenantLimitsOverride,
 } from './config/config-schema.js'
+export type { TenantPlacement, TenantResolver } from './config/tenancy-schema.js'
 export type { KeelErrorCode, KeelErrorOptions, RenamedKeelErrorCode } from './errors.js'
 export { currentErrorCode, errorCodes, isKeelError, KeelError, renamedErrorCodes } from './errors.js'
 // The HTTP kit adapters are built from lives at '@keel/core/http' (ADR 0029); users keep these two.
@@ -32,7 +33,15 @@ export type { EnqueueOptions, JobState, JobStatus, StartWorkerOptions } from './
 export { JobWorker } from './jobs/job-worker.js'
 export type { JobOutboxOptions } from './jobs/outbox.js'
 export { applyJobOutbox, jobOutboxSql } from './jobs/outbox.js'
-export type { Health, HostHealth, ReplicaHealth, TenantOptions } from './keel.js'
+export type {
+  DatabaseHealth,
+  Health,
+  HostHealth,
+  ReplicaHealth,
+  ServerHealth,
+  TenantOptions,
+} from './keel.js'
 export { createKeel, Keel } from './keel.js'
+export type { HostConfig } from './pool/host-info.js'
 export type { RlsPolicyOptions, SqlRunner, SqlRunnerPool } from './tenancy/rls-policy.js'
 export { applyRlsPolicy, rlsPolicySql } from './tenancy/rls-policy.js'

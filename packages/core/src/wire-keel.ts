@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import { LayeredCache } from './cache/layered-cache.js'
 import { Engine } from './client/engine.js'
-import type { KeelConfig, ResolvedConfig } from './config/config-schema.js'
+import type { KeelConfig, Logger, ResolvedConfig } from './config/config-schema.js'
 import { parseConfig } from './config/parse-config.js'
 import { KeelError } from './errors.js'
 import type { ResolvedJobDefinition } from './jobs/job-definition.js'
@@ -9,6 +9,7 @@ import { JobRuntime } from './jobs/job-runtime.js'
 import { pgPoolFactory } from './pg-pool/keel-pg-pool.js'
 import { ClusterRegistry } from './placement/cluster-registry.js'
 import { FixedPlacements, ResolvedPlacements } from './placement/placements.js'
+import type { ConnectionGovernor } from './pool/connection-governor.js'
 import { type HostInfo, hostInfo } from './pool/host-info.js'
 import { loadParser } from './sql/sql-parser.js'
 import { CacheTelemetry } from './telemetry/cache-telemetry.js'
@@ -34,6 +35,27 @@ function rlsRoleGuard(
         'the runtime role is a superuser or has BYPASSRLS, so row-level security would not apply; connect as a plain role (or set tenancy.allowBypassRole for a deliberate admin pool)',
       )
     }
+  }
+}
+
+/**
+ * database mode: a call refused because its server's connection budget had nothing to spare. Counted
+ * each time; logged at most once a second per server (a saturated server would flood the log).
+ */
+function budgetSignal(
+  telemetry: Telemetry,
+  logger: Logger | undefined,
+): (governor: ConnectionGovernor) => void {
+  const lastLogged = new Map<string, number>()
+  return (governor) => {
+    telemetry.budgetExhausted(governor.server)
+    const now = Date.now()
+    if (now - (lastLogged.get(governor.server) ?? 0) < 1_000) return
+    lastLogged.set(governor.server, now)
+    logger?.warn(
+      { server: governor.server, ...governor.snapshot(), signal: 'connection_budget_exhausted' },
+      'keel: no connection to spare within tenancy.maxConnections (KEEL_POOL_TIMEOUT)',
+    )
   }
 }
 
@@ -77,6 +99,7 @@ export function wireKeel(config: KeelConfig): Wiring {
     onThrottled,
     rlsGuard: rlsRoleGuard(resolved),
     maxConnections: resolved.tenancy.mode === 'database' ? resolved.tenancy.maxConnections : undefined,
+    onBudgetExhausted: budgetSignal(telemetry, logger),
     monitor: {
       pollMs: pg.replicaPollMs,
       maxLagMs: pg.maxReplicaLagMs,

@@ -35,9 +35,11 @@ function databaseKeel(
     applicationName: string
     tenancy?: Partial<DatabaseTenancy>
     limits?: KeelConfig['limits']
+    logger?: KeelConfig['logger']
   },
 ): Keel {
   return createKeel({
+    ...(options.logger === undefined ? {} : { logger: options.logger }),
     postgres: {
       pool: { max: options.poolMax ?? 4 },
       applicationName: options.applicationName,
@@ -185,11 +187,18 @@ describe('database mode: a database per tenant under a connection budget', () =>
   }, 60_000)
 
   it('the budget is waited for fairly and the wait is bounded: KEEL_POOL_TIMEOUT past acquireTimeoutMs, and the budget is whole again after', async () => {
+    const warnings: Array<Record<string, unknown>> = []
     const keel = databaseKeel(dedicated, {
       maxConnections: 2,
       poolMax: 2,
       applicationName: 'keel-dbm-wait',
       limits: { acquireTimeoutMs: 300 },
+      logger: {
+        debug: () => undefined,
+        info: () => undefined,
+        warn: (obj) => warnings.push(obj as Record<string, unknown>),
+        error: () => undefined,
+      },
     })
     try {
       const holders = [keel.tenant('dt3'), keel.tenant('dt4')].map((db) =>
@@ -205,6 +214,14 @@ describe('database mode: a database per tenant under a connection budget', () =>
         )
       expect(isKeelError(waited, 'KEEL_POOL_TIMEOUT')).toBe(true)
       expect((waited as { details: Record<string, unknown> }).details).toMatchObject({ maxConnections: 2 })
+      // The runbook's signal: logged with the server and its budget.
+      expect(warnings).toContainEqual(
+        expect.objectContaining({
+          signal: 'connection_budget_exhausted',
+          max: 2,
+          server: expect.stringMatching(/:\d+$/),
+        }),
+      )
       await Promise.all(holders)
       const r = await keel.tenant('dt5').query<{ d: string }>('SELECT current_database() AS d')
       expect(r.rows[0]!.d).toBe('keel_dt_5')

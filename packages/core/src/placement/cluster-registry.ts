@@ -18,6 +18,8 @@ export interface RegistryOptions {
   readonly monitor: MonitorOptions
   /** `database` mode: connections per server (host:port); undefined leaves each pool its own max. */
   readonly maxConnections: number | undefined
+  /** A call gave up waiting for a server's budget. */
+  readonly onBudgetExhausted?: ((governor: ConnectionGovernor) => void) | undefined
 }
 
 /**
@@ -95,7 +97,7 @@ export class ClusterRegistry {
     const server = serverOf(info)
     let governor = this.#governors.get(server)
     if (governor === undefined) {
-      governor = new ConnectionGovernor(server, max)
+      governor = new ConnectionGovernor(server, max, this.#options.onBudgetExhausted)
       this.#governors.set(server, governor)
     }
     return governor

@@ -44,9 +44,18 @@ export class ConnectionGovernor {
   /** Permits being freed by evictions under way: not counted twice when deciding to evict more. */
   #evicting = 0
 
-  constructor(server: string, max: number) {
+  readonly #onExhausted: (governor: ConnectionGovernor) => void
+
+  /** `onExhausted`: a call gave up waiting for a permit (the budget signal: metric and log). */
+  constructor(server: string, max: number, onExhausted: (governor: ConnectionGovernor) => void = () => {}) {
     this.server = server
     this.max = max
+    this.#onExhausted = onExhausted
+  }
+
+  /** A call waited its whole acquire timeout here. */
+  exhausted(): void {
+    this.#onExhausted(this)
   }
 
   join(pool: GovernedPool): void {

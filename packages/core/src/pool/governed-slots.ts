@@ -93,7 +93,11 @@ export class GovernedSlots implements GovernedPool {
         },
         fail,
       }
-      const timer = setTimeout(() => fail(this.#timeoutError(timeoutMs)), timeoutMs)
+      const timer = setTimeout(() => {
+        const error = this.#timeoutError(timeoutMs)
+        fail(error)
+        governor.exhausted()
+      }, timeoutMs)
       if (signal !== undefined) unwatch = watchAbort(signal, () => fail(abortError(signal)))
       this.#waiters.push(waiter)
       if (this.#permits < this.#max) governor.request(this)

@@ -47,6 +47,8 @@ export class Telemetry {
   readonly #throttled: Counter
   readonly #routes: Counter
   readonly #ejected: Counter
+
+  readonly #budgetExhausted: Counter
   readonly #okAttributes = new WeakMap<HostInfo, Map<string, Attributes>>()
 
   constructor(options: TelemetryOptions) {
@@ -66,6 +68,10 @@ export class Telemetry {
     this.#routes = this.meter.createCounter('keel.route.decisions', {
       description:
         'Where statements were sent: primary (writes, strong reads), replica, fallback (a read the primary served)',
+    })
+    this.#budgetExhausted = this.meter.createCounter('keel.connections.budget_exhausted', {
+      description:
+        'database mode: calls refused with KEEL_POOL_TIMEOUT because the server had no connection to spare within tenancy.maxConnections',
     })
     this.#ejected = this.meter.createCounter('keel.replica.ejected', {
       description:
@@ -175,6 +181,10 @@ export class Telemetry {
     const attributes = durationAttributes(operation, host)
     attributes['error.type'] = typeof code === 'string' ? code : 'Error'
     this.#duration.record(seconds, attributes)
+  }
+
+  budgetExhausted(server: string): void {
+    this.#budgetExhausted.add(1, { 'server.address': server })
   }
 
   tenantThrottled(tenantId: string): void {

@@ -9,6 +9,8 @@ import {
   type KeelErrorCode,
   type QueryResult,
   type TenantClient,
+  type TenantPlacement,
+  type TenantResolver,
   type Transaction,
 } from '@keel/core'
 import { describe, expectTypeOf, test } from 'vitest'
@@ -31,12 +33,30 @@ describe('createKeel config', () => {
     }).toExtend<KeelConfig>()
   })
 
-  test("the type refuses what the runtime refuses: tenancy.mode 'database', unknown options", () => {
-    // @ts-expect-error not available until issue #13
-    createKeel({ postgres: { primary: { host: 'h' } }, tenancy: { mode: 'database' } })
+  test('the type refuses what the runtime refuses: database mode without resolve, unknown options', () => {
+    // @ts-expect-error database mode needs tenancy.resolve
+    createKeel({ postgres: {}, tenancy: { mode: 'database' } })
     // @ts-expect-error unknown option (strict objects)
     createKeel({ postgres: { primary: { host: 'h' }, pol: {} } })
-    expectTypeOf<NonNullable<KeelConfig['tenancy']>['mode']>().toEqualTypeOf<'rls' | 'schema'>()
+    expectTypeOf<NonNullable<KeelConfig['tenancy']>['mode']>().toEqualTypeOf<'rls' | 'schema' | 'database'>()
+  })
+
+  test("the README's mixed placements config type-checks (database mode, no postgres.primary)", () => {
+    const resolve: TenantResolver = async (id) =>
+      id === 'megacorp'
+        ? {
+            primary: { connectionString: process.env.MEGACORP_URL },
+            replicas: [{ connectionString: 'postgres://r/db' }],
+          }
+        : id === 'unknown'
+          ? null
+          : { primary: { connectionString: process.env.SHARED_URL }, isolation: 'rls' }
+    expectTypeOf({
+      tenancy: { mode: 'database' as const, resolve, maxConnections: 60 },
+      postgres: { pool: { max: 5 } },
+    }).toExtend<KeelConfig>()
+    expectTypeOf<TenantPlacement['isolation']>().toEqualTypeOf<'database' | 'rls' | 'schema' | undefined>()
+    expectTypeOf(keel.invalidateTenant).toBeCallableWith('acme')
   })
 })
 
@@ -122,6 +142,7 @@ describe('errors', () => {
       | 'KEEL_TENANT_BUSY'
       | 'KEEL_TENANT_SCHEMA_UNKNOWN'
       | 'KEEL_TENANT_UNKNOWN'
+      | 'KEEL_TENANT_RESOLVE_FAILED'
       | 'KEEL_RLS_BYPASS'
       | 'KEEL_QUERY_INVALID'
       | 'KEEL_PARSER_UNAVAILABLE'

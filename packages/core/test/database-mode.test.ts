@@ -1,5 +1,10 @@
+import { randomBytes } from 'node:crypto'
+import { context } from '@opentelemetry/api'
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { z } from 'zod'
 import { createKeel, isKeelError, type Keel, type KeelConfig } from '../src/index.js'
 import { connect, createRlsTable, dropTable } from './support/db.js'
 import {
@@ -16,6 +21,7 @@ import {
   dropTenantDatabases,
   urlFor,
 } from './support/tenant-databases.js'
+import { waitFor } from './support/wait.js'
 
 // Database per tenant (issue #13): 32 tenant databases on the stack's primary, a shared rls database
 // (the stack's `keel`) beside them, one keel serving both, under a per-server connection budget.
@@ -498,5 +504,72 @@ describe('database mode: replicas, resolution and moves', () => {
     )
     await su.end()
     expect(left.rows[0].n).toBe(0)
+  }, 60_000)
+})
+
+describe('database mode: everything above the client, unchanged', () => {
+  it('spans name the tenant database and its host; keel.current(), pgPool(), the cache and jobs are per tenant', async () => {
+    const exporter = new InMemorySpanExporter()
+    const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] })
+    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
+    const stack = readStack()
+    const keel = createKeel({
+      postgres: { pool: { max: 2 }, applicationName: 'keel-dbm-above' },
+      tenancy: { mode: 'database', resolve: dedicated, maxConnections: 10 },
+      cache: { redis: { url: stack.redis!.url } },
+      jobs: {
+        redis: { url: stack.redis!.url },
+        queue: `q${randomBytes(4).toString('hex')}`,
+        closeTimeoutMs: 2_000,
+      },
+      telemetry: { tracerProvider: provider },
+    })
+    try {
+      await keel.tenant('dt27').query('SELECT 1')
+      const span = exporter.getFinishedSpans().find((s) => s.name.startsWith('SELECT'))
+      expect(span?.attributes).toMatchObject({
+        'db.namespace': 'keel_dt_27',
+        'server.address': stack.primary.host,
+        'server.port': stack.primary.port,
+        'keel.tenant.id': 'dt27',
+      })
+
+      // keel.current() and the pg.Pool facade follow the tenant in context to its database.
+      const facade = keel.pgPool()
+      const where = await keel.run(keel.tenant('dt28'), async () => {
+        expect(keel.current().tenantId).toBe('dt28')
+        const r = await facade.query<{ d: string }>('SELECT current_database() AS d')
+        return r.rows[0]!.d
+      })
+      expect(where).toBe('keel_dt_28')
+
+      // The cache is namespaced by tenant whatever the placement.
+      const a = await keel.tenant('dt27').cached({ key: 'where' }, async () => 'dt27-value')
+      const b = await keel.tenant('dt28').cached({ key: 'where' }, async () => 'dt28-value')
+      expect([a, b]).toEqual(['dt27-value', 'dt28-value'])
+
+      // A job runs as its tenant, in its tenant's database.
+      keel.defineJob('where.am.i', {
+        schema: z.object({}),
+        handler: async (_payload, { db }) => {
+          await db.query(`INSERT INTO items (tenant_id, body) VALUES ($1, 'from-job')`, [db.tenantId])
+          return (await db.query<{ d: string }>('SELECT current_database() AS d')).rows[0]!.d
+        },
+      })
+      keel.startWorker({ concurrency: 1 })
+      const db = keel.tenant('dt29')
+      const { jobId } = await db.enqueue('where.am.i', {})
+      await waitFor(`job ${jobId}`, async () => (await db.jobStatus(jobId))?.state === 'completed')
+      expect((await db.jobStatus(jobId))?.result).toBe('keel_dt_29')
+      const rows = await db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM items WHERE body = 'from-job'",
+        [],
+        { consistency: 'strong' },
+      )
+      expect(rows.rows[0]!.n).toBe(1)
+    } finally {
+      await keel.close()
+      context.disable()
+    }
   }, 60_000)
 })

@@ -14,7 +14,7 @@ import {
   runProperty,
   seed,
 } from './support/isolation-property.js'
-import { readStack } from './support/stack.js'
+import { readStack, stackCtl } from './support/stack.js'
 import {
   awaitDatabasesOnReplicas,
   createTenantDatabases,
@@ -462,6 +462,30 @@ describe('database mode: replicas, resolution and moves', () => {
     }
   }, 60_000)
 
+  it('an rls placement whose URL names a superuser is refused (KEEL_RLS_BYPASS), as in rls mode; a dedicated one is not scoped at all', async () => {
+    const stack = readStack()
+    const keel = databaseKeel(
+      (tenantId) =>
+        tenantId === 'admin-shared'
+          ? { primary: { connectionString: stack.primary.superUrl }, isolation: 'rls' }
+          : dedicated(tenantId),
+      { applicationName: 'keel-dbm-bypass' },
+    )
+    try {
+      const refused = await keel
+        .tenant('admin-shared')
+        .query('SELECT 1')
+        .catch((e: unknown) => e)
+      expect(isKeelError(refused, 'KEEL_RLS_BYPASS')).toBe(true)
+      const r = await keel
+        .tenant('dt26')
+        .query<{ s: string | null }>("SELECT current_setting('app.tenant_id', true) AS s")
+      expect(r.rows[0]!.s ?? '').toBe('')
+    } finally {
+      await keel.close()
+    }
+  }, 60_000)
+
   it("a tenant database that is gone fails that tenant's calls (KEEL_DB_UNAVAILABLE); the others and readiness carry on", async () => {
     const keel = databaseKeel(
       (tenantId) =>
@@ -572,4 +596,65 @@ describe('database mode: everything above the client, unchanged', () => {
       context.disable()
     }
   }, 60_000)
+})
+
+describe('database mode: a server that stops answering', () => {
+  it('SIGSTOP of the primary mid-load: calls end in KEEL_QUERY_TIMEOUT (none hangs), the budget comes back whole after SIGCONT, and every tenant is served again', async () => {
+    const keel = databaseKeel(dedicated, {
+      maxConnections: 4,
+      poolMax: 2,
+      applicationName: 'keel-dbm-stop',
+      limits: { statementTimeoutMs: 500, acquireTimeoutMs: 3_000 },
+    })
+    let paused = false
+    try {
+      const tenants = TENANTS.slice(0, 8)
+      for (const t of tenants) await keel.tenant(t).query('SELECT 1')
+      const calls = tenants.flatMap((t) =>
+        Array.from({ length: 2 }, () =>
+          keel
+            .tenant(t)
+            .query('SELECT pg_sleep(0.2)')
+            .then(
+              () => 'ok',
+              (e: unknown) => (e as { code?: string }).code ?? String(e),
+            ),
+        ),
+      )
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      await stackCtl('pause', 'primary')
+      paused = true
+      const outcomes = await Promise.all(calls)
+      await stackCtl('resume', 'primary')
+      paused = false
+      // Each call ended on its own (client-side deadline or a bounded wait for the budget), none hung.
+      for (const outcome of outcomes)
+        expect([
+          'ok',
+          'KEEL_QUERY_TIMEOUT',
+          'KEEL_POOL_TIMEOUT',
+          'KEEL_TENANT_BUSY',
+          'KEEL_DB_UNAVAILABLE',
+        ]).toContain(outcome)
+      expect(outcomes).toContain('KEEL_QUERY_TIMEOUT')
+      // The connections given up on gave their permits back: every tenant is served within the budget.
+      for (const t of tenants) {
+        await waitFor(`${t} served after SIGCONT`, async () =>
+          keel
+            .tenant(t)
+            .query<{ d: string }>('SELECT current_database() AS d')
+            .then(
+              (r) => r.rows[0]!.d === dbOf(t),
+              () => false,
+            ),
+        )
+      }
+      const [server] = (await keel.health()).servers ?? []
+      expect(server!.used).toBeLessThanOrEqual(4)
+      expect(server!.waiting).toBe(0)
+    } finally {
+      if (paused) await stackCtl('resume', 'primary')
+      await keel.close()
+    }
+  }, 90_000)
 })

@@ -126,6 +126,12 @@ export class GovernedSlots implements GovernedPool {
     this.#governor.poke()
   }
 
+  /** Offers this pool's idle connections to the server's line (a call that would have taken one left). */
+  handOn(): void {
+    this.#settle()
+    this.#governor.poke()
+  }
+
   /** Whether a call would wait for a connection here. */
   saturated(): boolean {
     return this.#inUse >= this.#permits && (this.#permits >= this.#max || !this.#governor.hasFree())

@@ -155,9 +155,12 @@ export class HostPool {
       this.#leases.add(lease)
       return lease
     } catch (error) {
-      this.limiter.release(tenantId)
+      const next = this.limiter.release(tenantId)
       this.outstanding--
-      if (slot) this.slots!.release()
+      if (slot) this.slots!.release(next)
+      // Gave up before taking a connection (aborted, budget timeout): a connection this tenant's last
+      // release kept for this call must not stay idle while other databases wait for the budget.
+      else this.slots?.handOn()
       throw error
     }
   }

@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { dropFleet, readStack, runCli, uniquePrefix } from './support.js'
+import { connect, dropFleet, readStack, runCli, uniquePrefix } from './support.js'
 
 // The `keel` bin as a user runs it: a keel.config.mjs in the project folder, no environment needed.
 const prefix = uniquePrefix('c')
@@ -30,6 +30,12 @@ writeFileSync(
 
 afterAll(async () => {
   await dropFleet([`tenant_${tenant}`])
+  const owner = await connect('owner')
+  await owner.query(`DROP TABLE IF EXISTS ${prefix}_plans`)
+  await owner.query("DELETE FROM keel_migrate.ledger WHERE scope = 'shared' AND id = $1", [
+    `0001_plans_${prefix}`,
+  ])
+  await owner.end()
 })
 
 describe('keel CLI', () => {
@@ -39,8 +45,9 @@ describe('keel CLI', () => {
     expect(a.stdout.trim()).toBe(join('db/migrations/tenant/0001_create_notes.sql'))
     const b = await runCli(['migrate', 'new', 'notes body index'], { cwd: project, env: noEnv })
     expect(b.stdout.trim()).toBe(join('db/migrations/tenant/0002_notes_body_index.sql'))
-    const c = await runCli(['migrate', 'new', '--shared', 'plans'], { cwd: project, env: noEnv })
-    expect(c.stdout.trim()).toBe(join('db/migrations/shared/0001_plans.sql'))
+    // Shared ids live in the stack's one shared ledger: unique per run.
+    const c = await runCli(['migrate', 'new', '--shared', `plans ${prefix}`], { cwd: project, env: noEnv })
+    expect(c.stdout.trim()).toBe(join(`db/migrations/shared/0001_plans_${prefix}.sql`))
     expect(readdirSync(join(project, 'db/migrations/tenant'))).toEqual([
       '0001_create_notes.sql',
       '0002_notes_body_index.sql',
@@ -49,7 +56,10 @@ describe('keel CLI', () => {
 
   it('migrate lint exits 1 on a finding, 0 once the migration is safe', async () => {
     const dir = join(project, 'db/migrations')
-    writeFileSync(join(dir, 'shared/0001_plans.sql'), `CREATE TABLE ${prefix}_plans (id int PRIMARY KEY);`)
+    writeFileSync(
+      join(dir, `shared/0001_plans_${prefix}.sql`),
+      `CREATE TABLE ${prefix}_plans (id int PRIMARY KEY);`,
+    )
     writeFileSync(
       join(dir, 'tenant/0001_create_notes.sql'),
       'CREATE TABLE notes (id bigserial PRIMARY KEY, body text);',

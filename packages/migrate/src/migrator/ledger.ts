@@ -58,24 +58,30 @@ export interface LedgerState {
   failure: { id: string | null; error: string; failedAt: Date } | undefined
 }
 
+/** The scope's applied migrations, progress and last failure, in one round trip. */
 export async function readLedger(client: ClientBase, scope: string): Promise<LedgerState> {
-  const applied = await client.query<{ id: string; checksum: string; applied_at: Date }>(
-    'SELECT id, checksum, applied_at FROM keel_migrate.ledger WHERE scope = $1',
+  const result = await client.query<{
+    applied: Array<{ id: string; checksum: string; applied_at: string }>
+    progress: Array<{ id: string; checksum: string; step: number }>
+    failure: { id: string | null; error: string; failed_at: string } | null
+  }>(
+    `SELECT
+      (SELECT coalesce(json_agg(json_build_object('id', id, 'checksum', checksum, 'applied_at', applied_at)), '[]')
+         FROM keel_migrate.ledger WHERE scope = $1) AS applied,
+      (SELECT coalesce(json_agg(json_build_object('id', id, 'checksum', checksum, 'step', step)), '[]')
+         FROM keel_migrate.progress WHERE scope = $1) AS progress,
+      (SELECT json_build_object('id', id, 'error', error, 'failed_at', failed_at)
+         FROM keel_migrate.failure WHERE scope = $1) AS failure`,
     [scope],
   )
-  const progress = await client.query<{ id: string; checksum: string; step: number }>(
-    'SELECT id, checksum, step FROM keel_migrate.progress WHERE scope = $1',
-    [scope],
-  )
-  const failure = await client.query<{ id: string | null; error: string; failed_at: Date }>(
-    'SELECT id, error, failed_at FROM keel_migrate.failure WHERE scope = $1',
-    [scope],
-  )
-  const f = failure.rows[0]
+  const row = result.rows[0]!
+  const f = row.failure
   return {
-    applied: new Map(applied.rows.map((r) => [r.id, { checksum: r.checksum, appliedAt: r.applied_at }])),
-    progress: new Map(progress.rows.map((r) => [r.id, { checksum: r.checksum, step: r.step }])),
-    failure: f === undefined ? undefined : { id: f.id, error: f.error, failedAt: f.failed_at },
+    applied: new Map(
+      row.applied.map((r) => [r.id, { checksum: r.checksum, appliedAt: new Date(r.applied_at) }]),
+    ),
+    progress: new Map(row.progress.map((r) => [r.id, { checksum: r.checksum, step: r.step }])),
+    failure: f === null ? undefined : { id: f.id, error: f.error, failedAt: new Date(f.failed_at) },
   }
 }
 

@@ -59,10 +59,10 @@ export async function runScope(
   options: ScopeOptions,
 ): Promise<ScopeResult> {
   const { client } = target
-  await client.query("SET application_name = 'keel-migrate'")
-  const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid
-  await acquireScopeLock(target, options)
+  const pid = await acquireScopeLock(target, options)
   const probe = new BlockerProbe(() => target.connectMonitor(), pid)
+  // Session settings (lock_timeout, search_path) set by non-transactional steps: reset before release.
+  const session = { dirty: false }
   let current: string | null = null
   try {
     const state = await readLedger(client, target.scope)
@@ -73,14 +73,16 @@ export async function runScope(
       current = migration.id
       lintBeforeRun(migration, options)
       const started = performance.now()
-      if (migration.nonTransactional) await applyStepwise(target, migration, state, options, probe)
-      else await applyInTransaction(target, migration, options, probe, started)
+      if (migration.nonTransactional) {
+        session.dirty = true
+        await applyStepwise(target, migration, state, options, probe)
+      } else await applyInTransaction(target, migration, options, probe, started)
       const durationMs = Math.round(performance.now() - started)
       applied.push({ tenant: target.tenant, migration: migration.id, durationMs })
       options.emit({ type: 'migration-applied', tenant: target.tenant, migration: migration.id, durationMs })
     }
     current = null
-    const rebuiltIndexes = await rebuildInvalidIndexes(target, options, probe)
+    const rebuiltIndexes = await rebuildInvalidIndexes(target, options, probe, session)
     if (state.failure !== undefined)
       await client.query('DELETE FROM keel_migrate.failure WHERE scope = $1', [target.scope])
     return { applied, rebuiltIndexes }
@@ -97,22 +99,23 @@ export async function runScope(
     )
   } finally {
     await probe.close()
-    await client.query('RESET ALL').catch(() => undefined)
+    if (session.dirty) await client.query('RESET ALL').catch(() => undefined)
     await client
       .query('SELECT pg_advisory_unlock($1, hashtext($2))', [LOCK_CLASS, target.scope])
       .catch(() => undefined)
   }
 }
 
-async function acquireScopeLock(target: ScopeTarget, options: ScopeOptions): Promise<void> {
+/** Takes the scope's session advisory lock (naming the session keel-migrate on the way); returns the backend pid. */
+async function acquireScopeLock(target: ScopeTarget, options: ScopeOptions): Promise<number> {
   const started = Date.now()
   let announced = false
   for (;;) {
-    const got = await target.client.query<{ ok: boolean }>(
-      'SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok',
+    const got = await target.client.query<{ ok: boolean; pid: number }>(
+      "SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok, pg_backend_pid() AS pid, set_config('application_name', 'keel-migrate', false)",
       [LOCK_CLASS, target.scope],
     )
-    if (got.rows[0]?.ok === true) return
+    if (got.rows[0]?.ok === true) return got.rows[0].pid
     if (Date.now() - started >= options.scopeLockWaitMs) {
       throw new MigrateError(
         'KEEL_MIGRATE_SCOPE_BUSY',
@@ -201,8 +204,17 @@ function retryOptions(target: ScopeTarget, migration: Migration, options: ScopeO
   }
 }
 
-async function inTransaction(client: ClientBase, body: () => Promise<void>): Promise<void> {
-  await client.query('BEGIN')
+/**
+ * BEGIN and the transaction's settings in one round trip (simple protocol, several statements): the values
+ * are integers and identifiers quoted by quoteIdent, never input text.
+ */
+function beginWithSettings(target: ScopeTarget, options: ScopeOptions): string {
+  const path = searchPath(target)
+  return `BEGIN; SET LOCAL lock_timeout = ${Math.trunc(options.lockTimeoutMs)}; SET LOCAL statement_timeout = ${Math.trunc(options.statementTimeoutMs)}${path === '' ? '' : `; SET LOCAL search_path = ${path}`}`
+}
+
+async function inTransaction(client: ClientBase, begin: string, body: () => Promise<void>): Promise<void> {
+  await client.query(begin)
   try {
     await body()
     await client.query('COMMIT')
@@ -222,8 +234,7 @@ async function applyInTransaction(
 ): Promise<void> {
   const what = `${target.scope}: ${migration.id}`
   await withLockRetry(what, retryOptions(target, migration, options), probe, () =>
-    inTransaction(target.client, async () => {
-      await applySettings(target, options.statementTimeoutMs, options.lockTimeoutMs, true)
+    inTransaction(target.client, beginWithSettings(target, options), async () => {
       await probe.watch(options.lockTimeoutMs, () => target.client.query(migration.sql))
       await target.client.query(RECORD_SQL, [
         target.scope,
@@ -268,15 +279,14 @@ async function applyStepwise(
       await client.query(saveStep, values)
     } else {
       await withLockRetry(`${what} line ${statement.line}`, retry, probe, () =>
-        inTransaction(client, async () => {
-          await applySettings(target, options.statementTimeoutMs, options.lockTimeoutMs, true)
+        inTransaction(client, beginWithSettings(target, options), async () => {
           await probe.watch(options.lockTimeoutMs, () => client.query(statement.text))
           await client.query(saveStep, values)
         }),
       )
     }
   }
-  await inTransaction(client, async () => {
+  await inTransaction(client, 'BEGIN', async () => {
     await client.query(RECORD_SQL, [
       target.scope,
       migration.id,
@@ -318,10 +328,19 @@ const INVALID_INDEXES = `SELECT n.nspname AS schema, c.relname AS name FROM pg_i
  * INVALID indexes left in the scope by a killed or failed concurrent build (also one the app ran by hand):
  * rebuilt with REINDEX CONCURRENTLY; the `_ccnew` leftovers of a failed REINDEX CONCURRENTLY are dropped.
  */
-async function rebuildInvalidIndexes(target: ScopeTarget, options: ScopeOptions, probe: BlockerProbe) {
+async function rebuildInvalidIndexes(
+  target: ScopeTarget,
+  options: ScopeOptions,
+  probe: BlockerProbe,
+  session: { dirty: boolean },
+) {
   const { client } = target
-  await client.query('RESET ALL')
-  await client.query("SET application_name = 'keel-migrate'")
+  if (session.dirty && target.schema === undefined) {
+    // current_schemas() below must be the connection's default path, not a step's.
+    await client.query('RESET ALL')
+    await client.query("SET application_name = 'keel-migrate'")
+    session.dirty = false
+  }
   const schemas =
     target.schema === undefined
       ? (await client.query<{ s: string[] }>('SELECT current_schemas(false) AS s')).rows[0]!.s
@@ -340,6 +359,7 @@ async function rebuildInvalidIndexes(target: ScopeTarget, options: ScopeOptions,
       },
       probe,
       async () => {
+        session.dirty = true
         await client.query("SELECT set_config('lock_timeout', $1, false)", [`${options.lockTimeoutMs}ms`])
         await client.query(
           drop ? `DROP INDEX CONCURRENTLY IF EXISTS ${qualified}` : `REINDEX INDEX CONCURRENTLY ${qualified}`,

@@ -42,7 +42,23 @@ export const tenancyOptionsSchema = z.discriminatedUnion('mode', [
   }),
 ])
 
-export type TenancyOptions = z.input<typeof tenancyOptionsSchema>
+/** The tenancy config the app gives createKeel; the migrator reads `mode` and what that mode needs. */
+export type TenancyOptions =
+  | { mode: 'rls'; [key: string]: unknown }
+  | {
+      mode: 'schema'
+      /** Maps a tenant id to its schema name. @default (id) => 'tenant_' + id */
+      schemaFor?: (tenantId: string) => string
+      /** Schemas searched after the tenant's own while its migrations run. @default [] */
+      sharedSchemas?: string[]
+      [key: string]: unknown
+    }
+  | {
+      mode: 'database'
+      /** Where a tenant lives; null for an unknown tenant. */
+      resolve: (tenantId: string) => Promise<ResolvedTenantPlacement | null> | ResolvedTenantPlacement | null
+      [key: string]: unknown
+    }
 
 /** A migration event: the CLI turns these into progress lines; apps can log them. */
 export type MigrateEvent =
@@ -117,5 +133,38 @@ export const migratorOptionsSchema = z.strictObject({
   onEvent: fn<(event: MigrateEvent) => void>('onEvent').optional(),
 })
 
-export type MigratorOptions = z.input<typeof migratorOptionsSchema>
+/** createMigrator's options (docs/migrate.md#options has the table). */
+export interface MigratorOptions {
+  /** The owner connection (a role allowed to run DDL; never the app's runtime role): a URL or ClientConfig. */
+  connection: string | ClientConfig
+  /** The migrations folder: shared/NNNN_name.sql (once) and tenant/NNNN_name.sql (in each tenant scope). */
+  dir: string
+  /** The tenancy config the app gives createKeel. @default { mode: 'rls' } */
+  tenancy?: TenancyOptions
+  /** The fleet (schema and database modes): tenant ids, or a function returning them. */
+  tenants?: readonly string[] | (() => Promise<readonly string[]> | readonly string[])
+  /** lock_timeout of every migration statement. @default 500 */
+  lockTimeoutMs?: number
+  /** Give up on a statement that keeps hitting lock_timeout after this long in total. @default 120000 */
+  maxLockWaitMs?: number
+  /** statement_timeout of transactional migrations. @default 60000 */
+  statementTimeoutMs?: number
+  /** statement_timeout of non-transactional statements (CREATE INDEX CONCURRENTLY, ...); 0 = none. @default 0 */
+  concurrentStatementTimeoutMs?: number
+  /** Tenant scopes migrated at once. @default 4 */
+  concurrency?: number
+  /** Run the first N tenants first; stop the fleet if one of them fails. @default 0 */
+  canary?: number
+  /** How long to wait for another runner holding a scope. @default 300000 */
+  scopeLockWaitMs?: number
+  /** Lint pending migrations before running them. @default 'warn' */
+  lint?: 'off' | 'warn' | 'error'
+  /** Database mode: the owner connection of a tenant database. @default resolve's URL with `connection`'s user and password */
+  tenantConnection?: (tenantId: string, placement: ResolvedTenantPlacement) => ClientConfig
+  /** Database mode: the database CREATE/DROP DATABASE connect to. @default 'postgres' */
+  maintenanceDatabase?: string
+  /** Every migration event: progress, lock retries with their blockers, lint findings, rebuilt indexes. */
+  onEvent?: (event: MigrateEvent) => void
+}
+
 export type ResolvedMigratorOptions = z.output<typeof migratorOptionsSchema>

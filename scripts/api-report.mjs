@@ -17,6 +17,7 @@ const entries = [
   ['packages/core', 'dist/http.d.ts', 'core-http'],
   ['packages/express-adapter', 'dist/index.d.ts', 'express'],
   ['packages/fastify-adapter', 'dist/index.d.ts', 'fastify'],
+  ['packages/migrate', 'dist/index.d.ts', 'migrate'],
 ]
 
 let failed = false

@@ -20,7 +20,7 @@ const work = join(root, '.keel', 'consumer-check')
 const npmCache = join(work, 'npm-cache')
 const args = process.argv.slice(2)
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined
-const PACKAGES = ['core', 'express-adapter', 'fastify-adapter']
+const PACKAGES = ['core', 'express-adapter', 'fastify-adapter', 'migrate']
 // The checkers, pinned: a new release of either must not turn CI red on its own.
 const TOOLS = { '@arethetypeswrong/cli': '0.18.5', publint: '0.3.25', typescript: '5.9.3' }
 

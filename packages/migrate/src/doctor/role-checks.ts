@@ -25,7 +25,8 @@ export function roleFindings(catalog: Catalog, mode: 'rls' | 'schema' | 'databas
       ),
     )
   }
-  for (const other of catalog.bypassRoles) {
+  // A superuser counts as a member of every role: membership says nothing more about it.
+  for (const other of catalog.role.superuser ? [] : catalog.bypassRoles) {
     const what = other.superuser ? 'a superuser' : 'BYPASSRLS'
     out.push(
       finding(

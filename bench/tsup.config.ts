@@ -11,6 +11,7 @@ export default defineConfig({
   external: [
     'pg',
     '@keel/core',
+    '@keel/migrate',
     'lru-cache',
     'libpg-query',
     'ioredis',

@@ -26,8 +26,8 @@ export interface DoctorResult {
   findings: Finding[]
   /** What was inspected, so "no findings" can be told apart from "nothing looked at". */
   checked: { databases: number; schemas: number; tables: number; tenantTables: number; probedTables: number }
-  /** Whether the live probe ran; when it did not, why. */
-  probe: { ran: boolean; reason?: string }
+  /** Whether the live probe ran; when it did not, why; tables where it could not conclude. */
+  probe: { ran: boolean; reason?: string; inconclusive?: string[] }
 }
 
 interface Totals {
@@ -38,6 +38,7 @@ interface Totals {
   probedTables: number
   probeRan: boolean
   probeReason: string | undefined
+  inconclusive: string[]
 }
 
 /**
@@ -57,6 +58,7 @@ export async function doctor(options: DoctorOptions): Promise<DoctorResult> {
     probedTables: 0,
     probeRan: false,
     probeReason: undefined,
+    inconclusive: [],
   }
   const tenants = typeof o.tenants === 'function' ? await o.tenants() : o.tenants
   let findings: Finding[]
@@ -97,7 +99,11 @@ export async function doctor(options: DoctorOptions): Promise<DoctorResult> {
       tenantTables: totals.tenantTables,
       probedTables: totals.probedTables,
     },
-    probe: totals.probeRan ? { ran: true } : { ran: false, reason: totals.probeReason ?? 'not applicable' },
+    probe: !totals.probeRan
+      ? { ran: false, reason: totals.probeReason ?? 'not applicable' }
+      : totals.inconclusive.length > 0
+        ? { ran: true, inconclusive: totals.inconclusive }
+        : { ran: true },
   }
   return result
 }
@@ -219,6 +225,7 @@ async function inspect(
     )
     totals.probeRan = true
     totals.probedTables += probe.tables
+    totals.inconclusive.push(...probe.inconclusive)
     out.push(...probe.findings)
   } finally {
     await probeClient?.end().catch(() => undefined)

@@ -34,11 +34,9 @@ const tenancy = z.discriminatedUnion('mode', [
   }),
 ])
 
-const qualifiedName = z
-  .string()
-  .regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$/, {
-    message: 'must be name or schema.name',
-  })
+const qualifiedName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$/, {
+  message: 'must be name or schema.name',
+})
 
 export const doctorOptionsSchema = z.strictObject({
   /** The owner's connection: the doctor reads the catalog, and never writes (the probe rolls back). */

@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto'
 import type pg from 'pg'
 import { type Finding, finding } from './rules.js'
-import { ident, qualified } from './sql-names.js'
+import { ident, literal, qualified } from './sql-names.js'
 import type { TenantTable } from './tenant-tables.js'
 
 export interface ProbeResult {
   findings: Finding[]
   tables: number
+  /** Tables where a probe step ended in an error that proves nothing (timeout, a trigger's error). */
+  inconclusive: string[]
 }
 
 /** A synthetic tenant id of the column's type that no real tenant has; undefined: a type the probe skips. */
@@ -21,15 +23,21 @@ function syntheticId(type: string, which: 'a' | 'b'): string | undefined {
   return undefined
 }
 
+/**
+ * One probe step in one round trip on success: savepoint, the tenant setting and the statement as one
+ * simple-protocol batch (the values are the doctor's own synthetic ids and a validated setting name,
+ * quoted as literals); a failure costs one more, the rollback to the savepoint.
+ */
 async function attempt(
   client: pg.ClientBase,
-  text: string,
-  values: unknown[],
+  setting: string,
+  tenant: string,
+  statement: string,
 ): Promise<{ rows: number; code?: string }> {
-  await client.query('SAVEPOINT keel_doctor_probe')
+  const batch = `SAVEPOINT keel_doctor_probe; SELECT set_config(${literal(setting)}, ${literal(tenant)}, true); ${statement}; RELEASE SAVEPOINT keel_doctor_probe`
   try {
-    const r = await client.query(text, values)
-    await client.query('RELEASE SAVEPOINT keel_doctor_probe')
+    const results = (await client.query(batch)) as unknown as pg.QueryResult[]
+    const r = results[2]!
     return { rows: r.rowCount ?? r.rows.length }
   } catch (error) {
     await client.query('ROLLBACK TO SAVEPOINT keel_doctor_probe')
@@ -50,56 +58,79 @@ export async function runProbe(
   tables: readonly TenantTable[],
 ): Promise<ProbeResult> {
   const out: Finding[] = []
+  const inconclusive: string[] = []
   let probed = 0
-  await client.query('BEGIN')
-  try {
-    await client.query("SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '30s'")
-    if (options.setRole !== undefined) await client.query(`SET LOCAL ROLE ${ident(options.setRole)}`)
-    const setTenant = (v: string) => client.query('SELECT set_config($1, $2, true)', [options.setting, v])
-    for (const t of tables) {
-      const a = syntheticId(t.column.type, 'a')
-      const b = syntheticId(t.column.type, 'b')
-      if (a === undefined || b === undefined) continue
-      probed++
-      const table = qualified(t.relation.schema, t.relation.name)
-      const object = options.prefix + t.display
-      const insert = `INSERT INTO ${table} (${ident(t.column.name)}) VALUES ($1::${t.column.type})`
-      if (t.relation.runtimeInsert) {
-        await setTenant(b)
-        await attempt(client, insert, [b])
-        await setTenant(a)
-        const cross = await attempt(client, insert, [b])
-        if (cross.code !== '42501') {
-          out.push(
-            finding(
-              'probe-cross-tenant-insert',
-              object,
-              `As ${options.runtimeRole} scoped to synthetic tenant A, inserting a row for tenant B into ${t.display} ${cross.code === undefined ? 'succeeded' : `got past row level security (it failed later, with ${cross.code})`}: the WITH CHECK side of its policies lets a tenant write another tenant's rows.`,
-              `Give the policy a WITH CHECK that compares ${t.column.name} with the setting: WITH CHECK (${ident(t.column.name)} = (SELECT public.keel_current_tenant()))`,
-            ),
-          )
-        }
+  // One transaction per batch: a single one over a whole fleet runs out of lock slots
+  // (max_locks_per_transaction) after a few thousand tables; each batch is rolled back like the rest.
+  for (let start = 0; start < tables.length; start += BATCH) {
+    await client.query('BEGIN')
+    try {
+      await client.query("SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '30s'")
+      if (options.setRole !== undefined) await client.query(`SET LOCAL ROLE ${ident(options.setRole)}`)
+      for (const t of tables.slice(start, start + BATCH)) {
+        const verdict = await probeTable(client, options, t)
+        if (verdict === undefined) continue
+        probed++
+        out.push(...verdict.findings)
+        if (verdict.inconclusive) inconclusive.push(options.prefix + t.display)
       }
-      if (t.relation.runtimeSelect) {
-        const read = `SELECT 1 FROM ${table} LIMIT 1`
-        await setTenant(a)
-        const asA = await attempt(client, read, [])
-        await setTenant('')
-        const unset = await attempt(client, read, [])
-        if (asA.rows > 0 || unset.rows > 0) {
-          out.push(
-            finding(
-              'probe-cross-tenant-read',
-              object,
-              `As ${options.runtimeRole}, ${asA.rows > 0 ? 'synthetic tenant A (which owns no rows)' : 'a statement without a tenant'} read rows of ${t.display}: its policies admit other tenants' rows.`,
-              `Make the USING side compare ${t.column.name} with the setting and nothing else: USING (${ident(t.column.name)} = (SELECT public.keel_current_tenant())); if another permissive policy must stay, make the tenant one AS RESTRICTIVE.`,
-            ),
-          )
-        }
-      }
+    } finally {
+      await client.query('ROLLBACK').catch(() => undefined)
     }
-  } finally {
-    await client.query('ROLLBACK').catch(() => undefined)
   }
-  return { findings: out, tables: probed }
+  return { findings: out, tables: probed, inconclusive }
+}
+
+const BATCH = 100
+
+async function probeTable(
+  client: pg.ClientBase,
+  options: { runtimeRole: string; setting: string; prefix: string },
+  t: TenantTable,
+): Promise<{ findings: Finding[]; inconclusive: boolean } | undefined> {
+  const a = syntheticId(t.column.type, 'a')
+  const b = syntheticId(t.column.type, 'b')
+  if (a === undefined || b === undefined) return undefined
+  const out: Finding[] = []
+  let inconclusive = false
+  const table = qualified(t.relation.schema, t.relation.name)
+  const object = options.prefix + t.display
+  const insert = `INSERT INTO ${table} (${ident(t.column.name)}) VALUES (${literal(b)}::${t.column.type})`
+  const s = options.setting
+  if (t.relation.runtimeInsert) {
+    await attempt(client, s, b, insert)
+    const cross = await attempt(client, s, a, insert)
+    // Postgres checks WITH CHECK before NOT NULL and CHECK constraints: success, or an integrity error
+    // (class 23) after it, means the row got past row level security. Any other error (a lock or
+    // statement timeout, a trigger's own error) proves nothing either way.
+    if (cross.code === undefined || cross.code.startsWith('23')) {
+      out.push(
+        finding(
+          'probe-cross-tenant-insert',
+          object,
+          `As ${options.runtimeRole} scoped to synthetic tenant A, inserting a row for tenant B into ${t.display} ${cross.code === undefined ? 'succeeded' : `got past row level security (it failed later, with ${cross.code})`}: the WITH CHECK side of its policies lets a tenant write another tenant's rows.`,
+          `Give the policy a WITH CHECK that compares ${t.column.name} with the setting: WITH CHECK (${ident(t.column.name)} = (SELECT public.keel_current_tenant()))`,
+        ),
+      )
+    } else if (cross.code !== '42501') {
+      inconclusive = true
+    }
+  }
+  if (t.relation.runtimeSelect) {
+    const read = `SELECT 1 FROM ${table} LIMIT 1`
+    const asA = await attempt(client, s, a, read)
+    const unset = await attempt(client, s, '', read)
+    if (asA.code !== undefined || unset.code !== undefined) inconclusive = true
+    if (asA.rows > 0 || unset.rows > 0) {
+      out.push(
+        finding(
+          'probe-cross-tenant-read',
+          object,
+          `As ${options.runtimeRole}, ${asA.rows > 0 ? 'synthetic tenant A (which owns no rows)' : 'a statement without a tenant'} read rows of ${t.display}: its policies admit other tenants' rows.`,
+          `Make the USING side compare ${t.column.name} with the setting and nothing else: USING (${ident(t.column.name)} = (SELECT public.keel_current_tenant())); if another permissive policy must stay, make the tenant one AS RESTRICTIVE.`,
+        ),
+      )
+    }
+  }
+  return { findings: out, inconclusive }
 }

@@ -14,7 +14,11 @@ const dirtyDb = `doctor_cli_dirty_${id}`
 
 function keel(args: string[], env: Record<string, string> = {}) {
   const { KEEL_OWNER_URL: _a, DATABASE_URL: _b, ...rest } = process.env
-  const r = spawnSync(process.execPath, [cli, ...args], { env: { ...rest, ...env }, encoding: 'utf8', timeout: 60_000 })
+  const r = spawnSync(process.execPath, [cli, ...args], {
+    env: { ...rest, ...env },
+    encoding: 'utf8',
+    timeout: 60_000,
+  })
   return { code: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
@@ -67,7 +71,9 @@ describe('keel doctor (CLI)', () => {
     expect(text.stdout).toContain('see: docs/doctor/rls-disabled.md')
     const json = keel(['doctor', '--json', ...flags(dirtyDb)], { DATABASE_URL: owner })
     expect(json.code).toBe(1)
-    const result = JSON.parse(json.stdout) as { findings: Array<{ rule: string; severity: string; object: string }> }
+    const result = JSON.parse(json.stdout) as {
+      findings: Array<{ rule: string; severity: string; object: string }>
+    }
     expect(result.findings.map((f) => [f.rule, f.severity, f.object])).toEqual([
       ['rls-disabled', 'error', 'public.notes'],
       ['index-not-leading-tenant', 'warning', 'public.notes:notes_body'],
@@ -83,7 +89,13 @@ describe('keel doctor (CLI)', () => {
 
   it('exits 2 when it cannot run, without printing the password', () => {
     const { host, port } = stackUrls()
-    const bad = keel(['doctor', '--connection', `postgres://keel_owner:s3cret-pw@${host}:${port}/nope_${id}`, '--runtime-role', role])
+    const bad = keel([
+      'doctor',
+      '--connection',
+      `postgres://keel_owner:s3cret-pw@${host}:${port}/nope_${id}`,
+      '--runtime-role',
+      role,
+    ])
     expect(bad.code).toBe(2)
     expect(bad.stderr).toContain('keel doctor could not run')
     expect(bad.stderr).not.toContain('s3cret-pw')

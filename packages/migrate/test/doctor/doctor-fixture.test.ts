@@ -63,7 +63,9 @@ afterAll(async () => {
 describe('doctor on the fixture database', () => {
   it('reports exactly the planted violations, one per rule', async () => {
     const result = await doctor(base(fixtureDb, fxRole))
-    const expected = PLANTED.map(([rule, object]) => [rule, object === '<runtime>' ? fxRole : object] as const).sort()
+    const expected = PLANTED.map(
+      ([rule, object]) => [rule, object === '<runtime>' ? fxRole : object] as const,
+    ).sort()
     expect(pairs(result.findings)).toEqual(expected)
     expect(result.probe).toEqual({ ran: true })
     for (const f of result.findings) {
@@ -135,7 +137,9 @@ describe('doctor on the clean twin', () => {
       code: 'KEEL_DOCTOR_CONFIG_INVALID',
     })
     const secret = 'postgres://keel_owner:hunter2@127.0.0.1:1/x'
-    const error = await doctor({ connection: secret, runtimeRole: 'x', sharedTables: [42 as never] }).catch((e) => e)
+    const error = await doctor({ connection: secret, runtimeRole: 'x', sharedTables: [42 as never] }).catch(
+      (e) => e,
+    )
     expect(error.code).toBe('KEEL_DOCTOR_CONFIG_INVALID')
     expect(String(error.message)).not.toContain('hunter2')
   })

@@ -117,19 +117,44 @@ export function plantedSchema(r: string): string {
     ${table('no_rls', r, '', '')}
     ${table('not_forced', r, '', keelRls('not_forced').replace('ALTER TABLE not_forced FORCE ROW LEVEL SECURITY;', ''))}
     ${table('no_policy', r, '', 'ALTER TABLE no_policy ENABLE ROW LEVEL SECURITY; ALTER TABLE no_policy FORCE ROW LEVEL SECURITY;')}
-    ${table('no_check', r, '', `ALTER TABLE no_check ENABLE ROW LEVEL SECURITY; ALTER TABLE no_check FORCE ROW LEVEL SECURITY;
-      CREATE POLICY only_using ON no_check FOR ALL USING (${pred});`)}
-    ${table('always_true', r, '', `ALTER TABLE always_true ENABLE ROW LEVEL SECURITY; ALTER TABLE always_true FORCE ROW LEVEL SECURITY;
-      CREATE POLICY open ON always_true FOR ALL USING (true) WITH CHECK (true);`)}
-    ${table('fails_open', r, '', `ALTER TABLE fails_open ENABLE ROW LEVEL SECURITY; ALTER TABLE fails_open FORCE ROW LEVEL SECURITY;
+    ${table(
+      'no_check',
+      r,
+      '',
+      `ALTER TABLE no_check ENABLE ROW LEVEL SECURITY; ALTER TABLE no_check FORCE ROW LEVEL SECURITY;
+      CREATE POLICY only_using ON no_check FOR ALL USING (${pred});`,
+    )}
+    ${table(
+      'always_true',
+      r,
+      '',
+      `ALTER TABLE always_true ENABLE ROW LEVEL SECURITY; ALTER TABLE always_true FORCE ROW LEVEL SECURITY;
+      CREATE POLICY open ON always_true FOR ALL USING (true) WITH CHECK (true);`,
+    )}
+    ${table(
+      'fails_open',
+      r,
+      '',
+      `ALTER TABLE fails_open ENABLE ROW LEVEL SECURITY; ALTER TABLE fails_open FORCE ROW LEVEL SECURITY;
       CREATE POLICY coalesced ON fails_open FOR ALL
         USING (tenant_id = COALESCE(NULLIF(current_setting('app.tenant_id', true), ''), tenant_id))
-        WITH CHECK (tenant_id = COALESCE(NULLIF(current_setting('app.tenant_id', true), ''), tenant_id));`)}
-    ${table('other_setting', r, '', `ALTER TABLE other_setting ENABLE ROW LEVEL SECURITY; ALTER TABLE other_setting FORCE ROW LEVEL SECURITY;
+        WITH CHECK (tenant_id = COALESCE(NULLIF(current_setting('app.tenant_id', true), ''), tenant_id));`,
+    )}
+    ${table(
+      'other_setting',
+      r,
+      '',
+      `ALTER TABLE other_setting ENABLE ROW LEVEL SECURITY; ALTER TABLE other_setting FORCE ROW LEVEL SECURITY;
       CREATE POLICY wrong_setting ON other_setting FOR ALL
-        USING (tenant_id = current_setting('app.org', true)) WITH CHECK (tenant_id = current_setting('app.org', true));`)}
-    ${table('widened', r, ', shared_with text', `${keelRls('widened')}
-      CREATE POLICY shared_rows ON widened FOR SELECT USING (shared_with = (SELECT public.keel_current_tenant()));`)}
+        USING (tenant_id = current_setting('app.org', true)) WITH CHECK (tenant_id = current_setting('app.org', true));`,
+    )}
+    ${table(
+      'widened',
+      r,
+      ', shared_with text',
+      `${keelRls('widened')}
+      CREATE POLICY shared_rows ON widened FOR SELECT USING (shared_with = (SELECT public.keel_current_tenant()));`,
+    )}
     CREATE TABLE casts_column (tenant_id uuid NOT NULL, id bigint GENERATED ALWAYS AS IDENTITY, PRIMARY KEY (tenant_id, id));
     ALTER TABLE casts_column ENABLE ROW LEVEL SECURITY; ALTER TABLE casts_column FORCE ROW LEVEL SECURITY;
     CREATE POLICY text_compare ON casts_column FOR ALL
@@ -158,10 +183,20 @@ export function plantedSchema(r: string): string {
     CREATE SCHEMA scratch;
     GRANT CREATE ON SCHEMA scratch TO PUBLIC;
     ${leaky}
-    ${table('probe_read', r, '', `ALTER TABLE probe_read ENABLE ROW LEVEL SECURITY; ALTER TABLE probe_read FORCE ROW LEVEL SECURITY;
-      CREATE POLICY leaky_read ON probe_read FOR ALL USING (${pred} OR public.is_demo()) WITH CHECK (${pred});`)}
-    ${table('probe_insert', r, '', `ALTER TABLE probe_insert ENABLE ROW LEVEL SECURITY; ALTER TABLE probe_insert FORCE ROW LEVEL SECURITY;
-      CREATE POLICY leaky_write ON probe_insert FOR ALL USING (${pred}) WITH CHECK (${pred} OR public.is_demo());`)}
+    ${table(
+      'probe_read',
+      r,
+      '',
+      `ALTER TABLE probe_read ENABLE ROW LEVEL SECURITY; ALTER TABLE probe_read FORCE ROW LEVEL SECURITY;
+      CREATE POLICY leaky_read ON probe_read FOR ALL USING (${pred} OR public.is_demo()) WITH CHECK (${pred});`,
+    )}
+    ${table(
+      'probe_insert',
+      r,
+      '',
+      `ALTER TABLE probe_insert ENABLE ROW LEVEL SECURITY; ALTER TABLE probe_insert FORCE ROW LEVEL SECURITY;
+      CREATE POLICY leaky_write ON probe_insert FOR ALL USING (${pred}) WITH CHECK (${pred} OR public.is_demo());`,
+    )}
     ${table('owned_by_app', r)}
   `
 }

@@ -38,32 +38,37 @@ const qualifiedName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_
   message: 'must be name or schema.name',
 })
 
-export const doctorOptionsSchema = z.strictObject({
-  /** The owner's connection: the doctor reads the catalog, and never writes (the probe rolls back). */
-  connection,
-  /** The role the app connects as (`keel_app`): what it can reach is what the doctor checks. */
-  runtimeRole: identifier,
-  /** The tenancy config the app gives createKeel. @default { mode: 'rls', setting: 'app.tenant_id' } */
-  tenancy: tenancy.default({ mode: 'rls', setting: 'app.tenant_id' }),
-  /** Tables every tenant shares on purpose (no tenant column): `plans` or `public.plans`. @default [] */
-  sharedTables: z.array(qualifiedName).default([]),
-  /** The tenant column. @default 'tenant_id' */
-  tenantColumn: identifier.default('tenant_id'),
-  /** Tables whose tenant column has another name, e.g. `{ tenants: 'id' }`. @default {} */
-  tenantColumns: z.record(qualifiedName, identifier).default({}),
-  /** The fleet (schema and database modes). Schema mode without it: every non-shared, non-system schema. */
-  tenants: z.union([z.array(z.string().min(1)), fn<() => Promise<string[]> | string[]>()]).optional(),
-  /** Only these schemas are inspected (rls mode). @default every schema but the system ones */
-  schemas: z.array(identifier).optional(),
-  /** The runtime role's own connection, for the live probe; without it the owner must be able to SET ROLE. */
-  runtimeConnection: connection.optional(),
-  /** Run the live probe (rls): two synthetic tenants in a rolled-back transaction. @default true */
-  probe: z.boolean().default(true),
-  /** Findings accepted on purpose: `{ rule, object }` (object omitted: the rule everywhere). @default [] */
-  ignore: z
-    .array(z.strictObject({ rule: z.string().min(1), object: z.string().min(1).optional() }))
-    .default([]),
-})
+export const doctorOptionsSchema = z
+  .strictObject({
+    /** The owner's connection: the doctor reads the catalog, and never writes (the probe rolls back). */
+    connection,
+    /** The role the app connects as (`keel_app`): what it can reach is what the doctor checks. */
+    runtimeRole: identifier,
+    /** The tenancy config the app gives createKeel. @default { mode: 'rls', setting: 'app.tenant_id' } */
+    tenancy: tenancy.default({ mode: 'rls', setting: 'app.tenant_id' }),
+    /** Tables every tenant shares on purpose (no tenant column): `plans` or `public.plans`. @default [] */
+    sharedTables: z.array(qualifiedName).default([]),
+    /** The tenant column. @default 'tenant_id' */
+    tenantColumn: identifier.default('tenant_id'),
+    /** Tables whose tenant column has another name, e.g. `{ tenants: 'id' }`. @default {} */
+    tenantColumns: z.record(qualifiedName, identifier).default({}),
+    /** The fleet (schema and database modes). Schema mode without it: every non-shared, non-system schema. */
+    tenants: z.union([z.array(z.string().min(1)), fn<() => Promise<string[]> | string[]>()]).optional(),
+    /** Only these schemas are inspected (rls mode). @default every schema but the system ones */
+    schemas: z.array(identifier).optional(),
+    /** The runtime role's own connection, for the live probe; without it the owner must be able to SET ROLE. */
+    runtimeConnection: connection.optional(),
+    /** Run the live probe (rls): two synthetic tenants in a rolled-back transaction. @default true */
+    probe: z.boolean().default(true),
+    /** Findings accepted on purpose: `{ rule, object }` (object omitted: the rule everywhere). @default [] */
+    ignore: z
+      .array(z.strictObject({ rule: z.string().min(1), object: z.string().min(1).optional() }))
+      .default([]),
+  })
+  .refine((o) => o.tenancy.mode !== 'database' || o.tenants !== undefined, {
+    message: 'database mode needs the fleet: tenants',
+    path: ['tenants'],
+  })
 
 export type DoctorOptions = z.input<typeof doctorOptionsSchema>
 export type ParsedDoctorOptions = z.output<typeof doctorOptionsSchema>

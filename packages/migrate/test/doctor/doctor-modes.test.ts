@@ -101,6 +101,13 @@ describe('database mode', () => {
     expect(result.probe).toEqual({ ran: true })
   })
 
+  it('needs the fleet: without tenants it cannot run', async () => {
+    await expect(doctor(options)).rejects.toMatchObject({
+      code: 'KEEL_DOCTOR_CONFIG_INVALID',
+      details: { fields: ['tenants'] },
+    })
+  })
+
   it('a fleet of clean tenant databases: nothing to report', async () => {
     const result = await doctor({ ...options, tenants: ['acme'] })
     expect(result.findings).toEqual([])

@@ -95,8 +95,8 @@ function group<T>(rows: Array<T & { rel: string | number }>, map: (row: T) => un
   const out = new Map<number, never[]>()
   for (const row of rows) {
     const key = Number(row.rel)
-    let list = out.get(key)
-    if (list === undefined) out.set(key, (list = []))
+    const list = out.get(key) ?? []
+    if (list.length === 0) out.set(key, list)
     list.push(map(row) as never)
   }
   return out

@@ -39,8 +39,8 @@ export function driftFindings(catalog: Catalog, tenantSchemas: readonly string[]
   // Relations grouped once: a fleet of 500 schemas must not scan every relation 500 times.
   const relationsOf = new Map<string, Relation[]>()
   for (const r of catalog.relations) {
-    let list = relationsOf.get(r.schema)
-    if (list === undefined) relationsOf.set(r.schema, (list = []))
+    const list = relationsOf.get(r.schema) ?? []
+    if (list.length === 0) relationsOf.set(r.schema, list)
     list.push(r)
   }
   for (const s of tenantSchemas) {

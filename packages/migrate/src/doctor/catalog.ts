@@ -62,8 +62,10 @@ export interface Index {
   primary: boolean
   keys: number[]
   constraint: string | null
-  definition: string
+  /** Access method, operator classes, options, expressions and predicate: what the fingerprint compares. */
+  shape: string
   partial: boolean
+  hasExpressions: boolean
 }
 
 export interface Constraint {
@@ -179,9 +181,10 @@ export async function readCatalog(
   )
   const idx = await client.query(
     `SELECT i.indrelid::int8 AS rel, ic.relname AS name, i.indisunique, i.indisprimary,
-              string_to_array(i.indkey::text, ' ')::int2[] AS keys, con.conname, pg_get_indexdef(i.indexrelid) AS def,
-              i.indpred IS NOT NULL AS partial
-         FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+              string_to_array(i.indkey::text, ' ')::int2[] AS keys, con.conname,
+              i.indpred IS NOT NULL AS partial, i.indexprs IS NOT NULL AS exprs,
+              concat_ws(' ', am.amname, i.indclass::text, i.indoption::text, i.indexprs::text, i.indpred::text) AS shape
+         FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
          LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u', 'x')
         WHERE i.indrelid = ANY ($1::int8[]::oid[]) ORDER BY i.indrelid, ic.relname`,
     [oids],
@@ -293,8 +296,10 @@ export async function readCatalog(
       primary: r.indisprimary,
       keys: intArray(r.keys),
       constraint: r.conname,
-      definition: r.def,
+      // Node trees carry parse positions, which differ between schemas created from the same SQL.
+      shape: String(r.shape).replace(/ :location -?\d+/g, ''),
       partial: r.partial,
+      hasExpressions: r.exprs,
     })),
     constraints: group(cons.rows, (r) => ({
       name: r.conname,

@@ -41,6 +41,20 @@ function foreignKeys(catalog: Catalog, split: TableSplit, t: TenantTable, prefix
   return out
 }
 
+function recreate(
+  t: TenantTable,
+  name: string,
+  columns: string[],
+  unique: boolean,
+  expressions: boolean,
+): string {
+  const index = qualified(t.relation.schema, name)
+  const table = qualified(t.relation.schema, t.relation.name)
+  if (expressions)
+    return `Recreate ${index} with ${ident(t.column.name)} as its first key (its other keys are expressions: keep them).`
+  return `DROP INDEX CONCURRENTLY ${index}; CREATE ${unique ? 'UNIQUE ' : ''}INDEX CONCURRENTLY ${ident(name)} ON ${table} (${columns.map(ident).join(', ')});`
+}
+
 function indexes(catalog: Catalog, t: TenantTable, prefix: string): Finding[] {
   const out: Finding[] = []
   const table = qualified(t.relation.schema, t.relation.name)
@@ -53,7 +67,7 @@ function indexes(catalog: Catalog, t: TenantTable, prefix: string): Finding[] {
       const fix =
         i.constraint !== null
           ? `ALTER TABLE ${table} DROP CONSTRAINT ${ident(i.constraint)}, ADD CONSTRAINT ${ident(i.constraint)} ${i.primary ? 'PRIMARY KEY' : 'UNIQUE'} (${[t.column.name, ...cols].map(ident).join(', ')});`
-          : `DROP INDEX ${qualified(t.relation.schema, i.name)}; ${i.definition.replace(/\(/, `(${ident(t.column.name)}, `)};`
+          : recreate(t, i.name, [t.column.name, ...cols], true, i.hasExpressions)
       out.push(
         finding(
           'unique-without-tenant',
@@ -73,7 +87,13 @@ function indexes(catalog: Catalog, t: TenantTable, prefix: string): Finding[] {
         `The ${what} ${name} (${cols.join(', ')}) on ${t.display} does not lead with ${t.column.name}: every query is tenant-scoped, so lookups scan other tenants' entries too (or the planner skips the index).`,
         i.constraint !== null
           ? `ALTER TABLE ${table} DROP CONSTRAINT ${ident(i.constraint)}, ADD CONSTRAINT ${ident(i.constraint)} ${i.primary ? 'PRIMARY KEY' : 'UNIQUE'} (${[t.column.name, ...cols.filter((c) => c !== t.column.name)].map(ident).join(', ')});`
-          : `DROP INDEX CONCURRENTLY ${qualified(t.relation.schema, i.name)}; ${i.definition.replace('CREATE INDEX', 'CREATE INDEX CONCURRENTLY').replace(/\(/, `(${ident(t.column.name)}, `)};`,
+          : recreate(
+              t,
+              i.name,
+              [t.column.name, ...cols.filter((c) => c !== t.column.name)],
+              i.unique,
+              i.hasExpressions,
+            ),
       ),
     )
   }

@@ -17,7 +17,12 @@ export function schemaLines(catalog: Catalog, schema: string, relations: readonl
         `${r.name}.${c.name} ${c.type}${c.notNull ? ' not null' : ''}${c.hasDefault ? ' default' : ''}`,
       )
     }
-    for (const i of catalog.indexes.get(r.oid) ?? []) lines.push(`index ${strip(i.definition)}`)
+    // Index shapes from pg_index (no pg_get_indexdef: deparsing 20,000 indexes costs seconds).
+    const cols = catalog.columns.get(r.oid) ?? []
+    for (const i of catalog.indexes.get(r.oid) ?? []) {
+      const keys = i.keys.map((k) => (k === 0 ? '(expr)' : (cols.find((c) => c.num === k)?.name ?? k)))
+      lines.push(`index ${r.name}.${i.name} (${keys.join(', ')})${i.unique ? ' unique' : ''} ${i.shape}`)
+    }
     for (const c of catalog.constraints.get(r.oid) ?? [])
       lines.push(`constraint ${r.name}.${c.name} ${strip(c.definition)}`)
     for (const p of catalog.policies.get(r.oid) ?? []) {

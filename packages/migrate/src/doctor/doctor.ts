@@ -206,6 +206,16 @@ async function inspect(
     probeClient = new pg.Client({ ...target.runtimeConnection, application_name: 'keel doctor probe' })
     probeClient.on('error', () => undefined)
     await probeClient.connect()
+    // A probe as another role would prove nothing about this one.
+    const who = await probeClient.query<{ user: string }>('SELECT current_user AS user')
+    if (who.rows[0]?.user !== o.runtimeRole) {
+      await probeClient.end().catch(() => undefined)
+      throw new DoctorError(
+        'KEEL_DOCTOR_CONFIG_INVALID',
+        `runtimeConnection logs in as ${who.rows[0]?.user}, not as the runtime role ${o.runtimeRole}`,
+        { details: { fields: ['runtimeConnection'] } },
+      )
+    }
   } else if (catalog.ownerCanSetRole) {
     setRole = o.runtimeRole
   } else {

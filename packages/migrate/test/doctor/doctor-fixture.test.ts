@@ -144,6 +144,14 @@ describe('doctor on the clean twin', () => {
     expect(String(error.message)).not.toContain('hunter2')
   })
 
+  it('a runtime connection that logs in as another role is refused: the probe would prove nothing', async () => {
+    const options = { ...base(twinDb, twinRole), runtimeConnection: urlFor(superRole, 'app', twinDb) }
+    await expect(doctor(options)).rejects.toMatchObject({
+      code: 'KEEL_DOCTOR_CONFIG_INVALID',
+      details: { fields: ['runtimeConnection'] },
+    })
+  })
+
   it('without a runtime connection and no SET ROLE, the probe is skipped and says why', async () => {
     const { runtimeConnection: _, ...rest } = base(twinDb, twinRole)
     const result = await doctor(rest)

@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -12,12 +13,13 @@ const role = `doctor_cli_app_${id}`
 const cleanDb = `doctor_cli_clean_${id}`
 const dirtyDb = `doctor_cli_dirty_${id}`
 
-function keel(args: string[], env: Record<string, string> = {}) {
+function keel(args: string[], env: Record<string, string> = {}, cwd?: string) {
   const { KEEL_OWNER_URL: _a, DATABASE_URL: _b, ...rest } = process.env
   const r = spawnSync(process.execPath, [cli, ...args], {
     env: { ...rest, ...env },
     encoding: 'utf8',
     timeout: 60_000,
+    ...(cwd === undefined ? {} : { cwd }),
   })
   return { code: r.status, stdout: r.stdout, stderr: r.stderr }
 }
@@ -85,6 +87,29 @@ describe('keel doctor (CLI)', () => {
     expect(keel([...args, '--ignore', 'rls-disabled:public.notes']).code).toBe(0)
     expect(keel([...args, '--ignore', 'rls-disabled:public.notes', '--strict']).code).toBe(1)
     expect(keel([...args, '--ignore', 'rls-disabled,index-not-leading-tenant', '--strict']).code).toBe(0)
+  })
+
+  it('reads keel.config.mjs from the working directory (its doctor key); flags override it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keel-doctor-'))
+    writeFileSync(
+      join(dir, 'keel.config.mjs'),
+      `export default { doctor: { runtimeRole: '${role}', sharedTables: ['plans'], tenantColumns: { tenants: 'id' },
+         runtimeConnection: '${urlFor(role, 'app', cleanDb)}' } }\n`,
+    )
+    const r = keel(['doctor', '--json'], { KEEL_OWNER_URL: urlFor('keel_owner', 'owner', cleanDb) }, dir)
+    expect(r.stderr).toBe('')
+    expect(r.code).toBe(0)
+    expect(JSON.parse(r.stdout)).toMatchObject({ findings: [], probe: { ran: true } })
+    // --shared replaces the config's list: plans is then an undeclared table.
+    const over = keel(
+      ['doctor', '--json', '--shared', 'nothing'],
+      { KEEL_OWNER_URL: urlFor('keel_owner', 'owner', cleanDb) },
+      dir,
+    )
+    expect(over.code).toBe(1)
+    expect(JSON.parse(over.stdout).findings.map((f: { rule: string }) => f.rule)).toEqual([
+      'table-not-tenant-scoped',
+    ])
   })
 
   it('exits 2 when it cannot run, without printing the password', () => {

@@ -1,12 +1,15 @@
 #!/usr/bin/env node
 import { Command } from 'commander'
+import { registerDoctorCommand } from './cli/doctor-command.js'
 import { registerMigrateCommand } from './cli/migrate-command.js'
 import { registerTenantsCommand } from './cli/tenants-command.js'
 import { isMigrateError } from './errors.js'
 
 // The `keel` bin: one file per command group under cli/ registers its commands here.
 const program = new Command('keel')
-  .description('keel owner-side tooling: lock-safe fleet migrations and tenant provisioning')
+  .description(
+    'keel owner-side tooling: lock-safe fleet migrations, tenant provisioning, and the tenant-isolation doctor',
+  )
   .option(
     '-c, --config <file>',
     'config file (default: keel.config.{js,mjs,ts} in the current folder, then env)',
@@ -15,6 +18,7 @@ const program = new Command('keel')
 
 registerMigrateCommand(program)
 registerTenantsCommand(program)
+registerDoctorCommand(program)
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   if (isMigrateError(error)) process.stderr.write(`keel: ${error.code}: ${error.message}\n`)

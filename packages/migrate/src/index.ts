@@ -7,6 +7,10 @@ export type {
   ResolvedTenantPlacement,
   TenancyOptions,
 } from './config/migrator-options.js'
+export { type DoctorResult, doctor } from './doctor/doctor.js'
+export { DoctorError, type DoctorErrorCode } from './doctor/doctor-error.js'
+export type { DoctorOptions, ResolvedPlacement } from './doctor/options.js'
+export { type DoctorRule, doctorRules, type Finding, type Severity } from './doctor/rules.js'
 export type { MigrateErrorCode, MigrateErrorOptions } from './errors.js'
 export { isMigrateError, MigrateError, migrateErrorCodes } from './errors.js'
 export type { LintContext, LintRule } from './lint/lint-rules.js'

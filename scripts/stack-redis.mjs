@@ -64,7 +64,10 @@ async function pickPorts(n, taken) {
 
 /** One command through redis-cli; its reply text (redis-cli's plain output), or null when it failed. */
 export function cli(port, ...args) {
-  const r = spawnSync('redis-cli', ['-h', HOST, '-p', String(port), ...args], { encoding: 'utf8', timeout: 3_000 })
+  const r = spawnSync('redis-cli', ['-h', HOST, '-p', String(port), ...args], {
+    encoding: 'utf8',
+    timeout: 3_000,
+  })
   return r.status === 0 ? r.stdout : null
 }
 
@@ -107,7 +110,9 @@ export function createRedisTopologies({ stateDir, redisServer, log, fail }) {
   const portOf = (st, name) => {
     const node = parseNodeName(name)
     if (node.topology === 'redis-cluster') return st.ports.redisCluster?.[node.index]
-    return node.sentinel ? st.ports.redisSentinel?.sentinels[node.index] : st.ports.redisSentinel?.data[node.index]
+    return node.sentinel
+      ? st.ports.redisSentinel?.sentinels[node.index]
+      : st.ports.redisSentinel?.data[node.index]
   }
   const pidOf = (name) => readPid(fileOf(name, 'pid'))
 
@@ -148,7 +153,8 @@ export function createRedisTopologies({ stateDir, redisServer, log, fail }) {
   /** Starts one node (a cluster node, a sentinel-watched data node, or a Sentinel); false when it ran. */
   async function startNode(st, name) {
     const port = portOf(st, name)
-    if (port === undefined) fail(`${name}: its topology is not up; run: node scripts/stack.mjs up ${parseNodeName(name).topology}`)
+    if (port === undefined)
+      fail(`${name}: its topology is not up; run: node scripts/stack.mjs up ${parseNodeName(name).topology}`)
     if (pidOf(name)) return false
     const node = parseNodeName(name)
     fs.mkdirSync(dirOf(node.topology), { recursive: true })
@@ -195,7 +201,8 @@ export function createRedisTopologies({ stateDir, redisServer, log, fail }) {
       const args = commonArgs(name, port)
       // The first start: node 1 replicates node 0. Afterwards Sentinel decides who replicates whom (a
       // restarted old master comes back as a master and Sentinel turns it into a replica).
-      if (node.index === 1 && !st.redisSentinelStarted) args.push('--replicaof', HOST, String(st.ports.redisSentinel.data[0]))
+      if (node.index === 1 && !st.redisSentinelStarted)
+        args.push('--replicaof', HOST, String(st.ports.redisSentinel.data[0]))
       await spawnServer(name, args)
     }
     const ok = await waitFor(() => ping(port), 15_000)
@@ -238,7 +245,8 @@ export function createRedisTopologies({ stateDir, redisServer, log, fail }) {
       if (r.status !== 0) fail(`redis-cli --cluster create failed: ${r.stderr || r.stdout}`)
       st.redisClusterCreated = true
     }
-    if (!(await waitFor(() => clusterOk(st), 30_000))) fail('the Redis Cluster did not reach cluster_state:ok within 30s')
+    if (!(await waitFor(() => clusterOk(st), 30_000)))
+      fail('the Redis Cluster did not reach cluster_state:ok within 30s')
     return started
   }
 
@@ -248,9 +256,11 @@ export function createRedisTopologies({ stateDir, redisServer, log, fail }) {
       st.ports.redisSentinel = { data: [d0, d1], sentinels: [s0, s1, s2] }
     }
     const started = []
-    for (let i = 0; i < SENTINEL_DATA; i++) if (await startNode(st, `redis-sentinel-${i}`)) started.push(`redis-sentinel-${i}`)
+    for (let i = 0; i < SENTINEL_DATA; i++)
+      if (await startNode(st, `redis-sentinel-${i}`)) started.push(`redis-sentinel-${i}`)
     st.redisSentinelStarted = true
-    for (let i = 0; i < SENTINELS; i++) if (await startNode(st, `redis-sentinel-s${i}`)) started.push(`redis-sentinel-s${i}`)
+    for (let i = 0; i < SENTINELS; i++)
+      if (await startNode(st, `redis-sentinel-s${i}`)) started.push(`redis-sentinel-s${i}`)
     // Ready once every Sentinel knows the master and its replica, and the others Sentinels.
     const ready = await waitFor(async () => {
       for (const port of st.ports.redisSentinel.sentinels) {

@@ -5,7 +5,7 @@ import type { JobTelemetry } from '../telemetry/job-telemetry.js'
 import { QueueKeys } from './bullmq-internals.js'
 import type { EnqueueScripts } from './enqueue-script.js'
 import { FairScheduler } from './fair-scheduler.js'
-import { jobNameOf, queueOf } from './job-queues.js'
+import { hashTagged, jobNameOf, queueOf } from './job-queues.js'
 import type { JobsRedis } from './jobs-redis.js'
 import { TenantJobs } from './tenant-jobs.js'
 
@@ -70,7 +70,7 @@ export class QueueRegistry {
 
   /** The BullMQ queue of a job name. */
   queueOfJob(jobName: string): string {
-    return queueOf(this.#config.queue, jobName)
+    return queueOf(this.#config.queue, jobName, this.#redis.cluster)
   }
 
   /**
@@ -80,7 +80,7 @@ export class QueueRegistry {
   queueOfId(jobId: string): string | undefined {
     const name = jobNameOf(jobId)
     if (name === undefined) return undefined
-    return typeof name === 'string' ? this.queueOfJob(name) : this.#config.queue
+    return typeof name === 'string' ? this.queueOfJob(name) : this.#legacyQueue
   }
 
   /** keel's per-tenant keys shared by all job queues: running slots and dead letters. */
@@ -153,8 +153,13 @@ export class QueueRegistry {
     }
   }
 
+  /** The one-queue layout's queue (before ADR 0025). */
+  get #legacyQueue(): string {
+    return hashTagged(this.#config.queue, this.#redis.cluster)
+  }
+
   #isKept(queueName: string): boolean {
-    if (queueName === this.#config.queue) return true
+    if (queueName === this.#legacyQueue) return true
     for (const name of this.#definitions.keys()) if (this.queueOfJob(name) === queueName) return true
     return false
   }

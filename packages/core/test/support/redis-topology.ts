@@ -122,3 +122,57 @@ export async function sentinelMaster(sentinel: StackRedisSentinel): Promise<stri
     client.disconnect()
   }
 }
+
+/**
+ * Which Redis the jobs suites (jobs, jobs-fairness, jobs-outbox) run on: the stack's single Redis by
+ * default, or with `KEEL_TEST_REDIS=cluster` / `sentinel` the on-demand topology, so that the same tests
+ * prove keel on each (issue #17). Call {@link ensureTestRedis} in the suite's beforeAll first.
+ */
+export type TestRedisName = 'single' | 'cluster' | 'sentinel'
+
+export function testRedisName(): TestRedisName {
+  const name = process.env.KEEL_TEST_REDIS ?? 'single'
+  if (name !== 'single' && name !== 'cluster' && name !== 'sentinel') {
+    throw new Error(`KEEL_TEST_REDIS must be single, cluster or sentinel (got ${name})`)
+  }
+  return name
+}
+
+/** Starts the topology KEEL_TEST_REDIS names (on demand), if any. */
+export async function ensureTestRedis(): Promise<void> {
+  const name = testRedisName()
+  if (name === 'cluster') await redisCluster()
+  if (name === 'sentinel') await redisSentinel()
+}
+
+/** keel's `redis` config for the topology under test. */
+export function testRedis(): { url: string } | { cluster: string[] } | { sentinels: string[]; name: string } {
+  const stack = readStack() as ReturnType<typeof readStack> & KeelStackTopologies
+  switch (testRedisName()) {
+    case 'cluster':
+      return { cluster: stack.redisCluster!.urls }
+    case 'sentinel':
+      return { sentinels: stack.redisSentinel!.sentinels, name: stack.redisSentinel!.name }
+    default:
+      return { url: stack.redis.url }
+  }
+}
+
+/**
+ * A test's own client of the topology under test (for its bookkeeping keys); a Cluster is typed as a
+ * Redis, as keel's own factory does: tests use single-key commands only.
+ */
+export function testRedisClient(): Redis {
+  const stack = readStack() as ReturnType<typeof readStack> & KeelStackTopologies
+  switch (testRedisName()) {
+    case 'cluster':
+      return clusterClient(stack.redisCluster!) as unknown as Redis
+    case 'sentinel':
+      return sentinelClient(stack.redisSentinel!)
+    default: {
+      const client = new Redis(stack.redis.url, { maxRetriesPerRequest: 1 })
+      client.on('error', () => undefined)
+      return client
+    }
+  }
+}

@@ -243,6 +243,7 @@ export function createRedisTopologies({ stateDir, redisServer, log, fail }) {
         { encoding: 'utf8', timeout: 60_000 },
       )
       if (r.status !== 0) fail(`redis-cli --cluster create failed: ${r.stderr || r.stdout}`)
+      log(`redis cluster created on ${nodes.join(' ')}`)
       st.redisClusterCreated = true
     }
     if (!(await waitFor(() => clusterOk(st), 30_000)))

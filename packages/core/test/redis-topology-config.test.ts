@@ -96,4 +96,20 @@ describe('Redis topologies in the config', () => {
     expect(await app.ping()).toBe('PONG')
     app.disconnect()
   })
+
+  it('a cluster none of whose nodes answers: cached() serves from its loader, enqueue() is a KeelError, close() returns', async () => {
+    const dead = ['redis://127.0.0.1:1', 'redis://127.0.0.1:2']
+    const keel = testKeel({
+      cache: { redis: { cluster: dead, commandTimeoutMs: 100 }, prefix: freshPrefix(), jitter: 0 },
+      jobs: { redis: { cluster: dead }, queue: `tq${randomBytes(4).toString('hex')}`, closeTimeoutMs: 500 },
+    })
+    keel.defineJob('hello', { schema: z.object({}), handler: async () => undefined })
+    const db = keel.tenant('acme')
+    for (let i = 0; i < 5; i++) expect(await db.cached({ key: `k${i}` }, async () => i)).toBe(i)
+    await expect(db.enqueue('hello', {})).rejects.toMatchObject({ code: 'KEEL_JOBS_UNAVAILABLE' })
+    // close() while an enqueue is still in flight: both settle.
+    const inFlight = db.enqueue('hello', {}).catch((error: unknown) => error)
+    await keel.close()
+    expect(await inFlight).toBeInstanceOf(KeelError)
+  })
 })

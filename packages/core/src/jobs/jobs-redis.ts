@@ -30,6 +30,11 @@ export class JobsRedis {
     // never connects itself.
     const redis = openRedis(this.#topology, {
       ...(use === 'worker' ? { maxRetriesPerRequest: null, lazyConnect: true } : { maxRetriesPerRequest: 1 }),
+      // A Cluster keeps the commands sent while it has no node to talk to in its offline queue, forever
+      // (maxRetriesPerRequest applies per node, not there): an enqueue would hang while no node answers.
+      // Without that queue, such a command fails at once; QueueRegistry.ready() holds the first calls
+      // (bounded) until the first connection, as the queue did.
+      ...(use === 'producer' && this.cluster ? { enableOfflineQueue: false } : {}),
       // How long ioredis lets a socket it ends close by itself, in a timer that holds the process: 2 s by
       // default, also for a socket that never connected (Redis down), whose close already happened.
       disconnectTimeout: 200,

@@ -11,6 +11,9 @@ import { TenantJobs } from './tenant-jobs.js'
 
 type JobsConfig = NonNullable<ResolvedConfig['jobs']>
 
+/** How long the first jobs calls on a cluster wait for the producer's first connection. */
+const FIRST_CONNECT_WAIT_MS = 2_000
+
 /**
  * The producer's BullMQ queues (one per job name, ADR 0025), their fair schedulers and keel's per-tenant
  * keys, on one Redis connection opened at the first call: what the enqueue path (JobProducer) and the
@@ -28,6 +31,7 @@ export class QueueRegistry {
   readonly #schedulers = new Map<string, FairScheduler>()
   #connection: Redis | undefined
   #tenantJobs: TenantJobs | undefined
+  #everReady = false
 
   constructor(
     config: JobsConfig,
@@ -48,6 +52,9 @@ export class QueueRegistry {
   get #client(): Redis {
     if (this.#connection === undefined) {
       this.#connection = this.#redis.open('producer')
+      this.#connection.once('ready', () => {
+        this.#everReady = true
+      })
       // Depth of every defined job's queue, summed per state, whenever the meter collects.
       this.#telemetry.observeDepth(async () => {
         const total: Record<string, number> = {}
@@ -66,6 +73,25 @@ export class QueueRegistry {
       })
     }
     return this.#connection
+  }
+
+  /**
+   * On a cluster (whose producer has no offline queue, see JobsRedis.open): waits, up to
+   * FIRST_CONNECT_WAIT_MS, for the producer's first connection; after that, a cluster that is not ready
+   * fails the call at once rather than holding it.
+   */
+  async ready(): Promise<void> {
+    const client = this.#client
+    if (!this.#redis.cluster || this.#everReady || client.status === 'ready') return
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer)
+        client.off('ready', done)
+        resolve()
+      }
+      const timer = setTimeout(done, FIRST_CONNECT_WAIT_MS)
+      client.once('ready', done)
+    })
   }
 
   /** The BullMQ queue of a job name. */

@@ -52,9 +52,6 @@ export class QueueRegistry {
   get #client(): Redis {
     if (this.#connection === undefined) {
       this.#connection = this.#redis.open('producer')
-      this.#connection.once('ready', () => {
-        this.#everReady = true
-      })
       // Depth of every defined job's queue, summed per state, whenever the meter collects.
       this.#telemetry.observeDepth(async () => {
         const total: Record<string, number> = {}
@@ -82,16 +79,14 @@ export class QueueRegistry {
    */
   async ready(): Promise<void> {
     const client = this.#client
-    if (!this.#redis.cluster || this.#everReady || client.status === 'ready') return
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer)
-        client.off('ready', done)
-        resolve()
-      }
-      const timer = setTimeout(done, FIRST_CONNECT_WAIT_MS)
-      client.once('ready', done)
-    })
+    if (!this.#redis.cluster || this.#everReady) return
+    // Polled rather than listened for: BullMQ counts the listeners on the connection it shares (its
+    // max-listeners accounting), and one more would print a MaxListenersExceededWarning.
+    const deadline = Date.now() + FIRST_CONNECT_WAIT_MS
+    while (client.status !== 'ready' && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 25))
+    }
+    if (client.status === 'ready') this.#everReady = true
   }
 
   /** The BullMQ queue of a job name. */

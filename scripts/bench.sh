@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs keel's benchmarks against the local stack:
-#   bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|pgbouncer|session-guard|orms|database]
+#   bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|pgbouncer|session-guard|orms|database|cluster]
 # Results go to bench/results/ and bench/README.md. Tunables: see bench/README.md (BENCH_* variables).
 set -euo pipefail
 
@@ -8,9 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scenario="${1:-all}"
 case "$scenario" in
-  all | throughput | loopback | proxy | noisy | breakdown | replicas | cache | cache-profile | jobs | jobs-profile | http | pgbouncer | session-guard | orms | database) ;;
+  all | throughput | loopback | proxy | noisy | breakdown | replicas | cache | cache-profile | jobs | jobs-profile | http | pgbouncer | session-guard | orms | database | cluster) ;;
   *)
-    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|pgbouncer|session-guard|orms|database]" >&2
+    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|pgbouncer|session-guard|orms|database|cluster]" >&2
     exit 2
     ;;
 esac
@@ -43,6 +43,10 @@ case "$scenario" in
   pgbouncer)
     node scripts/stack.mjs up pgbouncer
     node bench/dist/pgbouncer.js
+    ;;
+  cluster)
+    node scripts/stack.mjs up redis-cluster
+    node bench/dist/cluster.js
     ;;
   session-guard) node bench/dist/session-guard.js ;;
   orms) node bench/dist/orms.js ;;

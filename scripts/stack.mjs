@@ -7,6 +7,8 @@
 //   node scripts/stack.mjs stop|start|kill primary|replica1|replica2|redis|pgbouncer
 //   node scripts/stack.mjs pause|resume primary|replica1|replica2
 //   node scripts/stack.mjs up pgbouncer   (on demand: PgBouncers in transaction mode in front of the primary)
+//   node scripts/stack.mjs up redis-cluster|redis-sentinel   (on demand, scripts/stack-redis.mjs)
+//   node scripts/stack.mjs stop|start|kill redis-cluster-0..5|redis-sentinel-0..1|redis-sentinel-s0..s2
 //
 // State (data dirs, sockets, logs, pid files) lives outside the repo, in
 // /tmp/keel-stack-<sha1(repo root)[0..10]> or $KEEL_STACK_DIR, so that the
@@ -21,6 +23,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { createRedisTopologies, parseNodeName, TOPOLOGIES } from './stack-redis.mjs'
 
 // ---------------------------------------------------------------------------
 // Constants and paths
@@ -43,7 +46,7 @@ const PG_NAMES = ['primary', 'replica1', 'replica2']
 const REPLICAS = ['replica1', 'replica2']
 const COMPONENTS = [...PG_NAMES, 'redis']
 // Started on demand (`up pgbouncer`) by the suites that need them, not by a plain `up`.
-const ON_DEMAND = ['pgbouncer']
+const ON_DEMAND = ['pgbouncer', ...TOPOLOGIES]
 // Two PgBouncers in transaction mode in front of the primary: `plain` keeps server connections as
 // they are between clients (PgBouncer's default for transaction pooling), `discardAll` runs
 // DISCARD ALL after every transaction (server_reset_query_always = 1).
@@ -79,6 +82,16 @@ const T0 = Date.now()
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 class StackError extends Error {}
+
+// Redis Cluster and Sentinel (on demand); their processes live under the state dir.
+const topologies = createRedisTopologies({
+  stateDir: STATE_DIR,
+  redisServer: findRedisServer() ?? 'redis-server',
+  log: (msg) => log(msg),
+  fail: (msg) => {
+    throw new StackError(msg)
+  },
+})
 
 function log(msg) {
   process.stderr.write(`[stack +${((Date.now() - T0) / 1000).toFixed(1)}s] ${msg}\n`)
@@ -1158,6 +1171,7 @@ function stackInfo(st) {
       logFile: paths.redisLog,
     },
     ...(bouncers ? { pgbouncer: Object.fromEntries(BOUNCERS.map((n) => [n, bouncerEntry(st, n)])) } : {}),
+    ...topologies.info(st),
   }
 }
 
@@ -1237,6 +1251,7 @@ async function teardown() {
   if (await stopPg(st, 'primary')) stopped.push('primary')
   if (await stopRedis(st)) stopped.push('redis')
   for (const name of BOUNCERS) if (await stopBouncer(name)) stopped.push(`pgbouncer ${name}`)
+  stopped.push(...(await topologies.teardown(st)))
   fs.rmSync(STATE_DIR, { recursive: true, force: true })
   log(`stopped ${stopped.length ? stopped.join(', ') : 'nothing (was not running)'}; removed ${STATE_DIR}`)
 }
@@ -1351,6 +1366,32 @@ async function cmdUpBouncer() {
   process.stdout.write(
     `pgbouncer ${started.length ? `started (${started.join(', ')})` : 'already up'}\n${lines.join('\n')}\n`,
   )
+  return 0
+}
+
+async function cmdUpTopology(topology) {
+  await acquireLock()
+  const st = requireState()
+  const taken = new Set([...RESERVED_PORTS, ...Object.values(st.ports).filter((p) => typeof p === 'number')])
+  const started = await topologies.up(st, topology, taken)
+  saveState(st)
+  const info = writeOutputs(st)
+  const entry = topology === 'redis-cluster' ? info.redisCluster : info.redisSentinel
+  process.stdout.write(
+    `${topology} ${started.length ? `started (${started.join(', ')})` : 'already up'}\n${JSON.stringify(entry, null, 2)}\n`,
+  )
+  return 0
+}
+
+/** stop / kill / start of one node of a Redis topology. */
+async function cmdTopologyNode(command, name) {
+  await acquireLock()
+  const st = requireState()
+  let did
+  if (command === 'start') did = await topologies.startNode(st, name)
+  else did = await topologies.stopNode(st, name, command === 'kill' ? 'SIGKILL' : 'SIGTERM')
+  const verb = { start: 'started', stop: 'stopped', kill: 'killed (SIGKILL)' }[command]
+  process.stdout.write(`${name} ${did ? verb : `was already ${command === 'start' ? 'running' : 'down'}`}\n`)
   return 0
 }
 
@@ -1491,6 +1532,11 @@ commands:
   resume <name>      SIGCONT them again (always resume what you paused)
 
 names: ${COMPONENTS.join(', ')}, ${ON_DEMAND.join(', ')} (both PgBouncers)
+  up redis-cluster   (stack up first) a Redis Cluster, 3 masters + 3 replicas (redis-cluster-0..5, ports
+                     below 55536); adds \`redisCluster\` to stack.json
+  up redis-sentinel  (stack up first) a master and a replica (redis-sentinel-0..1) and 3 Sentinels
+                     (redis-sentinel-s0..s2), master name keelmaster; adds \`redisSentinel\` to stack.json
+  stop|start|kill redis-cluster-N | redis-sentinel-N | redis-sentinel-sN   one node of a topology
 env:   KEEL_STACK_DIR (state dir), KEEL_STACK_APPLY_DELAY_MS (replica2 delay, default ${DEFAULT_APPLY_DELAY_MS}),
        KEEL_STACK_PG_BIN (Postgres bin dir override)
 `
@@ -1503,7 +1549,10 @@ async function main(argv) {
       process.stderr.write(USAGE)
       return 2
     }
-    return cmdUpBouncer()
+    return name === 'pgbouncer' ? cmdUpBouncer() : cmdUpTopology(name)
+  }
+  if (['stop', 'start', 'kill'].includes(command) && parseNodeName(name) && !rest.length) {
+    return cmdTopologyNode(command, name)
   }
   if (!command || command === 'help' || command === '--help' || command === '-h') {
     process.stdout.write(USAGE)

@@ -90,3 +90,43 @@ export declare function stackCtl(
   name?: undefined,
   options?: { timeoutMs?: number },
 ): Promise<string>
+
+/** A Redis Cluster, 3 masters + 3 replicas (`node scripts/stack.mjs up redis-cluster`). */
+export interface StackRedisCluster {
+  /** redis-cluster-0 .. redis-cluster-5: the names `stackCtl('kill', name)` takes. */
+  nodes: Array<{ name: string; port: number; url: string; pidFile: string }>
+  /** redis://host:port of every node, as keel's `{ cluster: [...] }` takes them. */
+  urls: string[]
+  /** cluster-node-timeout: a master unanswered this long is failed over. */
+  nodeTimeoutMs: number
+}
+
+/** A master and a replica watched by 3 Sentinels (`node scripts/stack.mjs up redis-sentinel`). */
+export interface StackRedisSentinel {
+  /** The master name the Sentinels monitor. */
+  name: string
+  /** redis://host:port of the 3 Sentinels, as keel's `{ sentinels: [...], name }` takes them. */
+  sentinels: string[]
+  /** redis-sentinel-0 (first master) and redis-sentinel-1 (first replica). */
+  nodes: Array<{ name: string; port: number; url: string }>
+  downAfterMs: number
+}
+
+/** stack.json while the on-demand Redis topologies run. */
+export interface KeelStackTopologies {
+  redisCluster?: StackRedisCluster
+  redisSentinel?: StackRedisSentinel
+}
+
+/** On demand: a Redis Cluster or Sentinel setup (stack.json's `redisCluster` / `redisSentinel`). */
+export declare function stackCtl(
+  command: 'up',
+  name: 'redis-cluster' | 'redis-sentinel',
+  options?: { timeoutMs?: number },
+): Promise<string>
+/** Fault injection on one node of a Redis topology: redis-cluster-0..5, redis-sentinel-0..1, redis-sentinel-s0..s2. */
+export declare function stackCtl(
+  command: 'start' | 'stop' | 'kill',
+  name: `redis-cluster-${number}` | `redis-sentinel-${number}` | `redis-sentinel-s${number}`,
+  options?: { timeoutMs?: number },
+): Promise<string>

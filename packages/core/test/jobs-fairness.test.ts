@@ -1,16 +1,16 @@
 import { randomBytes } from 'node:crypto'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import type { Keel } from '../src/index.js'
 import { testKeel } from './support/keel.js'
-import { readStack } from './support/stack.js'
+import { ensureTestRedis, testRedis } from './support/redis-topology.js'
 import { waitFor } from './support/wait.js'
 
 const open: Keel[] = []
 function jobsKeel(tenantConcurrency = 0): Keel {
   const keel = testKeel({
     jobs: {
-      redis: { url: readStack().redis.url },
+      redis: testRedis(),
       queue: `fair${randomBytes(4).toString('hex')}`,
       tenantConcurrency,
       closeTimeoutMs: 2_000,
@@ -19,6 +19,7 @@ function jobsKeel(tenantConcurrency = 0): Keel {
   open.push(keel)
   return keel
 }
+beforeAll(ensureTestRedis)
 afterEach(async () => {
   await Promise.all(open.splice(0).map((k) => k.close()))
 })

@@ -7,23 +7,23 @@ import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import { applyJobOutbox, isKeelError, type Keel } from '../src/index.js'
-import { redisClient } from './support/cache.js'
 import { connect, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
+import { ensureTestRedis, testRedis, testRedisClient } from './support/redis-topology.js'
 import { readStack } from './support/stack.js'
 import { waitFor } from './support/wait.js'
 import { buildForWorkers } from './support/worker.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const table = 'outbox_items'
-const redis = redisClient()
+let redis: ReturnType<typeof testRedisClient>
 const open: Keel[] = []
 
 function outboxKeel(queue: string, connectionString?: string): Keel {
   const keel = testKeel({
     ...(connectionString === undefined ? {} : { connectionString }),
     jobs: {
-      redis: { url: readStack().redis.url },
+      redis: testRedis(),
       queue,
       outbox: true,
       outboxSweepMs: 200,
@@ -57,6 +57,8 @@ async function outboxRows(): Promise<number> {
 }
 
 beforeAll(async () => {
+  await ensureTestRedis()
+  redis = testRedisClient()
   const owner = await connect('owner')
   await applyJobOutbox(owner, { role: 'keel_app' })
   await owner.end()
@@ -116,6 +118,7 @@ describe('transactional enqueue (outbox)', () => {
           dist: buildForWorkers(),
           pgUrl: stack.primary.url,
           redisUrl: stack.redis.url,
+          redis: testRedis(),
           queue,
           body,
         }),
@@ -255,7 +258,7 @@ describe('the documented outbox set-up, end to end', () => {
       process.execPath,
       [
         join(here, 'fixtures/outbox-load.mjs'),
-        JSON.stringify({ dist, pgUrl: roleUrl, redisUrl: stack.redis.url, queue, run }),
+        JSON.stringify({ dist, pgUrl: roleUrl, redisUrl: stack.redis.url, redis: testRedis(), queue, run }),
       ],
       { cwd: join(here, '..'), stdio: ['ignore', 'pipe', 'inherit'] },
     )
@@ -287,7 +290,7 @@ describe('the documented outbox set-up, end to end', () => {
       const worker = testKeel({
         connectionString: roleUrl,
         jobs: {
-          redis: { url: readStack().redis.url },
+          redis: testRedis(),
           queue,
           outbox: true,
           outboxSweepMs: 200,
@@ -341,7 +344,7 @@ describe('a failing outbox sweep is visible', () => {
       const reader = new TestReader()
       const keel = testKeel({
         jobs: {
-          redis: { url: readStack().redis.url },
+          redis: testRedis(),
           queue: `ob${randomBytes(4).toString('hex')}`,
           outbox: true,
           outboxSweepMs: 200,

@@ -10,7 +10,7 @@ import type { JobStatus, Keel, TenantClient } from '../src/index.js'
 import { queueOf } from '../src/jobs/job-queues.js'
 import { awaitOnReplicas, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
-import { readStack } from './support/stack.js'
+import { ensureTestRedis, testRedis, testRedisClient, testRedisName } from './support/redis-topology.js'
 import { waitFor } from './support/wait.js'
 
 const table = 'job_items'
@@ -21,7 +21,7 @@ const open: Keel[] = []
 function jobsKeel(extra: Parameters<typeof testKeel>[0] = {}): Keel {
   const keel = testKeel({
     jobs: {
-      redis: { url: readStack().redis.url },
+      redis: testRedis(),
       queue: `q${randomBytes(4).toString('hex')}`,
       closeTimeoutMs: 2_000,
     },
@@ -33,6 +33,7 @@ function jobsKeel(extra: Parameters<typeof testKeel>[0] = {}): Keel {
 }
 
 beforeAll(async () => {
+  await ensureTestRedis()
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
   await createRlsTable(table)
   await awaitOnReplicas(table)
@@ -111,11 +112,13 @@ describe('jobs', () => {
     await expect(db.enqueue('emails.send', { to: 'a@b.co' }, { priority: 99 })).rejects.toMatchObject({
       code: 'KEEL_JOB_INVALID',
     })
-    const queue = new Queue(queueOf(keel.config.jobs!.queue, 'emails.send'), {
-      connection: { host: readStack().redis.host, port: readStack().redis.port },
+    const connection = testRedisClient()
+    const queue = new Queue(queueOf(keel.config.jobs!.queue, 'emails.send', testRedisName() === 'cluster'), {
+      connection,
     })
     const counts = await queue.getJobCounts()
     await queue.close()
+    connection.disconnect()
     expect(Object.values(counts).reduce((a, b) => a + b, 0)).toBe(0)
     expect(await db.jobStatus('j-anything')).toBeNull()
   })
@@ -350,7 +353,7 @@ describe('jobs', () => {
     // The running job finished; the waiting one was not taken.
     expect(finishedRuns).toBe(1)
     const sameQueue = testKeel({
-      jobs: { redis: { url: readStack().redis.url }, queue: keel.config.jobs!.queue },
+      jobs: { redis: testRedis(), queue: keel.config.jobs!.queue },
     })
     open.push(sameQueue)
     const statusOf = (id: string) => sameQueue.tenant('acme').jobStatus(id)
@@ -388,7 +391,7 @@ describe('jobs', () => {
     release()
     await closing
     const check = testKeel({
-      jobs: { redis: { url: readStack().redis.url }, queue: keel.config.jobs!.queue },
+      jobs: { redis: testRedis(), queue: keel.config.jobs!.queue },
     })
     open.push(check)
     const status = await check.tenant('acme').jobStatus(jobId)

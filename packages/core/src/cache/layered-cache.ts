@@ -54,7 +54,7 @@ export class LayeredCache {
         ? undefined
         : new RedisTier(
             {
-              url: config.redis.url,
+              topology: config.redis,
               commandTimeoutMs: config.redis.commandTimeoutMs,
               keys,
               breaker: { threshold: config.breakerThreshold, resetMs: config.breakerResetMs },

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
-import { Command, Redis } from 'ioredis'
+import { Command, type Redis } from 'ioredis'
 import type { Logger } from '../config/config-schema.js'
+import { openRedis, type RedisTopology } from '../redis/redis-connection.js'
 import type { CacheEntry } from './cache-entry.js'
 import type { CacheKeys } from './cache-keys.js'
 import { CircuitBreaker } from './circuit-breaker.js'
@@ -29,7 +30,8 @@ interface KeelRedis extends Redis {
 }
 
 export interface RedisTierOptions {
-  readonly url: string
+  /** Where Redis is (any topology, ADR 0039); keel opens two connections of its own there. */
+  readonly topology: RedisTopology
   readonly commandTimeoutMs: number
   readonly keys: CacheKeys
   readonly breaker: { readonly threshold: number; readonly resetMs: number }
@@ -74,7 +76,7 @@ export class RedisTier implements SharedTier {
   #closed = false
 
   constructor(options: RedisTierOptions, events: RedisTierEvents) {
-    const { url, commandTimeoutMs, keys, breaker, logger } = options
+    const { topology, commandTimeoutMs, keys, breaker, logger } = options
     this.#keys = keys
     this.#decode = options.decode
     this.#breaker = new CircuitBreaker(breaker.threshold, breaker.resetMs, events.onBreaker)
@@ -86,7 +88,7 @@ export class RedisTier implements SharedTier {
       retryStrategy: (times: number) => Math.min(50 * times, 1_000),
       lazyConnect: false,
     }
-    this.#command = new Redis(url, { ...connection, enableOfflineQueue: true }) as KeelRedis
+    this.#command = openRedis(topology, { ...connection, enableOfflineQueue: true }) as KeelRedis
     this.#command.defineCommand('keelCasSet', { lua: CAS_SET })
     this.#command.defineCommand('keelUnlock', { numberOfKeys: 1, lua: UNLOCK })
     this.#command.on('error', (error: Error) =>
@@ -101,7 +103,7 @@ export class RedisTier implements SharedTier {
         events.onCommandsBack()
       }
     })
-    this.#subscriber = new Redis(url, { ...connection, enableOfflineQueue: true })
+    this.#subscriber = openRedis(topology, { ...connection, enableOfflineQueue: true })
     this.#subscriber.on('error', (error: Error) =>
       logger?.debug({ err: error }, 'keel cache: redis subscriber error'),
     )

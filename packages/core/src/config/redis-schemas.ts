@@ -1,3 +1,4 @@
+import type { Cluster, Redis } from 'ioredis'
 import { z } from 'zod'
 
 // The cache and jobs branches of createKeel's config (both on Redis).
@@ -11,16 +12,67 @@ function isRedisUrl(value: string): boolean {
   }
 }
 
-export const cacheSchema = z.strictObject({
-  /** Redis for the shared tier, stampede locks and cross-process invalidation. Without it: L1 only. */
-  redis: z
-    .strictObject({
+const redisUrl = z.string().refine(isRedisUrl, { message: 'must be a redis:// or rediss:// URL' })
+
+/** An ioredis `Redis` or `Cluster` the app made (duck-typed: the app's ioredis may be another copy). */
+function isIoredisClient(value: unknown): value is Redis | Cluster {
+  const v = value as { duplicate?: unknown; sendCommand?: unknown; status?: unknown } | null
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    typeof v.duplicate === 'function' &&
+    typeof v.sendCommand === 'function' &&
+    typeof v.status === 'string'
+  )
+}
+
+/**
+ * The four ways to name a Redis (ADR 0039), each a strict object so that a config mixing two (a `url`
+ * and a `cluster`) is rejected rather than half-used. `extra` adds the same options to each form.
+ */
+function redisTopologySchema<E extends z.core.$ZodLooseShape>(extra: E) {
+  return z.union([
+    z.strictObject({
       /** `redis://[:password@]host:port[/db]`. The password never appears in errors or logs. */
-      url: z.string().refine(isRedisUrl, { message: 'must be a redis:// or rediss:// URL' }),
-      /** Per-command timeout: a slow Redis counts as a failing one. @default 100 */
-      commandTimeoutMs: z.number().int().min(1).max(60_000).default(100),
-    })
-    .optional(),
+      url: redisUrl,
+      ...extra,
+    }),
+    z.strictObject({
+      /** Redis Cluster: some of its nodes' URLs (the rest are discovered); credentials from the first. */
+      cluster: z.array(redisUrl).min(1).max(64),
+      ...extra,
+    }),
+    z.strictObject({
+      /** Sentinel: the Sentinels' URLs (credentials in a URL are the Sentinels' own). */
+      sentinels: z.array(redisUrl).min(1).max(64),
+      /** The master's name, as in `sentinel monitor <name> ...`. */
+      name: z.string().min(1).max(256),
+      /** The password of the master and its replicas (not the Sentinels'). */
+      password: z.string().min(1).optional(),
+      ...extra,
+    }),
+    z.strictObject({
+      /**
+       * An ioredis `Redis` or `Cluster` the app already has: keel opens its own connections as
+       * `client.duplicate()` and closes those; the app's instance is the app's to close.
+       */
+      client: z.custom<Redis | Cluster>(isIoredisClient, {
+        message: 'must be an ioredis Redis or Cluster instance',
+      }),
+      ...extra,
+    }),
+  ])
+}
+
+export const cacheSchema = z.strictObject({
+  /**
+   * Redis for the shared tier, stampede locks and cross-process invalidation: `{ url }`, `{ cluster }`,
+   * `{ sentinels, name }` or `{ client }` (ADR 0039). Without it: L1 only.
+   */
+  redis: redisTopologySchema({
+    /** Per-command timeout: a slow Redis counts as a failing one. @default 100 */
+    commandTimeoutMs: z.number().int().min(1).max(60_000).default(100),
+  }).optional(),
   l1: z
     .strictObject({
       /** Entries kept in process. @default 10000 */
@@ -63,10 +115,8 @@ export const cacheSchema = z.strictObject({
 })
 
 export const jobsSchema = z.strictObject({
-  /** The Redis BullMQ keeps its queue in. */
-  redis: z.strictObject({
-    url: z.string().refine(isRedisUrl, { message: 'must be a redis:// or rediss:// URL' }),
-  }),
+  /** The Redis BullMQ keeps its queues in: `{ url }`, `{ cluster }`, `{ sentinels, name }` or `{ client }` (ADR 0039). */
+  redis: redisTopologySchema({}),
   /** The name keel's BullMQ queues start with: each job name has its own, `<queue>~<job name>` (ADR 0025). @default 'keel-jobs' */
   queue: z
     .string()

@@ -98,7 +98,7 @@ export class JobConsumer {
     connection: ReturnType<JobsRedis['open']>,
     concurrency: number,
   ): Worker {
-    const queueName = queueOf(this.#config.queue, definition.name)
+    const queueName = queueOf(this.#config.queue, definition.name, this.#redis.cluster)
     const worker = new Worker(queueName, (job: Job, token?: string) => this.#process(host, job, token), {
       connection,
       prefix: this.#config.prefix,

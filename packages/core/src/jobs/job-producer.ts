@@ -136,6 +136,7 @@ export class JobProducer {
     const { span, carrier } = this.#telemetry.startSend(job.name, job.tenantId)
     span.setAttribute('messaging.message.id', job.jobId)
     try {
+      await this.#queues.ready()
       await this.#add(job, envelopeOf(job.tenantId, payload, consistencyToken, carrier))
       this.#telemetry.end(span)
     } catch (error) {

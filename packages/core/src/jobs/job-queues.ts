@@ -7,8 +7,18 @@ import { createHash, randomUUID } from 'node:crypto'
  */
 const SEPARATOR = '~'
 
-export function queueOf(baseQueue: string, jobName: string): string {
-  return `${baseQueue}${SEPARATOR}${jobName}`
+export function queueOf(baseQueue: string, jobName: string, hashTag = false): string {
+  return hashTagged(`${baseQueue}${SEPARATOR}${jobName}`, hashTag)
+}
+
+/**
+ * On a Redis Cluster, a queue name in braces (ADR 0039): BullMQ's keys are `<prefix>:<queue>:<kind>`, so
+ * `{<queue>}` is their hash tag and every key of one queue (and keel's fair hash and idempotency claims
+ * under `<prefix>:<queue>:keel`) is in one slot, as BullMQ's multi-key scripts need, while different job
+ * names spread over the masters. On one Redis (or Sentinel) names stay as they were: no layout change.
+ */
+export function hashTagged(queue: string, hashTag: boolean): string {
+  return hashTag ? `{${queue}}` : queue
 }
 
 /**

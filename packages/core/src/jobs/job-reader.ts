@@ -39,6 +39,7 @@ export class JobReader {
     if (typeof jobId !== 'string' || jobId.length === 0 || jobId.length > 200) return null
     const queueName = this.#queues.queueOfId(jobId)
     if (queueName === undefined) return null
+    await this.#queues.ready()
     return this.#queues.withQueue(queueName, (queue) => read(queue, tenantId, jobId))
   }
 
@@ -50,6 +51,7 @@ export class JobReader {
       })
     }
     try {
+      await this.#queues.ready()
       const ids = await this.#queues.tenantJobs.deadLetters(tenantId, limit)
       const statuses = await Promise.all(ids.map((id) => this.#status(tenantId, id)))
       return statuses.filter((s): s is JobStatus => s !== null && s.state === 'failed')

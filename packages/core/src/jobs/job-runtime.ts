@@ -46,7 +46,7 @@ export class JobRuntime implements JobPort {
     scripts: 'bullmq' | 'fallback' = 'bullmq',
   ) {
     this.#logger = logger
-    this.#redis = new JobsRedis(config.redis.url, logger)
+    this.#redis = new JobsRedis(config.redis, logger)
     const built = scripts === 'bullmq' ? this.#buildScripts() : undefined
     this.#queues = new QueueRegistry(config, definitions, telemetry, logger, this.#redis, built)
     this.#producer = new JobProducer(config, definitions, telemetry, this.#queues)

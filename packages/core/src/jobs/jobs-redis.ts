@@ -1,6 +1,7 @@
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import type { Logger } from '../config/config-schema.js'
 import { KeelError } from '../errors.js'
+import { isClusterTopology, openRedis, type RedisTopology } from '../redis/redis-connection.js'
 
 /**
  * The Redis connections keel's jobs open, and only those: keel closes every one of them in close().
@@ -8,12 +9,15 @@ import { KeelError } from '../errors.js'
  * connection keel gave them and forgot kept the process alive after keel.close() (issue #10, item 7).
  */
 export class JobsRedis {
-  readonly #url: string
+  readonly #topology: RedisTopology
+  /** A Redis Cluster: BullMQ's queue names carry a hash tag (ADR 0039). */
+  readonly cluster: boolean
   readonly #logger: Logger | undefined
   readonly #open = new Set<Redis>()
 
-  constructor(url: string, logger: Logger | undefined) {
-    this.#url = url
+  constructor(topology: RedisTopology, logger: Logger | undefined) {
+    this.#topology = topology
+    this.cluster = isClusterTopology(topology)
     this.#logger = logger
   }
 
@@ -24,8 +28,13 @@ export class JobsRedis {
   open(use: 'producer' | 'worker'): Redis {
     // A worker's connection is only the template BullMQ duplicates for each Worker's two connections: it
     // never connects itself.
-    const redis = new Redis(this.#url, {
+    const redis = openRedis(this.#topology, {
       ...(use === 'worker' ? { maxRetriesPerRequest: null, lazyConnect: true } : { maxRetriesPerRequest: 1 }),
+      // A Cluster keeps the commands sent while it has no node to talk to in its offline queue, forever
+      // (maxRetriesPerRequest applies per node, not there): an enqueue would hang while no node answers.
+      // Without that queue, such a command fails at once; QueueRegistry.ready() holds the first calls
+      // (bounded) until the first connection, as the queue did.
+      ...(use === 'producer' && this.cluster ? { enableOfflineQueue: false } : {}),
       // How long ioredis lets a socket it ends close by itself, in a timer that holds the process: 2 s by
       // default, also for a socket that never connected (Redis down), whose close already happened.
       disconnectTimeout: 200,
@@ -35,8 +44,8 @@ export class JobsRedis {
       // BullMQ closes the duplicates it made, but not when Redis is gone (its close waits for a connection
       // first): keel keeps them, to cut them in close().
       const duplicate = redis.duplicate.bind(redis)
-      redis.duplicate = (override) => {
-        const copy = duplicate(override)
+      redis.duplicate = (...args: Parameters<Redis['duplicate']>) => {
+        const copy = duplicate(...args)
         this.#watch(copy)
         return copy
       }

@@ -5,11 +5,14 @@ import type { JobTelemetry } from '../telemetry/job-telemetry.js'
 import { QueueKeys } from './bullmq-internals.js'
 import type { EnqueueScripts } from './enqueue-script.js'
 import { FairScheduler } from './fair-scheduler.js'
-import { jobNameOf, queueOf } from './job-queues.js'
+import { hashTagged, jobNameOf, queueOf } from './job-queues.js'
 import type { JobsRedis } from './jobs-redis.js'
 import { TenantJobs } from './tenant-jobs.js'
 
 type JobsConfig = NonNullable<ResolvedConfig['jobs']>
+
+/** How long the first jobs calls on a cluster wait for the producer's first connection. */
+const FIRST_CONNECT_WAIT_MS = 2_000
 
 /**
  * The producer's BullMQ queues (one per job name, ADR 0025), their fair schedulers and keel's per-tenant
@@ -28,6 +31,7 @@ export class QueueRegistry {
   readonly #schedulers = new Map<string, FairScheduler>()
   #connection: Redis | undefined
   #tenantJobs: TenantJobs | undefined
+  #everReady = false
 
   constructor(
     config: JobsConfig,
@@ -68,9 +72,26 @@ export class QueueRegistry {
     return this.#connection
   }
 
+  /**
+   * On a cluster (whose producer has no offline queue, see JobsRedis.open): waits, up to
+   * FIRST_CONNECT_WAIT_MS, for the producer's first connection; after that, a cluster that is not ready
+   * fails the call at once rather than holding it.
+   */
+  async ready(): Promise<void> {
+    const client = this.#client
+    if (!this.#redis.cluster || this.#everReady) return
+    // Polled rather than listened for: BullMQ counts the listeners on the connection it shares (its
+    // max-listeners accounting), and one more would print a MaxListenersExceededWarning.
+    const deadline = Date.now() + FIRST_CONNECT_WAIT_MS
+    while (client.status !== 'ready' && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 25))
+    }
+    if (client.status === 'ready') this.#everReady = true
+  }
+
   /** The BullMQ queue of a job name. */
   queueOfJob(jobName: string): string {
-    return queueOf(this.#config.queue, jobName)
+    return queueOf(this.#config.queue, jobName, this.#redis.cluster)
   }
 
   /**
@@ -80,7 +101,7 @@ export class QueueRegistry {
   queueOfId(jobId: string): string | undefined {
     const name = jobNameOf(jobId)
     if (name === undefined) return undefined
-    return typeof name === 'string' ? this.queueOfJob(name) : this.#config.queue
+    return typeof name === 'string' ? this.queueOfJob(name) : this.#legacyQueue
   }
 
   /** keel's per-tenant keys shared by all job queues: running slots and dead letters. */
@@ -153,8 +174,13 @@ export class QueueRegistry {
     }
   }
 
+  /** The one-queue layout's queue (before ADR 0025). */
+  get #legacyQueue(): string {
+    return hashTagged(this.#config.queue, this.#redis.cluster)
+  }
+
   #isKept(queueName: string): boolean {
-    if (queueName === this.#config.queue) return true
+    if (queueName === this.#legacyQueue) return true
     for (const name of this.#definitions.keys()) if (this.queueOfJob(name) === queueName) return true
     return false
   }

@@ -17,6 +17,21 @@ type Overrides = Omit<Partial<KeelConfig>, 'postgres'> & {
   replicaPollMs?: number
 }
 
+/**
+ * The primary as the suites reach it: directly, or with `KEEL_TEST_PG=pgbouncer` through the stack's
+ * PgBouncer in transaction mode with PgBouncer's defaults (`stack.mjs up pgbouncer` first), so the same
+ * suites prove keel's default config through a transaction pooler (issue #17).
+ */
+export function testPrimaryUrl(): string {
+  const stack = readStack()
+  const via = process.env.KEEL_TEST_PG ?? 'direct'
+  if (via === 'direct') return stack.primary.url
+  if (via !== 'pgbouncer') throw new Error(`KEEL_TEST_PG must be direct or pgbouncer (got ${via})`)
+  if (stack.pgbouncer === undefined)
+    throw new Error('KEEL_TEST_PG=pgbouncer: run `node scripts/stack.mjs up pgbouncer` first')
+  return stack.pgbouncer.plain.url
+}
+
 /** A keel instance on the stack's primary, as the runtime role. */
 export function testKeel(overrides: Overrides = {}) {
   const {
@@ -35,7 +50,7 @@ export function testKeel(overrides: Overrides = {}) {
   const stack = readStack()
   return createKeel({
     postgres: {
-      primary: { connectionString: connectionString ?? stack.primary.url },
+      primary: { connectionString: connectionString ?? testPrimaryUrl() },
       replicas: (replicas ?? []).map((name) => ({
         name,
         connectionString: stack.replicas.find((r) => r.name === name)!.url,

@@ -85,12 +85,28 @@ export class Worker {
   }
 }
 
-export async function startWorkers(count: number, dist: string, prefix: string): Promise<Worker[]> {
+/**
+ * @param redis the cache's Redis in keel's config form (`{ cluster }`, `{ sentinels, name }`); the
+ *   stack's single Redis when omitted.
+ */
+export async function startWorkers(
+  count: number,
+  dist: string,
+  prefix: string,
+  redis?: Record<string, unknown>,
+): Promise<Worker[]> {
   const stack = readStack()
   const script = join(coreDir, 'test/fixtures/cache-worker.mjs')
   const workers = Array.from(
     { length: count },
-    () => new Worker(script, { dist, pgUrl: stack.primary.url, redisUrl: stack.redis.url, prefix }),
+    () =>
+      new Worker(script, {
+        dist,
+        pgUrl: stack.primary.url,
+        redisUrl: stack.redis.url,
+        prefix,
+        ...(redis === undefined ? {} : { redis }),
+      }),
   )
   await Promise.all(workers.map((w) => w.ready))
   return workers

@@ -43,5 +43,6 @@ export type {
 } from './keel.js'
 export { createKeel, Keel } from './keel.js'
 export type { HostConfig } from './pool/host-info.js'
+export type { ExportOptions, StreamOptions } from './stream/stream-options.js'
 export type { RlsPolicyOptions, SqlRunner, SqlRunnerPool } from './tenancy/rls-policy.js'
 export { applyRlsPolicy, rlsPolicySql } from './tenancy/rls-policy.js'

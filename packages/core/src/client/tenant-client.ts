@@ -1,11 +1,17 @@
+import type { Readable } from 'node:stream'
 import type pg from 'pg'
 import type { CacheClient } from '../cache/cache-client.js'
 import type { CachedOptions, InvalidateOptions } from '../cache/cached-options.js'
 import type { TenantContext } from '../context/tenant-context.js'
+import { KeelError } from '../errors.js'
 import type { Placement } from '../placement/placement.js'
 import { SessionPosition } from '../routing/session-position.js'
 import { loadParser, parserLoaded } from '../sql/sql-parser.js'
 import type { TransactionModes } from '../sql/transaction-command.js'
+import { exportTables } from '../stream/export-stream.js'
+import type { ReadSession } from '../stream/read-transaction.js'
+import { streamRows } from '../stream/row-stream.js'
+import type { ExportOptions, StreamOptions } from '../stream/stream-options.js'
 import { DrivenTransaction } from './driven-transaction.js'
 import type { Engine } from './engine.js'
 import type { EnqueueOptions, JobStatus, OutboxRow } from './job-port.js'
@@ -204,6 +210,52 @@ export class TenantClient implements Queryable {
       )
     } finally {
       engine.inFlight.leave()
+    }
+  }
+
+  /**
+   * The rows of one read as an async iterable, `batchSize` at a time from a server-side cursor in a
+   * READ ONLY transaction of their own (a replica when the session allows), in the tenant's scope:
+   * the next batch is fetched only when the loop asks for it. Stopping early (break, throw, the
+   * signal) rolls the transaction back and frees the connection. Reads only (KEEL_QUERY_INVALID).
+   */
+  stream<R = Record<string, unknown>>(
+    text: string | QueryConfig,
+    values?: readonly unknown[],
+    options?: StreamOptions,
+  ): AsyncIterable<R> {
+    this.#assertOpen()
+    this.#outsideTransaction('stream')
+    return streamRows<R>(this.#readSession(), text, values, options)
+  }
+
+  /**
+   * The tenant's rows of `options.tables` as a Node Readable (ndjson lines `{"table","row"}`, or csv
+   * for one table), all from ONE snapshot (REPEATABLE READ, READ ONLY), fetched as the consumer reads:
+   * memory stays at about one batch. Destroy the stream to stop early; it ends the transaction.
+   */
+  export(options: ExportOptions): Readable {
+    this.#assertOpen()
+    this.#outsideTransaction('export')
+    return exportTables(this.#readSession(), options)
+  }
+
+  #outsideTransaction(call: string): void {
+    if (this.#inTransaction() === undefined) return
+    throw new KeelError(
+      'KEEL_QUERY_INVALID',
+      `db.${call}() reads in a transaction of its own: call it outside db.transaction()'s callback`,
+      { details: { tenantId: this.tenantId } },
+    )
+  }
+
+  #readSession(): ReadSession {
+    return {
+      engine: this.#engine,
+      tenantId: this.tenantId,
+      position: this.#position,
+      statements: this.#paths,
+      placement: () => this.#placement(),
     }
   }
 

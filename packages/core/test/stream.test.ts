@@ -1,0 +1,317 @@
+import type pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { isKeelError, type Keel } from '../src/index.js'
+import { awaitOnReplicas, connect, createRlsTable, dropTable } from './support/db.js'
+import { testKeel } from './support/keel.js'
+import { waitFor } from './support/wait.js'
+
+// db.stream(): a cursor in a READ ONLY transaction of its own, fetched as the loop asks, ended however
+// the loop stops. Every "nothing leaks" check looks at Postgres itself: no connection of this keel left
+// idle in a transaction, and the next calls on the same keel served and scoped.
+const table = 'stream_items'
+const app = 'keel-stream-test'
+let keel: Keel
+let su: pg.Client
+
+const codeOf = (error: unknown) =>
+  isKeelError(error) ? error.code : String((error as { code?: unknown }).code ?? error)
+
+beforeAll(async () => {
+  await createRlsTable(table)
+  su = await connect('super')
+  await su.query(
+    `INSERT INTO ${table} (tenant_id, body, n) SELECT 'acme', 'a' || g, g FROM generate_series(1, 5000) g`,
+  )
+  await su.query(
+    `INSERT INTO ${table} (tenant_id, body, n) SELECT 'globex', 'g' || g, g FROM generate_series(1, 3000) g`,
+  )
+  keel = testKeel({ applicationName: app, pool: { max: 4 } })
+})
+afterAll(async () => {
+  await keel.close()
+  await su.end()
+  await dropTable(table)
+})
+
+/** This keel's connections (the app role's) and what they are doing. */
+async function sessions(): Promise<Array<{ pid: number; state: string | null; query: string }>> {
+  const r = await su.query<{ pid: number; state: string | null; query: string }>(
+    'SELECT pid, state, query FROM pg_stat_activity WHERE application_name = $1',
+    [app],
+  )
+  return r.rows
+}
+
+/** Nothing of this keel's is left inside a transaction (a cursor parked in the pool would be). */
+async function expectNoneInTransaction(): Promise<void> {
+  await waitFor('no connection idle in transaction', async () =>
+    (await sessions()).every((s) => s.state === 'idle' || s.state === null),
+  )
+}
+
+/** The next calls on the same keel work and see only their tenant's rows. */
+async function expectScopedCalls(): Promise<void> {
+  const acme = await keel.tenant('acme').query<{ c: string }>(`SELECT count(*)::text AS c FROM ${table}`)
+  const globex = await keel.tenant('globex').query<{ c: string }>(`SELECT count(*)::text AS c FROM ${table}`)
+  expect([acme.rows[0]!.c, globex.rows[0]!.c]).toEqual(['5000', '3000'])
+  let streamed = 0
+  for await (const row of keel
+    .tenant('globex')
+    .stream<{ tenant_id: string }>(`SELECT tenant_id FROM ${table}`)) {
+    expect(row.tenant_id).toBe('globex')
+    streamed++
+  }
+  expect(streamed).toBe(3000)
+}
+
+describe('db.stream()', () => {
+  it("streams every row of the tenant and none of another's, in batches, with parameters", async () => {
+    const seen: number[] = []
+    for await (const row of keel
+      .tenant('acme')
+      .stream<{ tenant_id: string; n: number }>(`SELECT tenant_id, n FROM ${table} WHERE n > $1`, [1000], {
+        batchSize: 333,
+      })) {
+      expect(row.tenant_id).toBe('acme')
+      seen.push(row.n)
+    }
+    expect(seen.length).toBe(4000)
+    expect(new Set(seen).size).toBe(4000)
+    await expectNoneInTransaction()
+  })
+
+  it("QueryConfig with rowMode 'array' gives array rows", async () => {
+    const rows: unknown[] = []
+    for await (const row of keel
+      .tenant('globex')
+      .stream({ text: `SELECT n, tenant_id FROM ${table} WHERE n <= 3 ORDER BY n` })) {
+      rows.push(row)
+    }
+    expect(rows).toEqual([
+      { n: 1, tenant_id: 'globex' },
+      { n: 2, tenant_id: 'globex' },
+      { n: 3, tenant_id: 'globex' },
+    ])
+    const arrays: unknown[] = []
+    for await (const row of keel
+      .tenant('globex')
+      .stream({ text: `SELECT n, tenant_id FROM ${table} WHERE n <= 2 ORDER BY n`, rowMode: 'array' })) {
+      arrays.push(row)
+    }
+    expect(arrays).toEqual([
+      [1, 'globex'],
+      [2, 'globex'],
+    ])
+  })
+
+  it('fetches only when asked (backpressure): with a row held, the cursor waits, one batch sent', async () => {
+    const it = keel
+      .tenant('acme')
+      .stream<{ n: number }>(`SELECT n FROM ${table} ORDER BY n`, [], { batchSize: 10 })
+      [Symbol.asyncIterator]()
+    const first = await it.next()
+    expect(first.value).toEqual({ n: 1 })
+    // Parked between batches: the connection is idle in its transaction and its last statement is the
+    // first FETCH; nothing else is being read.
+    const parked = (await sessions()).filter((s) => s.state === 'idle in transaction')
+    expect(parked.map((s) => s.query)).toEqual(['FETCH 10 FROM keel_stream'])
+    for (let i = 2; i <= 10; i++) expect((await it.next()).value).toEqual({ n: i })
+    expect((await sessions()).filter((s) => s.state === 'idle in transaction').length).toBe(1)
+    expect((await it.next()).value).toEqual({ n: 11 })
+    await it.return?.()
+    await expectNoneInTransaction()
+  })
+
+  it('refuses writes and session-state statements with KEEL_QUERY_INVALID, before any connection', async () => {
+    const db = keel.tenant('acme')
+    const attempts = [
+      `UPDATE ${table} SET n = 0`,
+      `DELETE FROM ${table}`,
+      `WITH d AS (DELETE FROM ${table} RETURNING *) SELECT * FROM d`,
+      `SET search_path = public`,
+      'BEGIN',
+    ]
+    for (const sql of attempts) {
+      const failure = await (async () => {
+        for await (const _ of db.stream(sql)) break
+      })().catch((error: unknown) => error)
+      expect(codeOf(failure), sql).toBe('KEEL_QUERY_INVALID')
+    }
+    const bad = await (async () => {
+      for await (const _ of db.stream(`SELECT 1`, [], { batchSize: 0 })) break
+    })().catch((error: unknown) => error)
+    expect(codeOf(bad)).toBe('KEEL_QUERY_INVALID')
+    const count = await db.query<{ c: string }>(`SELECT count(*)::text AS c FROM ${table}`)
+    expect(count.rows[0]!.c).toBe('5000')
+  })
+
+  it('break after a few rows: rolled back, the connection clean in the pool, next calls scoped', async () => {
+    let n = 0
+    for await (const _ of keel.tenant('acme').stream(`SELECT * FROM ${table}`, [], { batchSize: 100 })) {
+      if (++n === 150) break
+    }
+    await expectNoneInTransaction()
+    await expectScopedCalls()
+  })
+
+  it('the consumer throws mid-stream: the error reaches the caller, nothing leaks', async () => {
+    const failure = await (async () => {
+      let n = 0
+      for await (const _ of keel.tenant('acme').stream(`SELECT * FROM ${table}`, [], { batchSize: 100 })) {
+        if (++n === 250) throw new Error('consumer failed')
+      }
+    })().catch((error: unknown) => error)
+    expect((failure as Error).message).toBe('consumer failed')
+    await expectNoneInTransaction()
+    await expectScopedCalls()
+  })
+
+  it('abort while the consumer holds a row: the transaction ends at once; the loop then throws KEEL_ABORTED', async () => {
+    const controller = new AbortController()
+    const it = keel
+      .tenant('acme')
+      .stream(`SELECT * FROM ${table}`, [], { batchSize: 100, signal: controller.signal })
+      [Symbol.asyncIterator]()
+    await it.next()
+    controller.abort()
+    // Ended without the consumer coming back.
+    await expectNoneInTransaction()
+    const failure = await it.next().catch((error: unknown) => error)
+    expect(codeOf(failure)).toBe('KEEL_ABORTED')
+    await expectScopedCalls()
+  })
+
+  it('abort during a slow FETCH: cancelled server-side, the connection retired, next calls scoped', async () => {
+    const controller = new AbortController()
+    const slow = `SELECT n, pg_sleep(CASE WHEN n = 150 THEN 30 ELSE 0 END) FROM ${table} ORDER BY n`
+    const failure = await (async () => {
+      for await (const row of keel
+        .tenant('acme')
+        .stream<{ n: number }>(slow, [], { batchSize: 100, signal: controller.signal })) {
+        if (row.n === 100) setTimeout(() => controller.abort(), 200)
+      }
+    })().catch((error: unknown) => error)
+    expect(codeOf(failure)).toBe('KEEL_ABORTED')
+    await waitFor('the slow FETCH gone', async () =>
+      (await sessions()).every((s) => !s.query.includes('pg_sleep') || s.state === 'idle'),
+    )
+    await expectNoneInTransaction()
+    await expectScopedCalls()
+  })
+
+  it('the backend killed mid-stream (pg_terminate_backend): the loop fails, next calls succeed and are scoped', async () => {
+    const failure = await (async () => {
+      let n = 0
+      for await (const _ of keel.tenant('acme').stream(`SELECT * FROM ${table}`, [], { batchSize: 100 })) {
+        if (++n === 50) {
+          const parked = (await sessions()).filter((s) => s.state === 'idle in transaction')
+          expect(parked.length).toBe(1)
+          await su.query('SELECT pg_terminate_backend($1)', [parked[0]!.pid])
+          await waitFor('backend gone', async () => (await sessions()).every((s) => s.pid !== parked[0]!.pid))
+        }
+      }
+    })().catch((error: unknown) => error)
+    expect(failure).toBeInstanceOf(Error)
+    await expectNoneInTransaction()
+    await expectScopedCalls()
+  })
+
+  it('keel.close() waits for a stream in progress; then stream() is refused with KEEL_CLOSED', async () => {
+    const k = testKeel({ applicationName: `${app}-close`, pool: { max: 2 } })
+    const it = k
+      .tenant('acme')
+      .stream<{ n: number }>(`SELECT n FROM ${table} ORDER BY n`, [], { batchSize: 10 })
+      [Symbol.asyncIterator]()
+    await it.next()
+    let closed = false
+    const closing = k.close().then(() => {
+      closed = true
+    })
+    // Drain the stream: close() is still waiting for it while rows keep coming.
+    let n = 1
+    for (;;) {
+      const next = await it.next()
+      if (next.done === true) break
+      n++
+      if (n === 2000) expect(closed).toBe(false)
+    }
+    expect(n).toBe(5000)
+    await closing
+    expect(() => k.tenant('acme').stream('SELECT 1')).toThrow(
+      expect.objectContaining({ code: 'KEEL_CLOSED' }),
+    )
+  })
+
+  it('inside db.transaction() the session refuses stream() (it reads in a transaction of its own)', async () => {
+    const db = keel.tenant('acme')
+    const failure = await db
+      .transaction(async () => {
+        db.stream('SELECT 1')
+      })
+      .catch((error: unknown) => error)
+    expect(codeOf(failure)).toBe('KEEL_QUERY_INVALID')
+  })
+})
+
+describe('db.stream() through the lagged replica', () => {
+  const ryw = 'stream_ryw'
+  let lagged: Keel
+
+  beforeAll(async () => {
+    await createRlsTable(ryw)
+    await awaitOnReplicas(ryw)
+    lagged = testKeel({ replicas: ['replica2'], maxReplicaLagMs: 60_000, pool: { max: 4 } })
+    await waitFor('replica in rotation', async () =>
+      (await lagged.health()).replicas.every((r) => r.inRotation),
+    )
+  })
+  afterAll(async () => {
+    await lagged.close()
+    await dropTable(ryw)
+  })
+
+  it("sees the session's own writes, and a later session's with the consistency token", async () => {
+    const db = lagged.tenant('ryw')
+    let stale = 0
+    for (let v = 1; v <= 20; v++) {
+      await db.query(`INSERT INTO ${ryw} (tenant_id, n) VALUES ('ryw', $1)`, [v])
+      let max = 0
+      for await (const row of db.stream<{ m: number }>(`SELECT max(n) AS m FROM ${ryw}`)) max = row.m
+      if (max !== v) stale++
+      // The token handed to another request: its stream sees the write too.
+      const next = lagged.tenant('ryw', { consistencyToken: db.consistencyToken })
+      for await (const row of next.stream<{ m: number }>(`SELECT max(n) AS m FROM ${ryw}`)) max = row.m
+      if (max !== v) stale++
+    }
+    expect(stale).toBe(0)
+  })
+
+  it("control: with consistency 'eventual' the same stream does read the lagged replica's stale rows", async () => {
+    const db = lagged.tenant('ryw_control')
+    let stale = 0
+    for (let v = 1; v <= 5; v++) {
+      await db.query(`INSERT INTO ${ryw} (tenant_id, n) VALUES ('ryw_control', $1)`, [v])
+      let max: number | null = null
+      for await (const row of db.stream<{ m: number | null }>(`SELECT max(n) AS m FROM ${ryw}`, [], {
+        consistency: 'eventual',
+      }))
+        max = row.m
+      if (max !== v) stale++
+    }
+    expect(stale).toBeGreaterThan(0)
+  })
+
+  it('once the replica has replayed the writes, the stream is served by the replica', async () => {
+    const db = lagged.tenant('ryw')
+    await db.query(`INSERT INTO ${ryw} (tenant_id, n) VALUES ('ryw', 100)`)
+    await waitFor('served by the replica', async () => {
+      for await (const row of db.stream<{ r: boolean; m: number }>(
+        `SELECT pg_is_in_recovery() AS r, max(n) AS m FROM ${ryw}`,
+      )) {
+        expect(row.m).toBe(100)
+        return row.r
+      }
+      return false
+    })
+  })
+})

@@ -219,8 +219,18 @@ export class TenantClient implements Queryable {
    * the next batch is fetched only when the loop asks for it. Stopping early (break, throw, the
    * signal) rolls the transaction back and frees the connection. Reads only (KEEL_QUERY_INVALID).
    */
+  stream<R extends unknown[] = unknown[]>(
+    config: QueryArrayConfig,
+    values?: readonly unknown[],
+    options?: StreamOptions,
+  ): AsyncIterable<R>
   stream<R = Record<string, unknown>>(
     text: string | QueryConfig,
+    values?: readonly unknown[],
+    options?: StreamOptions,
+  ): AsyncIterable<R>
+  stream<R>(
+    text: string | QueryConfig | QueryArrayConfig,
     values?: readonly unknown[],
     options?: StreamOptions,
   ): AsyncIterable<R> {

@@ -21,8 +21,11 @@ export interface ExportOptions {
   format: 'ndjson' | 'csv'
   /** Rows fetched per round trip. Default 1,000. */
   batchSize?: number
+  /** Destroys the stream (an AbortError), cancelling the FETCH in flight. */
   signal?: AbortSignal
+  /** Overrides `postgres.consistency`: where the snapshot may be taken (see StreamOptions). */
   consistency?: Consistency
+  /** statement_timeout for each FETCH, overriding the tenant's (0 = the server's). */
   statementTimeoutMs?: number
 }
 

@@ -327,3 +327,87 @@ describe('db.stream() through the lagged replica', () => {
     })
   })
 })
+
+describe('db.stream() and db.export() in schema mode', () => {
+  const schemas = { acme: 'Stream-acme', globex: 'Stream-globex' }
+  let schemaKeel: Keel
+
+  beforeAll(async () => {
+    const owner = await connect('owner')
+    try {
+      for (const [id, schema] of Object.entries(schemas)) {
+        await owner.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+        await owner.query(`CREATE SCHEMA "${schema}"`)
+        await owner.query(`GRANT USAGE ON SCHEMA "${schema}" TO keel_app`)
+        await owner.query(`CREATE TABLE "${schema}".notes (id serial PRIMARY KEY, body text NOT NULL)`)
+        await owner.query(`GRANT SELECT ON ALL TABLES IN SCHEMA "${schema}" TO keel_app`)
+        await owner.query(
+          `INSERT INTO "${schema}".notes (body) SELECT $1 || g FROM generate_series(1, 2500) g`,
+          [`${id}-`],
+        )
+      }
+    } finally {
+      await owner.end()
+    }
+    // One connection: both tenants' streams take turns on the same backend.
+    schemaKeel = testKeel({
+      pool: { max: 1 },
+      tenancy: { mode: 'schema', schemaFor: (id: string) => `Stream-${id}` },
+    })
+  })
+  afterAll(async () => {
+    await schemaKeel.close()
+    const owner = await connect('owner')
+    for (const schema of Object.values(schemas))
+      await owner.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+    await owner.end()
+  })
+
+  it("each tenant's stream and export read its own schema, alternating on one connection", async () => {
+    for (const id of ['acme', 'globex', 'acme'] as const) {
+      let n = 0
+      for await (const row of schemaKeel.tenant(id).stream<{ body: string }>('SELECT body FROM notes', [], {
+        batchSize: 400,
+      })) {
+        expect(row.body.startsWith(`${id}-`)).toBe(true)
+        if (++n === 1000) break
+      }
+      let lines = 0
+      for await (const chunk of schemaKeel
+        .tenant(id)
+        .export({ tables: ['notes'], format: 'csv', batchSize: 700 })) {
+        for (const line of (chunk as string).split('\r\n')) {
+          if (line === '' || line === 'id,body') continue
+          expect(line).toContain(`,${id}-`)
+          lines++
+        }
+      }
+      expect(lines).toBe(2500)
+    }
+    const path = await schemaKeel
+      .tenant('globex')
+      .query<{ p: string }>('SELECT current_setting($1) AS p', ['search_path'])
+    expect(path.rows[0]?.p).toBe('"Stream-globex"')
+  })
+})
+
+describe('keel.close() with an export in flight', () => {
+  it('closeTimeoutMs short: the parked export is cancelled with KEEL_CLOSED, close() resolves, nothing left open', async () => {
+    const k = testKeel({ applicationName: `${app}-closing`, pool: { max: 2 }, closeTimeoutMs: 300 })
+    const out = k.tenant('acme').export({ tables: [table], format: 'ndjson', batchSize: 10 })
+    const it = out[Symbol.asyncIterator]()
+    await it.next()
+    // The consumer stops reading; close() waits 300 ms for the export, then gives up on it.
+    await k.close()
+    const failure = await (async () => {
+      for (;;) if ((await it.next()).done === true) return 'ended'
+    })().catch((error: unknown) => error)
+    expect(codeOf(failure)).toBe('KEEL_CLOSED')
+    await waitFor('no connection of the closed keel left', async () => {
+      const r = await su.query('SELECT 1 FROM pg_stat_activity WHERE application_name = $1', [
+        `${app}-closing`,
+      ])
+      return r.rowCount === 0
+    })
+  })
+})

@@ -1,8 +1,15 @@
-import type pg from 'pg'
+import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { isKeelError, type Keel } from '../src/index.js'
+import { createKeel, isKeelError, type Keel } from '../src/index.js'
 import { awaitOnReplicas, connect, createRlsTable, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
+import { readStack } from './support/stack.js'
+import {
+  awaitDatabasesOnReplicas,
+  createTenantDatabases,
+  dropTenantDatabases,
+  urlFor,
+} from './support/tenant-databases.js'
 import { waitFor } from './support/wait.js'
 
 // db.stream(): a cursor in a READ ONLY transaction of its own, fetched as the loop asks, ended however
@@ -409,5 +416,82 @@ describe('keel.close() with an export in flight', () => {
       ])
       return r.rowCount === 0
     })
+  })
+})
+
+describe('db.stream() and db.export() in database mode', () => {
+  const databases = ['keel_stream_d1', 'keel_stream_d2']
+  let dbKeel: Keel
+
+  beforeAll(async () => {
+    await createTenantDatabases(databases, ['items'])
+    const stack = readStack()
+    for (const [i, name] of databases.entries()) {
+      const owner = new pg.Client({
+        connectionString: urlFor(stack.primary.ownerUrl, name),
+      })
+      await owner.connect()
+      await owner.query(
+        `INSERT INTO items (tenant_id, body) SELECT $1, $1 || '-' || g FROM generate_series(1, 1500) g`,
+        [`d${i + 1}`],
+      )
+      await owner.end()
+    }
+    await awaitDatabasesOnReplicas(databases)
+    dbKeel = createKeel({
+      postgres: { pool: { max: 2 }, applicationName: `${app}-dbm` },
+      tenancy: {
+        mode: 'database',
+        maxConnections: 6,
+        resolve: async (id) =>
+          id === 'd1' || id === 'd2'
+            ? {
+                primary: { connectionString: urlFor(stack.primary.url, `keel_stream_${id}`) },
+                replicas: [
+                  {
+                    connectionString: urlFor(
+                      stack.replicas.find((r) => r.name === 'replica2')!.url,
+                      `keel_stream_${id}`,
+                    ),
+                  },
+                ],
+              }
+            : null,
+      },
+    })
+  }, 120_000)
+  afterAll(async () => {
+    await dbKeel.close()
+    await dropTenantDatabases(databases)
+  })
+
+  it('each tenant streams and exports its own database only, and its own fresh write through the lagged replica', async () => {
+    for (const id of ['d1', 'd2', 'd1'] as const) {
+      const db = dbKeel.tenant(id)
+      await db.query(`INSERT INTO items (tenant_id, body) VALUES ($1, 'fresh')`, [id])
+      const databasesSeen = new Set<string>()
+      let fresh = 0
+      let rows = 0
+      for await (const row of db.stream<{ d: string; body: string }>(
+        'SELECT current_database() AS d, body FROM items',
+        [],
+        { batchSize: 500 },
+      )) {
+        databasesSeen.add(row.d)
+        if (row.body === 'fresh') fresh++
+        rows++
+      }
+      expect([...databasesSeen]).toEqual([`keel_stream_${id}`])
+      expect(fresh).toBeGreaterThan(0)
+      let exported = 0
+      for await (const chunk of db.export({ tables: ['items'], format: 'ndjson' })) {
+        for (const line of (chunk as string).split('\n')) {
+          if (line === '') continue
+          expect((JSON.parse(line) as { row: { tenant_id: string } }).row.tenant_id).toBe(id)
+          exported++
+        }
+      }
+      expect(exported).toBe(rows)
+    }
   })
 })

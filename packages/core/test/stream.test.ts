@@ -137,6 +137,7 @@ describe('db.stream()', () => {
       `WITH d AS (DELETE FROM ${table} RETURNING *) SELECT * FROM d`,
       `SET search_path = public`,
       'BEGIN',
+      `SELECT 1; DELETE FROM ${table}`,
     ]
     for (const sql of attempts) {
       const failure = await (async () => {
@@ -148,8 +149,25 @@ describe('db.stream()', () => {
       for await (const _ of db.stream(`SELECT 1`, [], { batchSize: 0 })) break
     })().catch((error: unknown) => error)
     expect(codeOf(bad)).toBe('KEEL_QUERY_INVALID')
+    // What the classifier lets through as a read is still refused by the READ ONLY transaction.
+    const locking = await (async () => {
+      for await (const _ of db.stream(`SELECT * FROM ${table} FOR UPDATE`)) break
+    })().catch((error: unknown) => error)
+    expect(['KEEL_QUERY_INVALID', '25006']).toContain(codeOf(locking))
     const count = await db.query<{ c: string }>(`SELECT count(*)::text AS c FROM ${table}`)
     expect(count.rows[0]!.c).toBe('5000')
+    await expectNoneInTransaction()
+  })
+
+  it('a function keel cannot vouch for (a session advisory lock): the connection is retired, the lock gone with it', async () => {
+    for await (const _ of keel.tenant('acme').stream('SELECT pg_advisory_lock(4242) AS l')) {
+      // held while the stream runs
+    }
+    await waitFor('no advisory lock left', async () => {
+      const r = await su.query(`SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242`)
+      return r.rowCount === 0
+    })
+    await expectScopedCalls()
   })
 
   it('break after a few rows: rolled back, the connection clean in the pool, next calls scoped', async () => {
@@ -395,6 +413,18 @@ describe('db.stream() and db.export() in schema mode', () => {
       .tenant('globex')
       .query<{ p: string }>('SELECT current_setting($1) AS p', ['search_path'])
     expect(path.rows[0]?.p).toBe('"Stream-globex"')
+  })
+})
+
+describe('db.export() not read', () => {
+  it('holds no connection until it is read; destroyed unread, it never opens one', async () => {
+    const before = (await sessions()).filter((s) => s.state !== 'idle').length
+    const out = keel.tenant('acme').export({ tables: [table], format: 'ndjson' })
+    await new Promise((r) => setTimeout(r, 200))
+    expect((await sessions()).filter((s) => s.state !== 'idle').length).toBe(before)
+    out.destroy()
+    await new Promise((r) => out.once('close', r))
+    await expectNoneInTransaction()
   })
 })
 

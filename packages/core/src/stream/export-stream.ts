@@ -1,6 +1,5 @@
 import { Readable } from 'node:stream'
 import { KeelError } from '../errors.js'
-import { abortError } from '../pool/tenant-limiter.js'
 import { csvLine } from './csv-line.js'
 import { EXPORT_TYPES } from './export-types.js'
 import { type ReadSession, ReadTransaction } from './read-transaction.js'
@@ -65,26 +64,6 @@ class ExportReadable extends Readable {
     this.#batchSize = batchSize
   }
 
-  override _construct(callback: (error?: Error | null) => void): void {
-    const signal = this.#options.signal
-    if (signal?.aborted === true) {
-      callback(abortError(signal))
-      return
-    }
-    ReadTransaction.open(this.#session, {
-      isolationLevel: 'repeatable read',
-      consistency: this.#options.consistency,
-      signal,
-      statementTimeoutMs: this.#options.statementTimeoutMs,
-    }).then(
-      (read) => {
-        this.#read = read
-        callback()
-      },
-      (error: unknown) => callback(error as Error),
-    )
-  }
-
   override _read(): void {
     if (this.#pumping !== undefined) return
     this.#pumping = this.#pump().then(
@@ -100,8 +79,15 @@ class ExportReadable extends Readable {
 
   /** Pushes batches until the consumer's buffer is full or the last table is done. */
   async #pump(): Promise<void> {
-    const read = this.#read!
     const signal = this.#options.signal
+    // Opened at the first read, not when the stream is made: an export nobody reads holds nothing.
+    this.#read ??= await ReadTransaction.open(this.#session, {
+      isolationLevel: 'repeatable read',
+      consistency: this.#options.consistency,
+      signal,
+      statementTimeoutMs: this.#options.statementTimeoutMs,
+    })
+    const read = this.#read
     for (;;) {
       if (this.destroyed) return
       if (!this.#cursorOpen) {

@@ -1,3 +1,5 @@
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createKeel, isKeelError, type Keel } from '../src/index.js'
@@ -19,6 +21,10 @@ const table = 'stream_items'
 const app = 'keel-stream-test'
 let keel: Keel
 let su: pg.Client
+
+// A full collection on demand, for the dropped-stream backstop (the process has no --expose-gc).
+setFlagsFromString('--expose-gc')
+const gc = runInNewContext('gc') as () => void
 
 const codeOf = (error: unknown) =>
   isKeelError(error) ? error.code : String((error as { code?: unknown }).code ?? error)
@@ -244,6 +250,24 @@ describe('db.stream()', () => {
     })().catch((error: unknown) => error)
     expect(failure).toBeInstanceOf(Error)
     await expectNoneInTransaction()
+    await expectScopedCalls()
+  })
+
+  it('an iterator dropped mid-stream without return(), and an export dropped mid-read: once collected, their transactions end', async () => {
+    await (async () => {
+      const it = keel
+        .tenant('acme')
+        .stream(`SELECT * FROM ${table}`, [], { batchSize: 10 })
+        [Symbol.asyncIterator]()
+      await it.next()
+      const out = keel.tenant('acme').export({ tables: [table], format: 'ndjson', batchSize: 10 })
+      await out[Symbol.asyncIterator]().next()
+    })()
+    expect((await sessions()).filter((s) => s.state === 'idle in transaction').length).toBe(2)
+    await waitFor('the dropped streams ended', async () => {
+      gc()
+      return (await sessions()).every((s) => s.state === 'idle' || s.state === null)
+    })
     await expectScopedCalls()
   })
 

@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream'
 import { KeelError } from '../errors.js'
+import { endWhenDropped, type ReadHolder } from './abandoned-reads.js'
 import { csvLine } from './csv-line.js'
 import { EXPORT_TYPES } from './export-types.js'
 import { type ReadSession, ReadTransaction } from './read-transaction.js'
@@ -19,7 +20,10 @@ const CURSOR = 'keel_export'
 export function exportTables(session: ReadSession, options: ExportOptions): Readable {
   const batchSize = batchSizeOf(options.batchSize)
   const tables = checkTables(options)
-  return new ExportReadable(session, options, tables, batchSize)
+  const holder: ReadHolder = {}
+  const out = new ExportReadable(session, options, tables, batchSize, holder)
+  endWhenDropped(out, holder)
+  return out
 }
 
 function checkTables(options: ExportOptions): readonly string[] {
@@ -48,6 +52,7 @@ class ExportReadable extends Readable {
   readonly #options: ExportOptions
   readonly #tables: readonly string[]
   readonly #batchSize: number
+  readonly #holder: ReadHolder
   #read: ReadTransaction | undefined
   /** Index of the table whose cursor is open, -1 before the first. */
   #table = -1
@@ -56,12 +61,19 @@ class ExportReadable extends Readable {
   /** The FETCH in flight: _destroy waits for it before ending the transaction on that connection. */
   #pumping: Promise<void> | undefined
 
-  constructor(session: ReadSession, options: ExportOptions, tables: readonly string[], batchSize: number) {
+  constructor(
+    session: ReadSession,
+    options: ExportOptions,
+    tables: readonly string[],
+    batchSize: number,
+    holder: ReadHolder,
+  ) {
     super({ encoding: 'utf8', ...(options.signal === undefined ? {} : { signal: options.signal }) })
     this.#session = session
     this.#options = options
     this.#tables = tables
     this.#batchSize = batchSize
+    this.#holder = holder
   }
 
   override _read(): void {
@@ -88,6 +100,7 @@ class ExportReadable extends Readable {
       statementTimeoutMs: this.#options.statementTimeoutMs,
     })
     const read = this.#read
+    this.#holder.read = read
     for (;;) {
       if (this.destroyed) return
       if (!this.#cursorOpen) {

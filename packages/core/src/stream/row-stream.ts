@@ -3,6 +3,7 @@ import { KeelError } from '../errors.js'
 import { abortError } from '../pool/tenant-limiter.js'
 import { classifySql } from '../routing/classify-sql.js'
 import { loadParser, parserLoaded } from '../sql/sql-parser.js'
+import { endWhenDropped, type ReadHolder } from './abandoned-reads.js'
 import { type ReadSession, ReadTransaction } from './read-transaction.js'
 import { batchSizeOf, type StreamOptions } from './stream-options.js'
 
@@ -15,11 +16,24 @@ const CURSOR = 'keel_stream'
  * (backpressure). However the consumer stops (break, throw, the signal), the transaction is rolled
  * back and the connection given back, or retired when that cannot be shown clean.
  */
-export async function* streamRows<R>(
+export function streamRows<R>(
   session: ReadSession,
   text: unknown,
   values: readonly unknown[] | undefined,
   options: StreamOptions = {},
+): AsyncGenerator<R, void, undefined> {
+  const holder: ReadHolder = {}
+  const rows = fetchRows<R>(session, text, values, options, holder)
+  endWhenDropped(rows, holder)
+  return rows
+}
+
+async function* fetchRows<R>(
+  session: ReadSession,
+  text: unknown,
+  values: readonly unknown[] | undefined,
+  options: StreamOptions,
+  holder: ReadHolder,
 ): AsyncGenerator<R, void, undefined> {
   const { engine } = session
   const batchSize = batchSizeOf(options.batchSize)
@@ -38,6 +52,7 @@ export async function* streamRows<R>(
     signal,
     statementTimeoutMs: options.statementTimeoutMs,
   })
+  holder.read = read
   // A statement that may leave session state (a function keel cannot vouch for) retires the connection.
   const retire = effect !== 'plain'
   let fetching = false

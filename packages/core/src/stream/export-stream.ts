@@ -60,6 +60,7 @@ class ExportReadable extends Readable {
   #header = false
   /** The FETCH in flight: _destroy waits for it before ending the transaction on that connection. */
   #pumping: Promise<void> | undefined
+  #busy = false
 
   constructor(
     session: ReadSession,
@@ -77,13 +78,13 @@ class ExportReadable extends Readable {
   }
 
   override _read(): void {
-    if (this.#pumping !== undefined) return
+    // A _read while a pump runs needs nothing: the pump pushes again (push() resets Readable's
+    // 'reading' state), or it stopped on a full buffer and the next _read starts a new one.
+    if (this.#busy) return
+    this.#busy = true
     this.#pumping = this.#pump().then(
-      () => {
-        this.#pumping = undefined
-      },
+      () => undefined,
       (error: unknown) => {
-        this.#pumping = undefined
         this.destroy(error as Error)
       },
     )
@@ -91,6 +92,15 @@ class ExportReadable extends Readable {
 
   /** Pushes batches until the consumer's buffer is full or the last table is done. */
   async #pump(): Promise<void> {
+    try {
+      await this.#pumpBatches()
+    } finally {
+      // Cleared in the same turn as the last push, before Readable can ask again.
+      this.#busy = false
+    }
+  }
+
+  async #pumpBatches(): Promise<void> {
     const signal = this.#options.signal
     // Opened at the first read, not when the stream is made: an export nobody reads holds nothing.
     this.#read ??= await ReadTransaction.open(this.#session, {

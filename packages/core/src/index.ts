@@ -13,6 +13,7 @@ export type {
   QueryResult,
   TransactionOptions,
 } from './client/query-types.js'
+export type { ExportOptions, StreamOptions } from './client/read-session.js'
 export { TenantClient } from './client/tenant-client.js'
 export type { Transaction } from './client/transaction.js'
 export type {

@@ -12,6 +12,8 @@ import { FixedPlacements, ResolvedPlacements } from './placement/placements.js'
 import type { ConnectionGovernor } from './pool/connection-governor.js'
 import { type HostInfo, hostInfo } from './pool/host-info.js'
 import { loadParser } from './sql/sql-parser.js'
+import { exportTables } from './stream/export-stream.js'
+import { streamRows } from './stream/row-stream.js'
 import { CacheTelemetry } from './telemetry/cache-telemetry.js'
 import { JobTelemetry } from './telemetry/job-telemetry.js'
 import { Telemetry } from './telemetry/telemetry.js'
@@ -162,6 +164,7 @@ export function wireKeel(config: KeelConfig): Wiring {
       port: shown?.port ?? 5432,
       database: shown?.database ?? 'postgres',
     }),
+    { stream: streamRows, export: exportTables },
   )
   return { config: resolved, engine, jobs, definitions }
 }

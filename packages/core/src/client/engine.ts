@@ -17,6 +17,7 @@ import type { TenancyStrategy } from '../tenancy/tenancy-strategy.js'
 import { InFlight } from './in-flight.js'
 import type { JobPort } from './job-port.js'
 import type { Consistency, QueryResult } from './query-types.js'
+import type { Readers } from './read-session.js'
 import type { TenantClient } from './tenant-client.js'
 
 /**
@@ -49,6 +50,8 @@ export class Engine {
   readonly jobs: JobPort | undefined
   /** db.pgPool() and keel.pgPool(): see PgPoolFactory. */
   readonly pgPool: PgPoolFactory
+  /** db.stream() and db.export() (stream/, wired by createKeel). */
+  readonly readers: Readers
   closed = false
   /** Calls accepted and not yet settled: keel.close() waits for them. */
   readonly inFlight = new InFlight()
@@ -62,8 +65,10 @@ export class Engine {
     cache: LayeredCache,
     jobs: JobPort | undefined,
     pgPool: PgPoolFactory,
+    readers: Readers,
   ) {
     this.pgPool = pgPool
+    this.readers = readers
     this.cache = cache
     this.jobs = jobs
     this.config = config

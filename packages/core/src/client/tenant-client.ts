@@ -1,7 +1,9 @@
+import type { Readable } from 'node:stream'
 import type pg from 'pg'
 import type { CacheClient } from '../cache/cache-client.js'
 import type { CachedOptions, InvalidateOptions } from '../cache/cached-options.js'
 import type { TenantContext } from '../context/tenant-context.js'
+import { KeelError } from '../errors.js'
 import type { Placement } from '../placement/placement.js'
 import { SessionPosition } from '../routing/session-position.js'
 import { loadParser, parserLoaded } from '../sql/sql-parser.js'
@@ -21,6 +23,7 @@ import type {
   QueryResult,
   TransactionOptions,
 } from './query-types.js'
+import type { ExportOptions, ReadSession, StreamOptions } from './read-session.js'
 import { runTransaction, savepoint, type TransactionSession } from './run-transaction.js'
 import { StatementPath } from './statement-path.js'
 import type { Transaction } from './transaction.js'
@@ -204,6 +207,62 @@ export class TenantClient implements Queryable {
       )
     } finally {
       engine.inFlight.leave()
+    }
+  }
+
+  /**
+   * The rows of one read as an async iterable, `batchSize` at a time from a server-side cursor in a
+   * READ ONLY transaction of their own (a replica when the session allows), in the tenant's scope:
+   * the next batch is fetched only when the loop asks for it. Stopping early (break, throw, the
+   * signal) rolls the transaction back and frees the connection. Reads only (KEEL_QUERY_INVALID).
+   */
+  stream<R extends unknown[] = unknown[]>(
+    config: QueryArrayConfig,
+    values?: readonly unknown[],
+    options?: StreamOptions,
+  ): AsyncIterable<R>
+  stream<R = Record<string, unknown>>(
+    text: string | QueryConfig,
+    values?: readonly unknown[],
+    options?: StreamOptions,
+  ): AsyncIterable<R>
+  stream<R>(
+    text: string | QueryConfig | QueryArrayConfig,
+    values?: readonly unknown[],
+    options?: StreamOptions,
+  ): AsyncIterable<R> {
+    this.#assertOpen()
+    this.#outsideTransaction('stream')
+    return this.#engine.readers.stream<R>(this.#readSession(), text, values, options)
+  }
+
+  /**
+   * The tenant's rows of `options.tables` as a Node Readable (ndjson lines `{"table","row"}`, or csv
+   * for one table), all from ONE snapshot (REPEATABLE READ, READ ONLY), fetched as the consumer reads:
+   * memory stays at about one batch. Destroy the stream to stop early; it ends the transaction.
+   */
+  export(options: ExportOptions): Readable {
+    this.#assertOpen()
+    this.#outsideTransaction('export')
+    return this.#engine.readers.export(this.#readSession(), options)
+  }
+
+  #outsideTransaction(call: string): void {
+    if (this.#inTransaction() === undefined) return
+    throw new KeelError(
+      'KEEL_QUERY_INVALID',
+      `db.${call}() reads in a transaction of its own: call it outside db.transaction()'s callback`,
+      { details: { tenantId: this.tenantId } },
+    )
+  }
+
+  #readSession(): ReadSession {
+    return {
+      engine: this.#engine,
+      tenantId: this.tenantId,
+      position: this.#position,
+      statements: this.#paths,
+      placement: () => this.#placement(),
     }
   }
 

@@ -175,3 +175,16 @@ describe('errors', () => {
     isKeelError(error, 'KEEL_NOPE')
   })
 })
+
+describe('streaming reads and export', () => {
+  test('db.stream is an async iterable of typed rows; db.export a Node Readable', () => {
+    expectTypeOf(db.stream<{ id: string }>('SELECT id FROM t', [], { batchSize: 500 })).toEqualTypeOf<
+      AsyncIterable<{ id: string }>
+    >()
+    expectTypeOf(db.export({ tables: ['t'], format: 'ndjson' })).toEqualTypeOf<
+      import('node:stream').Readable
+    >()
+    // @ts-expect-error only 'ndjson' and 'csv'
+    db.export({ tables: ['t'], format: 'xml' })
+  })
+})

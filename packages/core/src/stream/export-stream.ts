@@ -1,0 +1,165 @@
+import { Readable } from 'node:stream'
+import { KeelError } from '../errors.js'
+import { endWhenDropped, type ReadHolder } from './abandoned-reads.js'
+import { csvLine } from './csv-line.js'
+import { EXPORT_TYPES } from './export-types.js'
+import { type ReadSession, ReadTransaction } from './read-transaction.js'
+import { batchSizeOf, type ExportOptions } from './stream-options.js'
+
+/** Unqualified identifiers only: a schema-qualified name would step out of schema mode's search_path. */
+const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
+const CURSOR = 'keel_export'
+
+/**
+ * db.export(): a Readable of the tenant's rows of `tables`, all read in ONE REPEATABLE READ, READ ONLY
+ * transaction (one snapshot: rows committed together are all there or none is), table after table
+ * through a cursor. A FETCH is sent only when the Readable wants more (`_read`), so memory stays at
+ * about one batch however slow the consumer. Destroying the stream (an error, the signal, the
+ * consumer giving up) ends the transaction; the end of the data commits nothing (it only read).
+ */
+export function exportTables(session: ReadSession, options: ExportOptions): Readable {
+  const batchSize = batchSizeOf(options.batchSize)
+  const tables = checkTables(options)
+  const holder: ReadHolder = {}
+  const out = new ExportReadable(session, options, tables, batchSize, holder)
+  endWhenDropped(out, holder)
+  return out
+}
+
+function checkTables(options: ExportOptions): readonly string[] {
+  if (options.format !== 'ndjson' && options.format !== 'csv') {
+    throw new KeelError('KEEL_QUERY_INVALID', "export format must be 'ndjson' or 'csv'")
+  }
+  const tables = options.tables
+  if (!Array.isArray(tables) || tables.length === 0) {
+    throw new KeelError('KEEL_QUERY_INVALID', 'export needs at least one table')
+  }
+  for (const table of tables) {
+    if (typeof table !== 'string' || !TABLE_NAME.test(table)) {
+      throw new KeelError('KEEL_QUERY_INVALID', 'export tables must be unqualified identifiers', {
+        details: { table: String(table) },
+      })
+    }
+  }
+  if (options.format === 'csv' && tables.length !== 1) {
+    throw new KeelError('KEEL_QUERY_INVALID', "format 'csv' exports exactly one table")
+  }
+  return [...tables]
+}
+
+class ExportReadable extends Readable {
+  readonly #session: ReadSession
+  readonly #options: ExportOptions
+  readonly #tables: readonly string[]
+  readonly #batchSize: number
+  readonly #holder: ReadHolder
+  #read: ReadTransaction | undefined
+  /** Index of the table whose cursor is open, -1 before the first. */
+  #table = -1
+  #cursorOpen = false
+  #header = false
+  /** The FETCH in flight: _destroy waits for it before ending the transaction on that connection. */
+  #pumping: Promise<void> | undefined
+  #busy = false
+
+  constructor(
+    session: ReadSession,
+    options: ExportOptions,
+    tables: readonly string[],
+    batchSize: number,
+    holder: ReadHolder,
+  ) {
+    super({ encoding: 'utf8', ...(options.signal === undefined ? {} : { signal: options.signal }) })
+    this.#session = session
+    this.#options = options
+    this.#tables = tables
+    this.#batchSize = batchSize
+    this.#holder = holder
+  }
+
+  override _read(): void {
+    // A _read while a pump runs needs nothing: the pump pushes again (push() resets Readable's
+    // 'reading' state), or it stopped on a full buffer and the next _read starts a new one.
+    if (this.#busy) return
+    this.#busy = true
+    this.#pumping = this.#pump().then(
+      () => undefined,
+      (error: unknown) => {
+        this.destroy(error as Error)
+      },
+    )
+  }
+
+  /** Pushes batches until the consumer's buffer is full or the last table is done. */
+  async #pump(): Promise<void> {
+    try {
+      await this.#pumpBatches()
+    } finally {
+      // Cleared in the same turn as the last push, before Readable can ask again.
+      this.#busy = false
+    }
+  }
+
+  async #pumpBatches(): Promise<void> {
+    const signal = this.#options.signal
+    // Opened at the first read, not when the stream is made: an export nobody reads holds nothing.
+    this.#read ??= await ReadTransaction.open(this.#session, {
+      isolationLevel: 'repeatable read',
+      consistency: this.#options.consistency,
+      signal,
+      statementTimeoutMs: this.#options.statementTimeoutMs,
+    })
+    const read = this.#read
+    this.#holder.read = read
+    for (;;) {
+      if (this.destroyed) return
+      if (!this.#cursorOpen) {
+        this.#table++
+        if (this.#table >= this.#tables.length) {
+          await read.end()
+          this.push(null)
+          return
+        }
+        await read.send(
+          `DECLARE ${CURSOR} NO SCROLL CURSOR FOR SELECT * FROM ${this.#tables[this.#table]}`,
+          undefined,
+          signal,
+        )
+        this.#cursorOpen = true
+        this.#header = this.#options.format === 'csv'
+      }
+      const csv = this.#options.format === 'csv'
+      const batch = await read.send<unknown>(`FETCH ${this.#batchSize} FROM ${CURSOR}`, undefined, signal, {
+        types: EXPORT_TYPES,
+        ...(csv ? { rowMode: 'array' as const } : {}),
+      })
+      if (this.destroyed) return
+      if (batch.rows.length < this.#batchSize) {
+        await read.send(`CLOSE ${CURSOR}`, undefined, signal)
+        this.#cursorOpen = false
+      }
+      let chunk = ''
+      if (this.#header) {
+        chunk += csvLine(batch.fields.map((field) => field.name))
+        this.#header = false
+      }
+      if (csv) for (const row of batch.rows) chunk += csvLine(row as unknown[])
+      else {
+        const table = JSON.stringify(this.#tables[this.#table])
+        for (const row of batch.rows) chunk += `{"table":${table},"row":${JSON.stringify(row)}}\n`
+      }
+      if (chunk !== '' && !this.push(chunk)) return
+    }
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    const end = async () => {
+      await this.#pumping
+      await this.#read?.end(error ?? undefined)
+    }
+    end().then(
+      () => callback(error),
+      () => callback(error),
+    )
+  }
+}

@@ -6,6 +6,8 @@ export interface GovernedPool {
   offer(): boolean
   /** Whether a call of this pool waits for a permit now. */
   wantsPermit(): boolean
+  /** Waits with no connection at all: only such a pool has others' idle connections closed for it. */
+  starving(): boolean
   /** Idle connections no call is about to take: what the pool can give up. */
   evictable(): number
   /**
@@ -92,10 +94,15 @@ export class ConnectionGovernor {
     this.#pump()
   }
 
-  /** When the call that has waited longest for a permit here started waiting; undefined when none waits. */
+  /**
+   * When the call that has waited longest here for a database with no connection at all started
+   * waiting; undefined when there is none. A pool that releases a connection weighs its own next call
+   * against that one only: a database that has a connection makes progress on it, and closing one
+   * database's connection to open another's second costs two connection setups for nothing.
+   */
   oldestWaitingSince(): number | undefined {
     this.#queue = this.#queue.filter((entry) => entry.pool.wantsPermit())
-    return this.#queue[0]?.since
+    return this.#queue.find((entry) => entry.pool.starving())?.since
   }
 
   /** `n` connections of a pool have closed (or permits it took are not needed after all). */
@@ -118,19 +125,29 @@ export class ConnectionGovernor {
   }
 
   #pump(): void {
-    while (this.#queue.length > 0 && this.#used < this.max) {
-      const { pool } = this.#queue.shift()!
-      if (!pool.wantsPermit()) continue
-      this.#used++
-      if (!pool.offer()) this.#used--
+    // Databases with no connection first (in arrival order), then those asking for one more.
+    for (const starvingOnly of [true, false]) {
+      for (const entry of [...this.#queue]) {
+        if (this.#used >= this.max) break
+        const pool = entry.pool
+        if (!pool.wantsPermit() || (starvingOnly && !pool.starving())) continue
+        this.#queue.splice(this.#queue.indexOf(entry), 1)
+        this.#used++
+        if (!pool.offer()) this.#used--
+      }
     }
     this.#queue = this.#queue.filter((entry) => entry.pool.wantsPermit())
     this.#reclaim()
   }
 
-  /** Closes idle connections of the least recently used pools for the calls still waiting. */
+  /**
+   * Closes idle connections of the least recently used pools for the databases that have none. A
+   * database that has a connection waits for it (or for a free permit) instead: evicting for it would
+   * trade one reconnect for another and, under spread load, make every call a reconnect.
+   */
   #reclaim(): void {
-    let short = this.#queue.length - this.#evicting
+    const starving = new Set(this.#queue.filter((entry) => entry.pool.starving()).map((entry) => entry.pool))
+    let short = starving.size - this.#evicting
     if (short <= 0) return
     const waiting = new Set(this.#queue.map((entry) => entry.pool))
     const donors = [...this.#members]

@@ -152,6 +152,10 @@ export class GovernedSlots implements GovernedPool {
     return true
   }
 
+  starving(): boolean {
+    return this.#permits === 0 && this.wantsPermit()
+  }
+
   wantsPermit(): boolean {
     return !this.#ended && this.#permits < this.#max && this.#waiters.some((w) => !w.settled)
   }

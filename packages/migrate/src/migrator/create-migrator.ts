@@ -1,3 +1,7 @@
+// One piece (~480 lines): the migrator's run over the fleet (up: the shared scope, then every tenant,
+// canary, failures) and its report (status) read the same scopes, ledger and migration files; the
+// per-scope runner (scope-runner.ts), lock retries (lock-retry.ts) and a tenant scope's creation and
+// retirement (tenant-lifecycle.ts) live apart.
 import pg from 'pg'
 import { z } from 'zod'
 import {
@@ -8,7 +12,6 @@ import {
 } from '../config/migrator-options.js'
 import { MigrateError } from '../errors.js'
 import { ensureLedger, readLedger } from './ledger.js'
-import { BlockerProbe, withLockRetry } from './lock-retry.js'
 import { type Migration, readMigrations } from './migration-files.js'
 import { runFleet } from './run-fleet.js'
 import {
@@ -18,11 +21,11 @@ import {
   type ScopeOptions,
   type ScopeTarget,
 } from './scope-runner.js'
+import { createTenantScope, retireTenantScope } from './tenant-lifecycle.js'
 import {
   checkTenantId,
   connectClient,
   ledgerScope,
-  maintenanceConfig,
   placeTenant,
   type TenantPlacement,
 } from './tenant-scopes.js'
@@ -373,34 +376,7 @@ class FleetMigrator implements Migrator {
   async provision(tenant: string, options: { template?: string } = {}): Promise<UpResult> {
     const placement = await this.#placeForProvisioning(tenant)
     const { tenant: migrations } = await this.#migrations()
-    if (placement.kind === 'schema') {
-      const client = await this.#main.connect()
-      try {
-        await ensureLedger(client)
-        await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(placement.schema)}`)
-      } finally {
-        client.release()
-      }
-    } else {
-      const admin = await connectClient(maintenanceConfig(this.#options, placement.config))
-      try {
-        const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [placement.database])
-        if (exists.rowCount === 0) {
-          const template = options.template === undefined ? '' : ` TEMPLATE ${quoteIdent(options.template)}`
-          await admin.query(`CREATE DATABASE ${quoteIdent(placement.database)}${template}`)
-        }
-      } finally {
-        await admin.end().catch(() => undefined)
-      }
-      if (placement.schema !== undefined) {
-        const client = await connectClient(placement.config)
-        try {
-          await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(placement.schema)}`)
-        } finally {
-          await client.end()
-        }
-      }
-    }
+    await createTenantScope(this.#options, this.#main, placement, options.template)
     const started = performance.now()
     const scopeOptions = this.#scopeOptions()
     const result: UpResult = {
@@ -445,95 +421,7 @@ class FleetMigrator implements Migrator {
       )
     }
     const placement = await this.#placeForProvisioning(tenant)
-    const stamp = new Date()
-      .toISOString()
-      .replace(/[-:TZ.]/g, '')
-      .slice(0, 14)
-    const archived = (name: string) =>
-      `${Buffer.from(name)
-        .subarray(0, 63 - 24)
-        .toString('utf8')
-        .replace(/\uFFFD+$/, '')}_archived_${stamp}`
-    if (placement.kind === 'schema') {
-      const client = await this.#main.connect()
-      const probe = new BlockerProbe(() => connectClient(this.#options.connection as pg.ClientConfig), 0)
-      try {
-        await ensureLedger(client)
-        const scope = ledgerScope(placement)
-        const newName = archived(placement.schema)
-        await withLockRetry(
-          `deprovision ${tenant}`,
-          {
-            lockTimeoutMs: this.#options.lockTimeoutMs,
-            maxLockWaitMs: this.#options.maxLockWaitMs,
-            onRetry: () => undefined,
-          },
-          probe,
-          async () => {
-            await client.query('BEGIN')
-            try {
-              await client.query("SELECT set_config('lock_timeout', $1, true)", [
-                `${this.#options.lockTimeoutMs}ms`,
-              ])
-              // The scope's lock: never while a runner migrates this tenant.
-              const got = await client.query<{ ok: boolean }>(
-                'SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS ok',
-                [0x6b6d6967, scope],
-              )
-              if (got.rows[0]?.ok !== true)
-                throw Object.assign(new Error('a runner is migrating this tenant'), { code: '55P03' })
-              if (mode === 'archive') {
-                await client.query(
-                  `ALTER SCHEMA ${quoteIdent(placement.schema)} RENAME TO ${quoteIdent(newName)}`,
-                )
-                await client.query('UPDATE keel_migrate.ledger SET scope = $2 WHERE scope = $1', [
-                  scope,
-                  `schema:${newName}`,
-                ])
-              } else {
-                await client.query(`DROP SCHEMA IF EXISTS ${quoteIdent(placement.schema)} CASCADE`)
-                await client.query('DELETE FROM keel_migrate.ledger WHERE scope = $1', [scope])
-              }
-              await client.query('DELETE FROM keel_migrate.progress WHERE scope = $1', [scope])
-              await client.query('DELETE FROM keel_migrate.failure WHERE scope = $1', [scope])
-              await client.query('COMMIT')
-            } catch (error) {
-              await client.query('ROLLBACK').catch(() => undefined)
-              throw error
-            }
-          },
-        )
-        return mode === 'archive' ? { tenant, archivedAs: newName } : { tenant }
-      } finally {
-        await probe.close()
-        client.release()
-      }
-    }
-    const admin = await connectClient(maintenanceConfig(this.#options, placement.config))
-    try {
-      if (mode === 'archive') {
-        const newName = archived(placement.database)
-        try {
-          await admin.query(
-            `ALTER DATABASE ${quoteIdent(placement.database)} RENAME TO ${quoteIdent(newName)}`,
-          )
-        } catch (error) {
-          if ((error as { code?: string }).code === '55006') {
-            throw new MigrateError(
-              'KEEL_MIGRATION_FAILED',
-              `database ${placement.database} of tenant ${JSON.stringify(tenant)} still has connections: stop routing the tenant (resolve -> null) and close its pools before archiving`,
-              { cause: error, details: { tenant } },
-            )
-          }
-          throw error
-        }
-        return { tenant, archivedAs: newName }
-      }
-      await admin.query(`DROP DATABASE IF EXISTS ${quoteIdent(placement.database)} WITH (FORCE)`)
-      return { tenant }
-    } finally {
-      await admin.end().catch(() => undefined)
-    }
+    return retireTenantScope(this.#options, this.#main, tenant, placement, mode)
   }
 
   async close(): Promise<void> {

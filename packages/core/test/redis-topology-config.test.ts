@@ -13,7 +13,7 @@ import { waitFor } from './support/wait.js'
 // The four ways to name a Redis for cache.redis and jobs.redis (ADR 0039), their validation, and who
 // closes what when the app hands keel an ioredis instance of its own.
 
-const pg = 'postgres://keel_app:app@127.0.0.1:5999/keel'
+const pg = 'postgres://keel_app@127.0.0.1:5999/keel'
 
 function configError(redis: unknown, where: 'cache' | 'jobs'): KeelError {
   try {

@@ -101,6 +101,8 @@ export class ConnectionGovernor {
    * database's connection to open another's second costs two connection setups for nothing.
    */
   oldestWaitingSince(): number | undefined {
+    // Asked on every release of a governed connection: nothing to look at in the usual case.
+    if (this.#queue.length === 0) return undefined
     this.#queue = this.#queue.filter((entry) => entry.pool.wantsPermit())
     return this.#queue.find((entry) => entry.pool.starving())?.since
   }

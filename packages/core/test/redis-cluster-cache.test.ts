@@ -1,4 +1,4 @@
-import type { Cluster } from 'ioredis'
+import { type Cluster, Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import type { StackRedisCluster } from '../../../scripts/stack/client.mjs'
 import { freshPrefix, sleep } from './support/cache.js'
@@ -133,6 +133,38 @@ describe('cache on a Redis Cluster', () => {
       expect(await k.tenant('acme').cached({ key: 'list', tags: ['invoices'] }, async () => source)).toBe(
         'v3',
       )
+    }
+  })
+
+  it('invalidate() waits for subscribers on every node: one on another node that never acknowledges holds it until the ack timeout', async () => {
+    // PUBLISH on a cluster counts only the subscribers of the node it ran on (the tenant's slot owner),
+    // while each process subscribes on a node of ioredis's choosing. A process that is slow to drop its
+    // copies is stood in for by a subscriber on every other node that never acknowledges: trusting
+    // PUBLISH's count, invalidate() resolved before they were done.
+    const prefix = freshPrefix()
+    const ackTimeoutMs = 2_000
+    const keel = testKeel({
+      cache: {
+        redis: { cluster: cluster.urls, commandTimeoutMs: 200 },
+        prefix,
+        jitter: 0,
+        invalidationAckTimeoutMs: ackTimeoutMs,
+      },
+    })
+    keels.push(keel)
+    await keel.tenant('acme').cached({ key: 'list', tags: ['invoices'] }, async () => 'v1')
+    const slot = Number(await client.cluster('KEYSLOT', `${prefix}:{t:acme}:v:list`))
+    const owner = await masterOfSlot(cluster, slot)
+    const silent = cluster.nodes
+      .filter((n) => n.name !== owner)
+      .map((n) => new Redis(n.port, '127.0.0.1', { maxRetriesPerRequest: 1 }))
+    try {
+      for (const r of silent) await r.subscribe(`${prefix}:events`)
+      const started = performance.now()
+      await keel.tenant('acme').invalidate({ tags: ['invoices'] })
+      expect(performance.now() - started).toBeGreaterThanOrEqual(ackTimeoutMs - 50)
+    } finally {
+      for (const r of silent) r.disconnect()
     }
   })
 

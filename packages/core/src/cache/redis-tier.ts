@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
-import { Command, type Redis } from 'ioredis'
+import { type Cluster, Command, type Redis } from 'ioredis'
 import type { Logger } from '../config/config-schema.js'
-import { openRedis, type RedisTopology } from '../redis/redis-connection.js'
+import { isClusterClient, openRedis, type RedisTopology } from '../redis/redis-connection.js'
 import type { CacheEntry } from './cache-entry.js'
 import type { CacheKeys } from './cache-keys.js'
 import { CircuitBreaker } from './circuit-breaker.js'
@@ -254,13 +254,20 @@ export class RedisTier implements SharedTier {
     this.#run((r) => r.keelUnlock(lockKey, token)).catch(() => undefined)
   }
 
-  /** Bumps the counters, drops the values, and broadcasts; resolves to the number of receivers. */
+  /**
+   * Bumps the counters, drops the values, and broadcasts; resolves to the number of receivers. On a
+   * cluster PUBLISH counts only the subscribers of the node it ran on (the tenant's slot owner) while
+   * the message reaches every node's, so the fleet's count is the sum of every node's NUMSUB, asked
+   * alongside: waiting for PUBLISH's count alone let invalidate() resolve before processes subscribed
+   * elsewhere had dropped their copies.
+   */
   async invalidate(
     keyVersions: readonly string[],
     valueKeys: readonly string[],
     tagVersions: readonly string[],
     message: string,
   ): Promise<number> {
+    const fleet = isClusterClient(this.#command) ? this.#clusterSubscribers() : undefined
     const results = await this.#run((r) => {
       const pipeline = r.multi()
       for (const key of keyVersions) pipeline.incr(key)
@@ -271,7 +278,25 @@ export class RedisTier implements SharedTier {
     })
     const last = results?.at(-1)
     if (last === undefined || last[0] !== null) throw last?.[0] ?? new Error('invalidation failed')
-    return Number(last[1])
+    const here = Number(last[1])
+    return fleet === undefined ? here : Math.max(here, await fleet)
+  }
+
+  /**
+   * The events channel's subscribers on every node of the cluster, masters and replicas (ioredis
+   * subscribes on any of them). A node that does not answer within the command timeout counts 0: its
+   * subscribers lost their connection, and a subscriber that comes back clears its L1 (ADR 0012).
+   */
+  async #clusterSubscribers(): Promise<number> {
+    const nodes = (this.#command as unknown as Cluster).nodes('all')
+    const counts = await Promise.allSettled(
+      nodes.map((node) => this.#deadlines.within(node.pubsub('NUMSUB', this.#keys.events))),
+    )
+    let total = 0
+    for (const count of counts) {
+      if (count.status === 'fulfilled') total += Number((count.value as unknown[])[1] ?? 0)
+    }
+    return total
   }
 
   publish(channel: string, message: string): void {

@@ -21,3 +21,5 @@ export type { FailedScope, Migrator, ScopeStatus, UpOptions, UpResult } from './
 export { createMigrator } from './migrator/create-migrator.js'
 export type { AppliedMigration } from './migrator/scope-runner.js'
 export type { ParsedStatement, ParseNode } from './sql/parse-sql.js'
+export type { BackfillOptions, BackfillProgress, BackfillResult } from './migrator/backfill.js'
+export type { MigrationContext } from './migrator/module-migration.js'

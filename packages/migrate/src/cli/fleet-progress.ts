@@ -17,6 +17,8 @@ export class FleetProgress {
   #failed = 0
   #started = Date.now()
   #lastDraw = 0
+  /** When each backfill (tenant + migration + table) last printed a line: at most one every few seconds. */
+  readonly #backfillLines = new Map<string, number>()
 
   constructor(out: NodeJS.WriteStream = process.stdout) {
     this.#out = out
@@ -70,10 +72,38 @@ export class FleetProgress {
       case 'lint':
         this.#line(`! ${event.migration}:${event.line} ${event.rule}: ${event.message}`)
         break
+      case 'log':
+        this.#line(`· ${label(event.tenant)} ${event.migration}: ${event.message}`)
+        break
+      case 'backfill-progress': {
+        if (event.waiting !== undefined) break
+        const done = event.totalEstimate > 0 && event.rowsDone >= event.totalEstimate
+        if (!this.#due(`${event.tenant}/${event.migration}/${event.table}`, done)) break
+        const pct = event.totalEstimate > 0 ? Math.min(100, (event.rowsDone / event.totalEstimate) * 100) : 100
+        this.#line(
+          `▸ ${label(event.tenant)} ${event.migration}: backfill ${event.table} ${event.rowsDone}/~${event.totalEstimate} rows (${pct.toFixed(0)}%) · ${Math.round(event.rate)} rows/s · ETA ${event.etaMs === undefined ? '?' : seconds(event.etaMs)}`,
+        )
+        break
+      }
+      case 'backfill-waiting':
+        if (!this.#due(`${event.tenant}/${event.migration}/waiting`, false)) break
+        this.#line(
+          `… ${label(event.tenant)} ${event.migration}: backfill waiting for replica lag: ${event.replica ?? 'a replica'} replays ${seconds(event.lagMs)} behind (maxReplicaLagMs ${event.maxReplicaLagMs}); see docs/runbooks/backfill-waiting-for-replica-lag.md`,
+        )
+        break
       default:
         break
     }
     if (this.#tty && this.#total > 0) this.#draw()
+  }
+
+  /** Whether a throttled line (backfill progress, lag waits) may print now: the first, the last, then every 2 s. */
+  #due(key: string, last: boolean): boolean {
+    const now = Date.now()
+    const before = this.#backfillLines.get(key)
+    if (!last && before !== undefined && now - before < 2_000) return false
+    this.#backfillLines.set(key, now)
+    return true
   }
 
   #line(text: string): void {

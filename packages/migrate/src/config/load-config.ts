@@ -110,6 +110,8 @@ const MIGRATOR_KEYS = [
   'tenantConnection',
   'maintenanceDatabase',
   'onEvent',
+  'maxReplicaLagMs',
+  'pauseBetweenTenantsMs',
 ] as const
 
 /** The migrator's options out of a keel.config (which may also hold other commands' options). */

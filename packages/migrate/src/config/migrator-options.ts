@@ -1,5 +1,6 @@
 import type { ClientConfig } from 'pg'
 import { z } from 'zod'
+import type { BackfillProgress } from '../migrator/backfill.js'
 
 // The tenancy config the app gives createKeel (core's shape, Wave 2 contract), validated here with the
 // migrator's own schema: the migrator reads only what it needs and accepts extra keys (the app's config
@@ -79,6 +80,17 @@ export type MigrateEvent =
   | { type: 'index-rebuilt'; tenant: string | null; index: string; action: 'reindex' | 'drop' }
   | { type: 'lint'; migration: string; rule: string; line: number; message: string }
   | { type: 'fleet-start'; tenants: number }
+  | ({ type: 'backfill-progress'; tenant: string | null; migration: string } & BackfillProgress)
+  | {
+      type: 'backfill-waiting'
+      tenant: string | null
+      migration: string
+      /** The replica furthest behind (application_name), and its replay lag. */
+      replica: string | null
+      lagMs: number
+      maxReplicaLagMs: number
+    }
+  | { type: 'log'; tenant: string | null; migration: string; message: string }
 
 /** A session holding the lock a migration statement waits for (pg_blocking_pids). */
 export interface Blocker {
@@ -131,6 +143,10 @@ export const migratorOptionsSchema = z.strictObject({
   maintenanceDatabase: z.string().min(1).default('postgres'),
   /** Called for every migration event (progress, lock retries with their blockers, lint findings). */
   onEvent: fn<(event: MigrateEvent) => void>('onEvent').optional(),
+  /** ctx.backfill waits before a batch while a replica's replay lag exceeds this; 0 = no check. Keep it under the app's maxReplicaLagMs. @default 2000 */
+  maxReplicaLagMs: z.number().int().nonnegative().default(2_000),
+  /** Each fleet worker sleeps this long after a tenant: spreads the run out to leave the app CPU and I/O. @default 0 */
+  pauseBetweenTenantsMs: z.number().int().nonnegative().max(60_000).default(0),
 })
 
 /** createMigrator's options (docs/migrate.md#options has the table). */
@@ -165,6 +181,10 @@ export interface MigratorOptions {
   maintenanceDatabase?: string
   /** Every migration event: progress, lock retries with their blockers, lint findings, rebuilt indexes. */
   onEvent?: (event: MigrateEvent) => void
+  /** ctx.backfill waits before a batch while a replica's replay lag exceeds this; 0 = no check. @default 2000 */
+  maxReplicaLagMs?: number
+  /** Each fleet worker sleeps this long after a tenant (leaves the app CPU on a busy server). @default 0 */
+  pauseBetweenTenantsMs?: number
 }
 
 export type ResolvedMigratorOptions = z.output<typeof migratorOptionsSchema>

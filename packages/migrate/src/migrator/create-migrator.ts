@@ -136,6 +136,7 @@ class FleetMigrator implements Migrator {
       concurrentStatementTimeoutMs: o.concurrentStatementTimeoutMs,
       scopeLockWaitMs: o.scopeLockWaitMs,
       lint: o.lint,
+      maxReplicaLagMs: o.maxReplicaLagMs,
       emit: this.#emit,
       lintedOnce: new Set(),
     }
@@ -219,8 +220,12 @@ class FleetMigrator implements Migrator {
       return result
     }
 
-    const fleet = await runFleet(ids, this.#options.concurrency, this.#options.canary, (id) =>
-      this.#migrateTenant(id, tenant, scopeOptions),
+    const fleet = await runFleet(
+      ids,
+      this.#options.concurrency,
+      this.#options.canary,
+      (id) => this.#migrateTenant(id, tenant, scopeOptions),
+      this.#options.pauseBetweenTenantsMs,
     )
     for (const outcome of fleet.outcomes) {
       if (outcome.ok) {

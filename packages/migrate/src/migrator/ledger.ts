@@ -29,6 +29,23 @@ CREATE TABLE IF NOT EXISTS keel_migrate.failure (
   id text,
   error text NOT NULL,
   failed_at timestamptz NOT NULL DEFAULT now()
+);
+-- A backfill's resume state (ADR 0048): the max key when it first started (rows above it are never
+-- touched) and the last key of the last batch that committed, written in that batch's transaction.
+CREATE TABLE IF NOT EXISTS keel_migrate.backfill (
+  scope text NOT NULL,
+  id text NOT NULL,
+  name text NOT NULL,
+  checksum text NOT NULL,
+  upper_key text,
+  last_key text,
+  rows_done bigint NOT NULL DEFAULT 0,
+  batches integer NOT NULL DEFAULT 0,
+  total_estimate bigint NOT NULL DEFAULT 0,
+  done boolean NOT NULL DEFAULT false,
+  started_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (scope, id, name)
 );`
 
 // Two runners creating the ledger at once race in the catalog (CREATE ... IF NOT EXISTS is not atomic):
@@ -38,7 +55,8 @@ export const LOCK_CLASS = 0x6b6d6967 // 'kmig'
 
 export async function ensureLedger(client: ClientBase): Promise<void> {
   const exists = await client.query<{ ok: boolean }>(
-    "SELECT to_regclass('keel_migrate.failure') IS NOT NULL AS ok",
+    // The newest table: a ledger created by an older keel gets the tables it lacks.
+    "SELECT to_regclass('keel_migrate.backfill') IS NOT NULL AS ok",
   )
   if (exists.rows[0]?.ok === true) return
   await client.query('BEGIN')

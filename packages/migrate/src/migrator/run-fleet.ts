@@ -4,13 +4,14 @@ export type FleetOutcome<R> = { id: string; ok: true; value: R } | { id: string;
 /**
  * Runs `work` over `ids`, `concurrency` at a time, never stopping on a failure (each failure is its own
  * outcome). With `canary` > 0 the first `canary` ids run first, and any failure among them stops the run:
- * the rest are returned as `skipped`.
+ * the rest are returned as `skipped`. `pauseMs` is each worker's sleep between two tenants.
  */
 export async function runFleet<R>(
   ids: readonly string[],
   concurrency: number,
   canary: number,
   work: (id: string) => Promise<R>,
+  pauseMs = 0,
 ): Promise<{ outcomes: FleetOutcome<R>[]; skipped: string[] }> {
   const outcomes: FleetOutcome<R>[] = []
   const pool = async (batch: readonly string[]) => {
@@ -23,6 +24,8 @@ export async function runFleet<R>(
         } catch (error) {
           outcomes.push({ id, ok: false, error: error instanceof Error ? error : new Error(String(error)) })
         }
+        // pauseBetweenTenantsMs: leave the server's CPU to the app between tenants (not after the last).
+        if (pauseMs > 0 && next < batch.length) await new Promise((r) => setTimeout(r, pauseMs))
       }
     }
     await Promise.all(Array.from({ length: Math.min(concurrency, batch.length) }, worker))

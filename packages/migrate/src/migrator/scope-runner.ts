@@ -7,6 +7,7 @@ import { isNonTransactional, type ParsedStatement } from '../sql/parse-sql.js'
 import { type LedgerState, LOCK_CLASS, RECORD_SQL, readLedger } from './ledger.js'
 import { BlockerProbe, withLockRetry } from './lock-retry.js'
 import type { Migration } from './migration-files.js'
+import { applyModule } from './module-runner.js'
 
 /** Where one scope's migrations run: the tenant (null for shared), its ledger scope and its schema. */
 export interface ScopeTarget {
@@ -41,13 +42,14 @@ export type ScopeOptions = Pick<
   | 'concurrentStatementTimeoutMs'
   | 'scopeLockWaitMs'
   | 'lint'
+  | 'maxReplicaLagMs'
 > & { emit(event: MigrateEvent): void; lintedOnce: Set<string> }
 
 export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`
 }
 
-const WHO = `${userInfo().username}@${hostname()} pid ${process.pid}`
+export const WHO = `${userInfo().username}@${hostname()} pid ${process.pid}`
 const SETTINGS =
   "SELECT set_config('lock_timeout', $1, $4), set_config('statement_timeout', $2, $4), set_config('search_path', $3, $4)"
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
@@ -73,7 +75,9 @@ export async function runScope(
       current = migration.id
       lintBeforeRun(migration, options)
       const started = performance.now()
-      if (migration.nonTransactional) {
+      if (migration.load !== undefined) {
+        await applyModule(target, migration, state, options, probe, session)
+      } else if (migration.nonTransactional) {
         session.dirty = true
         await applyStepwise(target, migration, state, options, probe)
       } else await applyInTransaction(target, migration, options, probe, started)
@@ -155,7 +159,7 @@ function checkChecksums(target: ScopeTarget, migrations: readonly Migration[], s
 }
 
 function lintBeforeRun(migration: Migration, options: ScopeOptions): void {
-  if (options.lint === 'off') return
+  if (options.lint === 'off' || migration.load !== undefined) return
   const findings = lintStatements(migration.statements, migration.sql)
   if (findings.length > 0 && options.lint === 'error') {
     throw new MigrateError(
@@ -176,7 +180,7 @@ function searchPath(target: ScopeTarget): string {
 }
 
 /** lock_timeout, statement_timeout and search_path, for the transaction (local) or the session. */
-async function applySettings(target: ScopeTarget, timeoutMs: number, lockTimeoutMs: number, local: boolean) {
+export async function applySettings(target: ScopeTarget, timeoutMs: number, lockTimeoutMs: number, local: boolean) {
   const path = searchPath(target)
   if (path === '') {
     await target.client.query(
@@ -188,7 +192,7 @@ async function applySettings(target: ScopeTarget, timeoutMs: number, lockTimeout
   }
 }
 
-function retryOptions(target: ScopeTarget, migration: Migration, options: ScopeOptions) {
+export function retryOptions(target: ScopeTarget, migration: Migration, options: ScopeOptions) {
   return {
     lockTimeoutMs: options.lockTimeoutMs,
     maxLockWaitMs: options.maxLockWaitMs,
@@ -208,12 +212,12 @@ function retryOptions(target: ScopeTarget, migration: Migration, options: ScopeO
  * BEGIN and the transaction's settings in one round trip (simple protocol, several statements): the values
  * are integers and identifiers quoted by quoteIdent, never input text.
  */
-function beginWithSettings(target: ScopeTarget, options: ScopeOptions): string {
+export function beginWithSettings(target: ScopeTarget, options: ScopeOptions): string {
   const path = searchPath(target)
   return `BEGIN; SET LOCAL lock_timeout = ${Math.trunc(options.lockTimeoutMs)}; SET LOCAL statement_timeout = ${Math.trunc(options.statementTimeoutMs)}${path === '' ? '' : `; SET LOCAL search_path = ${path}`}`
 }
 
-async function inTransaction(client: ClientBase, begin: string, body: () => Promise<void>): Promise<void> {
+export async function inTransaction(client: ClientBase, begin: string, body: () => Promise<void>): Promise<void> {
   await client.query(begin)
   try {
     await body()

@@ -7,10 +7,14 @@
  *
  *   node bench/dist/migrate.js
  *
- * Environment: BENCH_MIGRATE_SCHEMAS (300), BENCH_MIGRATE_APP_CLIENTS (4), BENCH_MIGRATE_BASELINE_SECONDS (5),
- * BENCH_MIGRATE_VARIANTS (comma list of sequential,keel-1,keel-2,keel-4). A benchmark: it never fails on timings.
+ * Each run also samples the machine's CPU (/proc/stat) and what the app's backends wait on
+ * (pg_stat_activity.wait_event_type, as the superuser), to tell CPU saturation from lock or catalog waits.
+ *
+ * Environment: BENCH_MIGRATE_SCHEMAS (500), BENCH_MIGRATE_APP_CLIENTS (4), BENCH_MIGRATE_BASELINE_SECONDS (5),
+ * BENCH_MIGRATE_PAUSE_MS (20: pauseBetweenTenantsMs of the paced variant), BENCH_MIGRATE_VARIANTS (comma list
+ * of sequential,keel-1,keel-2,keel-4,keel-4-paced). A benchmark: it never fails on timings.
  */
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createMigrator } from '@keel/migrate'
@@ -20,15 +24,18 @@ import { machineMeta } from './lib/machine.js'
 import { fmt, fmtRatio, markdownTable } from './lib/report.js'
 import { finishRun, runMain } from './lib/run-main.js'
 import { readStack } from './lib/stack.js'
-import { type LatencySummary, Samples, summarize } from './lib/stats.js'
+import { startAppProcess } from './lib/app-process.js'
+import { type LatencySummary, median } from './lib/stats.js'
 
 const settings = {
-  schemas: Math.round(envNumber('BENCH_MIGRATE_SCHEMAS', 300)),
+  schemas: Math.round(envNumber('BENCH_MIGRATE_SCHEMAS', 500)),
+  pauseMs: Math.round(envNumber('BENCH_MIGRATE_PAUSE_MS', 20)),
   appClients: Math.round(envNumber('BENCH_MIGRATE_APP_CLIENTS', 4)),
-  baselineSeconds: envNumber('BENCH_MIGRATE_BASELINE_SECONDS', 5),
+  baselineSeconds: envNumber('BENCH_MIGRATE_BASELINE_SECONDS', 4),
+  rounds: Math.round(envNumber('BENCH_MIGRATE_ROUNDS', 2)),
   rowsPerTenant: 500,
 }
-const ALL = ['sequential', 'keel-1', 'keel-2', 'keel-4'] as const
+const ALL = ['sequential', 'keel-1', 'keel-2', 'keel-4', 'keel-4-paced'] as const
 type Variant = (typeof ALL)[number]
 const variants = (process.env.BENCH_MIGRATE_VARIANTS?.split(',') ?? ALL).filter((v): v is Variant =>
   (ALL as readonly string[]).includes(v),
@@ -49,16 +56,25 @@ const MIGRATIONS: Array<[string, string]> = [
 
 interface Row {
   variant: Variant
+  round: number
+  /** The app's p99 in the baseline window just before this run (the load moves; each run has its own). */
+  baselineP99Ms: number
   wallS: number
   tenantsPerS: number
   failed: number
   app: LatencySummary
+  /** Busy share of the machine's CPUs during the run (all cores). */
+  cpuBusy: number | undefined
+  /** What the app's active backends were doing, by sampled share: 'CPU' (no wait event), 'Lock', 'LWLock', 'IO', ... */
+  appWaits: Record<string, number>
 }
 
 interface Results {
   meta: ReturnType<typeof machineMeta> & { loadAverageEnd?: number[] }
   settings: typeof settings
   baseline: LatencySummary | undefined
+  baselineCpuBusy?: number | undefined
+  baselineWaits?: Record<string, number>
   rows: Row[]
   totalS?: number
 }
@@ -96,35 +112,77 @@ async function resetFleet(ownerUrl: string): Promise<void> {
   })
 }
 
-/** App clients (the runtime role) reading a random tenant's accounts until stopped. */
-function appLoad(appUrl: string): { stop: () => Promise<LatencySummary> } {
-  const samples = new Samples()
+/** App clients (the runtime role) reading a random tenant's accounts, in a process of their own, until stopped. */
+async function appLoad(appUrl: string): Promise<{ stop: () => Promise<LatencySummary> }> {
+  const load = await startAppProcess({
+    url: appUrl,
+    clients: settings.appClients,
+    sql: 'SELECT name FROM {table} WHERE id = $1',
+    maxParam: 50,
+    tables: ids.map((id) => `"${schemaOf(id)}".accounts`),
+  })
+  return { stop: async () => (await load.stop()).app }
+}
+
+/** Machine CPU ticks (busy, total) from /proc/stat; undefined off Linux. */
+function cpuTicks(): { busy: number; total: number } | undefined {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!
+    const v = line.trim().split(/\s+/).slice(1).map(Number)
+    const idle = (v[3] ?? 0) + (v[4] ?? 0)
+    const total = v.reduce((a, b) => a + b, 0)
+    return { busy: total - idle, total }
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Samples what the app's backends (keel_app) wait on every 20 ms, as the superuser (other roles see no
+ * wait events of other users' sessions), and the machine's CPU busy share over the window.
+ */
+function observe(superUrl: string): { stop: () => Promise<{ cpuBusy: number | undefined; waits: Record<string, number> }> } {
+  const t0 = cpuTicks()
+  const counts: Record<string, number> = {}
+  let samples = 0
   let running = true
-  const worker = async () => {
-    const c = new pg.Client({ connectionString: appUrl })
+  const loop = (async () => {
+    const c = new pg.Client({ connectionString: superUrl })
     await c.connect()
     try {
       while (running) {
-        const id = ids[Math.floor(Math.random() * ids.length)]!
-        const t0 = performance.now()
-        await c.query(`SELECT name FROM "${schemaOf(id)}".accounts WHERE id = $1`, [
-          1 + Math.floor(Math.random() * 50),
-        ])
-        samples.push(performance.now() - t0)
+        const r = await c.query<{ w: string | null }>(
+          "SELECT wait_event_type AS w FROM pg_stat_activity WHERE usename = 'keel_app' AND state = 'active' AND pid <> pg_backend_pid()",
+        )
+        for (const row of r.rows) {
+          const k = row.w ?? 'CPU'
+          counts[k] = (counts[k] ?? 0) + 1
+          samples++
+        }
+        await new Promise((res) => setTimeout(res, 20))
       }
     } finally {
       await c.end()
     }
-  }
-  const workers = Array.from({ length: settings.appClients }, worker)
+  })()
   return {
     stop: async () => {
       running = false
-      await Promise.all(workers)
-      return summarize(samples.values())
+      await loop
+      const t1 = cpuTicks()
+      const cpuBusy = t0 && t1 && t1.total > t0.total ? (t1.busy - t0.busy) / (t1.total - t0.total) : undefined
+      const waits: Record<string, number> = {}
+      for (const [k, n] of Object.entries(counts)) waits[k] = samples > 0 ? n / samples : 0
+      return { cpuBusy, waits }
     },
   }
 }
+
+const fmtWaits = (w: Record<string, number>) =>
+  Object.entries(w)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => `${k} ${Math.round(v * 100)}%`)
+    .join(', ') || 'n/a'
 
 async function sequentialRunner(ownerUrl: string): Promise<number> {
   let failed = 0
@@ -161,39 +219,64 @@ async function main(): Promise<number> {
   for (const [id, sql] of MIGRATIONS) writeFileSync(join(dir, 'tenant', `${id}.sql`), sql)
   const results: Results = { meta: machineMeta(), settings, baseline: undefined, rows: [] }
 
-  console.log(`fleet migration: ${settings.schemas} schemas x ${MIGRATIONS.length} migrations`)
-  await resetFleet(stack.primary.ownerUrl)
-  const base = appLoad(stack.primary.url)
-  await new Promise((r) => setTimeout(r, settings.baselineSeconds * 1_000))
-  results.baseline = await base.stop()
-  console.log(`app p99 without a migration: ${fmt(results.baseline.p99Ms)} ms`)
-
-  for (const variant of variants) {
-    await resetFleet(stack.primary.ownerUrl)
-    const load = appLoad(stack.primary.url)
-    const t0 = performance.now()
-    let failed: number
-    if (variant === 'sequential') {
-      failed = await sequentialRunner(stack.primary.ownerUrl)
-    } else {
-      const migrator = createMigrator({
-        connection: stack.primary.ownerUrl,
-        dir,
-        tenancy: { mode: 'schema' },
-        tenants: ids,
-        concurrency: Number(variant.split('-')[1]),
-        lint: 'off',
+  console.log(
+    `fleet migration: ${settings.schemas} schemas x ${MIGRATIONS.length} migrations, ${settings.rounds} round(s), the app in its own process`,
+  )
+  for (let round = 1; round <= settings.rounds; round++) {
+    // Alternate the order between rounds so a drift of the machine's load does not favour one variant.
+    const order = round % 2 === 1 ? variants : [...variants].reverse()
+    for (const variant of order) {
+      await resetFleet(stack.primary.ownerUrl)
+      const load = await appLoad(stack.primary.url)
+      // The baseline of this run: the same app, the same fleet, just before the migration starts.
+      const baseObs = observe(stack.primary.superUrl)
+      const baseLoad = load
+      await new Promise((r) => setTimeout(r, settings.baselineSeconds * 1_000))
+      const base = await baseLoad.stop()
+      const baseSeen = await baseObs.stop()
+      if (results.baseline === undefined || round === 1) {
+        results.baseline = base
+        results.baselineCpuBusy = baseSeen.cpuBusy
+        results.baselineWaits = baseSeen.waits
+      }
+      const run = await appLoad(stack.primary.url)
+      const obs = observe(stack.primary.superUrl)
+      const t0 = performance.now()
+      let failed: number
+      if (variant === 'sequential') {
+        failed = await sequentialRunner(stack.primary.ownerUrl)
+      } else {
+        const migrator = createMigrator({
+          connection: stack.primary.ownerUrl,
+          dir,
+          tenancy: { mode: 'schema' },
+          tenants: ids,
+          concurrency: Number(variant.split('-')[1]),
+          pauseBetweenTenantsMs: variant.endsWith('-paced') ? settings.pauseMs : 0,
+          lint: 'off',
+        })
+        const r = await migrator.up()
+        failed = r.failed.length
+        await migrator.close()
+      }
+      const wallS = (performance.now() - t0) / 1_000
+      const app = await run.stop()
+      const seen = await obs.stop()
+      results.rows.push({
+        variant,
+        round,
+        baselineP99Ms: base.p99Ms,
+        wallS,
+        tenantsPerS: settings.schemas / wallS,
+        failed,
+        app,
+        cpuBusy: seen.cpuBusy,
+        appWaits: seen.waits,
       })
-      const r = await migrator.up()
-      failed = r.failed.length
-      await migrator.close()
+      console.log(
+        `round ${round} ${variant}: ${fmt(wallS)} s (${fmt(settings.schemas / wallS, 1)} tenants/s), ${failed} failed, app p99 ${fmt(app.p99Ms)} ms vs ${fmt(base.p99Ms)} ms just before (${fmtRatio(app.p99Ms / base.p99Ms)}), CPU busy ${fmt((seen.cpuBusy ?? Number.NaN) * 100, 0)}% (before: ${fmt((baseSeen.cpuBusy ?? Number.NaN) * 100, 0)}%), app backends: ${fmtWaits(seen.waits)}`,
+      )
     }
-    const wallS = (performance.now() - t0) / 1_000
-    const app = await load.stop()
-    results.rows.push({ variant, wallS, tenantsPerS: settings.schemas / wallS, failed, app })
-    console.log(
-      `${variant}: ${fmt(wallS)} s (${fmt(settings.schemas / wallS, 1)} tenants/s), ${failed} failed, app p99 ${fmt(app.p99Ms)} ms`,
-    )
   }
   await resetFleet(stack.primary.ownerUrl)
   await withClient(stack.primary.ownerUrl, async (c) => {
@@ -209,22 +292,63 @@ async function main(): Promise<number> {
     'Fleet migration (issue #14): @keel/migrate vs a sequential runner',
     results,
     started,
-    (r) => {
-      const seq = r.rows.find((x) => x.variant === 'sequential')
-      return r.rows
-        .filter((x) => x.variant !== 'sequential')
-        .map(
-          (x) =>
-            `${x.variant}: ${fmt(x.wallS)} s${seq ? ` (${fmtRatio(seq.wallS / x.wallS)} the sequential runner's speed)` : ''}; app p99 ${fmtRatio(x.app.p99Ms / (r.baseline?.p99Ms ?? Number.NaN))} of baseline`,
-        )
-    },
+    (r) =>
+      aggregate(r).map(
+        (x) =>
+          `${x.variant}: ${fmt(x.wallS)} s (median of ${x.runs}); app p99 ${fmtRatio(x.ratio)} of the app alone (median; runs ${x.ratios.map((v) => fmtRatio(v)).join(', ')})`,
+      ),
     (r) => render(r),
     false,
   )
 }
 
+function label(variant: Variant, pauseMs: number): string {
+  if (variant === 'sequential') return 'sequential, one connection'
+  const [, n] = variant.split('-')
+  return `keel, concurrency ${n}${variant.endsWith('-paced') ? `, pauseBetweenTenantsMs ${pauseMs}` : ''}`
+}
+
+interface Aggregate {
+  variant: Variant
+  runs: number
+  wallS: number
+  failed: number
+  p50Ms: number
+  p99Ms: number
+  baselineP99Ms: number
+  ratio: number
+  ratios: number[]
+  cpuBusy: number
+  appWaits: Record<string, number>
+}
+
+/** Per variant, the median over rounds of wall time and of the app's p99 ratio to its own adjacent baseline. */
+function aggregate(r: Results): Aggregate[] {
+  return variants.map((variant) => {
+    const rows = r.rows.filter((x) => x.variant === variant)
+    const waits: Record<string, number> = {}
+    for (const row of rows)
+      for (const [k, v] of Object.entries(row.appWaits)) waits[k] = (waits[k] ?? 0) + v / rows.length
+    const ratios = rows.map((x) => x.app.p99Ms / x.baselineP99Ms)
+    return {
+      variant,
+      runs: rows.length,
+      wallS: median(rows.map((x) => x.wallS)),
+      failed: rows.reduce((n, x) => n + x.failed, 0),
+      p50Ms: median(rows.map((x) => x.app.p50Ms)),
+      p99Ms: median(rows.map((x) => x.app.p99Ms)),
+      baselineP99Ms: median(rows.map((x) => x.baselineP99Ms)),
+      ratio: median(ratios),
+      ratios,
+      cpuBusy: median(rows.map((x) => x.cpuBusy ?? Number.NaN)),
+      appWaits: waits,
+    }
+  })
+}
+
 function render(r: Results): string {
-  const seq = r.rows.find((x) => x.variant === 'sequential')
+  const agg = aggregate(r)
+  const seq = agg.find((x) => x.variant === 'sequential')
   const table = markdownTable(
     [
       'runner',
@@ -234,23 +358,29 @@ function render(r: Results): string {
       'failed',
       'app p50 (ms)',
       'app p99 (ms)',
-      'app p99 vs no migration',
+      'app p99 alone (ms)',
+      'app p99 vs alone (median; each run)',
+      'machine CPU busy',
+      'app backends were',
     ],
-    r.rows.map((x) => [
-      x.variant === 'sequential'
-        ? 'sequential, one connection'
-        : `keel, concurrency ${x.variant.split('-')[1]}`,
+    agg.map((x) => [
+      label(x.variant, r.settings.pauseMs),
       fmt(x.wallS),
-      fmt(x.tenantsPerS, 1),
+      fmt(r.settings.schemas / x.wallS, 1),
       seq ? fmtRatio(seq.wallS / x.wallS) : 'n/a',
       String(x.failed),
-      fmt(x.app.p50Ms),
-      fmt(x.app.p99Ms),
-      fmtRatio(x.app.p99Ms / (r.baseline?.p99Ms ?? Number.NaN)),
+      fmt(x.p50Ms),
+      fmt(x.p99Ms),
+      fmt(x.baselineP99Ms),
+      `${fmtRatio(x.ratio)} (${x.ratios.map((v) => fmtRatio(v)).join(', ')})`,
+      `${fmt(x.cpuBusy * 100, 0)}%`,
+      fmtWaits(x.appWaits),
     ]),
-    [false, true, true, true, true, true, true, true],
+    [false, true, true, true, true, true, true, true, false, true, false],
   )
-  return `${r.settings.schemas} tenant schemas x 3 migrations (CREATE TABLE + ${r.settings.rowsPerTenant} rows, ADD COLUMN, CREATE INDEX CONCURRENTLY), on the local stack's primary. ${r.settings.appClients} app clients (the runtime role) read a random tenant's table throughout; their p99 without any migration: ${fmt(r.baseline?.p99Ms)} ms (p50 ${fmt(r.baseline?.p50Ms)} ms).
+  return `${r.settings.schemas} tenant schemas x 3 migrations (CREATE TABLE + ${r.settings.rowsPerTenant} rows, ADD COLUMN, CREATE INDEX CONCURRENTLY), on the local stack's primary. ${r.settings.appClients} app clients (the runtime role, in a process of their own) read a random tenant's table throughout. Each run is preceded by ${r.settings.baselineSeconds} s of the same app alone ("app p99 alone"): the ratio compares the app's p99 during the run with that adjacent window, because the machine's load drifts between runs. ${r.settings.rounds} rounds, the order of variants alternating; medians, with each run's ratio in brackets. Machine CPU busy during the first baseline: ${fmt((r.baselineCpuBusy ?? Number.NaN) * 100, 0)}% (app backends: ${fmtWaits(r.baselineWaits ?? {})}). "App backends were": the share of samples (every 20 ms, pg_stat_activity as the superuser) in which an active app backend was running on CPU (no wait event) or waiting on a Lock, an LWLock, IO, ...
+
+**Measured under load**: the machine (2 cores) was shared with other helpers' builds and tests during this run; the absolute numbers move with that load, compare the rows of one run.
 
 ${table}
 
@@ -258,16 +388,21 @@ keel runs each tenant with its advisory lock, a ledger row per migration in the 
 lock_timeout/statement_timeout per transaction, a stepwise run for the concurrent index and an INVALID-index
 scan per tenant; the sequential runner does none of that (and has no lock_timeout).
 
-Reading: on this machine (2 shared cores, load average ~10, Postgres on the same cores) the cost per tenant
-is round trips and commits, not SQL: keel's bookkeeping (the scope lock, one ledger read, a ledger row in each
-migration's transaction, progress rows around the concurrent build, the INVALID-index scan) is about twice the
-round trips of the bare loop, so at concurrency 1 it takes about twice as long, and concurrency 2 wins that
-back. Concurrency 4 does not go faster here because the two cores are already saturated, and it is where the
-app's p99 exceeds the 1.5x goal; on a server with cores to spare, concurrency is the lever, and 2 is the
-setting that kept the app within ~1.3x here.
+${READING}
 
-Machine: ${r.meta.cpuModel}, ${r.meta.cores} cores shared with other work (load average at start ${r.meta.loadAverage.join(', ')}, end ${r.meta.loadAverageEnd?.join(', ') ?? 'n/a'}), Node ${r.meta.node}, ${r.meta.date}.
+Machine: ${r.meta.cpuModel}, ${r.meta.cores} cores shared with other work (load average at start ${r.meta.loadAverage.join(', ')}, end ${r.meta.loadAverageEnd?.join(', ') ?? 'n/a'}), Node ${r.meta.node}, ${r.meta.date}. Run: \`bash scripts/bench.sh migrate\` (this and the backfill benchmark, ~6 minutes).
 `
 }
+
+// What the numbers say; written after reading a run (see the results file's history for the numbers).
+const READING = `Reading: the app's queries are point selects that need CPU and nothing else; during a fleet run they were
+sampled waiting on no heavyweight lock (a migration only locks the tenant it migrates, and the app reads
+other tenants' tables far more often than the one being migrated). What grows with concurrency is the
+share of samples where an app backend is runnable but the machine is at 100 % CPU: with 2 cores, Postgres,
+the runner and the app clients all on them, every extra migrating tenant is another backend competing for
+the same two cores (plus each DDL commit's shared-invalidation messages, which every app backend must
+process before its next query). Concurrency therefore buys no wall time past 2 here and costs the app's
+tail. What a user can do: keep concurrency at or below (cores - app needs) / 1, or set
+pauseBetweenTenantsMs so that each worker leaves the CPU idle between tenants (the paced row).`
 
 runMain(main)

@@ -7,7 +7,7 @@ export const migrateErrorCodes = {
   KEEL_MIGRATE_CONFIG_INVALID:
     'createMigrator() options or keel.config failed validation, or no config was found.',
   KEEL_MIGRATION_INVALID:
-    'A migration file is malformed: a bad file name, SQL that does not parse, transaction control, or an unnamed concurrent index.',
+    'A migration file is malformed: a bad file name, SQL that does not parse, transaction control, an unnamed concurrent index, a JS/TS module that cannot be imported, or a misused ctx.backfill.',
   KEEL_MIGRATION_CHECKSUM_MISMATCH: 'An applied migration file changed on disk since it was applied.',
   KEEL_MIGRATION_LOCK_TIMEOUT:
     'A statement kept failing on lock_timeout (55P03) past maxLockWaitMs; details.blockers says who held the lock.',

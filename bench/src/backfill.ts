@@ -15,12 +15,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createMigrator } from '@keel/migrate'
 import pg from 'pg'
+import { startAppProcess } from './lib/app-process.js'
 import { envNumber } from './lib/env.js'
 import { machineMeta } from './lib/machine.js'
 import { fmt, fmtRatio, markdownTable } from './lib/report.js'
 import { finishRun, runMain } from './lib/run-main.js'
 import { readStack } from './lib/stack.js'
-import { startAppProcess } from './lib/app-process.js'
 import type { LatencySummary } from './lib/stats.js'
 
 const settings = {
@@ -69,7 +69,9 @@ async function phase(name: string, url: string, body: () => Promise<void>): Prom
   await body()
   const wallS = (performance.now() - t0) / 1_000
   const { app, queries: writes } = await load.stop()
-  console.log(`${name}: ${fmt(wallS)} s, app writes p50 ${fmt(app.p50Ms)} ms p99 ${fmt(app.p99Ms)} ms max ${fmt(app.maxMs)} ms`)
+  console.log(
+    `${name}: ${fmt(wallS)} s, app writes p50 ${fmt(app.p50Ms)} ms p99 ${fmt(app.p99Ms)} ms max ${fmt(app.maxMs)} ms`,
+  )
   return { name, wallS, app, appWrites: writes }
 }
 
@@ -92,7 +94,11 @@ async function main(): Promise<number> {
 
   await reset()
   results.phases.push(
-    await phase('no backfill', stack.primary.url, () => new Promise((r) => setTimeout(r, settings.baselineSeconds * 1_000))),
+    await phase(
+      'no backfill',
+      stack.primary.url,
+      () => new Promise((r) => setTimeout(r, settings.baselineSeconds * 1_000)),
+    ),
   )
 
   const id = `0001_bench_backfill_${Date.now()}`
@@ -123,7 +129,9 @@ export async function up(ctx) {
 
   await withClient(owner, async (c) => {
     await c.query(`DROP TABLE IF EXISTS ${TABLE}`)
-    await c.query("DELETE FROM keel_migrate.ledger WHERE scope = 'shared' AND id LIKE '0001_bench_backfill_%'")
+    await c.query(
+      "DELETE FROM keel_migrate.ledger WHERE scope = 'shared' AND id LIKE '0001_bench_backfill_%'",
+    )
   })
   await withClient(stack.primary.superUrl, (c) => c.query('REVOKE pg_monitor FROM keel_owner'))
 
@@ -134,7 +142,11 @@ export async function up(ctx) {
     started,
     (r) => {
       const base = r.phases[0]!.app.p99Ms
-      return r.phases.slice(1).map((p) => `${p.name}: ${fmt(p.wallS)} s; app write p99 ${fmtRatio(p.app.p99Ms / base)} of no backfill`)
+      return r.phases
+        .slice(1)
+        .map(
+          (p) => `${p.name}: ${fmt(p.wallS)} s; app write p99 ${fmtRatio(p.app.p99Ms / base)} of no backfill`,
+        )
     },
     render,
     false,
@@ -144,7 +156,15 @@ export async function up(ctx) {
 function render(r: Results): string {
   const base = r.phases[0]!
   const table = markdownTable(
-    ['phase', 'wall time (s)', 'app writes', 'app p50 (ms)', 'app p99 (ms)', 'app max (ms)', 'app p99 vs no backfill'],
+    [
+      'phase',
+      'wall time (s)',
+      'app writes',
+      'app p50 (ms)',
+      'app p99 (ms)',
+      'app max (ms)',
+      'app p99 vs no backfill',
+    ],
     r.phases.map((p) => [
       p.name,
       fmt(p.wallS),

@@ -19,7 +19,9 @@ export async function startAppProcess(
   options: AppLoadOptions,
 ): Promise<{ stop: () => Promise<{ app: LatencySummary; queries: number }> }> {
   // Bundled into a chunk next to the entry points in dist/: the worker is a sibling file.
-  const child = fork(fileURLToPath(new URL('./migrate-app-worker.js', import.meta.url)), [], { stdio: 'inherit' })
+  const child = fork(fileURLToPath(new URL('./migrate-app-worker.js', import.meta.url)), [], {
+    stdio: 'inherit',
+  })
   const next = (type: string) =>
     new Promise<{ samples?: number[] }>((resolve, reject) => {
       const onMessage = (m: { type: string; samples?: number[] }) => {

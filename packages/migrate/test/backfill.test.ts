@@ -25,7 +25,10 @@ function dirWith(files: Record<string, string>): string {
   return dir
 }
 
-async function query<T extends pg.QueryResultRow = Record<string, unknown>>(sql: string, params: unknown[] = []) {
+async function query<T extends pg.QueryResultRow = Record<string, unknown>>(
+  sql: string,
+  params: unknown[] = [],
+) {
   const c = await connect('owner')
   try {
     return (await c.query<T>(sql, params)).rows
@@ -149,9 +152,10 @@ describe('ctx.backfill', () => {
         finished = true
       })
       await until(async () => {
-        const w = await query<{ w: string | null }>('SELECT wait_event_type AS w FROM pg_stat_activity WHERE pid = $1', [
-          pid,
-        ])
+        const w = await query<{ w: string | null }>(
+          'SELECT wait_event_type AS w FROM pg_stat_activity WHERE pid = $1',
+          [pid],
+        )
         return w[0]?.w === 'Lock'
       })
       await sleep(300)
@@ -195,7 +199,9 @@ describe('ctx.backfill', () => {
       resumed = true
       const r = await run
       expect(r.failed).toEqual([])
-      const left = await query<{ n: number }>(`SELECT count(*)::int AS n FROM ${lagT} WHERE w IS DISTINCT FROM v + 1`)
+      const left = await query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM ${lagT} WHERE w IS DISTINCT FROM v + 1`,
+      )
       expect(left[0]!.n).toBe(0)
       expect(events.some((e) => e.type === 'log' && /backfill resumed/.test(e.message))).toBe(true)
     } finally {
@@ -248,7 +254,9 @@ describe('ctx.backfill', () => {
         count(*) FILTER (WHERE id > 40000 AND touched <> 0)::int AS late_touched FROM ${killT}`,
     )
     expect(after[0]).toEqual({ once: 40000, other: 0, late_touched: 0 })
-    expect(await query('SELECT 1 FROM keel_migrate.ledger WHERE scope = $1 AND id = $2', ['shared', id])).toHaveLength(1)
+    expect(
+      await query('SELECT 1 FROM keel_migrate.ledger WHERE scope = $1 AND id = $2', ['shared', id]),
+    ).toHaveLength(1)
     // The state row goes with the ledger row.
     expect(await backfillState(id)).toBeUndefined()
   })

@@ -95,9 +95,10 @@ describe('JS migrations', () => {
         { id: '0002_seed', n: 64 },
         { id: '0003_plain', n: 64 },
       ])
-      const progress = await owner.query('SELECT count(*)::int AS n FROM keel_migrate.progress WHERE scope = $1', [
-        `schema:${schemas[0]}`,
-      ])
+      const progress = await owner.query(
+        'SELECT count(*)::int AS n FROM keel_migrate.progress WHERE scope = $1',
+        [`schema:${schemas[0]}`],
+      )
       expect(progress.rows[0].n).toBe(0)
     } finally {
       await owner.end()
@@ -184,7 +185,9 @@ describe('JS migrations', () => {
       expect(run.code).toBe(0)
     } else {
       expect(run.code).toBe(1)
-      expect(run.stdout).toMatch(/0005_typed\.ts: Node .* cannot import TypeScript; run keel on Node 22\.18\+/)
+      expect(run.stdout).toMatch(
+        /0005_typed\.ts: Node .* cannot import TypeScript; run keel on Node 22\.18\+/,
+      )
     }
   })
 })

@@ -79,7 +79,8 @@ export class FleetProgress {
         if (event.waiting !== undefined) break
         const done = event.totalEstimate > 0 && event.rowsDone >= event.totalEstimate
         if (!this.#due(`${event.tenant}/${event.migration}/${event.table}`, done)) break
-        const pct = event.totalEstimate > 0 ? Math.min(100, (event.rowsDone / event.totalEstimate) * 100) : 100
+        const pct =
+          event.totalEstimate > 0 ? Math.min(100, (event.rowsDone / event.totalEstimate) * 100) : 100
         this.#line(
           `▸ ${label(event.tenant)} ${event.migration}: backfill ${event.table} ${event.rowsDone}/~${event.totalEstimate} rows (${pct.toFixed(0)}%) · ${Math.round(event.rate)} rows/s · ETA ${event.etaMs === undefined ? '?' : seconds(event.etaMs)}`,
         )

@@ -4,7 +4,7 @@ import type { ClientBase } from 'pg'
 import { z } from 'zod'
 import type { MigrateEvent } from '../config/migrator-options.js'
 import { MigrateError } from '../errors.js'
-import { type LockRetryOptions, withLockRetry, type BlockerProbe } from './lock-retry.js'
+import { type BlockerProbe, type LockRetryOptions, withLockRetry } from './lock-retry.js'
 import { primaryReplicaLag } from './replica-lag.js'
 
 /** ctx.backfill's options (docs/migrate.md#backfills). */
@@ -15,9 +15,9 @@ export interface BackfillOptions {
   set?: Record<string, string>
   /**
    * Custom batch: called in the batch's transaction with the key range (`from` exclusive, null on the first
-   * batch; `to` inclusive, as text); returns the rows it changed. Instead of `set`.
+   * batch; `to` inclusive, as text); returns the rows it changed (a number; anything else counts 0). Instead of `set`.
    */
-  update?: (client: ClientBase, range: { from: string | null; to: string }) => Promise<number | undefined | void>
+  update?: (client: ClientBase, range: { from: string | null; to: string }) => Promise<unknown>
   /** SQL predicate: only rows matching it are updated (`'email_lower IS NULL'`). */
   where?: string
   /** The keyset column: unique, indexed, orderable. @default the table's one-column primary key */
@@ -34,11 +34,15 @@ export interface BackfillOptions {
   onProgress?: (progress: BackfillProgress) => void
 }
 
+/** Where a backfill stands: after each batch, and while it waits for replica lag. */
 export interface BackfillProgress {
+  /** The table as given to ctx.backfill. */
   table: string
+  /** Rows updated so far, over every run of this backfill. */
   rowsDone: number
   /** Rows at or below the start's max key (an estimate for big tables: pg_class.reltuples). */
   totalEstimate: number
+  /** Batches committed so far, over every run. */
   batches: number
   /** Rows per second in this run. */
   rate: number
@@ -48,10 +52,13 @@ export interface BackfillProgress {
   waiting?: { replica: string | null; lagMs: number; maxReplicaLagMs: number }
 }
 
+/** What ctx.backfill resolves with. */
 export interface BackfillResult {
+  /** The table as given to ctx.backfill. */
   table: string
   /** Rows updated, over every run of this backfill (a killed run's batches included). */
   rowsUpdated: number
+  /** Batches committed, over every run. */
   batches: number
   /** It continued a run that was killed or failed. */
   resumed: boolean
@@ -117,9 +124,13 @@ export async function runBackfill(scope: BackfillScope, input: BackfillOptions):
   }
   const o = parsed.data
   if ((o.set === undefined) === (o.update === undefined)) {
-    throw new MigrateError('KEEL_MIGRATION_INVALID', `backfill of ${o.table}: pass exactly one of set or update`, {
-      details: { migration: scope.migration },
-    })
+    throw new MigrateError(
+      'KEEL_MIGRATION_INVALID',
+      `backfill of ${o.table}: pass exactly one of set or update`,
+      {
+        details: { migration: scope.migration },
+      },
+    )
   }
   const { client } = scope
   const maxLag = o.maxReplicaLagMs ?? scope.maxReplicaLagMs
@@ -136,9 +147,8 @@ export async function runBackfill(scope: BackfillScope, input: BackfillOptions):
   ).rows[0]
   const resumed = state !== undefined
   if (state === undefined) {
-    const upper = (
-      await client.query<{ k: string | null }>(`SELECT max(${key})::text AS k FROM ${table}`)
-    ).rows[0]!.k
+    const upper = (await client.query<{ k: string | null }>(`SELECT max(${key})::text AS k FROM ${table}`))
+      .rows[0]!.k
     const total = upper === null ? 0 : await estimateRows(client, table, key, keyType, upper)
     state = (
       await client.query<StateRow>(
@@ -218,7 +228,8 @@ export async function runBackfill(scope: BackfillScope, input: BackfillOptions):
           } else {
             const [rows, rowParams] = range(from, hi)
             const sql = `UPDATE ${table} SET ${setList} WHERE ${rows}${o.where === undefined ? '' : ` AND (${o.where})`}`
-            changed = (await scope.probe.watch(scope.lockTimeoutMs, () => client.query(sql, rowParams))).rowCount ?? 0
+            changed =
+              (await scope.probe.watch(scope.lockTimeoutMs, () => client.query(sql, rowParams))).rowCount ?? 0
           }
         }
         await client.query(

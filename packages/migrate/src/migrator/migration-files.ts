@@ -59,13 +59,19 @@ export async function readMigrations(dir: string, kind: MigrationKind): Promise<
     const twin = seen.get(id)
     if (twin !== undefined) {
       // One ledger id per migration: 0003_x.sql and 0003_x.js would both claim '0003_x'.
-      throw new MigrateError('KEEL_MIGRATION_INVALID', `${folder}: ${twin} and ${name} have the same id ${id}`, {
-        details: { files: [twin, name] },
-      })
+      throw new MigrateError(
+        'KEEL_MIGRATION_INVALID',
+        `${folder}: ${twin} and ${name} have the same id ${id}`,
+        {
+          details: { files: [twin, name] },
+        },
+      )
     }
     seen.set(id, name)
     migrations.push(
-      name.endsWith('.sql') ? await parseMigration(id, kind, file, sql) : moduleMigration(id, kind, file, sql),
+      name.endsWith('.sql')
+        ? await parseMigration(id, kind, file, sql)
+        : moduleMigration(id, kind, file, sql),
     )
   }
   return migrations

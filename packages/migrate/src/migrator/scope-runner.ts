@@ -180,7 +180,12 @@ function searchPath(target: ScopeTarget): string {
 }
 
 /** lock_timeout, statement_timeout and search_path, for the transaction (local) or the session. */
-export async function applySettings(target: ScopeTarget, timeoutMs: number, lockTimeoutMs: number, local: boolean) {
+export async function applySettings(
+  target: ScopeTarget,
+  timeoutMs: number,
+  lockTimeoutMs: number,
+  local: boolean,
+) {
   const path = searchPath(target)
   if (path === '') {
     await target.client.query(
@@ -217,7 +222,11 @@ export function beginWithSettings(target: ScopeTarget, options: ScopeOptions): s
   return `BEGIN; SET LOCAL lock_timeout = ${Math.trunc(options.lockTimeoutMs)}; SET LOCAL statement_timeout = ${Math.trunc(options.statementTimeoutMs)}${path === '' ? '' : `; SET LOCAL search_path = ${path}`}`
 }
 
-export async function inTransaction(client: ClientBase, begin: string, body: () => Promise<void>): Promise<void> {
+export async function inTransaction(
+  client: ClientBase,
+  begin: string,
+  body: () => Promise<void>,
+): Promise<void> {
   await client.query(begin)
   try {
     await body()

@@ -398,7 +398,7 @@ Machine: ${r.meta.cpuModel}, ${r.meta.cores} cores shared with other work (load 
 }
 
 // What the numbers say; written after reading a run (see the results file's history for the numbers).
-const READING = `Reading (this run, under load). The earlier result (app p99 2.87x at concurrency 4, 300 schemas) came mostly
+const READING = `Reading (this run, under load). The earlier result (app p99 2.87x at concurrency 4, 300 schemas) came in large part
 from the benchmark itself: its app clients ran in the migrator's own Node process, so every tenant's
 JavaScript work (events, ledger reads, result handling) at concurrency 4 delayed the app's query callbacks on
 the shared event loop, and was counted as the app's latency. With the app in a process of its own (as in

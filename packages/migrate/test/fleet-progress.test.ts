@@ -69,4 +69,32 @@ describe('FleetProgress', () => {
       if (previous !== undefined) process.env.CI = previous
     }
   })
+
+  it('backfills: progress with rows, rate and ETA, and why it waits for a replica, at most every 2 s', () => {
+    const { out, chunks } = stream(false)
+    const progress = new FleetProgress(out)
+    const base = {
+      type: 'backfill-progress',
+      tenant: 'acme',
+      migration: '0007_fill',
+      table: 'orders',
+    } as const
+    progress.handle({ ...base, rowsDone: 1000, totalEstimate: 4000, batches: 1, rate: 2000, etaMs: 1500 })
+    progress.handle({ ...base, rowsDone: 2000, totalEstimate: 4000, batches: 2, rate: 2000, etaMs: 1000 })
+    progress.handle({
+      type: 'backfill-waiting',
+      tenant: 'acme',
+      migration: '0007_fill',
+      replica: 'replica1',
+      lagMs: 6200,
+      maxReplicaLagMs: 2000,
+    })
+    progress.handle({ ...base, rowsDone: 4000, totalEstimate: 4000, batches: 4, rate: 2000, etaMs: 0 })
+    const lines = chunks.join('').trim().split('\n')
+    expect(lines).toEqual([
+      '▸ tenant acme 0007_fill: backfill orders 1000/~4000 rows (25%) · 2000 rows/s · ETA 1.5 s',
+      '… tenant acme 0007_fill: backfill waiting for replica lag: replica1 replays 6.2 s behind (maxReplicaLagMs 2000); see docs/runbooks/backfill-waiting-for-replica-lag.md',
+      '▸ tenant acme 0007_fill: backfill orders 4000/~4000 rows (100%) · 2000 rows/s · ETA 0 ms',
+    ])
+  })
 })

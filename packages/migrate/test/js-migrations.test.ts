@@ -1,3 +1,7 @@
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createMigrator, isMigrateError, type MigrateEvent } from '../src/index.js'
 import {
@@ -189,5 +193,18 @@ describe('JS migrations', () => {
         /0005_typed\.ts: Node .* cannot import TypeScript; run keel on Node 22\.18\+/,
       )
     }
+  })
+
+  it('keel migrate new --backfill writes a .mjs template that loads (transaction = false, up)', async () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'keel-new-'))
+    const noEnv = { KEEL_MIGRATE_URL: '', DATABASE_URL: '', KEEL_MIGRATIONS_DIR: '', KEEL_TENANCY_MODE: '' }
+    const run = await runCli(['migrate', 'new', '--backfill', 'Fill email lower'], { cwd, env: noEnv })
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stdout.trim()).toBe(join('migrations/shared/0001_fill_email_lower.mjs'))
+    const mod = await import(pathToFileURL(join(cwd, 'migrations/shared/0001_fill_email_lower.mjs')).href)
+    expect(mod.transaction).toBe(false)
+    expect(typeof mod.up).toBe('function')
+    const plain = await runCli(['migrate', 'new', '--js', 'seed'], { cwd, env: noEnv })
+    expect(plain.stdout.trim()).toBe(join('migrations/shared/0002_seed.mjs'))
   })
 })

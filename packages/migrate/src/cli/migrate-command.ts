@@ -93,30 +93,49 @@ export function registerMigrateCommand(program: Command): void {
     .description('create the next numbered migration file')
     .option('--shared', 'in shared/ (runs once)')
     .option('--tenant', 'in tenant/ (runs in every tenant scope)')
-    .action(async (name: string, opts: { shared?: boolean; tenant?: boolean }, command: Command) => {
-      const config = await commandConfig(command).catch(() => undefined)
-      const options =
-        config === undefined ? { dir: 'migrations', tenancy: undefined } : migratorOptionsFrom(config)
-      const mode = (options.tenancy as { mode?: string } | undefined)?.mode ?? 'rls'
-      const kind = opts.shared ? 'shared' : opts.tenant ? 'tenant' : mode === 'rls' ? 'shared' : 'tenant'
-      const folder = join(options.dir, kind)
-      await mkdir(folder, { recursive: true })
-      const existing = (await readdir(folder))
-        .map((f) => /^(\d+)_/.exec(f)?.[1])
-        .filter((n) => n !== undefined)
-      const next = existing.reduce((max, n) => Math.max(max, Number(n)), 0) + 1
-      const slug = name
-        .toLowerCase()
-        .replace(/[^a-z0-9]+/g, '_')
-        .replace(/^_|_$/g, '')
-      const file = join(folder, `${String(next).padStart(4, '0')}_${slug}.sql`)
-      await writeFile(
-        file,
-        `-- ${name}\n-- keel runs this file in one transaction with lock_timeout set (no BEGIN/COMMIT here).\n-- A CREATE INDEX CONCURRENTLY goes in a file of its own; run \`keel migrate lint\` before committing.\n`,
-        { flag: 'wx' },
-      )
-      process.stdout.write(`${relative(process.cwd(), file)}\n`)
-    })
+    .option('--js', 'a JS migration (.mjs exporting async function up(ctx))')
+    .option('--backfill', 'a JS migration filling a column with ctx.backfill (no transaction around it)')
+    .action(
+      async (
+        name: string,
+        opts: { shared?: boolean; tenant?: boolean; js?: boolean; backfill?: boolean },
+        command: Command,
+      ) => {
+        const config = await commandConfig(command).catch(() => undefined)
+        const options =
+          config === undefined ? { dir: 'migrations', tenancy: undefined } : migratorOptionsFrom(config)
+        const mode = (options.tenancy as { mode?: string } | undefined)?.mode ?? 'rls'
+        const kind = opts.shared ? 'shared' : opts.tenant ? 'tenant' : mode === 'rls' ? 'shared' : 'tenant'
+        const folder = join(options.dir, kind)
+        await mkdir(folder, { recursive: true })
+        const existing = (await readdir(folder))
+          .map((f) => /^(\d+)_/.exec(f)?.[1])
+          .filter((n) => n !== undefined)
+        const next = existing.reduce((max, n) => Math.max(max, Number(n)), 0) + 1
+        const slug = name
+          .toLowerCase()
+          .replace(/[^a-z0-9]+/g, '_')
+          .replace(/^_|_$/g, '')
+        const js = opts.js === true || opts.backfill === true
+        const file = join(folder, `${String(next).padStart(4, '0')}_${slug}.${js ? 'mjs' : 'sql'}`)
+        await writeFile(file, js ? jsTemplate(name, opts.backfill === true) : sqlTemplate(name), {
+          flag: 'wx',
+        })
+        process.stdout.write(`${relative(process.cwd(), file)}\n`)
+      },
+    )
+}
+
+function sqlTemplate(name: string): string {
+  return `-- ${name}\n-- keel runs this file in one transaction with lock_timeout set (no BEGIN/COMMIT here).\n-- A CREATE INDEX CONCURRENTLY goes in a file of its own; run \`keel migrate lint\` before committing.\n`
+}
+
+/** A JS migration (ADR 0047); with `backfill`, one filling a column in keyset batches (ADR 0048). */
+function jsTemplate(name: string, backfill: boolean): string {
+  if (!backfill) {
+    return `// ${name}\n// Runs in one transaction with the ledger row (lock_timeout set), exactly once per scope.\n/** @param {import('@keel/migrate').MigrationContext} ctx */\nexport async function up(ctx) {\n  await ctx.client.query('SELECT 1')\n}\n`
+  }
+  return `// ${name}\n// A backfill: no transaction around it; each batch is its own, resumable after a kill (docs/migrate.md#backfills).\nexport const transaction = false\n\n/** @param {import('@keel/migrate').MigrationContext} ctx */\nexport async function up(ctx) {\n  await ctx.backfill({\n    table: 'my_table',\n    set: { new_column: 'expression(old_column)' },\n    where: 'new_column IS NULL',\n    batchSize: 1000,\n  })\n}\n`
 }
 
 async function allMigrationFiles(command: Command): Promise<string[]> {

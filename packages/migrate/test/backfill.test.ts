@@ -295,6 +295,39 @@ describe('ctx.backfill', () => {
     expect([...tenantsWithProgress].sort()).toEqual([...fleet].sort())
   })
 
+  it('walks any orderable key: a uuid primary key (no max(uuid) in Postgres 15), with update() instead of set', async () => {
+    const uuidT = `${prefix}_uuid`
+    await query(
+      `CREATE TABLE ${uuidT} (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), v int NOT NULL, w int)`,
+    )
+    await query(`INSERT INTO ${uuidT} (v) SELECT g FROM generate_series(1, 2500) g`)
+    try {
+      const id = `0005_${prefix}_uuid`
+      const dir = dirWith({
+        [`shared/${id}.mjs`]: `export const transaction = false
+          export async function up(ctx) {
+            const r = await ctx.backfill({ table: '${uuidT}', batchSize: 400, maxReplicaLagMs: 5000,
+              update: async (c, { from, to }) => (await c.query(
+                from === null ? 'UPDATE ${uuidT} SET w = v + 7 WHERE id <= $1::uuid' : 'UPDATE ${uuidT} SET w = v + 7 WHERE id > $1::uuid AND id <= $2::uuid',
+                from === null ? [to] : [from, to])).rowCount })
+            ctx.log('uuid ' + r.rowsUpdated + ' ' + r.batches)
+          }`,
+      })
+      const events: MigrateEvent[] = []
+      const m = createMigrator({ connection: ownerUrl(), dir, onEvent: (e) => events.push(e) })
+      const r = await m.up()
+      await m.close()
+      expect(r.failed).toEqual([])
+      expect(events.some((e) => e.type === 'log' && e.message === 'uuid 2500 7')).toBe(true)
+      const left = await query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM ${uuidT} WHERE w IS DISTINCT FROM v + 7`,
+      )
+      expect(left[0]!.n).toBe(0)
+    } finally {
+      await query(`DROP TABLE IF EXISTS ${uuidT}`)
+    }
+  })
+
   it('refuses to run blind: a role that cannot see replay lag fails the backfill unless maxReplicaLagMs is 0', async () => {
     const su = await connect('super')
     await su.query('REVOKE pg_monitor FROM keel_owner')

@@ -147,8 +147,13 @@ export async function runBackfill(scope: BackfillScope, input: BackfillOptions):
   ).rows[0]
   const resumed = state !== undefined
   if (state === undefined) {
-    const upper = (await client.query<{ k: string | null }>(`SELECT max(${key})::text AS k FROM ${table}`))
-      .rows[0]!.k
+    // ORDER BY ... DESC LIMIT 1 rather than max(): uuid (among others) has no max() before Postgres 18.
+    const upper =
+      (
+        await client.query<{ k: string | null }>(
+          `SELECT ${key}::text AS k FROM ${table} ORDER BY ${key} DESC LIMIT 1`,
+        )
+      ).rows[0]?.k ?? null
     const total = upper === null ? 0 : await estimateRows(client, table, key, keyType, upper)
     state = (
       await client.query<StateRow>(
@@ -214,12 +219,13 @@ export async function runBackfill(scope: BackfillScope, input: BackfillOptions):
       )
       try {
         const [bounds, boundParams] = range(from, upper)
-        hi = (
-          await client.query<{ hi: string | null }>(
-            `SELECT max(${k})::text AS hi FROM (SELECT ${k} FROM ${table} WHERE ${bounds} ORDER BY ${k} LIMIT ${o.batchSize}) b`,
-            boundParams,
-          )
-        ).rows[0]!.hi
+        hi =
+          (
+            await client.query<{ hi: string | null }>(
+              `SELECT ${k}::text AS hi FROM (SELECT ${k} FROM ${table} WHERE ${bounds} ORDER BY ${k} LIMIT ${o.batchSize}) b ORDER BY ${k} DESC LIMIT 1`,
+              boundParams,
+            )
+          ).rows[0]?.hi ?? null
         changed = 0
         if (hi !== null) {
           if (o.update !== undefined) {

@@ -1,4 +1,5 @@
 import type { Span } from '@opentelemetry/api'
+import { KeelError } from '../errors.js'
 import type { Placement } from '../placement/placement.js'
 import type { HostPool } from '../pool/host-pool.js'
 import type { Lease } from '../pool/lease.js'
@@ -58,6 +59,7 @@ export class StatementPath {
     const engine = this.#engine
     const cluster = placement.cluster
     const effect = engine.checkStatement(statement.text)
+    checkWhenPrimaryDown(options?.whenPrimaryDown)
     const sql = statement.text
     const limits = engine.limitsFor(this.tenantId)
     const operation = operationName(sql)
@@ -102,6 +104,15 @@ export class StatementPath {
           leased = served.fallback
         }
         route = 'fallback'
+        const staleAllowed = (options?.whenPrimaryDown ?? engine.whenPrimaryDown) === 'serve-stale'
+        if (!write && consistency === 'session' && staleAllowed && cluster.primary.down !== undefined) {
+          const stale = await this.#staleRead<R>(placement, statement, options, limits, span, effect, leased)
+          if (stale !== undefined) {
+            host = stale.host
+            return stale.value
+          }
+          leased = undefined
+        }
       }
       engine.telemetry.setRoute(span, host.info, write ? 'primary' : route)
       // A function may write (item 10 of issue #10): an opaque statement advances the session's
@@ -114,6 +125,36 @@ export class StatementPath {
     } finally {
       engine.endSpan(span, started, operation, host, failure)
     }
+  }
+
+  /**
+   * A read-your-writes read that needs the primary while it is down (ADR 0043): with the caller's or
+   * the config's `whenPrimaryDown: 'serve-stale'`, the freshest replica answers and the result says
+   * `possiblyStale: true`; undefined when no replica can serve it (the primary's refusal is the answer).
+   */
+  async #staleRead<R>(
+    placement: Placement,
+    statement: Statement,
+    options: QueryOptions | undefined,
+    limits: TenantLimits,
+    span: Span,
+    effect: SessionEffect,
+    leased: Promise<Lease> | undefined,
+  ): Promise<{ value: QueryResult<R>; host: HostPool } | undefined> {
+    const engine = this.#engine
+    // The primary's lease asked for while choosing a replica: refused (it is down) or, if it came
+    // back meanwhile, given back unused.
+    void leased?.then(
+      (lease) => lease.release(),
+      () => undefined,
+    )
+    const read = { placement, statement, options, limits, span, effect, minLsn: undefined }
+    const served = await placement.cluster.readFreshest((replica) => this.#onReplica<R>(replica, read))
+    if (served === undefined) return undefined
+    served.value.possiblyStale = true
+    span.addEvent('keel.stale_read', { 'keel.replica.name': served.host.info.name })
+    engine.telemetry.setRoute(span, served.host.info, 'replica')
+    return served
   }
 
   /** One attempt of a read on `host`, a replica: what came of it decides the cluster's next step. */
@@ -270,6 +311,11 @@ export class StatementPath {
     if (monitor.cluster === undefined) await monitor.poll()
     if (monitor.cluster !== undefined) this.#position.observe(lsn, monitor.cluster)
   }
+}
+
+function checkWhenPrimaryDown(value: unknown): void {
+  if (value === undefined || value === 'fail' || value === 'serve-stale') return
+  throw new KeelError('KEEL_QUERY_INVALID', "whenPrimaryDown must be 'fail' or 'serve-stale'")
 }
 
 function timeoutOf(options: QueryOptions | undefined, limits: TenantLimits): number {

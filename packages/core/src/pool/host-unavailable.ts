@@ -26,3 +26,24 @@ export function hostUnavailable(info: HostInfo, error: unknown): KeelError {
     },
   )
 }
+
+/**
+ * A call refused without trying because the primary's probe fails (ADR 0043): the same documented code
+ * as a failed connection attempt (nothing ran; retry later or answer 503), with `reason: 'primary_down'`
+ * and since when. Reads that need no read-your-writes never get it while a replica serves them.
+ */
+export function primaryDownError(info: HostInfo, down: { since: number; reason: string }): KeelError {
+  return new KeelError(
+    'KEEL_DB_UNAVAILABLE',
+    `${info.name} (${info.address}:${info.port}) is down since ${new Date(down.since).toISOString()}; keel refuses calls that need it until it answers again`,
+    {
+      details: {
+        host: info.name,
+        address: info.address,
+        port: info.port,
+        reason: 'primary_down',
+        downSince: new Date(down.since).toISOString(),
+      },
+    },
+  )
+}

@@ -59,6 +59,8 @@ export interface KeelStack {
   redis: StackRedis
   /** Present while the on-demand PgBouncers run. */
   pgbouncer?: { plain: StackPgBouncer; discardAll: StackPgBouncer }
+  /** Present while the on-demand spare standby exists (`up spare`; `promote spare`, `down spare`). */
+  spare?: StackPgInstance
 }
 
 /** Repository root (parent of scripts/). */

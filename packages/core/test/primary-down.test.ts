@@ -55,8 +55,21 @@ async function killPrimary(): Promise<void> {
   await stackCtl('kill', 'primary')
 }
 
+/** Until the replica monitor has found the primary down (calls needing it are refused without trying). */
 async function degraded(k: Keel): Promise<void> {
   await waitFor('health says degraded', async () => (await k.health()).degraded !== undefined, 15_000)
+  await waitFor(
+    'calls needing the primary are refused at once',
+    () =>
+      k
+        .tenant('probe')
+        .query('SELECT 1', [], { consistency: 'strong' })
+        .then(
+          () => false,
+          (error: unknown) => codeOf(error) === 'KEEL_DB_UNAVAILABLE/primary_down',
+        ),
+    15_000,
+  )
 }
 
 function codeOf(error: unknown): string {

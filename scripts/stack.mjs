@@ -1407,7 +1407,10 @@ async function cmdUpSpare() {
   await acquireLock()
   const st = requireState()
   if (!st.ports[SPARE]) {
-    const taken = new Set([...RESERVED_PORTS, ...Object.values(st.ports).filter((p) => typeof p === 'number')])
+    const taken = new Set([
+      ...RESERVED_PORTS,
+      ...Object.values(st.ports).filter((p) => typeof p === 'number'),
+    ])
     let port
     do [port] = await allocatePorts(1)
     while (taken.has(port))
@@ -1422,7 +1425,9 @@ async function cmdUpSpare() {
     await waitStreaming(st, [SPARE], 60_000)
   }
   const info = writeOutputs(st)
-  process.stdout.write(`spare ${started ? 'started' : 'already up'} on port ${info.spare.port}  ${info.spare.url}\n`)
+  process.stdout.write(
+    `spare ${started ? 'started' : 'already up'} on port ${info.spare.port}  ${info.spare.url}\n`,
+  )
   return 0
 }
 
@@ -1438,7 +1443,11 @@ async function cmdPromote(name) {
   })
   if (r.code !== 0) throw new StackError(describeFailure('pg_ctl promote (spare)', r))
   const timeline = (
-    await psql(st, st.ports[SPARE], "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int;")
+    await psql(
+      st,
+      st.ports[SPARE],
+      "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int;",
+    )
   ).trim()
   process.stdout.write(`spare promoted on port ${st.ports[SPARE]} (timeline ${timeline})\n`)
   return 0

@@ -99,7 +99,12 @@ export async function healthOf(engine: Engine): Promise<Health> {
     const primary =
       down === undefined || engine.closed
         ? await probeHost(cluster.primary, engine.closed)
-        : { ...hostBase(cluster.primary), role: 'primary' as const, status: 'down' as const, error: down.reason }
+        : {
+            ...hostBase(cluster.primary),
+            role: 'primary' as const,
+            status: 'down' as const,
+            error: down.reason,
+          }
     const redis = await redisStatus(redisUp)
     const replicas = replicasOf(cluster, engine.closed)
     const since = down?.since ?? Date.now()

@@ -123,7 +123,13 @@ export function wireKeel(config: KeelConfig): Wiring {
       onPrimaryDown: (primary, reason) => {
         telemetry.primaryDown(primary)
         logger?.error(
-          { host: primary.name, address: primary.address, port: primary.port, reason, signal: 'primary_down' },
+          {
+            host: primary.name,
+            address: primary.address,
+            port: primary.port,
+            reason,
+            signal: 'primary_down',
+          },
           'keel: Postgres primary is down; writes and read-your-writes reads fail fast with KEEL_DB_UNAVAILABLE, other reads go to replicas',
         )
       },

@@ -178,7 +178,7 @@ describe('the primary killed under a mixed load', () => {
     expect((await readiness(k, false)).body.status).toBe('ready')
   })
 
-  it("opt-in: a read-your-writes read is served by the freshest replica and flagged possiblyStale, per call or per config; the default stays strict", async () => {
+  it('opt-in: a read-your-writes read is served by the freshest replica and flagged possiblyStale, per call or per config; the default stays strict', async () => {
     const k = primaryDownKeel()
     await waitFor('replicas in rotation', async () => (await k.health()).replicas.every((r) => r.inRotation))
     const writer = k.tenant('s0')
@@ -251,7 +251,9 @@ describe('the primary stops answering (SIGSTOP) under a write load', () => {
     )
     await waitFor('replicas in rotation', async () => (await k.health()).replicas.every((r) => r.inRotation))
     const db = k.tenant('p0')
-    await Promise.all(Array.from({ length: 4 }, () => db.query('SELECT pg_sleep(0.05)', [], { route: 'primary' })))
+    await Promise.all(
+      Array.from({ length: 4 }, () => db.query('SELECT pg_sleep(0.05)', [], { route: 'primary' })),
+    )
     primary = 'paused'
     await stackCtl('pause', 'primary')
     let resumed = false

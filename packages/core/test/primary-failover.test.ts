@@ -79,7 +79,8 @@ describe('a standby promoted behind the primary URL', () => {
         .query(`INSERT INTO ${table} (tenant_id) VALUES ('f0')`)
         .then(
           () => false,
-          (error: unknown) => isKeelError(error, 'KEEL_DB_UNAVAILABLE') && error.details.reason === 'primary_down',
+          (error: unknown) =>
+            isKeelError(error, 'KEEL_DB_UNAVAILABLE') && error.details.reason === 'primary_down',
         ),
     )
 
@@ -112,6 +113,24 @@ describe('a standby promoted behind the primary URL', () => {
       )
       return BigInt(rows[0]!.lsn) > newLsn
     })
+    // The monitor has polled replica1 since: as far as replay positions go, it could serve the token.
+    await waitFor('the monitor saw replica1 past the new token', async () => {
+      const lsn = (await k.health()).replicas[0]?.replayLsn
+      if (lsn == null) return false
+      const [hi, lo] = lsn.split('/')
+      return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`) > newLsn
+    })
+    const sql = `SELECT string_agg(body, ',' ORDER BY id) AS bodies, inet_server_port() AS port FROM ${table} WHERE body <> ''`
+    // A token from before the failover says nothing about the new primary's WAL: read the primary.
+    const old = await k
+      .tenant('f0', { consistencyToken: oldToken })
+      .query<{ bodies: string; port: number }>(sql)
+    expect(old.rows[0]).toEqual({ bodies: 'before,after', port: spare.port })
+    // A new token is never checked against a replica's position on the old timeline.
+    const fresh = await k
+      .tenant('f0', { consistencyToken: newToken })
+      .query<{ bodies: string; port: number }>(sql)
+    expect(fresh.rows[0]).toEqual({ bodies: 'before,after', port: spare.port })
     await waitFor('the old-timeline replicas leave rotation', async () =>
       (await k.health()).replicas.every((r) => !r.inRotation),
     )
@@ -120,15 +139,5 @@ describe('a standby promoted behind the primary URL', () => {
       expect.stringMatching(/follows timeline 1, the primary is on timeline 2/),
       expect.stringMatching(/follows timeline 1, the primary is on timeline 2/),
     ])
-
-    const sql = `SELECT string_agg(body, ',' ORDER BY id) AS bodies, inet_server_port() AS port FROM ${table} WHERE body <> ''`
-    // A token from before the failover says nothing about the new primary's WAL: read the primary.
-    const old = await k.tenant('f0', { consistencyToken: oldToken }).query<{ bodies: string; port: number }>(sql)
-    expect(old.rows[0]).toEqual({ bodies: 'before,after', port: spare.port })
-    // A new token is never checked against a replica's position on the old timeline.
-    const fresh = await k
-      .tenant('f0', { consistencyToken: newToken })
-      .query<{ bodies: string; port: number }>(sql)
-    expect(fresh.rows[0]).toEqual({ bodies: 'before,after', port: spare.port })
   })
 })

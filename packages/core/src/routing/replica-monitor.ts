@@ -236,15 +236,18 @@ export class ReplicaMonitor {
       if (this.cluster !== undefined && row.system_id !== this.cluster.systemId) {
         return this.#setDown(state, 'replicates another cluster (system identifier differs)')
       }
+      const replay = parseLsn(row.replay)
+      state.replayLsn = replay
       if (row.timeline !== null) state.timeline = row.timeline
       const timeline = this.cluster?.timeline
       if (timeline !== undefined && state.timeline !== undefined && state.timeline !== timeline) {
         // After a failover: its replay positions are on another history, so no token can be checked
         // against them, and what it serves may include writes the promoted primary never had.
-        return this.#setDown(state, `follows timeline ${state.timeline}, the primary is on timeline ${timeline}`)
+        return this.#setDown(
+          state,
+          `follows timeline ${state.timeline}, the primary is on timeline ${timeline}`,
+        )
       }
-      const replay = parseLsn(row.replay)
-      state.replayLsn = replay
       state.lagMs = this.#lagOf(replay, row.ts_lag_ms)
       state.up = true
       state.lastError = undefined

@@ -2,6 +2,7 @@ import type { Span } from '@opentelemetry/api'
 import { KeelError } from '../errors.js'
 import type { Placement } from '../placement/placement.js'
 import type { HostPool } from '../pool/host-pool.js'
+import { connectionLost, isSocketLoss } from '../pool/host-unavailable.js'
 import type { Lease } from '../pool/lease.js'
 import { ScopedQuery } from '../pool/scoped-query.js'
 import { classifySql, rememberWrite } from '../routing/classify-sql.js'
@@ -270,6 +271,11 @@ export class StatementPath {
       if (trackPosition) await this.observe(placement, parseLsn(ref.query?.postludeRows[1]?.[0]))
       return result
     } catch (error) {
+      if (isSocketLoss(error)) {
+        // The primary may be gone: the monitor looks now rather than at its next poll.
+        void placement.cluster.monitor?.poll()
+        throw connectionLost(lease.host.info, error)
+      }
       if (preludes.length > 1) await engine.settle(lease)
       throw engine.translate(this.tenantId, error, ref.query, lease, placement.scope)
     } finally {

@@ -47,3 +47,27 @@ export function primaryDownError(info: HostInfo, down: { since: number; reason: 
     },
   )
 }
+
+/**
+ * The socket to a host died under a statement (no SQLSTATE: "Connection terminated unexpectedly",
+ * ECONNRESET, EPIPE), as when the primary is killed: KEEL_QUERY_TIMEOUT like a statement given up on
+ * when its host was found down (HostPool.abandonInFlight), since a write's outcome is just as unknown.
+ * The driver's error is the `cause`.
+ */
+export function connectionLost(info: HostInfo, error: unknown): KeelError {
+  return new KeelError(
+    'KEEL_QUERY_TIMEOUT',
+    `the connection to ${info.name} (${info.address}:${info.port}) terminated while this statement ran; a write's outcome is unknown`,
+    { cause: error, details: { host: info.name, reason: 'connection_lost' } },
+  )
+}
+
+/** A driver error saying the socket died (not a server's SQLSTATE, not one of keel's own). */
+export function isSocketLoss(error: unknown): boolean {
+  if (error instanceof KeelError) return false
+  const code = (error as { code?: unknown } | null)?.code
+  if (code === 'ECONNRESET' || code === 'EPIPE') return true
+  if (typeof code === 'string') return false
+  const message = error instanceof Error ? error.message : ''
+  return /^Connection terminated|not queryable|Client has encountered a connection error/i.test(message)
+}

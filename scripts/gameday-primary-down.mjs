@@ -14,15 +14,17 @@
 // so the stack is as it was (the old primary's timeline goes on, the rehearsal's later writes vanish
 // with the spare).
 
-import { spawnSync } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import { readiness } from '../packages/core/dist/http.js'
 import { applyRlsPolicy, createKeel, isKeelError } from '../packages/core/dist/index.js'
 import { readStack } from './stack/client.mjs'
 import { startTcpProxy } from './stack/tcp-proxy.mjs'
 
+const execFileAsync = promisify(execFile)
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 // pg is @keel/core's dependency, not the repository root's.
 const pg = createRequire(path.join(ROOT, 'packages', 'core', 'package.json'))('pg')
@@ -36,14 +38,20 @@ const T0 = Date.now()
 const say = (line) => process.stdout.write(`[gameday +${((Date.now() - T0) / 1000).toFixed(1)}s] ${line}\n`)
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
-function stack(...argv) {
+/** Runs a stack.mjs command without blocking the event loop: the load keeps running meanwhile. */
+async function stack(...argv) {
   say(`$ node scripts/stack.mjs ${argv.join(' ')}`)
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'scripts', 'stack.mjs'), ...argv], {
-    cwd: ROOT,
-    encoding: 'utf8',
+  const { stdout } = await execFileAsync(
+    process.execPath,
+    [path.join(ROOT, 'scripts', 'stack.mjs'), ...argv],
+    {
+      cwd: ROOT,
+      encoding: 'utf8',
+    },
+  ).catch((error) => {
+    throw new Error(`stack.mjs ${argv.join(' ')} failed:\n${error.stderr ?? error.message}`)
   })
-  if (r.status !== 0) throw new Error(`stack.mjs ${argv.join(' ')} failed:\n${r.stderr}`)
-  for (const line of r.stdout.trim().split('\n')) if (line) say(`  ${line}`)
+  for (const line of stdout.trim().split('\n')) if (line) say(`  ${line}`)
 }
 
 async function sql(url, text) {
@@ -87,16 +95,22 @@ function fail(count, error) {
 async function report(keel, what) {
   const health = await keel.health()
   const ready = await readiness(keel, false)
-  say(`${what}: keel.health() primary ${health.primary.status}${health.primary.error ? ` (${health.primary.error})` : ''}`)
+  say(
+    `${what}: keel.health() primary ${health.primary.status}${health.primary.error ? ` (${health.primary.error})` : ''}`,
+  )
   for (const r of health.replicas)
-    say(`  replica ${r.name}: ${r.status}, inRotation ${r.inRotation}, lagMs ${r.lagMs}${r.error ? `, ${r.error}` : ''}`)
+    say(
+      `  replica ${r.name}: ${r.status}, inRotation ${r.inRotation}, lagMs ${r.lagMs}${r.error ? `, ${r.error}` : ''}`,
+    )
   if (health.degraded) say(`  degraded: ${JSON.stringify(health.degraded)}`)
-  say(`  readiness: HTTP ${ready.status} ${JSON.stringify({ status: ready.body.status, reason: ready.body.reason })}`)
+  say(
+    `  readiness: HTTP ${ready.status} ${JSON.stringify({ status: ready.body.status, reason: ready.body.reason })}`,
+  )
 }
 
 async function main() {
   const st = await readStack()
-  stack('down', 'spare')
+  await stack('down', 'spare')
   // A tenant table under RLS, as keel's docs set one up (the spare's base backup then has it).
   const owner = new pg.Client({ connectionString: st.primary.ownerUrl })
   await owner.connect()
@@ -109,10 +123,12 @@ async function main() {
   } finally {
     await owner.end()
   }
-  stack('up', 'spare')
+  await stack('up', 'spare')
   const spare = (await readStack()).spare
   const proxy = await startTcpProxy(st.primary.port)
-  say(`the app's primary address: 127.0.0.1:${proxy.port} (a TCP proxy, leads to the primary on ${st.primary.port})`)
+  say(
+    `the app's primary address: 127.0.0.1:${proxy.port} (a TCP proxy, leads to the primary on ${st.primary.port})`,
+  )
   const keel = createKeel({
     logger,
     postgres: {
@@ -127,7 +143,8 @@ async function main() {
   let stop = false
   const loops = []
   try {
-    for (let i = 0; i < 200 && !(await keel.health()).replicas.every((r) => r.inRotation); i++) await sleep(50)
+    for (let i = 0; i < 200 && !(await keel.health()).replicas.every((r) => r.inRotation); i++)
+      await sleep(50)
     enter('steady')
     // Reads that need no read-your-writes: a fresh session per request.
     for (let i = 0; i < 4; i++)
@@ -176,31 +193,33 @@ async function main() {
     await sleep(3_000)
     await report(keel, 'steady')
 
-    enter('primary down (SIGKILL), before the promotion')
-    stack('kill', 'primary')
+    await stack('kill', 'primary')
+    enter('primary down (SIGKILLed), until the repoint')
     // What an on-call engineer sees: the primary_down log line, health degraded, readiness 200 degraded.
     for (let i = 0; i < 100 && (await keel.health()).degraded === undefined; i++) await sleep(50)
     await sleep(DOWN_MS)
     await report(keel, 'primary down')
 
-    enter('standby promoted, primary address repointed')
-    stack('promote', 'spare')
+    await stack('promote', 'spare')
     await proxy.point(spare.port)
+    enter('standby promoted, primary address repointed')
     say(`the primary address now leads to the promoted standby on ${spare.port} (no keel restart)`)
     const repointed = Date.now()
     while (phase.writes.ok === 0 && Date.now() - repointed < 30_000) await sleep(20)
     say(`first write acknowledged ${Date.now() - repointed} ms after the repoint`)
     await sleep(3_000)
     await report(keel, 'after the promotion')
-    say('the replicas still follow the dead primary (old timeline): out of rotation until repointed or rebuilt')
+    say(
+      'the replicas still follow the dead primary (old timeline): out of rotation until repointed or rebuilt',
+    )
   } finally {
     stop = true
     await Promise.all(loops)
     await keel.close()
     await proxy.close()
     say('=== cleaning up: the spare goes, the old primary comes back as the stack primary')
-    stack('down', 'spare')
-    stack('start', 'primary')
+    await stack('down', 'spare')
+    await stack('start', 'primary')
     await sql(st.primary.ownerUrl, `DROP TABLE IF EXISTS ${TABLE}`)
   }
 
@@ -218,7 +237,11 @@ async function main() {
     say(`  writes:                      ${fmt(p.writes)}`)
   }
   const failedReads = phases.reduce((n, p) => n + Object.values(p.reads.failed).reduce((a, b) => a + b, 0), 0)
-  say(failedReads === 0 ? 'PASS: no read that needed no read-your-writes failed' : `FAIL: ${failedReads} such reads failed`)
+  say(
+    failedReads === 0
+      ? 'PASS: no read that needed no read-your-writes failed'
+      : `FAIL: ${failedReads} such reads failed`,
+  )
   return failedReads === 0 ? 0 : 1
 }
 

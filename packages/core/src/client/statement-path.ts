@@ -18,9 +18,10 @@ import type { Engine, TenantLimits } from './engine.js'
 import type { Statement } from './query-config.js'
 import type { QueryOptions, QueryResult } from './query-types.js'
 
-// One piece (~270 lines): a statement's two paths, replicas then the primary, share the batch-building
-// (scope, session guard, replay and WAL positions) and the error rules that keep a tenant's scope and
-// session state right; apart they would each restate them. Host choice and retries are the cluster's.
+// One piece (~330 lines): a statement's two paths, replicas then the primary (or, with the primary down
+// and the caller's consent, the freshest replica), share the batch-building (scope, session guard,
+// replay and WAL positions) and the error rules that keep a tenant's scope and session state right;
+// apart they would each restate them. Host choice and retries are the cluster's.
 
 /** One read as its attempts on replicas see it. */
 interface ReplicaRead {

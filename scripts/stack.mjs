@@ -8,6 +8,7 @@
 //   node scripts/stack.mjs pause|resume primary|replica1|replica2
 //   node scripts/stack.mjs up pgbouncer   (on demand: PgBouncers in transaction mode in front of the primary)
 //   node scripts/stack.mjs up redis-cluster|redis-sentinel   (on demand, scripts/stack-redis.mjs)
+//   node scripts/stack.mjs up spare | promote spare | down spare   (on demand: a third standby to promote)
 //   node scripts/stack.mjs stop|start|kill redis-cluster-0..5|redis-sentinel-0..1|redis-sentinel-s0..s2
 //
 // State (data dirs, sockets, logs, pid files) lives outside the repo, in
@@ -46,7 +47,11 @@ const PG_NAMES = ['primary', 'replica1', 'replica2']
 const REPLICAS = ['replica1', 'replica2']
 const COMPONENTS = [...PG_NAMES, 'redis']
 // Started on demand (`up pgbouncer`) by the suites that need them, not by a plain `up`.
-const ON_DEMAND = ['pgbouncer', ...TOPOLOGIES]
+const ON_DEMAND = ['pgbouncer', 'spare', ...TOPOLOGIES]
+// A third standby of the primary, started on demand (`up spare`) to be promoted (`promote spare`) by a
+// failover rehearsal or test, then thrown away (`down spare`): the shared primary and replicas are
+// never promoted, so the suites that run after one keep their stack.
+const SPARE = 'spare'
 // Two PgBouncers in transaction mode in front of the primary: `plain` keeps server connections as
 // they are between clients (PgBouncer's default for transaction pooling), `discardAll` runs
 // DISCARD ALL after every transaction (server_reset_query_always = 1).
@@ -1171,6 +1176,7 @@ function stackInfo(st) {
       logFile: paths.redisLog,
     },
     ...(bouncers ? { pgbouncer: Object.fromEntries(BOUNCERS.map((n) => [n, bouncerEntry(st, n)])) } : {}),
+    ...(st.ports[SPARE] && exists(paths.dataDir(SPARE)) ? { spare: pgEntry(st, SPARE) } : {}),
     ...topologies.info(st),
   }
 }
@@ -1248,6 +1254,7 @@ async function teardown() {
       if (await stopPg(st, n)) stopped.push(n)
     }),
   )
+  if (await stopPg(st, SPARE)) stopped.push(SPARE)
   if (await stopPg(st, 'primary')) stopped.push('primary')
   if (await stopRedis(st)) stopped.push('redis')
   for (const name of BOUNCERS) if (await stopBouncer(name)) stopped.push(`pgbouncer ${name}`)
@@ -1395,6 +1402,77 @@ async function cmdTopologyNode(command, name) {
   return 0
 }
 
+/** up spare: a fresh standby of the primary (own slot and port), streaming before this returns. */
+async function cmdUpSpare() {
+  await acquireLock()
+  const st = requireState()
+  if (!st.ports[SPARE]) {
+    const taken = new Set([
+      ...RESERVED_PORTS,
+      ...Object.values(st.ports).filter((p) => typeof p === 'number'),
+    ])
+    let port
+    do [port] = await allocatePorts(1)
+    while (taken.has(port))
+    st.ports[SPARE] = port
+    saveState(st)
+  }
+  let started = false
+  if (!postmasterPid(SPARE)) {
+    await createSlots(st, [SPARE])
+    await createReplica(st, SPARE)
+    started = await startPg(st, SPARE)
+    await waitStreaming(st, [SPARE], 60_000)
+  }
+  const info = writeOutputs(st)
+  process.stdout.write(
+    `spare ${started ? 'started' : 'already up'} on port ${info.spare.port}  ${info.spare.url}\n`,
+  )
+  return 0
+}
+
+/** promote spare: pg_ctl promote (a new timeline); waits until it accepts writes. */
+async function cmdPromote(name) {
+  if (name !== SPARE) throw new StackError('only the spare standby is promoted (`up spare` first)')
+  await acquireLock()
+  const st = requireState()
+  if (!postmasterPid(SPARE)) throw new StackError('spare is not running (`up spare` first)')
+  const r = await run(pgBin(st, 'pg_ctl'), ['-D', paths.dataDir(SPARE), '-w', '-t', '60', '-s', 'promote'], {
+    asPg: true,
+    timeoutMs: 75_000,
+  })
+  if (r.code !== 0) throw new StackError(describeFailure('pg_ctl promote (spare)', r))
+  const timeline = (
+    await psql(
+      st,
+      st.ports[SPARE],
+      "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int;",
+    )
+  ).trim()
+  process.stdout.write(`spare promoted on port ${st.ports[SPARE]} (timeline ${timeline})\n`)
+  return 0
+}
+
+/** down spare: stops it, deletes its data dir and drops its slot on the primary (if it is up). */
+async function cmdDownSpare() {
+  await acquireLock()
+  const st = requireState()
+  const stopped = await stopPg(st, SPARE)
+  fs.rmSync(paths.dataDir(SPARE), { recursive: true, force: true })
+  if (postmasterPid('primary')) {
+    await psql(
+      st,
+      st.ports.primary,
+      `select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = '${SPARE}' and not active;`,
+    ).catch((e) => log(`warning: could not drop slot ${SPARE}: ${e.message}`))
+  }
+  delete st.ports[SPARE]
+  saveState(st)
+  writeOutputs(st)
+  process.stdout.write(`spare ${stopped ? 'stopped and removed' : 'removed (was not running)'}\n`)
+  return 0
+}
+
 async function cmdDown() {
   await acquireLock()
   await teardown()
@@ -1537,6 +1615,9 @@ names: ${COMPONENTS.join(', ')}, ${ON_DEMAND.join(', ')} (both PgBouncers)
   up redis-sentinel  (stack up first) a master and a replica (redis-sentinel-0..1) and 3 Sentinels
                      (redis-sentinel-s0..s2), master name keelmaster; adds \`redisSentinel\` to stack.json
   stop|start|kill redis-cluster-N | redis-sentinel-N | redis-sentinel-sN   one node of a topology
+  up spare           (stack up first) a third standby of the primary on its own port; adds \`spare\` to
+                     stack.json. \`promote spare\` promotes it (new timeline); \`down spare\` removes it
+                     (the game day and the failover test use it; the shared primary is never promoted)
 env:   KEEL_STACK_DIR (state dir), KEEL_STACK_APPLY_DELAY_MS (replica2 delay, default ${DEFAULT_APPLY_DELAY_MS}),
        KEEL_STACK_PG_BIN (Postgres bin dir override)
 `
@@ -1549,7 +1630,16 @@ async function main(argv) {
       process.stderr.write(USAGE)
       return 2
     }
+    if (name === SPARE) return cmdUpSpare()
     return name === 'pgbouncer' ? cmdUpBouncer() : cmdUpTopology(name)
+  }
+  if (command === 'down' && name === SPARE && !rest.length) return cmdDownSpare()
+  if (command === 'promote') {
+    if (!name || rest.length) {
+      process.stderr.write(USAGE)
+      return 2
+    }
+    return cmdPromote(name)
   }
   if (['stop', 'start', 'kill'].includes(command) && parseNodeName(name) && !rest.length) {
     return cmdTopologyNode(command, name)

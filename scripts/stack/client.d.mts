@@ -2,7 +2,17 @@
 
 export type StackComponent = 'primary' | 'replica1' | 'replica2' | 'redis' | 'pgbouncer'
 export type StackReplicaName = 'replica1' | 'replica2'
-export type StackCommand = 'up' | 'down' | 'status' | 'env' | 'start' | 'stop' | 'kill' | 'pause' | 'resume'
+export type StackCommand =
+  | 'up'
+  | 'down'
+  | 'status'
+  | 'env'
+  | 'start'
+  | 'stop'
+  | 'kill'
+  | 'pause'
+  | 'resume'
+  | 'promote'
 
 export interface StackPgInstance {
   name: string
@@ -59,6 +69,8 @@ export interface KeelStack {
   redis: StackRedis
   /** Present while the on-demand PgBouncers run. */
   pgbouncer?: { plain: StackPgBouncer; discardAll: StackPgBouncer }
+  /** Present while the on-demand spare standby exists (`up spare`; `promote spare`, `down spare`). */
+  spare?: StackPgInstance
 }
 
 /** Repository root (parent of scripts/). */
@@ -83,6 +95,12 @@ export declare function stackCtl(
 export declare function stackCtl(
   command: 'up',
   name: 'pgbouncer',
+  options?: { timeoutMs?: number },
+): Promise<string>
+/** The on-demand spare standby: `up spare`, `promote spare` (a new timeline), `down spare` (removed). */
+export declare function stackCtl(
+  command: 'up' | 'promote' | 'down' | 'start' | 'stop' | 'kill' | 'pause' | 'resume',
+  name: 'spare',
   options?: { timeoutMs?: number },
 ): Promise<string>
 export declare function stackCtl(

@@ -23,12 +23,12 @@ const currentCodes = {
     'A transaction callback returned after a statement in it failed, so nothing was committed.',
   KEEL_POOL_TIMEOUT: 'No pooled connection to the database host became available within connectionTimeoutMs.',
   KEEL_DB_UNAVAILABLE:
-    'keel could not open a connection to a Postgres host (refused, unreachable, timed out, or rejected the login).',
+    'keel could not open a connection to a Postgres host (refused, unreachable, timed out, or rejected the login), or refused at once a call needing a primary found down (details.reason primary_down).',
   KEEL_CACHE_OPTIONS_INVALID:
     'cached() or invalidate() got a missing or malformed key, tag, duration or loader.',
   KEEL_ABORTED: 'The caller aborted the operation through its AbortSignal.',
   KEEL_QUERY_TIMEOUT:
-    'The host did not answer within statementTimeoutMs + timeoutGraceMs (or pool.queryTimeoutMs); keel closed the connection.',
+    'The host did not answer within statementTimeoutMs + timeoutGraceMs (or pool.queryTimeoutMs), or the connection was lost under the statement; keel closed the connection.',
   KEEL_NO_TENANT_CONTEXT: 'keel.current() was called outside keel.run().',
   KEEL_CLOSED: 'keel.close() was called; the instance takes no more work.',
   KEEL_JOBS_UNAVAILABLE:

@@ -69,6 +69,20 @@ export interface Health {
    * its circuit breaker is open (calls still succeed via L1).
    */
   cache: { redis: 'up' | 'down' | 'not configured' }
+  /**
+   * Present while the primary is down and a replica is in rotation (ADR 0043): reads that need no
+   * read-your-writes are served, writes and read-your-writes reads fail fast with KEEL_DB_UNAVAILABLE.
+   * `status` stays 'down' (the primary does not answer); readiness answers 200 'degraded'.
+   */
+  degraded?: Degraded
+}
+
+/** Why keel serves only part of its calls. */
+export interface Degraded {
+  reason: 'primary_down'
+  /** When the replica monitor found the primary down (ISO 8601). */
+  since: string
+  message: string
 }
 
 /** keel.health(): the primary (a live round trip), each replica (from the monitor) and tenant usage. */
@@ -79,14 +93,37 @@ export async function healthOf(engine: Engine): Promise<Health> {
   const tenants = engine.tenantSnapshot()
   if (placements.fixed !== undefined) {
     const cluster = placements.fixed.cluster
-    const primary = await probeHost(cluster.primary, engine.closed)
+    const down = cluster.monitor?.primaryDown
+    // Known down: the monitor probes it every replicaPollMs, and a readiness probe must not wait out a
+    // connection timeout on a host that does not answer.
+    const primary =
+      down === undefined || engine.closed
+        ? await probeHost(cluster.primary, engine.closed)
+        : {
+            ...hostBase(cluster.primary),
+            role: 'primary' as const,
+            status: 'down' as const,
+            error: down.reason,
+          }
     const redis = await redisStatus(redisUp)
+    const replicas = replicasOf(cluster, engine.closed)
+    const since = down?.since ?? Date.now()
+    const degraded: Degraded | undefined =
+      primary.status === 'down' && !engine.closed && replicas.some((r) => r.inRotation)
+        ? {
+            reason: 'primary_down',
+            since: new Date(since).toISOString(),
+            message:
+              'the primary does not answer: reads are served by replicas; writes and read-your-writes reads fail with KEEL_DB_UNAVAILABLE',
+          }
+        : undefined
     return {
       status: primary.status,
       primary,
-      replicas: replicasOf(cluster, engine.closed),
+      replicas,
       tenants,
       cache: { redis },
+      ...(degraded === undefined ? {} : { degraded }),
     }
   }
   // database mode: one live round trip per server (through its most recently used database, within

@@ -12,6 +12,7 @@ export type {
   QueryOptions,
   QueryResult,
   TransactionOptions,
+  WhenPrimaryDown,
 } from './client/query-types.js'
 export type { ExportOptions, StreamOptions } from './client/read-session.js'
 export { TenantClient } from './client/tenant-client.js'
@@ -36,6 +37,7 @@ export type { JobOutboxOptions } from './jobs/outbox.js'
 export { applyJobOutbox, jobOutboxSql } from './jobs/outbox.js'
 export type {
   DatabaseHealth,
+  Degraded,
   Health,
   HostHealth,
   ReplicaHealth,

@@ -13,7 +13,7 @@ import { SessionPosition } from './routing/session-position.js'
 import { validateTenantId } from './tenancy/validate-tenant-id.js'
 import { type Wiring, wireKeel } from './wire-keel.js'
 
-export type { DatabaseHealth, Health, HostHealth, ReplicaHealth, ServerHealth } from './health.js'
+export type { DatabaseHealth, Degraded, Health, HostHealth, ReplicaHealth, ServerHealth } from './health.js'
 
 let build: (wiring: Wiring) => Keel
 

@@ -120,6 +120,34 @@ export function wireKeel(config: KeelConfig): Wiring {
           'keel: replica taken out of read rotation',
         )
       },
+      onPrimaryDown: (primary, reason) => {
+        telemetry.primaryDown(primary)
+        logger?.error(
+          {
+            host: primary.name,
+            address: primary.address,
+            port: primary.port,
+            reason,
+            signal: 'primary_down',
+          },
+          'keel: Postgres primary is down; writes and read-your-writes reads fail fast with KEEL_DB_UNAVAILABLE, other reads go to replicas',
+        )
+      },
+      onPrimaryRestored: (primary, downForMs, cluster, timelineChanged) => {
+        logger?.warn(
+          {
+            host: primary.name,
+            address: primary.address,
+            downForMs,
+            timeline: cluster.timeline,
+            timelineChanged,
+            signal: 'primary_restored',
+          },
+          timelineChanged
+            ? 'keel: Postgres primary answers again on a new timeline (a promoted replica); older consistency tokens now read the primary'
+            : 'keel: Postgres primary answers again',
+        )
+      },
       onRestored: (state) => {
         logger?.info(
           { replica: state.host.info.name, lagMs: state.lagMs, signal: 'replica_restored' },

@@ -16,7 +16,7 @@ import type { Telemetry } from '../telemetry/telemetry.js'
 import type { TenancyStrategy } from '../tenancy/tenancy-strategy.js'
 import { InFlight } from './in-flight.js'
 import type { JobPort } from './job-port.js'
-import type { Consistency, QueryResult } from './query-types.js'
+import type { Consistency, QueryResult, WhenPrimaryDown } from './query-types.js'
 import type { Readers } from './read-session.js'
 import type { TenantClient } from './tenant-client.js'
 
@@ -45,6 +45,8 @@ export class Engine {
   readonly logger: Logger | undefined
   readonly acquireTimeoutMs: number
   readonly consistency: Consistency
+  /** postgres.whenPrimaryDown: what a read-your-writes read does while the primary is down (ADR 0043). */
+  readonly whenPrimaryDown: WhenPrimaryDown
   readonly cache: LayeredCache
   /** Present when jobs are configured: what sessions and transactions ask of them. */
   readonly jobs: JobPort | undefined
@@ -77,6 +79,7 @@ export class Engine {
     this.logger = config.logger
     this.acquireTimeoutMs = config.limits.acquireTimeoutMs
     this.consistency = config.postgres.consistency
+    this.whenPrimaryDown = config.postgres.whenPrimaryDown
     this.#safeFunctions = new Set(config.postgres.safeFunctions)
   }
 

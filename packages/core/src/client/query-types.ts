@@ -16,6 +16,11 @@ export interface QueryResult<R = Record<string, unknown>> {
   command: string
   oid?: number | null
   fields: FieldDef[]
+  /**
+   * Set (true) only on a read served by a replica that may not have replayed this session's writes:
+   * the primary was down and the call or config allowed it (`whenPrimaryDown: 'serve-stale'`, ADR 0043).
+   */
+  possiblyStale?: true
 }
 
 /** A `rowMode: 'array'` result: each row is an array in column order (duplicate names survive). */
@@ -66,7 +71,16 @@ export interface QueryOptions {
   signal?: AbortSignal
   /** statement_timeout for this statement alone, overriding the tenant's (0 = the server's). */
   statementTimeoutMs?: number
+  /**
+   * Overrides `postgres.whenPrimaryDown` for this read: what a read-your-writes read that needs the
+   * primary does while the primary is down. 'fail' (the default) fails at once with KEEL_DB_UNAVAILABLE;
+   * 'serve-stale' reads the freshest replica and sets `possiblyStale` on the result (ADR 0043).
+   */
+  whenPrimaryDown?: WhenPrimaryDown
 }
+
+/** See QueryOptions.whenPrimaryDown. */
+export type WhenPrimaryDown = 'fail' | 'serve-stale'
 
 export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable'
 

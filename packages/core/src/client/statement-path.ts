@@ -1,6 +1,8 @@
 import type { Span } from '@opentelemetry/api'
+import { KeelError } from '../errors.js'
 import type { Placement } from '../placement/placement.js'
 import type { HostPool } from '../pool/host-pool.js'
+import { connectionLost, isSocketLoss } from '../pool/host-unavailable.js'
 import type { Lease } from '../pool/lease.js'
 import { ScopedQuery } from '../pool/scoped-query.js'
 import { classifySql, rememberWrite } from '../routing/classify-sql.js'
@@ -16,9 +18,10 @@ import type { Engine, TenantLimits } from './engine.js'
 import type { Statement } from './query-config.js'
 import type { QueryOptions, QueryResult } from './query-types.js'
 
-// One piece (~270 lines): a statement's two paths, replicas then the primary, share the batch-building
-// (scope, session guard, replay and WAL positions) and the error rules that keep a tenant's scope and
-// session state right; apart they would each restate them. Host choice and retries are the cluster's.
+// One piece (~330 lines): a statement's two paths, replicas then the primary (or, with the primary down
+// and the caller's consent, the freshest replica), share the batch-building (scope, session guard,
+// replay and WAL positions) and the error rules that keep a tenant's scope and session state right;
+// apart they would each restate them. Host choice and retries are the cluster's.
 
 /** One read as its attempts on replicas see it. */
 interface ReplicaRead {
@@ -58,6 +61,7 @@ export class StatementPath {
     const engine = this.#engine
     const cluster = placement.cluster
     const effect = engine.checkStatement(statement.text)
+    checkWhenPrimaryDown(options?.whenPrimaryDown)
     const sql = statement.text
     const limits = engine.limitsFor(this.tenantId)
     const operation = operationName(sql)
@@ -102,6 +106,15 @@ export class StatementPath {
           leased = served.fallback
         }
         route = 'fallback'
+        const staleAllowed = (options?.whenPrimaryDown ?? engine.whenPrimaryDown) === 'serve-stale'
+        if (!write && consistency === 'session' && staleAllowed && cluster.primary.down !== undefined) {
+          const stale = await this.#staleRead<R>(placement, statement, options, limits, span, effect, leased)
+          if (stale !== undefined) {
+            host = stale.host
+            return stale.value
+          }
+          leased = undefined
+        }
       }
       engine.telemetry.setRoute(span, host.info, write ? 'primary' : route)
       // A function may write (item 10 of issue #10): an opaque statement advances the session's
@@ -114,6 +127,36 @@ export class StatementPath {
     } finally {
       engine.endSpan(span, started, operation, host, failure)
     }
+  }
+
+  /**
+   * A read-your-writes read that needs the primary while it is down (ADR 0043): with the caller's or
+   * the config's `whenPrimaryDown: 'serve-stale'`, the freshest replica answers and the result says
+   * `possiblyStale: true`; undefined when no replica can serve it (the primary's refusal is the answer).
+   */
+  async #staleRead<R>(
+    placement: Placement,
+    statement: Statement,
+    options: QueryOptions | undefined,
+    limits: TenantLimits,
+    span: Span,
+    effect: SessionEffect,
+    leased: Promise<Lease> | undefined,
+  ): Promise<{ value: QueryResult<R>; host: HostPool } | undefined> {
+    const engine = this.#engine
+    // The primary's lease asked for while choosing a replica: refused (it is down) or, if it came
+    // back meanwhile, given back unused.
+    void leased?.then(
+      (lease) => lease.release(),
+      () => undefined,
+    )
+    const read = { placement, statement, options, limits, span, effect, minLsn: undefined }
+    const served = await placement.cluster.readFreshest((replica) => this.#onReplica<R>(replica, read))
+    if (served === undefined) return undefined
+    served.value.possiblyStale = true
+    span.addEvent('keel.stale_read', { 'keel.replica.name': served.host.info.name })
+    engine.telemetry.setRoute(span, served.host.info, 'replica')
+    return served
   }
 
   /** One attempt of a read on `host`, a replica: what came of it decides the cluster's next step. */
@@ -229,6 +272,11 @@ export class StatementPath {
       if (trackPosition) await this.observe(placement, parseLsn(ref.query?.postludeRows[1]?.[0]))
       return result
     } catch (error) {
+      if (isSocketLoss(error)) {
+        // The primary may be gone: the monitor looks now rather than at its next poll.
+        void placement.cluster.monitor?.poll()
+        throw connectionLost(lease.host.info, error)
+      }
       if (preludes.length > 1) await engine.settle(lease)
       throw engine.translate(this.tenantId, error, ref.query, lease, placement.scope)
     } finally {
@@ -270,6 +318,11 @@ export class StatementPath {
     if (monitor.cluster === undefined) await monitor.poll()
     if (monitor.cluster !== undefined) this.#position.observe(lsn, monitor.cluster)
   }
+}
+
+function checkWhenPrimaryDown(value: unknown): void {
+  if (value === undefined || value === 'fail' || value === 'serve-stale') return
+  throw new KeelError('KEEL_QUERY_INVALID', "whenPrimaryDown must be 'fail' or 'serve-stale'")
 }
 
 function timeoutOf(options: QueryOptions | undefined, limits: TenantLimits): number {

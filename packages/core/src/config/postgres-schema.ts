@@ -139,6 +139,13 @@ export const postgresSchema = z.strictObject({
    * @default 'session'
    */
   consistency: z.enum(['session', 'eventual', 'strong']).default('session'),
+  /**
+   * While the primary is down (its probe fails; needs replicas), a read-your-writes read that no replica
+   * can serve: 'fail' fails at once with KEEL_DB_UNAVAILABLE; 'serve-stale' reads the freshest replica
+   * and flags the result `possiblyStale`. Writes always fail. Per call: the query option of that name.
+   * @default 'fail'
+   */
+  whenPrimaryDown: z.enum(['fail', 'serve-stale']).default('fail'),
   pool: poolSchema.prefault({}),
   /**
    * Statements kept prepared per connection (LRU), so repeated SQL skips parsing and planning. 0 sends

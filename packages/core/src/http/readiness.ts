@@ -1,7 +1,10 @@
 import type { Keel } from '../keel.js'
 
 export interface ReadinessBody {
-  status: 'ready' | 'not ready'
+  /** 'degraded' (HTTP 200): the primary is down, reads are served by replicas (ADR 0043). */
+  status: 'ready' | 'degraded' | 'not ready'
+  /** Present when degraded: 'primary_down'. */
+  reason?: 'primary_down'
   primary: 'up' | 'down'
   replicas: Array<{ name: string; status: 'up' | 'down'; inRotation: boolean; lagMs: number | null }>
   cache: { redis: 'up' | 'down' | 'not configured' }
@@ -12,18 +15,24 @@ export const LIVENESS_BODY = Object.freeze({ status: 'ok' })
 
 /**
  * Readiness from keel.health(): ready while the primary answers and (unless `requireRedis` is false) the
- * cache's Redis is not down; a replica down only costs capacity. The body is a summary: no addresses, errors or pool internals.
+ * cache's Redis is not down; a replica down only costs capacity. With the primary down and a replica in
+ * rotation it answers 200 'degraded' (reason primary_down): the instance still serves reads, and taking
+ * every instance out of the load balancer would turn a write outage into a full one (ADR 0043).
+ * The body is a summary: no addresses, errors or pool internals.
  */
 export async function readiness(
   keel: Keel,
   requireRedis = true,
 ): Promise<{ status: 200 | 503; body: ReadinessBody }> {
   const health = await keel.health()
-  const ready = health.primary.status === 'up' && (!requireRedis || health.cache.redis !== 'down')
+  const degraded = health.degraded !== undefined
+  const ready =
+    (health.primary.status === 'up' || degraded) && (!requireRedis || health.cache.redis !== 'down')
   return {
     status: ready ? 200 : 503,
     body: {
-      status: ready ? 'ready' : 'not ready',
+      status: ready ? (degraded ? 'degraded' : 'ready') : 'not ready',
+      ...(ready && degraded ? { reason: 'primary_down' as const } : {}),
       primary: health.primary.status,
       replicas: health.replicas.map((r) => ({
         name: r.name,

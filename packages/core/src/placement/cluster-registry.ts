@@ -60,6 +60,8 @@ export class ClusterRegistry {
       pool(config, name ?? `replica${i + 1}`, 'replica'),
     )
     const monitor = replicas.length === 0 ? undefined : this.#monitor(primary, replicas, replicaPools)
+    monitor?.primaries.add(primaryPool)
+    if (monitor?.primaryDown !== undefined) primaryPool.down = monitor.primaryDown
     cluster = new Cluster(`${info.address}:${info.port}/${info.database}`, primaryPool, replicaPools, monitor)
     this.#clusters.set(key, cluster)
     return cluster

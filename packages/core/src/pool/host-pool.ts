@@ -6,7 +6,7 @@ import type { ConnectionGovernor } from './connection-governor.js'
 import { clientDeadlineMs, hostTimeoutError } from './deadline.js'
 import { GovernedSlots } from './governed-slots.js'
 import { type HostConfig, type HostInfo, hostInfo } from './host-info.js'
-import { hostUnavailable } from './host-unavailable.js'
+import { hostUnavailable, primaryDownError } from './host-unavailable.js'
 import { detectDirect, Lease } from './lease.js'
 import { backendKeyOf, newCancelConnection } from './pg-internals.js'
 import { abortError, TenantLimiter } from './tenant-limiter.js'
@@ -69,6 +69,11 @@ export class HostPool {
   lastConnectError: string | undefined
   /** `database` mode: this pool's share of its server's connection budget. */
   readonly slots: GovernedSlots | undefined
+  /**
+   * A primary whose probe fails (routing/replica-monitor.ts): every lease is refused at once with
+   * KEEL_DB_UNAVAILABLE (reason primary_down) instead of queueing for a connection that cannot come.
+   */
+  down: { readonly since: number; readonly reason: string } | undefined
 
   constructor(config: HostConfig, settings: PoolSettings, options: HostPoolOptions) {
     this.info = hostInfo(config, options.name, options.role)
@@ -122,6 +127,7 @@ export class HostPool {
   ): Promise<Lease> {
     if (signal?.aborted) throw abortError(signal)
     if (this.#ended) throw this.#closedError()
+    if (this.down !== undefined) throw primaryDownError(this.info, this.down)
     this.outstanding++
     try {
       const permit = this.limiter.acquire(tenantId, limit, acquireTimeoutMs, signal)
@@ -227,6 +233,17 @@ export class HostPool {
       { details: { host: this.info.name, reason: 'host_down' } },
     )
     for (const lease of [...this.#leases]) lease.abandon(error)
+  }
+
+  /**
+   * The primary was found down: new calls are refused from now on, and those already waiting for a
+   * tenant permit or a connection here fail now with the same error (no pile-up behind a dead host).
+   */
+  markDown(down: { readonly since: number; readonly reason: string }): void {
+    this.down = down
+    const error = primaryDownError(this.info, down)
+    for (const fail of [...this.#connecting]) fail(error)
+    this.limiter.rejectAll(error)
   }
 
   /** A pg-pool connection, or the caller's abort, whichever comes first; KEEL_CLOSED once ended. */

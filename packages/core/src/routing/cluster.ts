@@ -84,6 +84,28 @@ export class Cluster {
     }
   }
 
+  /**
+   * A read with no replay requirement on the freshest replica in rotation, the next freshest after a
+   * host failure; undefined when none is left or the statement needs the primary. For reads that would
+   * need the primary while it is down, where the caller accepts a possibly stale answer (ADR 0043).
+   */
+  async readFreshest<R>(
+    attempt: (host: HostPool) => Promise<ReadOutcome<R>>,
+  ): Promise<{ readonly value: R; readonly host: HostPool } | undefined> {
+    const router = this.#router
+    if (router === undefined) return undefined
+    const exclude = new Set<HostPool>()
+    for (;;) {
+      const slot = router.freshest(exclude)
+      if (slot === undefined) return undefined
+      const outcome = await attempt(slot.host)
+      if (outcome.kind === 'served') return { value: outcome.value, host: slot.host }
+      if (outcome.kind === 'primary') return undefined
+      if (outcome.hostFailure !== undefined) this.monitor!.markDown(slot.host, outcome.hostFailure)
+      exclude.add(slot.host)
+    }
+  }
+
   /** Every pool of this database, the primary first. */
   hosts(): HostPool[] {
     return [this.primary, ...this.replicas]

@@ -1,6 +1,6 @@
 import pg from 'pg'
 import type { Logger } from '../config/config-schema.js'
-import type { HostConfig } from '../pool/host-info.js'
+import { type HostConfig, type HostInfo, hostInfo } from '../pool/host-info.js'
 import type { HostPool } from '../pool/host-pool.js'
 import type { ClusterIdentity } from './consistency-token.js'
 import { type Lsn, parseLsn } from './lsn.js'
@@ -22,6 +22,11 @@ export interface ReplicaState {
   lagMs: number | undefined
   lastError: string | undefined
   lastPollAt: number
+  /**
+   * The timeline the replica follows (its WAL receiver's, else its last restartpoint's): one still on
+   * the timeline the primary left at a failover holds a history the new primary does not share.
+   */
+  timeline: number | undefined
   /** Whether rotation was ever decided (the first decision is not a change to report as restored). */
   decided: boolean
 }
@@ -34,6 +39,21 @@ export interface MonitorOptions {
   readonly logger: Logger | undefined
   readonly onEjected: (state: ReplicaState, reason: string) => void
   readonly onRestored: (state: ReplicaState) => void
+  /** The primary stopped answering its probe: calls that need it fail at once from now on. */
+  readonly onPrimaryDown?: (primary: HostInfo, reason: string) => void
+  /** A probe of the primary answered again; `timelineChanged` when it is a promoted server. */
+  readonly onPrimaryRestored?: (
+    primary: HostInfo,
+    downForMs: number,
+    cluster: ClusterIdentity,
+    timelineChanged: boolean,
+  ) => void
+}
+
+/** The primary as its probe last found it: down since `since` (epoch ms), for `reason`. */
+export interface PrimaryDown {
+  readonly since: number
+  readonly reason: string
 }
 
 const PRIMARY_POLL = `SELECT pg_current_wal_insert_lsn()::text AS lsn,
@@ -43,6 +63,7 @@ const PRIMARY_POLL = `SELECT pg_current_wal_insert_lsn()::text AS lsn,
 const REPLICA_POLL = `SELECT pg_is_in_recovery() AS recovery,
   pg_last_wal_replay_lsn()::text AS replay,
   (SELECT system_identifier FROM pg_control_system())::text AS system_id,
+  COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (pg_control_checkpoint()).timeline_id) AS timeline,
   (EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000)::float8 AS ts_lag_ms`
 
 // WAL the primary has inserted but a replica cannot have replayed yet without being behind: page
@@ -65,7 +86,15 @@ export class ReplicaMonitor {
   readonly replicas: ReplicaState[]
   cluster: ClusterIdentity | undefined
   primaryLsn: Lsn | undefined
+  /**
+   * Set while the primary's probe fails (refused, reset, or no answer within the probe's timeout);
+   * cleared by the first probe that answers. The cluster's primary pools refuse calls at once meanwhile.
+   */
+  primaryDown: PrimaryDown | undefined
+  /** The primary's pools (one per database on it): told when it goes down, so waiters fail at once. */
+  readonly primaries = new Set<HostPool>()
   readonly #primaryProbe: pg.Pool
+  readonly #primaryInfo: HostInfo
   readonly #probes: Map<ReplicaState, pg.Pool>
   readonly #history: Sample[] = []
   readonly #options: MonitorOptions
@@ -81,6 +110,7 @@ export class ReplicaMonitor {
   ) {
     this.#options = options
     this.#primaryProbe = this.#probePool(primary.config)
+    this.#primaryInfo = hostInfo(primary.config, 'primary', 'primary')
     this.replicas = replicas.map(({ host }) => ({
       host,
       pools: new Set([host]),
@@ -90,6 +120,7 @@ export class ReplicaMonitor {
       lagMs: undefined,
       lastError: 'not polled yet',
       lastPollAt: 0,
+      timeline: undefined,
       decided: false,
     }))
     this.#probes = new Map(this.replicas.map((state, i) => [state, this.#probePool(replicas[i]!.config)]))
@@ -149,18 +180,43 @@ export class ReplicaMonitor {
       const row = r.rows[0]
       const lsn = parseLsn(row?.lsn)
       if (row === undefined || lsn === undefined) return
-      if (this.cluster?.systemId !== row.system_id || this.cluster.timeline !== row.timeline) {
+      const before = this.cluster
+      const changed = before !== undefined && before.timeline !== row.timeline
+      if (before?.systemId !== row.system_id || before.timeline !== row.timeline) {
         this.cluster = { systemId: row.system_id, timeline: row.timeline }
+        // A new timeline is a promoted server: the old one's WAL positions mean nothing on it.
+        if (before !== undefined) this.#history.length = 0
+      }
+      const down = this.primaryDown
+      if (down !== undefined) {
+        this.primaryDown = undefined
+        for (const pool of this.primaries) pool.down = undefined
+        this.#options.onPrimaryRestored?.(this.#primaryInfo, Date.now() - down.since, this.cluster!, changed)
       }
       this.primaryLsn = lsn
       const now = Date.now()
       const last = this.#history.at(-1)
       if (last === undefined || last.lsn !== lsn) this.#history.push({ at: now, lsn })
       while (this.#history.length > 1 && this.#history[0]!.at < now - HISTORY_MS) this.#history.shift()
-    } catch {
-      // The primary's health is the pools' business; without it lag falls back to commit timestamps.
+    } catch (error) {
       this.primaryLsn = undefined
+      if (this.#closed || this.primaryDown !== undefined) return
+      const reason = error instanceof Error ? error.message : String(error)
+      this.#markPrimaryDown(reason)
     }
+  }
+
+  /**
+   * The primary did not answer its probe: calls that need it fail at once (KEEL_DB_UNAVAILABLE, reason
+   * primary_down) until a probe answers, and calls already queued for one of its connections fail now
+   * rather than wait out connectionTimeoutMs. Statements running there are left to their own deadline:
+   * a primary slow to answer at peak must not have its writes cut short by a probe.
+   */
+  #markPrimaryDown(reason: string): void {
+    const down = { since: Date.now(), reason }
+    this.primaryDown = down
+    for (const pool of this.primaries) pool.markDown(down)
+    this.#options.onPrimaryDown?.(this.#primaryInfo, reason)
   }
 
   async #pollReplica(state: ReplicaState): Promise<void> {
@@ -170,6 +226,7 @@ export class ReplicaMonitor {
         recovery: boolean
         replay: string | null
         system_id: string
+        timeline: number | null
         ts_lag_ms: number | null
       }>(REPLICA_POLL)
       const row = r.rows[0]
@@ -181,6 +238,16 @@ export class ReplicaMonitor {
       }
       const replay = parseLsn(row.replay)
       state.replayLsn = replay
+      if (row.timeline !== null) state.timeline = row.timeline
+      const timeline = this.cluster?.timeline
+      if (timeline !== undefined && state.timeline !== undefined && state.timeline !== timeline) {
+        // After a failover: its replay positions are on another history, so no token can be checked
+        // against them, and what it serves may include writes the promoted primary never had.
+        return this.#setDown(
+          state,
+          `follows timeline ${state.timeline}, the primary is on timeline ${timeline}`,
+        )
+      }
       state.lagMs = this.#lagOf(replay, row.ts_lag_ms)
       state.up = true
       state.lastError = undefined
@@ -201,11 +268,16 @@ export class ReplicaMonitor {
 
   #lagOf(replay: Lsn | undefined, timestampLagMs: number | null): number {
     if (replay === undefined) return Number.POSITIVE_INFINITY
-    if (this.primaryLsn === undefined || this.#history.length === 0) return Math.max(0, timestampLagMs ?? 0)
-    if (this.primaryLsn <= replay + LSN_SLACK) return 0
+    // While the primary is down nothing new is written: a replica falls no further behind than it was
+    // then, measured against the primary's last known position and the time it went down (commit
+    // timestamps would age every replica out of rotation and leave reads nowhere to go).
+    const down = this.primaryDown
+    const primaryLsn = down === undefined ? this.primaryLsn : this.#history.at(-1)?.lsn
+    if (primaryLsn === undefined || this.#history.length === 0) return Math.max(0, timestampLagMs ?? 0)
+    if (primaryLsn <= replay + LSN_SLACK) return 0
     // The first time the primary was seen past the replica's position: how long it has been behind.
     const passed = this.#history.find((s) => s.lsn > replay + LSN_SLACK)
-    return passed === undefined ? 0 : Date.now() - passed.at
+    return passed === undefined ? 0 : (down?.since ?? Date.now()) - passed.at
   }
 
   /** A write through this process ended at `lsn`: the primary is at least there (newer than the poll). */

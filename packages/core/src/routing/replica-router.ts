@@ -53,4 +53,18 @@ export class ReplicaRouter {
     }
     return best
   }
+
+  /**
+   * The replica in rotation that has replayed the most (ADR 0043): where a read-your-writes read goes
+   * when the primary is down and the caller accepts a possibly stale answer.
+   */
+  freshest(exclude: ReadonlySet<HostPool>): ReplicaSlot | undefined {
+    let best: ReplicaSlot | undefined
+    for (const slot of this.#replicas) {
+      if (!slot.state.inRotation || exclude.has(slot.host)) continue
+      const replay = slot.state.replayLsn ?? -1n
+      if (best === undefined || replay > (best.state.replayLsn ?? -1n)) best = slot
+    }
+    return best
+  }
 }

@@ -47,6 +47,7 @@ export class Telemetry {
   readonly #throttled: Counter
   readonly #routes: Counter
   readonly #ejected: Counter
+  readonly #primaryDown: Counter
 
   readonly #budgetExhausted: Counter
   readonly #okAttributes = new WeakMap<HostInfo, Map<string, Attributes>>()
@@ -77,6 +78,15 @@ export class Telemetry {
       description:
         'Replicas taken out of read rotation (down, not a replica, or lagging past maxReplicaLagMs)',
     })
+    this.#primaryDown = this.meter.createCounter('keel.primary.down', {
+      description:
+        "Times the primary's probe failed after answering: writes and read-your-writes reads fail fast until it answers (ADR 0043)",
+    })
+  }
+
+  /** The replica monitor found the primary down (ADR 0043). */
+  primaryDown(host: HostInfo): void {
+    this.#primaryDown.add(1, { 'server.address': host.address, 'server.port': host.port })
   }
 
   startQuery(input: QuerySpanInput): Span {

@@ -1,5 +1,6 @@
 import type { Context } from '@opentelemetry/api'
 import { KeelError } from '../errors.js'
+import { connectionLost, isSocketLoss } from '../pool/host-unavailable.js'
 import type { Lease } from '../pool/lease.js'
 import { type Prelude, type RowShape, ScopedQuery } from '../pool/scoped-query.js'
 import { COMMIT, WAL_POSITION_TEXT } from '../routing/wal-statements.js'
@@ -184,7 +185,11 @@ export class PinnedTransaction implements Transaction {
         return await engine.submit<R>(this.#lease, query, options?.signal)
       }
     } catch (error) {
-      failure = engine.translate(this.tenantId, error, query, this.#lease, this.#scope)
+      // A socket that died under the statement (the primary killed, a pooler restarted) is the same
+      // KEEL_QUERY_TIMEOUT / connection_lost as outside a transaction, not the driver's raw error.
+      failure = isSocketLoss(error)
+        ? connectionLost(this.#lease.host.info, error)
+        : engine.translate(this.tenantId, error, query, this.#lease, this.#scope)
       throw failure
     } finally {
       engine.endSpan(span, started, operation, this.#lease.host, failure)
@@ -309,6 +314,10 @@ export class PinnedTransaction implements Transaction {
       this.#state = 'closed'
       succeeded = true
       return result
+    } catch (error) {
+      // The connection died with the COMMIT sent or about to be: whether it committed is unknown.
+      if (isSocketLoss(error)) throw connectionLost(this.#lease.host.info, error)
+      throw error
     } finally {
       settleSession(this.#lease, effect, query, succeeded)
     }

@@ -16,6 +16,7 @@ const CURSOR = 'keel_export'
  * through a cursor. A FETCH is sent only when the Readable wants more (`_read`), so memory stays at
  * about one batch however slow the consumer. Destroying the stream (an error, the signal, the
  * consumer giving up) ends the transaction; the end of the data commits nothing (it only read).
+ * It emits 'progress' ({@link ExportProgressEvent}) after each batch: exportJob reports it.
  */
 export function exportTables(session: ReadSession, options: ExportOptions): Readable {
   const batchSize = batchSizeOf(options.batchSize)
@@ -47,6 +48,16 @@ function checkTables(options: ExportOptions): readonly string[] {
   return [...tables]
 }
 
+/**
+ * What db.export()'s Readable emits as 'progress' after each batch it read (before the batch is
+ * pushed): the table being read, its rows so far, and the rows so far over all tables.
+ */
+export interface ExportProgressEvent {
+  readonly table: string
+  readonly tableRows: number
+  readonly rows: number
+}
+
 class ExportReadable extends Readable {
   readonly #session: ReadSession
   readonly #options: ExportOptions
@@ -61,6 +72,9 @@ class ExportReadable extends Readable {
   /** The FETCH in flight: _destroy waits for it before ending the transaction on that connection. */
   #pumping: Promise<void> | undefined
   #busy = false
+  /** Rows read so far, in all tables and in the open one (the 'progress' event). */
+  #rows = 0
+  #tableRows = 0
 
   constructor(
     session: ReadSession,
@@ -126,6 +140,7 @@ class ExportReadable extends Readable {
           signal,
         )
         this.#cursorOpen = true
+        this.#tableRows = 0
         this.#header = this.#options.format === 'csv'
       }
       const csv = this.#options.format === 'csv'
@@ -148,8 +163,16 @@ class ExportReadable extends Readable {
         const table = JSON.stringify(this.#tables[this.#table])
         for (const row of batch.rows) chunk += `{"table":${table},"row":${JSON.stringify(row)}}\n`
       }
+      this.#rows += batch.rows.length
+      this.#tableRows += batch.rows.length
+      // Before the push: a listener (exportJob's progress) sees the count of what the consumer gets next.
+      if (batch.rows.length > 0) this.emit('progress', this.#progress())
       if (chunk !== '' && !this.push(chunk)) return
     }
+  }
+
+  #progress(): ExportProgressEvent {
+    return { table: this.#tables[this.#table]!, tableRows: this.#tableRows, rows: this.#rows }
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {

@@ -283,7 +283,8 @@ describe('exportJob', () => {
     const { jobId } = await db.enqueue('tenant.export', { tables: [orders, lines] })
     await waitFor(
       'the child to be part-way through',
-      async () => ((await db.jobStatus(jobId))?.progress as ExportJobProgress | undefined)?.rows! >= 5_000,
+      async () =>
+        (((await db.jobStatus(jobId))?.progress as ExportJobProgress | undefined)?.rows ?? 0) >= 5_000,
       60_000,
     )
     child.kill('SIGKILL')

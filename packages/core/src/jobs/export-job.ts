@@ -16,10 +16,13 @@ export interface ExportJobPayload {
 
 /** Handed to the sink factory: which export, which attempt (a retry gets a fresh sink). */
 export interface ExportSinkContext {
+  /** The job's tenant: whose rows are written. */
   readonly tenantId: string
+  /** The BullMQ job id (the same for every attempt of the job). */
   readonly jobId: string
   /** 1 for the first attempt, 2 for the first retry, ... */
   readonly attempt: number
+  /** The validated payload (tables, format). */
   readonly payload: ExportJobPayload
   /** Aborted when the attempt times out or the worker shuts down. */
   readonly signal: AbortSignal
@@ -43,19 +46,23 @@ export interface ExportJobProgress {
   percent: number | null
   /** The table being read. */
   table: string
+  /** Which attempt reports it (1 for the first). */
   attempt: number
 }
 
 /** What an export job resolves with (its BullMQ return value). */
 export interface ExportJobResult {
+  /** Rows written, all tables together. */
   rows: number
   /** Rows per table. */
   tables: Record<string, number>
   /** Bytes written to the sink (UTF-8). */
   bytes: number
+  /** The attempt that completed. */
   attempt: number
 }
 
+/** exportJob()'s options, checked with zod (KEEL_JOB_INVALID). */
 export interface ExportJobOptions {
   /** The Writable each attempt writes to (see {@link ExportSink}; `fileSink(path)` for a file). */
   sink: ExportSink
@@ -72,6 +79,7 @@ export interface ExportJobOptions {
   batchSize?: number
   /** Attempts after the first; each restarts the export from a new snapshot (ADR 0045). @default 3 */
   retries?: number
+  /** Between attempts, as for any job: about `delayMs` (1000) doubling up to `maxDelayMs` (300000). */
   backoff?: { delayMs?: number; maxDelayMs?: number }
   /** One attempt's limit. @default 3600000 (1 h) */
   timeoutMs?: number

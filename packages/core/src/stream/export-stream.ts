@@ -55,8 +55,11 @@ function checkTables(options: ExportOptions): readonly string[] {
  * pushed): the table being read, its rows so far, and the rows so far over all tables.
  */
 export interface ExportProgressEvent {
+  /** The table being read. */
   readonly table: string
+  /** Rows read so far from that table. */
   readonly tableRows: number
+  /** Rows read so far from all tables. */
   readonly rows: number
 }
 

@@ -174,18 +174,16 @@ async function runExport(
     table: payload.tables[0]!,
     attempt,
   }
-  // Progress is written to Redis at most every progressIntervalMs, never more than one write at a time.
+  // Progress is written to Redis at most every progressIntervalMs, one write at a time; a failed write
+  // is dropped (the next one carries the newer count), only the final one can fail the attempt.
   let lastSent = 0
-  let sending: Promise<unknown> = job.updateProgress(progress)
-  const report = (force: boolean) => {
+  let sending: Promise<unknown> = job.updateProgress(progress).catch(() => undefined)
+  const report = () => {
     const now = Date.now()
-    if (!force && now - lastSent < options.progressIntervalMs) return
+    if (now - lastSent < options.progressIntervalMs) return
     lastSent = now
     const snapshot = progress
-    sending = sending.then(
-      () => job.updateProgress(snapshot),
-      () => job.updateProgress(snapshot),
-    )
+    sending = sending.then(() => job.updateProgress(snapshot)).catch(() => undefined)
   }
   let sink: Writable
   try {
@@ -213,7 +211,7 @@ async function runExport(
       table: event.table,
       attempt,
     }
-    report(false)
+    report()
   })
   let bytes = 0
   const counter = new Transform({
@@ -237,8 +235,8 @@ async function runExport(
     throw error
   }
   progress = { ...progress, percent: 100, estimatedRows: progress.rows }
-  report(true)
   await sending
+  await job.updateProgress(progress)
   return { rows: progress.rows, tables, bytes, attempt }
 }
 

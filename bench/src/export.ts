@@ -12,6 +12,9 @@
  *
  * Environment: BENCH_EXPORT_ROWS (300000), BENCH_ROUNDS (3), BENCH_SECONDS (4), BENCH_CONCURRENCY (8),
  * BENCH_EXPORT_BATCH (keel's default). A benchmark, not a test: it never fails on timings.
+ *
+ * One file (about 390 lines) on purpose: it re-runs itself as the child of each variant
+ * (`--child <variant>`), so the variants, the parent's rounds and the report share one entry point.
  */
 import { spawn } from 'node:child_process'
 import { Writable } from 'node:stream'

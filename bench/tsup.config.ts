@@ -28,5 +28,6 @@ export default defineConfig({
     'autocannon',
     'drizzle-orm',
     'kysely',
+    'pg-copy-streams',
   ],
 })

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs keel's benchmarks against the local stack:
-#   bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|pgbouncer|session-guard|orms|database|cluster|migrate]
+#   bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|pgbouncer|session-guard|orms|database|cluster|migrate|export|http-export]
 # Results go to bench/results/ and bench/README.md. Tunables: see bench/README.md (BENCH_* variables).
 set -euo pipefail
 
@@ -8,9 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scenario="${1:-all}"
 case "$scenario" in
-  all | throughput | loopback | proxy | noisy | breakdown | replicas | cache | cache-profile | jobs | jobs-profile | http | pgbouncer | session-guard | orms | database | cluster | migrate) ;;
+  all | throughput | loopback | proxy | noisy | breakdown | replicas | cache | cache-profile | jobs | jobs-profile | http | pgbouncer | session-guard | orms | database | cluster | migrate | export | http-export) ;;
   *)
-    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|pgbouncer|session-guard|orms|database|cluster|migrate]" >&2
+    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|pgbouncer|session-guard|orms|database|cluster|migrate|export|http-export]" >&2
     exit 2
     ;;
 esac
@@ -27,7 +27,7 @@ fi
 
 "${pnpm_cmd[@]}" --filter @keel/core build
 "${pnpm_cmd[@]}" --filter @keel/bench build
-if [ "$scenario" = http ]; then
+if [ "$scenario" = http ] || [ "$scenario" = http-export ]; then
   # The HTTP load drives the example app: it needs the adapters and examples/dist.
   "${pnpm_cmd[@]}" --filter @keel/express --filter @keel/fastify --filter @keel/examples build
 fi
@@ -40,6 +40,7 @@ case "$scenario" in
   jobs) node bench/dist/jobs.js ;;
   jobs-profile) node bench/dist/jobs-profile.js ;;
   http) node bench/dist/http-load.js ;;
+  http-export) node bench/dist/http-export.js ;;
   pgbouncer)
     node scripts/stack.mjs up pgbouncer
     node bench/dist/pgbouncer.js
@@ -57,6 +58,7 @@ case "$scenario" in
     node bench/dist/migrate.js
     node bench/dist/backfill.js
     ;;
+  export) node bench/dist/export.js ;;
   all)
     node bench/dist/tenancy.js all
     node bench/dist/replicas.js

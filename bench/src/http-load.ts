@@ -10,6 +10,7 @@ import { once } from 'node:events'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
 import { envNumber } from './lib/env.js'
+import { renderExportScenario, runExportScenario } from './lib/http-export-scenario.js'
 import { machineMeta } from './lib/machine.js'
 import { type DelayProxy, startDelayProxy } from './lib/proxy.js'
 import { fmt, fmtInt, fmtRatio, markdownTable } from './lib/report.js'
@@ -171,6 +172,7 @@ async function main(): Promise<void> {
   await measure('loopback', 0, CONNECTIONS, runs)
   await measure('1x delay', DELAY_MS, LATENCY_CONNECTIONS, runs)
   await measure('2x delay', DELAY_MS * 2, LATENCY_CONNECTIONS, runs)
+  const exportScenario = await runExportScenario((line) => process.stdout.write(`${line}\n`))
 
   const find = (app: string, route: string, latency: string) =>
     runs.find((r) => r.app === app && r.route === route && r.latency === latency)
@@ -240,7 +242,8 @@ ${table}
 What if every database call takes twice as long? Each Postgres server behind its own proxy adding ${DELAY_MS} ms each way to every round trip ("1x"), then ${DELAY_MS * 2} ms ("2x"), with ${LATENCY_CONNECTIONS} requests in flight (closed loop, below saturation: the latencies are what a request waits for, not a queue).
 
 ${doubling}
-`
+
+${renderExportScenario(exportScenario)}`
   const written = writeResults(
     'http-load',
     'HTTP load: the example app, keel vs raw pg',
@@ -251,6 +254,7 @@ ${doubling}
       seconds: SECONDS,
       delayMs: DELAY_MS,
       runs,
+      exportScenario,
     },
     markdown,
   )

@@ -1,6 +1,7 @@
 import type { Keel } from '@keel/core'
 import { z } from 'zod'
 import { parseCsv } from './csv.js'
+import { defineExportJob } from './exports.js'
 import { DASHBOARD_TAG } from './invoices.js'
 
 /** The CSV columns an import accepts, in this order, with a header row. */
@@ -20,6 +21,9 @@ const importRow = z.tuple([
  * worker runs them): keel refuses an unknown job name on both sides.
  */
 export function defineAppJobs(keel: Keel): void {
+  // "Download my data" as a job: the tenant's rows to a file, with progress (exports.ts).
+  defineExportJob(keel)
+
   keel.defineJob('invoices.notify', {
     schema: z.strictObject({ invoiceId: z.string().regex(/^\d+$/) }),
     retries: 5,

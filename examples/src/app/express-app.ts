@@ -1,3 +1,4 @@
+import { pipeline } from 'node:stream/promises'
 import type { Keel } from '@keel/core'
 import { keelErrorHandler, keelExpress } from '@keel/express'
 import express from 'express'
@@ -29,6 +30,16 @@ export function buildExpressApp(keel: Keel): express.Express {
         body: req.body,
         header: (name) => req.get(name),
       })
+      if (out.stream !== undefined) {
+        // attachment() guesses a type from the name: the route's own type goes after it.
+        res.attachment(out.stream.filename)
+        res.status(out.status).type(out.stream.contentType)
+        if (out.stream.bytes !== undefined) res.setHeader('content-length', String(out.stream.bytes))
+        // A failure mid-body destroys the response (the client sees a cut transfer, never a short
+        // "complete" file); a client that leaves destroys the export (its transaction ends).
+        await pipeline(out.stream.body, res).catch(() => undefined)
+        return
+      }
       res.status(out.status).json(out.body)
     })
   }

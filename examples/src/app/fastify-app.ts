@@ -32,6 +32,13 @@ export async function buildFastifyApp(keel: Keel): Promise<FastifyInstance> {
           },
         })
         reply.code(out.status)
+        if (out.stream !== undefined) {
+          reply.header('content-type', out.stream.contentType)
+          reply.header('content-disposition', `attachment; filename="${out.stream.filename}"`)
+          if (out.stream.bytes !== undefined) reply.header('content-length', String(out.stream.bytes))
+          // Fastify pipes the stream, destroying it when the client leaves or the response fails.
+          return reply.send(out.stream.body)
+        }
         return out.body
       },
     })

@@ -1,6 +1,9 @@
+import { once } from 'node:events'
+import type { Readable } from 'node:stream'
 import type { TenantClient } from '@keel/core'
 import { trace } from '@opentelemetry/api'
 import { ZodError, z } from 'zod'
+import { EXPORT_JOB, EXPORT_TABLES, exportFile } from './exports.js'
 import { createInvoice, dashboardSummary, listInvoices, listQuerySchema } from './invoices.js'
 import { listInvoicesDrizzle } from './invoices-drizzle.js'
 
@@ -16,12 +19,31 @@ export interface RouteInput {
 export interface RouteOutput {
   status: number
   body: unknown
+  /** A streamed body instead of JSON: the adapter pipes it to the response (backpressure, abort). */
+  stream?: { body: Readable; contentType: string; filename: string; bytes?: number }
 }
 
 export interface AppRoute {
   method: 'GET' | 'POST'
   path: string
   run(input: RouteInput): Promise<RouteOutput>
+}
+
+const downloadSchema = z.union([
+  z.strictObject({ format: z.literal('ndjson').default('ndjson') }),
+  z.strictObject({ format: z.literal('csv'), table: z.enum(EXPORT_TABLES) }),
+])
+const notFound = {
+  status: 404,
+  body: { error: { code: 'NOT_FOUND', message: 'no such export for this tenant' } },
+}
+
+/**
+ * Resolves once the export has its first rows (or ended): a failure to start (the tenant is busy, the
+ * database is down) still answers as a JSON error, before any header of the download is sent.
+ */
+async function started(stream: Readable): Promise<void> {
+  await once(stream, 'readable')
 }
 
 const reportSchema = z.strictObject({ year: z.number().int().min(2000).max(2100) })
@@ -81,6 +103,76 @@ export const appRoutes: readonly AppRoute[] = [
       const { year } = reportSchema.parse(body ?? {})
       const { jobId } = await db.enqueue('reports.monthly', { year })
       return { status: 202, body: { jobId, status: `/api/jobs/${jobId}` } }
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/export',
+    // "Download my data", streamed: one snapshot of the tenant's rows, read as fast as the client takes
+    // them (db.export; a client that disconnects ends the transaction).
+    run: async ({ db, query }) => {
+      const asked = downloadSchema.parse(query ?? {})
+      const csv = asked.format === 'csv'
+      const body = db.export(
+        csv ? { tables: [asked.table], format: 'csv' } : { tables: [...EXPORT_TABLES], format: 'ndjson' },
+      )
+      await started(body)
+      return {
+        status: 200,
+        body: undefined,
+        stream: {
+          body,
+          contentType: csv ? 'text/csv; charset=utf-8' : 'application/x-ndjson',
+          filename: `${db.tenantId}${csv ? `-${asked.table}.csv` : '.ndjson'}`,
+        },
+      }
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/exports',
+    // The same export as a job: for a tenant too big to download in one request.
+    run: async ({ db, header }) => {
+      const key = header('idempotency-key')
+      const { jobId } = await db.enqueue(
+        EXPORT_JOB,
+        { tables: [...EXPORT_TABLES] },
+        key ? { idempotencyKey: key } : {},
+      )
+      return {
+        status: 202,
+        body: { jobId, status: `/api/exports/${jobId}`, download: `/api/exports/${jobId}/file` },
+      }
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/exports/:id',
+    // state and progress ({ rows, estimatedRows, percent, table, attempt }) of this tenant's export.
+    run: async ({ db, params }) => {
+      const status = await db.jobStatus(params.id ?? '')
+      return status === null || status.name !== EXPORT_JOB ? notFound : { status: 200, body: status }
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/exports/:id/file',
+    run: async ({ db, params }) => {
+      const file = await exportFile(db, params.id ?? '')
+      if (file === undefined) return notFound
+      if (file === 'not-ready') {
+        return { status: 409, body: { error: { code: 'NOT_READY', message: 'the export has not finished' } } }
+      }
+      return {
+        status: 200,
+        body: undefined,
+        stream: {
+          body: file.stream,
+          contentType: 'application/x-ndjson',
+          filename: `${db.tenantId}.ndjson`,
+          bytes: file.bytes,
+        },
+      }
     },
   },
   {

@@ -38,6 +38,8 @@ const currentCodes = {
   KEEL_JOB_TIMEOUT: 'A job attempt ran longer than its timeoutMs; the attempt failed (and may be retried).',
   KEEL_JOB_UNKNOWN: 'A job name that was never defined with keel.defineJob() (jobs capability).',
   KEEL_JOB_PAYLOAD_INVALID: "A job payload failed its job's zod schema (jobs capability).",
+  KEEL_EXPORT_SINK_FAILED:
+    "An export job's sink could not be made or failed while writing; the attempt failed and its transaction ended.",
 } as const
 
 /**

@@ -30,6 +30,16 @@ export { currentErrorCode, errorCodes, isKeelError, KeelError, renamedErrorCodes
 // The HTTP kit adapters are built from lives at '@keel/core/http' (ADR 0029); users keep these two.
 export type { HttpErrorBody, HttpErrorResponse } from './http/http-error.js'
 export { httpErrorFor, httpStatusFor } from './http/http-error.js'
+export type {
+  ExportJobOptions,
+  ExportJobPayload,
+  ExportJobProgress,
+  ExportJobResult,
+  ExportSink,
+  ExportSinkContext,
+} from './jobs/export-job.js'
+export { exportJob } from './jobs/export-job.js'
+export { fileSink } from './jobs/file-sink.js'
 export type { JobContext, JobDefinition } from './jobs/job-definition.js'
 export type { EnqueueOptions, JobState, JobStatus, StartWorkerOptions } from './jobs/job-runtime.js'
 export { JobWorker } from './jobs/job-worker.js'
@@ -46,5 +56,6 @@ export type {
 } from './keel.js'
 export { createKeel, Keel } from './keel.js'
 export type { HostConfig } from './pool/host-info.js'
+export type { ExportProgressEvent } from './stream/export-stream.js'
 export type { RlsPolicyOptions, SqlRunner, SqlRunnerPool } from './tenancy/rls-policy.js'
 export { applyRlsPolicy, rlsPolicySql } from './tenancy/rls-policy.js'

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander'
 import { registerDoctorCommand } from './cli/doctor-command.js'
+import { registerExportCommand } from './cli/export-command.js'
 import { registerMigrateCommand } from './cli/migrate-command.js'
 import { registerTenantsCommand } from './cli/tenants-command.js'
 import { isMigrateError } from './errors.js'
@@ -19,6 +20,7 @@ const program = new Command('keel')
 registerMigrateCommand(program)
 registerTenantsCommand(program)
 registerDoctorCommand(program)
+registerExportCommand(program)
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   if (isMigrateError(error)) process.stderr.write(`keel: ${error.code}: ${error.message}\n`)

@@ -30,6 +30,7 @@ const STATUS: Readonly<Record<KeelErrorCode, number>> = {
   KEEL_JOB_TIMEOUT: 500,
   KEEL_JOB_UNKNOWN: 500,
   KEEL_JOB_PAYLOAD_INVALID: 500,
+  KEEL_EXPORT_SINK_FAILED: 500,
 }
 
 /** The body every adapter answers a KeelError with. */

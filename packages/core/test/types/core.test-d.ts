@@ -161,6 +161,7 @@ describe('errors', () => {
       | 'KEEL_JOB_TIMEOUT'
       | 'KEEL_JOB_UNKNOWN'
       | 'KEEL_JOB_PAYLOAD_INVALID'
+      | 'KEEL_EXPORT_SINK_FAILED'
     >()
     expectTypeOf<KeelError['code']>().toEqualTypeOf<KeelErrorCode>()
   })

@@ -6,7 +6,7 @@
 //   node scripts/stack.mjs up | down | status | env
 //   node scripts/stack.mjs stop|start|kill primary|replica1|replica2|redis|pgbouncer
 //   node scripts/stack.mjs pause|resume primary|replica1|replica2
-//   node scripts/stack.mjs up pgbouncer   (on demand: PgBouncers in transaction mode in front of the primary)
+//   node scripts/stack.mjs up pgbouncer   (on demand: PgBouncers in transaction mode in front of the primary: 1.18 twice, 1.24 built once)
 //   node scripts/stack.mjs up redis-cluster|redis-sentinel   (on demand, scripts/stack-redis.mjs)
 //   node scripts/stack.mjs up spare | promote spare | down spare   (on demand: a third standby to promote)
 //   node scripts/stack.mjs stop|start|kill redis-cluster-0..5|redis-sentinel-0..1|redis-sentinel-s0..s2
@@ -25,6 +25,7 @@ import net from 'node:net'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createRedisTopologies, parseNodeName, TOPOLOGIES } from './stack-redis.mjs'
+import { ensurePreparedPgBouncer, PREPARED_PGBOUNCER_VERSION } from './stack/pgbouncer-build.mjs'
 
 // ---------------------------------------------------------------------------
 // Constants and paths
@@ -55,7 +56,8 @@ const SPARE = 'spare'
 // Two PgBouncers in transaction mode in front of the primary: `plain` keeps server connections as
 // they are between clients (PgBouncer's default for transaction pooling), `discardAll` runs
 // DISCARD ALL after every transaction (server_reset_query_always = 1).
-const BOUNCERS = ['plain', 'discardAll']
+// plain and discardAll: Debian's PgBouncer (1.18); prepared: >= 1.21 with max_prepared_statements.
+const BOUNCERS = ['plain', 'discardAll', 'prepared']
 const RESERVED_PORTS = new Set([5432, 6379])
 const HOST = '127.0.0.1'
 const DEFAULT_APPLY_DELAY_MS = 1500
@@ -1067,6 +1069,9 @@ function bouncerIni(st, name) {
     'admin_users = keel_owner',
   ]
   if (name === 'discardAll') lines.push('server_reset_query = DISCARD ALL', 'server_reset_query_always = 1')
+  // PgBouncer >= 1.21 tracks the client's protocol-level prepared statements and prepares them on
+  // whichever server connection the next transaction gets.
+  if (name === 'prepared') lines.push('max_prepared_statements = 200')
   return `${lines.join('\n')}\n`
 }
 
@@ -1087,7 +1092,8 @@ async function startBouncer(st, name) {
   chownPg(ini)
   fs.rmSync(paths.bouncerFile(name, 'pid'), { force: true })
   // PgBouncer refuses to run as root: as root it runs as the postgres OS user.
-  const r = await run(st.pgbouncer, ['-d', '-q', ini], { asPg: true, timeoutMs: 15_000 })
+  const bin = name === 'prepared' ? st.pgbouncerPrepared : st.pgbouncer
+  const r = await run(bin, ['-d', '-q', ini], { asPg: true, timeoutMs: 15_000 })
   if (r.code !== 0) {
     throw new StackError(
       `${describeFailure(`starting pgbouncer ${name} on port ${port}`, r)}\n` +
@@ -1117,10 +1123,13 @@ async function stopBouncer(name, sig = 'SIGTERM') {
 /** Starts both PgBouncers (idempotent), on ports chosen the first time and kept in the state. */
 async function upBouncers(st) {
   st.pgbouncer ??= ensurePgBouncer()
+  st.pgbouncerPrepared = await ensurePreparedPgBouncer({ log, installWithApt, isRoot: IS_ROOT })
   if (!st.ports.pgbouncer) {
     const [plain, discardAll] = await allocatePorts(2)
     st.ports.pgbouncer = { plain, discardAll }
   }
+  // A state from before the third PgBouncer: its port is added, the others kept.
+  if (!st.ports.pgbouncer.prepared) [st.ports.pgbouncer.prepared] = await allocatePorts(1)
   saveState(st)
   const started = []
   for (const name of BOUNCERS) if (await startBouncer(st, name)) started.push(name)
@@ -1154,6 +1163,8 @@ function bouncerEntry(st, name) {
     port,
     poolMode: 'transaction',
     serverResetQuery: name === 'discardAll' ? 'DISCARD ALL' : null,
+    version: name === 'prepared' ? PREPARED_PGBOUNCER_VERSION : '1.18',
+    maxPreparedStatements: name === 'prepared' ? 200 : 0,
     url: `postgres://keel_app:app@${base}`,
     ownerUrl: `postgres://keel_owner:owner@${base}`,
     superUrl: `postgres://postgres:postgres@${base}`,

@@ -45,12 +45,16 @@ export interface StackRedis {
 
 /** A PgBouncer in transaction mode in front of the primary (`node scripts/stack.mjs up pgbouncer`). */
 export interface StackPgBouncer {
-  name: 'plain' | 'discardAll'
+  name: 'plain' | 'discardAll' | 'prepared'
   host: string
   port: number
   poolMode: 'transaction'
   /** 'DISCARD ALL' run after every transaction (server_reset_query_always = 1), or null. */
   serverResetQuery: string | null
+  /** '1.18' (Debian 12's) for plain and discardAll; '1.24.1' (built by the stack) for prepared. */
+  version: string
+  /** PgBouncer's max_prepared_statements: 0 (off) except on prepared (PgBouncer >= 1.21). */
+  maxPreparedStatements: number
   /** postgres://keel_app:app@host:port/keel through PgBouncer. */
   url: string
   /** postgres://keel_owner:owner@host:port/keel through PgBouncer. */
@@ -68,7 +72,7 @@ export interface KeelStack {
   replicas: [StackReplica, StackReplica]
   redis: StackRedis
   /** Present while the on-demand PgBouncers run. */
-  pgbouncer?: { plain: StackPgBouncer; discardAll: StackPgBouncer }
+  pgbouncer?: { plain: StackPgBouncer; discardAll: StackPgBouncer; prepared: StackPgBouncer }
   /** Present while the on-demand spare standby exists (`up spare`; `promote spare`, `down spare`). */
   spare?: StackPgInstance
 }

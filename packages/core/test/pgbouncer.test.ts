@@ -16,9 +16,10 @@ import { waitFor } from './support/wait.js'
 const table = 'pgb_items'
 let plain: StackPgBouncer
 let discardAll: StackPgBouncer
+let prepared: StackPgBouncer
 
 beforeAll(async () => {
-  ;({ plain, discardAll } = await pgbouncer())
+  ;({ plain, discardAll, prepared } = await pgbouncer())
   await createRlsTable(table)
 })
 afterAll(() => dropTable(table))
@@ -99,6 +100,48 @@ function bouncerKeel(
     ...(options.replicas === undefined ? {} : { replicas: options.replicas, maxReplicaLagMs: 60_000 }),
   })
 }
+
+describe('statement names through PgBouncer >= 1.21 with max_prepared_statements (issue #17)', () => {
+  // PgBouncer 1.24 (prepared) tracks each client's named statements and prepares them on whichever
+  // server connection a transaction gets: keel keeps its statement cache on, with no fallback.
+  it('server connections replaced between calls: every call right, names kept, no warning', async () => {
+    expect(prepared.version).toBe('1.24.1')
+    const { logger, warnings } = capture()
+    const keel = bouncerKeel(prepared, 'keel-pgb121-drop', { max: 1, logger })
+    try {
+      const db = keel.tenant('acme')
+      const sql = `SELECT $1::int + 121 AS v`
+      for (let i = 0; i < 20; i++) {
+        expect((await db.query<{ v: number }>(sql, [i])).rows[0]?.v).toBe(121 + i)
+        await dropServerConnections('keel-pgb121-drop')
+      }
+      expect(warnings).toEqual([])
+    } finally {
+      await keel.close()
+    }
+  })
+
+  it('two keel clients with the same statement names on shared server connections: no clash, no warning', async () => {
+    const first = bouncerKeel(prepared, 'keel-pgb121-clash', { max: 1 })
+    const { logger, warnings } = capture()
+    const second = bouncerKeel(prepared, 'keel-pgb121-clash', { max: 1, logger })
+    try {
+      await dropAllServerConnections()
+      const sql = `SELECT $1::int + 42 AS v, current_setting('app.tenant_id', true) AS tenant`
+      for (let i = 0; i < 20; i++) {
+        const [a, b] = await Promise.all([
+          first.tenant('acme').query<{ v: number; tenant: string }>(sql, [i]),
+          second.tenant('globex').query<{ v: number; tenant: string }>(sql, [i + 1]),
+        ])
+        expect(a.rows[0]).toEqual({ v: 42 + i, tenant: 'acme' })
+        expect(b.rows[0]).toEqual({ v: 43 + i, tenant: 'globex' })
+      }
+      expect(warnings).toEqual([])
+    } finally {
+      await Promise.all([first.close(), second.close()])
+    }
+  })
+})
 
 describe('statement names through PgBouncer in transaction mode (issue #10 item 3)', () => {
   it('two keel clients interleaving different statements each get their own statement’s result', async () => {

@@ -19,17 +19,19 @@ type Overrides = Omit<Partial<KeelConfig>, 'postgres'> & {
 
 /**
  * The primary as the suites reach it: directly, or with `KEEL_TEST_PG=pgbouncer` through the stack's
- * PgBouncer in transaction mode with PgBouncer's defaults (`stack.mjs up pgbouncer` first), so the same
+ * PgBouncer 1.18 in transaction mode with PgBouncer's defaults, or `KEEL_TEST_PG=pgbouncer-prepared`
+ * through PgBouncer 1.24 with max_prepared_statements (`stack.mjs up pgbouncer` first), so the same
  * suites prove keel's default config through a transaction pooler (issue #17).
  */
 export function testPrimaryUrl(): string {
   const stack = readStack()
   const via = process.env.KEEL_TEST_PG ?? 'direct'
   if (via === 'direct') return stack.primary.url
-  if (via !== 'pgbouncer') throw new Error(`KEEL_TEST_PG must be direct or pgbouncer (got ${via})`)
+  if (via !== 'pgbouncer' && via !== 'pgbouncer-prepared')
+    throw new Error(`KEEL_TEST_PG must be direct, pgbouncer or pgbouncer-prepared (got ${via})`)
   if (stack.pgbouncer === undefined)
-    throw new Error('KEEL_TEST_PG=pgbouncer: run `node scripts/stack.mjs up pgbouncer` first')
-  return stack.pgbouncer.plain.url
+    throw new Error(`KEEL_TEST_PG=${via}: run \`node scripts/stack.mjs up pgbouncer\` first`)
+  return via === 'pgbouncer' ? stack.pgbouncer.plain.url : stack.pgbouncer.prepared.url
 }
 
 /** A keel instance on the stack's primary, as the runtime role. */

@@ -24,8 +24,8 @@ import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createRedisTopologies, parseNodeName, TOPOLOGIES } from './stack-redis.mjs'
 import { ensurePreparedPgBouncer, PREPARED_PGBOUNCER_VERSION } from './stack/pgbouncer-build.mjs'
+import { createRedisTopologies, parseNodeName, TOPOLOGIES } from './stack-redis.mjs'
 
 // ---------------------------------------------------------------------------
 // Constants and paths

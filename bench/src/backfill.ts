@@ -14,7 +14,6 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createMigrator } from '@keel/migrate'
-import pg from 'pg'
 import { startAppProcess } from './lib/app-process.js'
 import { envNumber } from './lib/env.js'
 import { machineMeta } from './lib/machine.js'
@@ -22,6 +21,7 @@ import { fmt, fmtRatio, markdownTable } from './lib/report.js'
 import { finishRun, runMain } from './lib/run-main.js'
 import { readStack } from './lib/stack.js'
 import type { LatencySummary } from './lib/stats.js'
+import { withClient } from './lib/with-client.js'
 
 const settings = {
   rows: Math.round(envNumber('BENCH_BACKFILL_ROWS', 200_000)),
@@ -44,16 +44,6 @@ interface Results {
   settings: typeof settings
   phases: Phase[]
   totalS?: number
-}
-
-async function withClient<T>(url: string, body: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: url })
-  await c.connect()
-  try {
-    return await body(c)
-  } finally {
-    await c.end()
-  }
 }
 
 async function phase(name: string, url: string, body: () => Promise<void>): Promise<Phase> {

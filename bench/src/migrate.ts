@@ -26,6 +26,7 @@ import { fmt, fmtRatio, markdownTable } from './lib/report.js'
 import { finishRun, runMain } from './lib/run-main.js'
 import { readStack } from './lib/stack.js'
 import { type LatencySummary, median } from './lib/stats.js'
+import { withClient } from './lib/with-client.js'
 
 const settings = {
   schemas: Math.round(envNumber('BENCH_MIGRATE_SCHEMAS', 500)),
@@ -77,16 +78,6 @@ interface Results {
   baselineWaits?: Record<string, number>
   rows: Row[]
   totalS?: number
-}
-
-async function withClient<T>(url: string, body: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: url })
-  await c.connect()
-  try {
-    return await body(c)
-  } finally {
-    await c.end()
-  }
 }
 
 /** Fresh schemas, each with an `accounts` table the app reads during the run; no ledger rows. */

@@ -64,6 +64,13 @@ export interface ExportProgressEvent {
   readonly rows: number
 }
 
+/** One table's COPY in progress: records counted, the header still due, a partial record held back. */
+interface TableCopy {
+  readonly counter: RecordCounter
+  header: number
+  carry: Buffer | undefined
+}
+
 class ExportReadable extends Readable {
   readonly #session: ReadSession
   readonly #options: ExportOptions
@@ -76,6 +83,8 @@ class ExportReadable extends Readable {
   /** The COPY being read, paused while the consumer's buffer is full. */
   #copy: Readable | undefined
   #table = -1
+  /** Settles the running table's #copyTable (held here: the COPY stream holds this Readable weakly). */
+  #settle: { resolve: () => void; reject: (error: unknown) => void } | undefined
   /** Rows read so far, in all tables and in the open one (the 'progress' event). */
   #rows = 0
   #tableRows = 0
@@ -135,33 +144,77 @@ class ExportReadable extends Readable {
     this.push(null)
   }
 
-  /** Pushes one table's COPY chunks, pausing the COPY while push() says the consumer is full. */
+  /**
+   * Pushes one table's COPY output, pausing the COPY while push() says the consumer is full. Each push
+   * holds whole records (as the cursor's batches did): the partial record at a chunk's end waits for
+   * the next chunk, so a consumer may split a chunk into lines. The COPY stream (reachable from the
+   * pool's connection) holds this Readable only weakly: an export the app dropped mid-read can still
+   * be collected, and abandoned-reads.ts then ends its transaction (retiring the connection mid-COPY).
+   */
   #copyTable(copy: Readable): Promise<void> {
-    const counter = new RecordCounter(this.#options.format === 'csv')
     // The header record is not a row.
-    let header = this.#options.format === 'csv' ? 1 : 0
+    const table: TableCopy = {
+      counter: new RecordCounter(this.#options.format === 'csv'),
+      header: this.#options.format === 'csv' ? 1 : 0,
+      carry: undefined,
+    }
     this.#copy = copy
-    return new Promise<void>((resolve, reject) => {
-      copy.on('data', (chunk: Buffer) => {
-        let records = counter.count(chunk)
-        if (header > 0 && records > 0) {
-          records--
-          header = 0
-        }
-        this.#rows += records
-        this.#tableRows += records
-        // Before the push: a listener (exportJob's progress) sees the count of what the consumer gets next.
-        if (records > 0) this.emit('progress', this.#progress())
-        if (!this.push(chunk)) copy.pause()
-      })
-      copy.once('end', () => {
-        this.#copy = undefined
-        resolve()
-      })
-      copy.once('error', reject)
-      // Destroyed without an error (the export itself was destroyed): nothing more comes.
-      copy.once('close', () => resolve())
+    const done = new Promise<void>((resolve, reject) => {
+      this.#settle = { resolve, reject }
     })
+    ExportReadable.#listen(new WeakRef<ExportReadable>(this), copy, table)
+    return done
+  }
+
+  /** Static, so the listeners' closures hold neither `this` nor the promise's functions. */
+  static #listen(self: WeakRef<ExportReadable>, copy: Readable, table: TableCopy): void {
+    copy.on('data', (chunk: Buffer) => {
+      const out = self.deref()
+      if (out === undefined) copy.pause()
+      else out.#take(copy, table, chunk)
+    })
+    copy.once('end', () => {
+      const out = self.deref()
+      if (out !== undefined) out.#ended(table)
+    })
+    copy.once('error', (error: Error) => {
+      const out = self.deref()
+      if (out !== undefined) out.#settle?.reject(error)
+    })
+    // Destroyed without an error (the export itself was destroyed): nothing more comes.
+    copy.once('close', () => {
+      const out = self.deref()
+      if (out !== undefined) out.#settle?.resolve()
+    })
+  }
+
+  #take(copy: Readable, table: TableCopy, chunk: Buffer): void {
+    let records = table.counter.count(chunk)
+    const end = table.counter.lastEnd
+    const carry = table.carry
+    if (records === 0) {
+      table.carry = carry === undefined ? chunk : Buffer.concat([carry, chunk])
+      return
+    }
+    const whole =
+      carry === undefined ? chunk.subarray(0, end) : Buffer.concat([carry, chunk.subarray(0, end)])
+    table.carry = end < chunk.length ? chunk.subarray(end) : undefined
+    if (table.header > 0) {
+      records--
+      table.header = 0
+    }
+    this.#rows += records
+    this.#tableRows += records
+    // Before the push: a listener (exportJob's progress) sees the count of what the consumer gets next.
+    if (records > 0) this.emit('progress', this.#progress())
+    if (!this.push(whole)) copy.pause()
+  }
+
+  #ended(table: TableCopy): void {
+    this.#copy = undefined
+    // COPY ends every record with LF: nothing is left over unless the output was cut.
+    if (table.carry !== undefined) this.push(table.carry)
+    this.#settle?.resolve()
   }
 
   #progress(): ExportProgressEvent {

@@ -5,11 +5,13 @@ const QUOTE = 0x22
  * Counts the records that end in a stream of COPY output chunks (the 'progress' event): a record ends at
  * a LF outside quotes. ndjson lines hold no quote character of COPY's (ADR 0044), so every LF ends one;
  * in CSV a quoted field may hold LF, so the scan follows the quotes across chunks (a doubled quote
- * toggles twice, which is the same as staying inside).
+ * toggles twice, which is the same as staying inside). `lastEnd` lets the export push whole records only.
  */
 export class RecordCounter {
   readonly #quoted: boolean
   #inQuotes = false
+  /** After count(): the offset just past the last record end in that chunk, 0 when none ended in it. */
+  lastEnd = 0
 
   constructor(quoted: boolean) {
     this.#quoted = quoted
@@ -19,12 +21,14 @@ export class RecordCounter {
   count(chunk: Buffer): number {
     let records = 0
     let at = 0
+    this.lastEnd = 0
     if (!this.#quoted) {
       for (;;) {
         const lf = chunk.indexOf(LF, at)
         if (lf < 0) return records
         records++
         at = lf + 1
+        this.lastEnd = at
       }
     }
     // The next quote is looked up again only once passed: a chunk without quotes is scanned once.
@@ -48,6 +52,7 @@ export class RecordCounter {
       if (lf < 0) return records
       records++
       at = lf + 1
+      this.lastEnd = at
     }
   }
 }

@@ -172,7 +172,7 @@ describe.each(['express', 'fastify'] as const)('the example app on %s', (framewo
     expect(invoices.every((l) => l.row.tenant_id === 'acme')).toBe(true)
     const csv = await download(base, '/api/export?format=csv&table=invoices', 'globex')
     expect(csv.status).toBe(200)
-    const rows = csv.text.trimEnd().split('\r\n')
+    const rows = csv.text.trimEnd().split('\n')
     expect(rows[0]).toMatch(/^tenant_id,id,number,/)
     expect(rows.slice(1).every((r) => r.startsWith('globex,'))).toBe(true)
     expect(rows.length - 1).toBe(200)

@@ -4,8 +4,10 @@ import { EXPORT_TYPES } from '../src/stream/export-types.js'
 import { connect, dropTable } from './support/db.js'
 import { testKeel } from './support/keel.js'
 
-// Postgres writes export's ndjson lines itself (ndjson-select.ts): every type must come out exactly as
-// the documented form export-types.ts defines on the client (and as the export wrote it before).
+// Postgres writes export's ndjson lines and csv records itself (COPY, copy-statement.ts): every type
+// must come out as the documented form export-types.ts defines on the client (and as the export wrote
+// it before through a cursor). csv: json/jsonb text and floats are compared as values (Postgres' own
+// spacing and float notation), a JSON null column is the text null, not an empty field.
 const table = 'export_wide_types'
 let keel: Keel
 
@@ -54,4 +56,63 @@ describe("export's ndjson written by Postgres", () => {
     expect(got).toEqual(JSON.parse(JSON.stringify(expected.rows)))
     expect(got).toHaveLength(2)
   })
+
+  it('csv: every type as the documented form, field by field', async () => {
+    const db = keel.tenant('t')
+    let text = ''
+    for await (const chunk of db.export({ tables: [table], format: 'csv' })) text += chunk
+    const records = parseCsv(text)
+    const expected = await db.query({ text: `SELECT * FROM ${table} ORDER BY id`, types: EXPORT_TYPES })
+    expect(records[0]).toEqual(expected.fields.map((f) => f.name))
+    const rows = records.slice(1).sort((a, b) => Number(a[1]) - Number(b[1]))
+    expect(rows).toHaveLength(2)
+    const kinds = new Map(expected.fields.map((f) => [f.name, f.dataTypeID]))
+    for (const [r, row] of rows.entries()) {
+      const want = expected.rows[r] as Record<string, unknown>
+      for (const [c, name] of records[0]!.entries()) {
+        const got = row[c]!
+        const value = want[name]
+        const oid = kinds.get(name)
+        const where = `${name} of row ${r + 1}: ${JSON.stringify(got)}`
+        if (oid === 114 || oid === 3802) expect(JSON.parse(got), where).toEqual(value)
+        else if (value === null) expect(got, where).toBe('')
+        else if (typeof value === 'number') expect(Number(got), where).toBe(value)
+        else expect(got, where).toBe(String(value))
+      }
+    }
+  })
 })
+
+/** RFC 4180 with LF record ends; a quoted empty field is the empty string, an unquoted one NULL (''). */
+function parseCsv(text: string): string[][] {
+  const records: string[][] = []
+  let record: string[] = []
+  let field = ''
+  let i = 0
+  while (i < text.length) {
+    const c = text[i]!
+    if (c === '"') {
+      let end = text.indexOf('"', i + 1)
+      let at = i + 1
+      while (text[end + 1] === '"') {
+        field += text.slice(at, end + 1)
+        at = end + 2
+        end = text.indexOf('"', at)
+      }
+      field += text.slice(at, end)
+      i = end + 1
+    } else if (c === ',' || c === '\n') {
+      record.push(field)
+      field = ''
+      if (c === '\n') {
+        records.push(record)
+        record = []
+      }
+      i++
+    } else {
+      field += c
+      i++
+    }
+  }
+  return records
+}

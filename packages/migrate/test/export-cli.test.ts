@@ -83,7 +83,7 @@ describe('keel export', () => {
       { cwd: project, env: noEnv },
     )
     expect(run.code).toBe(0)
-    expect(run.stdout).toBe('tenant_id,id,note\r\nacme,1,"a, ""quoted""\nnote"\r\n')
+    expect(run.stdout).toBe('tenant_id,id,note\nacme,1,"a, ""quoted""\nnote"\n')
     expect(run.stderr).toBe('')
   })
 

@@ -1,30 +1,30 @@
 import { Readable } from 'node:stream'
-import type { QueryResult } from '../client/query-types.js'
 import { KeelError } from '../errors.js'
 import { endWhenDropped, type ReadHolder } from './abandoned-reads.js'
-import { csvLine } from './csv-line.js'
-import { EXPORT_TYPES } from './export-types.js'
-import { ndjsonSelect } from './ndjson-select.js'
+import { copyStatement } from './copy-statement.js'
 import { type ReadSession, ReadTransaction } from './read-transaction.js'
+import { RecordCounter } from './record-counter.js'
 import { batchSizeOf, type ExportOptions } from './stream-options.js'
 
 /** Unqualified identifiers only: a schema-qualified name would step out of schema mode's search_path. */
 const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
-const CURSOR = 'keel_export'
 
 /**
  * db.export(): a Readable of the tenant's rows of `tables`, all read in ONE REPEATABLE READ, READ ONLY
  * transaction (one snapshot: rows committed together are all there or none is), table after table
- * through a cursor. A FETCH is sent only when the Readable wants more (`_read`), so memory stays at
- * about one batch however slow the consumer. Destroying the stream (an error, the signal, the
- * consumer giving up) ends the transaction; the end of the data commits nothing (it only read).
- * It emits 'progress' ({@link ExportProgressEvent}) after each batch: exportJob reports it.
+ * through `COPY (SELECT ...) TO STDOUT` (ADR 0044; Postgres writes every byte, copy-statement.ts). The
+ * COPY's chunks are pushed as they come and the COPY paused while the consumer's buffer is full (its
+ * socket then stops being read: TCP holds the server back), so memory stays at a few chunks however
+ * slow the consumer. Destroying the stream (an error, the signal, the consumer giving up) ends the
+ * transaction, retiring the connection when a COPY was cut short; the end of the data commits nothing.
+ * It emits 'progress' ({@link ExportProgressEvent}) per chunk: exportJob reports it.
  */
 export function exportTables(session: ReadSession, options: ExportOptions): Readable {
-  const batchSize = batchSizeOf(options.batchSize)
+  // Still checked (a public option): COPY has no batches, so it no longer changes what is sent.
+  batchSizeOf(options.batchSize)
   const tables = checkTables(options)
   const holder: ReadHolder = {}
-  const out = new ExportReadable(session, options, tables, batchSize, holder)
+  const out = new ExportReadable(session, options, tables, holder)
   endWhenDropped(out, holder)
   return out
 }
@@ -51,8 +51,9 @@ function checkTables(options: ExportOptions): readonly string[] {
 }
 
 /**
- * What db.export()'s Readable emits as 'progress' after each batch it read (before the batch is
- * pushed): the table being read, its rows so far, and the rows so far over all tables.
+ * What db.export()'s Readable emits as 'progress' for each chunk of a table's COPY (before the chunk is
+ * pushed): the table being read, its rows so far (records whose line end has arrived), and the rows so
+ * far over all tables.
  */
 export interface ExportProgressEvent {
   /** The table being read. */
@@ -63,137 +64,157 @@ export interface ExportProgressEvent {
   readonly rows: number
 }
 
+/** One table's COPY in progress: records counted, the header still due, a partial record held back. */
+interface TableCopy {
+  readonly counter: RecordCounter
+  header: number
+  carry: Buffer | undefined
+}
+
 class ExportReadable extends Readable {
   readonly #session: ReadSession
   readonly #options: ExportOptions
   readonly #tables: readonly string[]
-  readonly #batchSize: number
   readonly #holder: ReadHolder
   #read: ReadTransaction | undefined
-  /** Index of the table whose cursor is open, -1 before the first. */
+  #started = false
+  /** The running pass over the tables: _destroy waits for it before ending the transaction. */
+  #running: Promise<void> | undefined
+  /** The COPY being read, paused while the consumer's buffer is full. */
+  #copy: Readable | undefined
   #table = -1
-  #cursorOpen = false
-  #header = false
-  /** The FETCH in flight: _destroy waits for it before ending the transaction on that connection. */
-  #pumping: Promise<void> | undefined
-  /** The next batch's FETCH, sent as soon as the previous full batch arrived. */
-  #ahead: Promise<QueryResult<unknown[]>> | undefined
-  #busy = false
+  /** Settles the running table's #copyTable (held here: the COPY stream holds this Readable weakly). */
+  #settle: { resolve: () => void; reject: (error: unknown) => void } | undefined
   /** Rows read so far, in all tables and in the open one (the 'progress' event). */
   #rows = 0
   #tableRows = 0
 
-  constructor(
-    session: ReadSession,
-    options: ExportOptions,
-    tables: readonly string[],
-    batchSize: number,
-    holder: ReadHolder,
-  ) {
+  constructor(session: ReadSession, options: ExportOptions, tables: readonly string[], holder: ReadHolder) {
     super({ encoding: 'utf8', ...(options.signal === undefined ? {} : { signal: options.signal }) })
     this.#session = session
     this.#options = options
     this.#tables = tables
-    this.#batchSize = batchSize
     this.#holder = holder
   }
 
   override _read(): void {
-    // A _read while a pump runs needs nothing: the pump pushes again (push() resets Readable's
-    // 'reading' state), or it stopped on a full buffer and the next _read starts a new one.
-    if (this.#busy) return
-    this.#busy = true
-    this.#pumping = this.#pump().then(
-      () => undefined,
-      (error: unknown) => {
-        this.destroy(error as Error)
-      },
-    )
-  }
-
-  /** Pushes batches until the consumer's buffer is full or the last table is done. */
-  async #pump(): Promise<void> {
-    try {
-      await this.#pumpBatches()
-    } finally {
-      // Cleared in the same turn as the last push, before Readable can ask again.
-      this.#busy = false
+    if (this.#started) {
+      this.#copy?.resume()
+      return
     }
-  }
-
-  async #pumpBatches(): Promise<void> {
-    const signal = this.#options.signal
     // Opened at the first read, not when the stream is made: an export nobody reads holds nothing.
-    this.#read ??= await ReadTransaction.open(this.#session, {
-      isolationLevel: 'repeatable read',
-      consistency: this.#options.consistency,
-      signal,
-      statementTimeoutMs: this.#options.statementTimeoutMs,
+    this.#started = true
+    this.#running = this.#run().catch((error: unknown) => {
+      this.destroy(error as Error)
     })
-    const read = this.#read
-    this.#holder.read = read
-    for (;;) {
-      if (this.destroyed) return
-      if (!this.#cursorOpen) {
-        this.#table++
-        if (this.#table >= this.#tables.length) {
-          await read.end()
-          this.push(null)
-          return
-        }
-        const table = this.#tables[this.#table]!
-        let select = `SELECT * FROM ${table}`
-        if (this.#options.format === 'ndjson') {
-          // The columns' types decide the casts that keep the documented form (ndjson-select.ts).
-          const shape = await read.send(`${select} LIMIT 0`, undefined, signal)
-          select = ndjsonSelect(table, shape.fields)
-        }
-        await read.send(`DECLARE ${CURSOR} NO SCROLL CURSOR FOR ${select}`, undefined, signal)
-        this.#cursorOpen = true
-        this.#tableRows = 0
-        this.#header = this.#options.format === 'csv'
-      }
-      const csv = this.#options.format === 'csv'
-      const batch = await (this.#ahead ?? this.#fetch(read))
-      this.#ahead = undefined
-      if (this.destroyed) return
-      if (batch.rows.length < this.#batchSize) {
-        await read.send(`CLOSE ${CURSOR}`, undefined, signal)
-        this.#cursorOpen = false
-      } else {
-        // Read-ahead of one batch: the server produces the next while this one is serialized and
-        // consumed (COPY's overlap, with FETCH's bounds: at most two batches in memory).
-        this.#ahead = this.#fetch(read)
-      }
-      let chunk = ''
-      if (this.#header) {
-        chunk += csvLine(batch.fields.map((field) => field.name))
-        this.#header = false
-      }
-      if (csv) for (const row of batch.rows) chunk += csvLine(row)
-      // ndjson: Postgres wrote each line (one text column).
-      else for (const row of batch.rows) chunk += `${row[0] as string}\n`
-      this.#rows += batch.rows.length
-      this.#tableRows += batch.rows.length
-      // Before the push: a listener (exportJob's progress) sees the count of what the consumer gets next.
-      if (batch.rows.length > 0) this.emit('progress', this.#progress())
-      if (chunk !== '' && !this.push(chunk)) return
-    }
   }
 
-  #fetch(read: ReadTransaction): Promise<QueryResult<unknown[]>> {
-    const fetched = read.send<unknown[]>(
-      `FETCH ${this.#batchSize} FROM ${CURSOR}`,
-      undefined,
-      this.#options.signal,
-      {
-        types: EXPORT_TYPES,
-        rowMode: 'array',
-      },
-    )
-    // Awaited by the next pump or by _destroy; a failure meanwhile is not an unhandled rejection.
-    fetched.catch(() => undefined)
-    return fetched
+  async #run(): Promise<void> {
+    const options = this.#options
+    const signal = options.signal
+    const read = await ReadTransaction.open(this.#session, {
+      isolationLevel: 'repeatable read',
+      consistency: options.consistency,
+      signal,
+      statementTimeoutMs: options.statementTimeoutMs,
+    })
+    this.#read = read
+    this.#holder.read = read
+    if (this.destroyed) return
+    // A COPY lasts as long as its consumer takes: the tenant's statement timeout would cut a slow
+    // download, so it bounds each table's COPY only when the export asks for one (ADR 0044).
+    let deadlineMs = 0
+    if (options.statementTimeoutMs === undefined) {
+      await read.send('SET LOCAL statement_timeout = 0', undefined, signal)
+    } else {
+      deadlineMs = read.statementDeadlineMs
+    }
+    for (this.#table = 0; this.#table < this.#tables.length; this.#table++) {
+      const table = this.#tables[this.#table]!
+      // The columns' types decide the expressions that write the documented form (copy-statement.ts).
+      const shape = await read.send(`SELECT * FROM ${table} LIMIT 0`, undefined, signal)
+      if (this.destroyed) return
+      this.#tableRows = 0
+      await this.#copyTable(
+        read.copyOut(copyStatement(table, options.format, shape.fields), signal, deadlineMs),
+      )
+      if (this.destroyed) return
+    }
+    await read.end()
+    this.push(null)
+  }
+
+  /**
+   * Pushes one table's COPY output, pausing the COPY while push() says the consumer is full. Each push
+   * holds whole records (as the cursor's batches did): the partial record at a chunk's end waits for
+   * the next chunk, so a consumer may split a chunk into lines. The COPY stream (reachable from the
+   * pool's connection) holds this Readable only weakly: an export the app dropped mid-read can still
+   * be collected, and abandoned-reads.ts then ends its transaction (retiring the connection mid-COPY).
+   */
+  #copyTable(copy: Readable): Promise<void> {
+    // The header record is not a row.
+    const table: TableCopy = {
+      counter: new RecordCounter(this.#options.format === 'csv'),
+      header: this.#options.format === 'csv' ? 1 : 0,
+      carry: undefined,
+    }
+    this.#copy = copy
+    const done = new Promise<void>((resolve, reject) => {
+      this.#settle = { resolve, reject }
+    })
+    ExportReadable.#listen(new WeakRef<ExportReadable>(this), copy, table)
+    return done
+  }
+
+  /** Static, so the listeners' closures hold neither `this` nor the promise's functions. */
+  static #listen(self: WeakRef<ExportReadable>, copy: Readable, table: TableCopy): void {
+    copy.on('data', (chunk: Buffer) => {
+      const out = self.deref()
+      if (out === undefined) copy.pause()
+      else out.#take(copy, table, chunk)
+    })
+    copy.once('end', () => {
+      const out = self.deref()
+      if (out !== undefined) out.#ended(table)
+    })
+    copy.once('error', (error: Error) => {
+      const out = self.deref()
+      if (out !== undefined) out.#settle?.reject(error)
+    })
+    // Destroyed without an error (the export itself was destroyed): nothing more comes.
+    copy.once('close', () => {
+      const out = self.deref()
+      if (out !== undefined) out.#settle?.resolve()
+    })
+  }
+
+  #take(copy: Readable, table: TableCopy, chunk: Buffer): void {
+    let records = table.counter.count(chunk)
+    const end = table.counter.lastEnd
+    const carry = table.carry
+    if (records === 0) {
+      table.carry = carry === undefined ? chunk : Buffer.concat([carry, chunk])
+      return
+    }
+    const whole =
+      carry === undefined ? chunk.subarray(0, end) : Buffer.concat([carry, chunk.subarray(0, end)])
+    table.carry = end < chunk.length ? chunk.subarray(end) : undefined
+    if (table.header > 0) {
+      records--
+      table.header = 0
+    }
+    this.#rows += records
+    this.#tableRows += records
+    // Before the push: a listener (exportJob's progress) sees the count of what the consumer gets next.
+    if (records > 0) this.emit('progress', this.#progress())
+    if (!this.push(whole)) copy.pause()
+  }
+
+  #ended(table: TableCopy): void {
+    this.#copy = undefined
+    // COPY ends every record with LF: nothing is left over unless the output was cut.
+    if (table.carry !== undefined) this.push(table.carry)
+    this.#settle?.resolve()
   }
 
   #progress(): ExportProgressEvent {
@@ -202,9 +223,9 @@ class ExportReadable extends Readable {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     const end = async () => {
-      await this.#pumping
-      // The read-ahead FETCH in flight finishes (or fails, then the connection is retired) first.
-      await this.#ahead?.catch(() => undefined)
+      // The COPY stops where it is; end() retires its connection (it is mid-COPY).
+      this.#copy?.destroy()
+      await this.#running
       await this.#read?.end(error ?? undefined)
     }
     end().then(

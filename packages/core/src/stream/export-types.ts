@@ -1,5 +1,7 @@
 /**
- * How db.export() writes Postgres values (docs: README "Streaming reads and export"): exact and
+ * The reference for how db.export() writes Postgres values (docs: README "Streaming reads and export"),
+ * as the client-side parsers the cursor-based export used; Postgres now writes them itself (COPY,
+ * copy-statement.ts) and the export tests compare its output with these forms: exact and
  * portable rather than JavaScript's native types. bigint and numeric stay strings (no float rounding),
  * timestamps ISO 8601 with Postgres' own precision (microseconds, the offset as ±hh:mm), json/jsonb as
  * JSON, bytea as base64, booleans and 2/4-byte integers as JSON booleans and numbers, floats as numbers

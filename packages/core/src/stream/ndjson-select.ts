@@ -6,9 +6,11 @@
  * intervals, arrays, enums, composites, ...) as its text form; booleans, 2/4-byte integers, floats
  * (NaN and ±Infinity as strings), json/jsonb and timestamps (ISO 8601, ±hh:mm offset) are what
  * row_to_json writes already. Serializing in the server's C code instead of parsing every value into
- * JavaScript and JSON.stringify-ing it again is what brings the export near a raw COPY.
+ * JavaScript and JSON.stringify-ing it again is what brings the export near a raw COPY. The SELECT
+ * runs inside `COPY (...) TO STDOUT` (ADR 0044, copy-statement.ts): every line is one JSON text without
+ * a raw control character (row_to_json escapes them in strings; json's own whitespace is made spaces).
  */
-const AS_IS = new Set([16, 21, 23, 700, 701, 114, 3802, 1114, 1184])
+const AS_IS = new Set([16, 21, 23, 700, 701, 3802, 1114, 1184])
 
 export interface FieldShape {
   readonly name: string
@@ -26,6 +28,9 @@ export function ndjsonSelect(table: string, fields: readonly FieldShape[]): stri
 }
 
 function columnExpression(column: string, oid: number): string {
+  // json keeps its input text, whose whitespace may hold raw CR/LF: outside a string (where JSON has no
+  // raw control characters) they are only whitespace, so a space keeps the value and the line one line.
+  if (oid === 114) return `replace(replace(${column}::text, E'\\r', ' '), E'\\n', ' ')::json`
   if (AS_IS.has(oid)) return column
   if (oid === 17) return `translate(encode(${column}, 'base64'), E'\\n', '')`
   if (oid === 26) return `${column}::int8`
@@ -34,6 +39,6 @@ function columnExpression(column: string, oid: number): string {
   return `${column}::text`
 }
 
-function quoteIdent(name: string): string {
+export function quoteIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`
 }

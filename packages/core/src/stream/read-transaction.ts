@@ -1,10 +1,14 @@
+import type { Readable } from 'node:stream'
 import { context, type Span, trace } from '@opentelemetry/api'
+import pgCopy from 'pg-copy-streams'
 import type { Engine } from '../client/engine.js'
 import { PinnedTransaction, transactionControl } from '../client/pinned-transaction.js'
 import type { Consistency, IsolationLevel, QueryResult } from '../client/query-types.js'
 import type { ReadSession } from '../client/read-session.js'
 import { KeelError } from '../errors.js'
 import type { Placement } from '../placement/placement.js'
+import { watchAbort } from '../pool/abort-watch.js'
+import { destroySocket } from '../pool/deadline.js'
 import type { HostPool } from '../pool/host-pool.js'
 import type { Lease } from '../pool/lease.js'
 import { type RowShape, ScopedQuery } from '../pool/scoped-query.js'
@@ -42,6 +46,8 @@ export class ReadTransaction {
   #ended: Promise<void> | undefined
   /** Something failed or was cancelled on the connection: it is retired, never rolled back and reused. */
   #unsure = false
+  /** A COPY TO whose end has not been read: the connection is mid-COPY (copyOut). */
+  #copying: Readable | undefined
 
   private constructor(engine: Engine, lease: Lease, tx: PinnedTransaction, span: Span, started: number) {
     this.#engine = engine
@@ -54,6 +60,11 @@ export class ReadTransaction {
   /** The host serving the read (a replica or the primary). */
   get host(): HostPool {
     return this.#lease.host
+  }
+
+  /** The client-side limit on one statement of this transaction's connection, in ms (0 = none). */
+  get statementDeadlineMs(): number {
+    return this.#lease.timeoutMs
   }
 
   static async open(session: ReadSession, options: ReadTransactionOptions): Promise<ReadTransaction> {
@@ -199,6 +210,55 @@ export class ReadTransaction {
   }
 
   /**
+   * `COPY (...) TO STDOUT` on the transaction's connection (db.export, ADR 0044): a Readable of the
+   * server's bytes. pg-copy-streams stops reading the socket while this stream's buffer is full, so a
+   * slow reader holds the server back through TCP. Until its 'end' the connection is mid-COPY: end()
+   * then retires it and closes the socket (the backend's next write fails and it exits) instead of
+   * rolling back. The signal, a lease given up on (its host down, keel.close()) and, when
+   * `deadlineMs` > 0, the host's sweep past that many ms destroy the stream with their error.
+   */
+  copyOut(text: string, signal: AbortSignal | undefined, deadlineMs: number): Readable {
+    if (this.#ended !== undefined) throw new KeelError('KEEL_TRANSACTION_CLOSED', 'this stream has ended')
+    const lease = this.#lease
+    if (lease.lost !== undefined) throw lease.lost
+    if (signal?.aborted === true) throw abortError(signal)
+    const copy = pgCopy.to(text)
+    this.#copying = copy
+    // pg reports a failure of the connection to the stream even after it was destroyed (handleError
+    // emits 'error' itself): without a listener that would throw.
+    copy.on('error', () => {
+      this.#unsure = true
+    })
+    // A COPY stream never calls pg's query callback: called at ReadyForQuery, it clears pg's
+    // query_timeout timer (when one is configured), which would otherwise fire after a finished COPY.
+    const query = copy as unknown as { callback?: (error: Error | null) => void; handleReadyForQuery(): void }
+    query.handleReadyForQuery = () => query.callback?.(null)
+    const interrupt = (error: KeelError) => {
+      this.#unsure = true
+      copy.destroy(error)
+    }
+    lease.waiting.add(interrupt)
+    const unwatch =
+      signal === undefined
+        ? undefined
+        : watchAbort(signal, () => {
+            this.#unsure = true
+            copy.destroy(abortError(signal))
+          })
+    if (deadlineMs > 0) lease.host.armDeadline(lease, deadlineMs)
+    copy.once('end', () => {
+      if (this.#copying === copy) this.#copying = undefined
+    })
+    copy.once('close', () => {
+      lease.deadlineAt = 0
+      lease.waiting.delete(interrupt)
+      unwatch?.()
+    })
+    lease.client.query(copy)
+    return copy
+  }
+
+  /**
    * Ends the transaction once (later calls share the first): ROLLBACK (it only read) and the connection
    * back to the pool; retired instead after a failure, a cancel, or an opaque statement.
    */
@@ -210,7 +270,12 @@ export class ReadTransaction {
   async #finish(failure: unknown, retire: boolean): Promise<void> {
     const lease = this.#lease
     try {
-      if (this.#unsure || retire) {
+      if (this.#copying !== undefined) {
+        // Mid-COPY: the server keeps writing until its socket closes; nothing else can be sent on it.
+        lease.markBroken()
+        destroySocket(lease.client)
+        transactionControl().close(this.#tx)
+      } else if (this.#unsure || retire) {
         lease.markBroken()
         transactionControl().close(this.#tx)
       } else {

@@ -48,7 +48,9 @@ describe('cache across processes', () => {
 
   it("a tag invalidated in one process drops the others' L1 copies before it resolves", async () => {
     const prefix = freshPrefix()
-    workers = await startWorkers(3, dist, prefix)
+    // A long ack timeout: the acknowledgements, not the timeout, must end invalidate()'s wait here, even
+    // on a busy machine (see redis-cluster-cache.test.ts).
+    workers = await startWorkers(3, dist, prefix, undefined, { invalidationAckTimeoutMs: 15_000 })
     await redis.set(`${prefix}:source:list`, 'v1')
     for (const w of workers) expect(await w.call('get', { key: 'list', tags: ['invoices'] })).toBe('v1')
     await redis.set(`${prefix}:source:list`, 'v2')

@@ -48,7 +48,7 @@ export function sentinelClient(sentinel: StackRedisSentinel): Redis {
 }
 
 /** `CLUSTER NODES` of the first node that answers, as { port, master, slots } per node. */
-async function clusterNodes(
+export async function clusterNodes(
   cluster: StackRedisCluster,
 ): Promise<Array<{ port: number; master: boolean; failed: boolean; ranges: Array<[number, number]> }>> {
   for (const node of cluster.nodes) {

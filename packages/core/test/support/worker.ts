@@ -88,12 +88,14 @@ export class Worker {
 /**
  * @param redis the cache's Redis in keel's config form (`{ cluster }`, `{ sentinels, name }`); the
  *   stack's single Redis when omitted.
+ * @param cache more of keel's cache options for the workers (e.g. `invalidationAckTimeoutMs`).
  */
 export async function startWorkers(
   count: number,
   dist: string,
   prefix: string,
   redis?: Record<string, unknown>,
+  cache?: Record<string, unknown>,
 ): Promise<Worker[]> {
   const stack = readStack()
   const script = join(coreDir, 'test/fixtures/cache-worker.mjs')
@@ -106,6 +108,7 @@ export async function startWorkers(
         redisUrl: stack.redis.url,
         prefix,
         ...(redis === undefined ? {} : { redis }),
+        ...(cache === undefined ? {} : { cache }),
       }),
   )
   await Promise.all(workers.map((w) => w.ready))

@@ -1,3 +1,8 @@
+// One scope's run, kept in one file (~400 lines) because its steps share one protocol: the scope's
+// advisory lock, the ledger read and checksum check, then each pending migration applied by its kind
+// (in a transaction with the ledger row, stepwise for CONCURRENTLY, or as a module via module-runner)
+// with the same lock_timeout settings and retry, and the INVALID-index repair the stepwise path needs.
+// The module path already lives apart (module-runner.ts); what is left is the SQL path end to end.
 import { hostname, userInfo } from 'node:os'
 import type { Client, ClientBase } from 'pg'
 import type { Blocker, MigrateEvent, ResolvedMigratorOptions } from '../config/migrator-options.js'

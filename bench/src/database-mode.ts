@@ -7,7 +7,9 @@
  *    tenants x pool.max (the cap, paid for in reconnects). Median q/s, ratio to raw, and the peak of
  *    each variant's connections sampled from pg_stat_activity.
  * 2. Tenant B's p99 on its own database, alone and while tenant A floods A's database through the same
- *    keel (same server, same budget).
+ *    keel (same server, same budget): A's statements holding connections (with and without the
+ *    per-tenant cap, the counterfactual), and A's statements burning the server's CPU (raw pg beside
+ *    keel, and keel with A capped lower through limits.forTenant).
  *
  *   bash scripts/bench.sh database
  *
@@ -212,23 +214,156 @@ async function throughput(stack: Stack) {
   })
 }
 
-async function noisyNeighbour(stack: Stack) {
-  const application = `${BENCH_APPLICATION_NAME}-dbm-noisy`
-  const keel = keelFor(stack, settings.cap, application)
-  const b = () => keel.tenant('t1').query(SELECT, [1 + pick(settings.rows)])
-  const flood = () => keel.tenant('t0').query('SELECT count(*) FROM generate_series(1, 20000)')
-  await closedLoop(b, { concurrency: 2, seconds: 1 })
-  const alone: number[] = []
-  const during: number[] = []
-  for (let round = 0; round < settings.rounds; round++) {
-    alone.push((await closedLoop(b, { concurrency: 2, seconds: settings.seconds })).latency.p99Ms)
-    const flooding = closedLoop(flood, { concurrency: settings.concurrency, seconds: settings.seconds + 0.5 })
-    await new Promise((resolve) => setTimeout(resolve, 250))
-    during.push((await closedLoop(b, { concurrency: 2, seconds: settings.seconds })).latency.p99Ms)
-    await flooding
+interface NoisyCase {
+  key: string
+  label: string
+  /** What A's callers run. */
+  flood: string
+  /** A's per-tenant cap, as the label shows it. */
+  aCap: string
+  b(): Promise<unknown>
+  a(): Promise<unknown>
+  close(): Promise<void>
+}
+
+const AGGREGATE = 'SELECT count(*) FROM generate_series(1, 20000)'
+const HOLD = 'SELECT pg_sleep(0.05)'
+
+interface NoisyKeelOptions {
+  poolMax: number
+  tenantMax: number
+  /** Tenant A's own cap (limits.forTenant), when it differs from everyone's. */
+  aMax?: number
+}
+
+function noisyKeel(stack: Stack, key: string, o: NoisyKeelOptions): Keel {
+  return createKeel({
+    postgres: {
+      pool: { max: o.poolMax, idleTimeoutMs: 0 },
+      applicationName: `${BENCH_APPLICATION_NAME}-dbm-${key}`,
+    },
+    tenancy: {
+      mode: 'database',
+      maxConnections: settings.cap,
+      resolve: (id) => ({
+        primary: { connectionString: urlFor(stack.primary.url, database(Number(id.slice(1)))) },
+      }),
+    },
+    limits: {
+      tenantConnections: { max: o.tenantMax },
+      acquireTimeoutMs: 30_000,
+      ...(o.aMax === undefined
+        ? {}
+        : { forTenant: (id: string) => (id === 't0' ? { tenantConnections: { max: o.aMax! } } : undefined) }),
+    },
+  })
+}
+
+function keelCase(
+  stack: Stack,
+  key: string,
+  label: string,
+  flood: string,
+  o: NoisyKeelOptions,
+): NoisyCase {
+  const keel = noisyKeel(stack, key, o)
+  return {
+    key,
+    label,
+    flood,
+    aCap: `${o.aMax ?? o.tenantMax} of ${settings.cap}`,
+    b: () => keel.tenant('t1').query(SELECT, [1 + pick(settings.rows)]),
+    a: () => keel.tenant('t0').query(flood),
+    close: () => keel.close(),
   }
-  await keel.close()
-  return { aloneP99Ms: median(alone), duringP99Ms: median(during), ratio: median(during) / median(alone) }
+}
+
+/** node-postgres with a pool per database: what an app without keel runs, for the server's share. */
+function rawCase(stack: Stack, flood: string): NoisyCase {
+  const pool = (i: number) => {
+    const p = new pg.Pool({
+      connectionString: urlFor(stack.primary.url, database(i)),
+      max: settings.poolMax,
+      idleTimeoutMillis: 0,
+      application_name: `${BENCH_APPLICATION_NAME}-dbm-noisy-raw`,
+    })
+    p.on('error', () => undefined)
+    return p
+  }
+  const a = pool(0)
+  const b = pool(1)
+  return {
+    key: 'raw-cpu',
+    label: `raw pg.Pool per database (max ${settings.poolMax} each), A: an aggregate`,
+    flood,
+    aCap: `${settings.poolMax} (its pool)`,
+    b: () => b.query(SELECT, [1 + pick(settings.rows)]),
+    a: () => a.query(flood),
+    close: async () => {
+      await Promise.all([a.end(), b.end()])
+    },
+  }
+}
+
+/**
+ * Tenant B (2 callers, point selects on its own database) alone, then while tenant A floods A's
+ * database with FLOOD_CALLERS callers, alternating, median p99 of the rounds. Two kinds of flood: A's
+ * statements hold connections (a slow report waiting on I/O or locks: what keel's budget and per-tenant
+ * caps govern) and A's statements burn the server's CPU (which a connection cap bounds only through how
+ * many of A's statements run at once: the raw row shows what the server alone does).
+ */
+async function noisyNeighbour(stack: Stack) {
+  const floodCallers = 2 * settings.cap
+  const hold = { poolMax: settings.cap, tenantMax: settings.cap / 2 }
+  const cases: NoisyCase[] = [
+    keelCase(stack, 'hold-capped', 'keel, A holds connections, per-tenant cap (share 0.5)', HOLD, hold),
+    keelCase(stack, 'hold-uncapped', 'keel, A holds connections, no per-tenant cap', HOLD, {
+      poolMax: settings.cap,
+      tenantMax: settings.cap,
+    }),
+    rawCase(stack, AGGREGATE),
+    keelCase(stack, 'cpu', `keel, A: an aggregate, tenant cap ${settings.poolMax}`, AGGREGATE, {
+      poolMax: settings.poolMax,
+      tenantMax: settings.poolMax,
+    }),
+    keelCase(stack, 'cpu-a1', 'keel, A: an aggregate, A capped at 1 (limits.forTenant)', AGGREGATE, {
+      poolMax: settings.poolMax,
+      tenantMax: settings.poolMax,
+      aMax: 1,
+    }),
+  ]
+  const out = []
+  for (const c of cases) {
+    await closedLoop(c.b, { concurrency: 2, seconds: 1 })
+    const alone: number[] = []
+    const during: number[] = []
+    const aQps: number[] = []
+    let bErrors = 0
+    for (let round = 0; round < settings.rounds; round++) {
+      const quiet = await closedLoop(c.b, { concurrency: 2, seconds: settings.seconds })
+      alone.push(quiet.latency.p99Ms)
+      const flooding = closedLoop(c.a, { concurrency: floodCallers, seconds: settings.seconds + 0.5 })
+      await new Promise((resolve) => setTimeout(resolve, 250))
+      const busy = await closedLoop(c.b, { concurrency: 2, seconds: settings.seconds })
+      during.push(busy.latency.p99Ms)
+      bErrors += quiet.errors + busy.errors
+      aQps.push((await flooding).qps)
+    }
+    await c.close()
+    const row = {
+      key: c.key,
+      label: c.label,
+      aCap: c.aCap,
+      aloneP99Ms: median(alone),
+      duringP99Ms: median(during),
+      ratio: median(during) / median(alone),
+      aQps: median(aQps),
+      bErrors,
+    }
+    console.log(`${c.key}: B p99 ${fmt(row.aloneP99Ms)} -> ${fmt(row.duringP99Ms)} ms (${fmtRatio(row.ratio)})`)
+    out.push(row)
+  }
+  return { floodCallers, cases: out }
 }
 
 async function main(): Promise<void> {
@@ -250,6 +385,22 @@ async function main(): Promise<void> {
     ]),
     [false, true, true, true, true, true, true],
   )
+  const noisyTable = markdownTable(
+    ['B beside A', "A's cap", 'B p99 alone ms', 'B p99 during ms', 'ratio', 'A calls/s', 'B errors'],
+    noisy.cases.map((c) => [
+      c.label,
+      c.aCap,
+      fmt(c.aloneP99Ms),
+      fmt(c.duringP99Ms),
+      fmtRatio(c.ratio),
+      fmtInt(c.aQps),
+      String(c.bErrors),
+    ]),
+    [false, true, true, true, true, true, true],
+  )
+  const noisyVerdict = noisy.cases
+    .map((c) => `${c.key}: ${fmtRatio(c.ratio)} ${c.ratio <= 1.5 ? 'meets' : 'misses'} the goal (<= 1.5x)`)
+    .join('; ')
   const machine = machineMeta()
   const load = (await import('node:os'))
     .loadavg()
@@ -259,7 +410,11 @@ async function main(): Promise<void> {
 
 ${table}
 
-Tenant B (2 callers, point selects on its own database) while tenant A floods A's database (${settings.concurrency} callers of a 20k-row aggregate) through the same keel, \`maxConnections: ${settings.cap}\`, \`pool.max: ${settings.poolMax}\`: B's p99 ${fmt(noisy.aloneP99Ms)} ms alone, ${fmt(noisy.duringP99Ms)} ms during the flood (${fmtRatio(noisy.ratio)}; goal <= 1.5x).
+Tenant B (2 callers, point selects on its own database) alone and while tenant A floods A's database on the same server (${noisy.floodCallers} callers) through the same keel, \`maxConnections: ${settings.cap}\`; median p99 of ${settings.rounds} alternating rounds of ${settings.seconds} s. A "holds connections": \`${HOLD}\` (a slow report waiting on I/O or locks); A "an aggregate": \`${AGGREGATE}\` (CPU on the server).
+
+${noisyTable}
+
+${noisyVerdict}
 
 Load average ${machine.loadAverage.join(' ')} at the start, ${load} at the end, on ${machine.cores} cores (${machine.cpuModel}), ${machine.node}: Postgres, the load generator and keel share them.
 `

@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import { createMigrator } from '@keel/migrate'
 import { startAppProcess } from './lib/app-process.js'
 import { envNumber } from './lib/env.js'
-import { machineMeta } from './lib/machine.js'
+import { loadNote, machineMeta } from './lib/machine.js'
 import { fmt, fmtRatio, markdownTable } from './lib/report.js'
 import { finishRun, runMain } from './lib/run-main.js'
 import { readStack } from './lib/stack.js'
@@ -168,7 +168,7 @@ function render(r: Results): string {
   )
   return `A ${r.settings.rows}-row table on the local stack's primary (two streaming replicas, one with a 1.5 s apply delay). ${r.settings.appClients} app clients (the runtime role, in a process of their own) update random rows of it in a loop (autocommit, one row each) throughout; a new column \`w\` is filled with \`v * 2\` for every row, by keel's \`ctx.backfill\` (keyset batches of ${r.settings.batchSize}, each its own transaction with lock_timeout, waiting while a replica lags more than ${r.settings.maxReplicaLagMs} ms) or by one \`UPDATE ${TABLE} SET w = v * 2\`.
 
-**Measured under load**: the machine (2 cores) was shared with other helpers' builds and tests; compare rows of one run, not absolute numbers.
+Run: ${loadNote(r.meta)}.
 
 ${table}
 

@@ -259,13 +259,7 @@ function noisyKeel(stack: Stack, key: string, o: NoisyKeelOptions): Keel {
   })
 }
 
-function keelCase(
-  stack: Stack,
-  key: string,
-  label: string,
-  flood: string,
-  o: NoisyKeelOptions,
-): NoisyCase {
+function keelCase(stack: Stack, key: string, label: string, flood: string, o: NoisyKeelOptions): NoisyCase {
   const keel = noisyKeel(stack, key, o)
   return {
     key,
@@ -360,7 +354,9 @@ async function noisyNeighbour(stack: Stack) {
       aQps: median(aQps),
       bErrors,
     }
-    console.log(`${c.key}: B p99 ${fmt(row.aloneP99Ms)} -> ${fmt(row.duringP99Ms)} ms (${fmtRatio(row.ratio)})`)
+    console.log(
+      `${c.key}: B p99 ${fmt(row.aloneP99Ms)} -> ${fmt(row.duringP99Ms)} ms (${fmtRatio(row.ratio)})`,
+    )
     out.push(row)
   }
   return { floodCallers, cases: out }

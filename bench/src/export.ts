@@ -2,52 +2,52 @@
  * Export (issue #15), side by side in one run:
  *
  * 1. Throughput: one big tenant's rows (RLS, the app role) out of Postgres into a sink that counts bytes,
- *    through a raw `COPY (SELECT * ...) TO STDOUT` (pg-copy-streams; text and CSV), keel's db.export()
- *    (ndjson and csv) and a buffered `pool.query` written out as ndjson afterwards. Each variant runs in
+ *    through a raw `COPY (SELECT * ...) TO STDOUT` (pg-copy-streams; text and CSV), a raw COPY of the
+ *    very statement keel sends (read off pg_stat_activity while a keel export runs: the same bytes, so
+ *    the difference is keel's own cost), keel's db.export() (ndjson and csv) and a buffered
+ *    `pool.query` written out as ndjson afterwards. Each variant runs in
  *    its own child process (so peak RSS and heap are its own), alternating, medians over rounds.
  * 2. Other tenants' p99 (point selects, many small tenants, the same keel) alone and while the big
- *    tenant's export runs back to back in the same process.
+ *    tenant's export runs back to back in the same process, unpaced and paced (maxRowsPerSecond).
  *
  *   bash scripts/bench.sh export
  *
  * Environment: BENCH_EXPORT_ROWS (300000), BENCH_ROUNDS (3), BENCH_SECONDS (4), BENCH_CONCURRENCY (8),
- * BENCH_EXPORT_BATCH (keel's default). A benchmark, not a test: it never fails on timings.
+ * BENCH_EXPORT_BATCH (keel's default), BENCH_EXPORT_PACE (50000: maxRowsPerSecond of the paced run). A benchmark, not a test: it never fails on timings.
  *
- * One file (about 390 lines) on purpose: it re-runs itself as the child of each variant
+ * The fixture (lib/export-fixture.ts) and the neighbours' run (lib/export-neighbours.ts) live apart; this
+ * file stays one piece (about 330 lines) on purpose: it re-runs itself as the child of each variant
  * (`--child <variant>`), so the variants, the parent's rounds and the report share one entry point.
  */
 import { spawn } from 'node:child_process'
-import { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { fileURLToPath } from 'node:url'
-import { applyRlsPolicy, createKeel, type ExportProgressEvent, type Keel } from '@keel/core'
+import type { ExportProgressEvent } from '@keel/core'
 import pg from 'pg'
 import { to as copyTo } from 'pg-copy-streams'
-import { envNumber } from './lib/env.js'
-import { closedLoop, type LoopResult } from './lib/load.js'
-import { machineMeta } from './lib/machine.js'
+import {
+  appKeel,
+  BIG,
+  countingSink,
+  type KeelStatements,
+  keelStatements,
+  settings,
+  setup,
+  TABLE,
+} from './lib/export-fixture.js'
+import { type Neighbours, othersP99 } from './lib/export-neighbours.js'
+import { loadNote, machineMeta } from './lib/machine.js'
 import { fmt, fmtInt, fmtRatio, markdownTable } from './lib/report.js'
 import { finishRun, runMain } from './lib/run-main.js'
 import { readStack } from './lib/stack.js'
 import { median } from './lib/stats.js'
 
-const settings = {
-  rows: Math.round(envNumber('BENCH_EXPORT_ROWS', 300_000)),
-  rounds: Math.round(envNumber('BENCH_ROUNDS', 3)),
-  seconds: envNumber('BENCH_SECONDS', 4),
-  concurrency: Math.round(envNumber('BENCH_CONCURRENCY', 8)),
-  batchSize: process.env.BENCH_EXPORT_BATCH ? Math.round(envNumber('BENCH_EXPORT_BATCH', 1_000)) : undefined,
-  smallTenants: 40,
-  smallRows: 100,
-}
-
-const TABLE = 'bench_export_items'
-const BIG = 'megacorp'
-
 const VARIANTS = {
   'copy-text': 'raw COPY (SELECT *) TO STDOUT, text (pg-copy-streams)',
+  'copy-keel-ndjson': "raw COPY of keel's own ndjson statement (same bytes)",
   'keel-ndjson': "keel db.export({ format: 'ndjson' })",
   'copy-csv': 'raw COPY (SELECT *) TO STDOUT WITH CSV HEADER',
+  'copy-keel-csv': "raw COPY of keel's own csv statement (same bytes)",
   'keel-csv': "keel db.export({ format: 'csv' })",
   buffered: 'buffered pool.query(SELECT *), then written as ndjson',
 } as const
@@ -60,64 +60,6 @@ interface ChildResult {
   baseRssMB: number
   peakRssMB: number
   peakHeapMB: number
-}
-
-/** Discards what it is given, counting bytes and (text formats) lines. */
-function countingSink(): Writable & { bytes: number; lines: number } {
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      sink.bytes += chunk.length
-      let at = chunk.indexOf(10)
-      while (at !== -1) {
-        sink.lines++
-        at = chunk.indexOf(10, at + 1)
-      }
-      callback()
-    },
-  }) as Writable & { bytes: number; lines: number }
-  sink.bytes = 0
-  sink.lines = 0
-  return sink
-}
-
-function appKeel(max: number): Keel {
-  return createKeel({
-    postgres: { primary: { connectionString: readStack().primary.url }, pool: { max } },
-    tenancy: { mode: 'rls', setting: 'app.tenant_id' },
-  })
-}
-
-async function setup(): Promise<void> {
-  const stack = readStack()
-  const su = new pg.Client({ connectionString: stack.primary.superUrl })
-  await su.connect()
-  try {
-    const have = await su
-      .query<{ n: string }>(`SELECT count(*)::text AS n FROM ${TABLE} WHERE tenant_id = $1`, [BIG])
-      .catch(() => undefined)
-    if (have?.rows[0]?.n === String(settings.rows)) return
-    const owner = new pg.Client({ connectionString: stack.primary.ownerUrl })
-    await owner.connect()
-    await owner.query(`DROP TABLE IF EXISTS ${TABLE}`)
-    await owner.query(`CREATE TABLE ${TABLE} (
-      tenant_id text NOT NULL, id bigint NOT NULL, customer text NOT NULL, amount numeric(12,2) NOT NULL,
-      status text NOT NULL, created_at timestamptz NOT NULL, attrs jsonb NOT NULL, PRIMARY KEY (tenant_id, id))`)
-    await applyRlsPolicy(owner, { table: TABLE })
-    await owner.end()
-    const insert = (tenant: string, n: number) =>
-      su.query(
-        `INSERT INTO ${TABLE} SELECT $1, g, 'customer ' || (g % 997), (g % 100000) / 100.0,
-           (ARRAY['open','paid','void'])[1 + g % 3], timestamptz '2026-01-01' + g * interval '1 minute',
-           jsonb_build_object('region', 'eu-' || (g % 5), 'seats', g % 50)
-           FROM generate_series(1, $2) g`,
-        [tenant, n],
-      )
-    await insert(BIG, settings.rows)
-    for (let i = 0; i < settings.smallTenants; i++) await insert(`small${i}`, settings.smallRows)
-    await su.query(`VACUUM ANALYZE ${TABLE}`)
-  } finally {
-    await su.end()
-  }
 }
 
 /** One variant, measured in this (child) process. */
@@ -169,8 +111,12 @@ async function runChild(variant: VariantKey): Promise<ChildResult> {
         }, sink)
       } else {
         const csv = variant === 'copy-csv' ? ' WITH (FORMAT csv, HEADER)' : ''
-        await pipeline(client.query(copyTo(`COPY (SELECT * FROM ${TABLE}) TO STDOUT${csv}`)), sink)
-        rows = sink.lines - (variant === 'copy-csv' ? 1 : 0)
+        const statement = variant.startsWith('copy-keel')
+          ? process.env.BENCH_EXPORT_STATEMENT!
+          : `COPY (SELECT * FROM ${TABLE}) TO STDOUT${csv}`
+        await pipeline(client.query(copyTo(statement)), sink)
+        // CSV has a header line (no cell of this table holds a line break).
+        rows = sink.lines - (variant === 'copy-csv' || variant === 'copy-keel-csv' ? 1 : 0)
       }
       await client.query('COMMIT')
     }
@@ -197,13 +143,16 @@ async function runChild(variant: VariantKey): Promise<ChildResult> {
   }
 }
 
-function spawnChild(variant: VariantKey): Promise<ChildResult> {
+function spawnChild(variant: VariantKey, statements: KeelStatements): Promise<ChildResult> {
+  const statement =
+    variant === 'copy-keel-ndjson' ? statements.ndjson : variant === 'copy-keel-csv' ? statements.csv : ''
   return new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,
       ['--expose-gc', fileURLToPath(import.meta.url), '--child', variant],
       {
         stdio: ['ignore', 'pipe', 'inherit'],
+        env: { ...process.env, BENCH_EXPORT_STATEMENT: statement },
       },
     )
     let out = ''
@@ -236,57 +185,10 @@ interface Results {
   meta: ReturnType<typeof machineMeta> & { loadAverageEnd?: number[] }
   settings: typeof settings
   variants: VariantSummary[]
-  ratios: { ndjsonVsCopyText: number; csvVsCopyCsv: number }
-  others: {
-    alone: LoopResult[]
-    duringExport: LoopResult[]
-    p99AloneMs: number
-    p99DuringMs: number
-    ratio: number
-    exportsCompleted: number
-  }
+  statements: KeelStatements
+  ratios: { ndjsonVsCopyText: number; csvVsCopyCsv: number; ndjsonVsSame: number; csvVsSame: number }
+  others: Neighbours[]
   totalS?: number
-}
-
-async function othersP99(): Promise<Results['others']> {
-  const keel = appKeel(10)
-  const small = Array.from({ length: settings.smallTenants }, (_, i) => keel.tenant(`small${i}`))
-  const op = () =>
-    small[Math.floor(Math.random() * small.length)]!.query(`SELECT * FROM ${TABLE} WHERE id = $1`, [
-      1 + Math.floor(Math.random() * settings.smallRows),
-    ])
-  const alone: LoopResult[] = []
-  const during: LoopResult[] = []
-  let exportsCompleted = 0
-  try {
-    await closedLoop(op, { concurrency: settings.concurrency, seconds: 1 }) // warm-up
-    for (let round = 0; round < settings.rounds; round++) {
-      alone.push(await closedLoop(op, { concurrency: settings.concurrency, seconds: settings.seconds }))
-      let stop = false
-      const big = keel.tenant(BIG)
-      const exporter = (async () => {
-        while (!stop) {
-          await pipeline(big.export({ tables: [TABLE], format: 'ndjson' }), countingSink())
-          exportsCompleted++
-        }
-      })()
-      during.push(await closedLoop(op, { concurrency: settings.concurrency, seconds: settings.seconds }))
-      stop = true
-      await exporter
-    }
-  } finally {
-    await keel.close()
-  }
-  const p99Alone = median(alone.map((r) => r.latency.p99Ms))
-  const p99During = median(during.map((r) => r.latency.p99Ms))
-  return {
-    alone,
-    duringExport: during,
-    p99AloneMs: p99Alone,
-    p99DuringMs: p99During,
-    ratio: p99During / p99Alone,
-    exportsCompleted,
-  }
 }
 
 async function main(): Promise<number> {
@@ -299,11 +201,12 @@ async function main(): Promise<number> {
   const meta = machineMeta()
   console.log(`export bench: ${settings.rows} rows for ${BIG}; load average ${meta.loadAverage.join(' ')}`)
   await setup()
+  const statements = await keelStatements()
   const runs = new Map<VariantKey, ChildResult[]>()
   const keys = Object.keys(VARIANTS) as VariantKey[]
   for (let round = 0; round < settings.rounds; round++) {
     for (const key of round % 2 === 0 ? keys : [...keys].reverse()) {
-      const r = await spawnChild(key)
+      const r = await spawnChild(key, statements)
       console.log(
         `  round ${round + 1} ${key}: ${fmt(r.ms, 0)} ms, ${fmtInt(r.rows)} rows, peak RSS ${fmt(r.peakRssMB, 0)} MB`,
       )
@@ -331,22 +234,49 @@ async function main(): Promise<number> {
   const ratios = {
     ndjsonVsCopyText: by('copy-text').medianMs / by('keel-ndjson').medianMs,
     csvVsCopyCsv: by('copy-csv').medianMs / by('keel-csv').medianMs,
+    ndjsonVsSame: by('copy-keel-ndjson').medianMs / by('keel-ndjson').medianMs,
+    csvVsSame: by('copy-keel-csv').medianMs / by('keel-csv').medianMs,
   }
-  console.log('other tenants while the export runs...')
-  const others = await othersP99()
-  const results: Results = { meta, settings, variants, ratios, others }
+  console.log('other tenants while the export runs, unpaced then paced...')
+  const others = [await othersP99(undefined), await othersP99(settings.pace)]
+  const results: Results = { meta, settings, statements, variants, ratios, others }
   return finishRun(
     'issue-15-export',
     'Export throughput and neighbours (issue #15)',
     results,
     started,
     (r) => [
-      `keel ndjson ${fmtRatio(r.ratios.ndjsonVsCopyText)} of raw COPY text (goal >= 0.8x); keel csv ${fmtRatio(r.ratios.csvVsCopyCsv)} of raw COPY CSV`,
-      `others' p99 ${fmt(r.others.p99AloneMs)} ms alone, ${fmt(r.others.p99DuringMs)} ms during the export (${fmtRatio(r.others.ratio)}; goal <= 1.5x)`,
+      `keel ndjson ${fmtRatio(r.ratios.ndjsonVsSame)} of a raw COPY of the same statement, ${fmtRatio(r.ratios.ndjsonVsCopyText)} of raw COPY text; keel csv ${fmtRatio(r.ratios.csvVsSame)} of the same statement, ${fmtRatio(r.ratios.csvVsCopyCsv)} of raw COPY CSV (goal >= 0.8x)`,
+      ...r.others.map(
+        (o) =>
+          `others' p99 ${fmt(o.p99AloneMs)} ms alone, ${fmt(o.p99DuringMs)} ms during the export ${paceLabel(o.pace)} (${fmtRatio(o.ratio)}; goal <= 1.5x)`,
+      ),
     ],
     render,
     false,
   )
+}
+
+function paceLabel(pace: number | undefined): string {
+  return pace === undefined ? 'unpaced' : `paced at ${fmtInt(pace)} rows/s`
+}
+
+function vsCopy(r: Results, v: VariantSummary): string {
+  const base = (k: VariantKey) => r.variants.find((x) => x.key === k)!.medianMs / v.medianMs
+  switch (v.key) {
+    case 'keel-ndjson':
+      return `${fmtRatio(r.ratios.ndjsonVsSame)} (${fmtRatio(r.ratios.ndjsonVsCopyText)} of text)`
+    case 'keel-csv':
+      return `${fmtRatio(r.ratios.csvVsSame)} (${fmtRatio(r.ratios.csvVsCopyCsv)} of CSV)`
+    case 'copy-keel-ndjson':
+      return fmtRatio(base('copy-text'))
+    case 'copy-keel-csv':
+      return fmtRatio(base('copy-csv'))
+    case 'buffered':
+      return fmtRatio(base('copy-text'))
+    default:
+      return '1.00x'
+  }
 }
 
 function render(r: Results): string {
@@ -357,19 +287,12 @@ function render(r: Results): string {
     fmt(v.medianMs, 0),
     fmtInt(v.rowsPerS),
     fmt(v.mbPerS, 1),
-    v.key === 'keel-ndjson'
-      ? fmtRatio(r.ratios.ndjsonVsCopyText)
-      : v.key === 'keel-csv'
-        ? fmtRatio(r.ratios.csvVsCopyCsv)
-        : v.key.startsWith('copy')
-          ? '1.00x'
-          : fmtRatio(r.variants.find((x) => x.key === 'copy-text')!.medianMs / v.medianMs),
+    vsCopy(r, v),
     fmt(v.peakRssMB, 0),
     fmt(v.peakRssOverBaseMB, 0),
     fmt(v.peakHeapMB, 0),
   ])
-  const o = r.others
-  return `Measured ${r.meta.date.slice(0, 16).replace('T', ' ')} UTC on ${r.meta.cores} cores (${r.meta.cpuModel}), Node ${r.meta.node}, **under load** (other helpers' suites share the machine): load average ${r.meta.loadAverage.join(' ')} at the start, ${r.meta.loadAverageEnd?.join(' ') ?? '?'} at the end. One tenant's ${fmtInt(r.settings.rows)} rows (7 columns: text, bigint, numeric, timestamptz, jsonb) under RLS as the app role, into a sink that discards; each variant in its own process, ${r.settings.rounds} alternating rounds, median time; keel's batch size ${r.settings.batchSize ?? 'default'}.
+  return `Measured ${r.meta.date.slice(0, 16).replace('T', ' ')} UTC on ${r.meta.cores} cores (${r.meta.cpuModel}), Node ${r.meta.node}, ${loadNote(r.meta)}: load average ${r.meta.loadAverage.join(' ')} at the start, ${r.meta.loadAverageEnd?.join(' ') ?? '?'} at the end. One tenant's ${fmtInt(r.settings.rows)} rows (7 columns: text, bigint, numeric, timestamptz, jsonb) under RLS as the app role, into a sink that discards; each variant in its own process, ${r.settings.rounds} alternating rounds, median time; keel's batch size ${r.settings.batchSize ?? 'default'}.
 
 ${markdownTable(
   [
@@ -388,9 +311,33 @@ ${markdownTable(
   [false, true, true, true, true, true, true, true, true, true],
 )}
 
-"vs COPY": keel ndjson against COPY text, keel csv against COPY CSV, the buffered query against COPY text (same rows; the output formats differ in size).
+"vs COPY": keel's rows against a raw COPY of the very statement keel sends (the same bytes: what keel itself costs), and in brackets against COPY's own text or CSV of \`SELECT *\` (Postgres does less work there: no JSON, timestamps in DateStyle's form); keel's statements against those; the buffered query against COPY text (same rows; the output formats differ in size).
 
-Other tenants (${r.settings.smallTenants} tenants, point selects by id under RLS, ${r.settings.concurrency} callers, the same keel, pool max 10): p99 ${fmt(o.p99AloneMs)} ms alone, ${fmt(o.p99DuringMs)} ms while ${BIG}'s export runs back to back in the same process (**${fmtRatio(o.ratio)}**; goal <= 1.5x); median of ${r.settings.rounds} rounds of ${r.settings.seconds} s, ${o.exportsCompleted} exports completed meanwhile. Throughput alone ${fmtInt(median(o.alone.map((x) => x.qps)))} q/s, during ${fmtInt(median(o.duringExport.map((x) => x.qps)))} q/s.
+Other tenants (${r.settings.smallTenants} tenants, point selects by id under RLS, ${r.settings.concurrency} callers, the same keel, pool max 10) alone and while ${BIG}'s ndjson export runs back to back in the same process; median of ${r.settings.rounds} rounds of ${r.settings.seconds} s each:
+
+${markdownTable(
+  [
+    'export',
+    'others p99 alone ms',
+    'p99 during ms',
+    'ratio (goal <= 1.5x)',
+    'q/s alone',
+    'q/s during',
+    'export rows/s',
+    'exports done',
+  ],
+  r.others.map((o) => [
+    paceLabel(o.pace),
+    fmt(o.p99AloneMs),
+    fmt(o.p99DuringMs),
+    fmtRatio(o.ratio),
+    fmtInt(median(o.alone.map((x) => x.qps))),
+    fmtInt(median(o.duringExport.map((x) => x.qps))),
+    fmtInt(o.exportRowsPerS),
+    String(o.exportsCompleted),
+  ]),
+  [false, true, true, true, true, true, true, true],
+)}
 `
 }
 

@@ -10,7 +10,7 @@ import { fork } from 'node:child_process'
 import { once } from 'node:events'
 import { join } from 'node:path'
 import { renderExportScenario, runExportScenario } from './lib/http-export-scenario.js'
-import { machineMeta } from './lib/machine.js'
+import { loadNote, machineMeta } from './lib/machine.js'
 import { writeResults } from './lib/results.js'
 import { runMain } from './lib/run-main.js'
 import { repoRoot } from './lib/stack.js'
@@ -25,7 +25,7 @@ async function main(): Promise<void> {
   if (code !== 0) throw new Error(`seed failed (exit ${code})`)
   const results = await runExportScenario((line) => process.stdout.write(`${line}\n`))
   const end = machineMeta().loadAverage
-  const markdown = `Measured ${meta.date.slice(0, 16).replace('T', ' ')} UTC on ${meta.cores} cores (${meta.cpuModel}), Node ${meta.node}, **under load** (other helpers' suites share the machine): load average ${meta.loadAverage.join(' ')} at the start, ${end.join(' ')} at the end; the app, autocannon, the downloader, three Postgres servers and Redis share it.
+  const markdown = `Measured ${meta.date.slice(0, 16).replace('T', ' ')} UTC on ${meta.cores} cores (${meta.cpuModel}), Node ${meta.node}, ${loadNote(meta)}: load average ${meta.loadAverage.join(' ')} at the start, ${end.join(' ')} at the end; the app, autocannon, the downloader, three Postgres servers and Redis share it.
 
 ${renderExportScenario(results)}`
   const written = writeResults(

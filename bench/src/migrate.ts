@@ -21,7 +21,7 @@ import { createMigrator } from '@keel/migrate'
 import pg from 'pg'
 import { startAppProcess } from './lib/app-process.js'
 import { envNumber } from './lib/env.js'
-import { machineMeta } from './lib/machine.js'
+import { loadNote, machineMeta } from './lib/machine.js'
 import { fmt, fmtRatio, markdownTable } from './lib/report.js'
 import { finishRun, runMain } from './lib/run-main.js'
 import { readStack } from './lib/stack.js'
@@ -374,7 +374,7 @@ function render(r: Results): string {
   )
   return `${r.settings.schemas} tenant schemas x 3 migrations (CREATE TABLE + ${r.settings.rowsPerTenant} rows, ADD COLUMN, CREATE INDEX CONCURRENTLY), on the local stack's primary. ${r.settings.appClients} app clients (the runtime role, in a process of their own) read a random tenant's table throughout. Each run is preceded by ${r.settings.baselineSeconds} s of the same app alone ("app p99 alone"): the ratio compares the app's p99 during the run with that adjacent window, because the machine's load drifts between runs. ${r.settings.rounds} rounds, the order of variants alternating; medians, with each run's ratio in brackets. Machine CPU busy during the first baseline: ${fmt((r.baselineCpuBusy ?? Number.NaN) * 100, 0)}% (app backends: ${fmtWaits(r.baselineWaits ?? {})}). "App backends were": the share of samples (every 20 ms, pg_stat_activity as the superuser) in which an active app backend was running on CPU (no wait event) or waiting on a Lock, an LWLock, IO, ...
 
-${r.meta.loadAverage[0]! > r.meta.cores * 0.75 ? '**Measured under load**: the machine was busy with other work when this run started; the absolute numbers move with that load, compare the rows of one run.' : 'The machine was otherwise idle when this run started (see the load averages below).'}
+Run: ${loadNote(r.meta)}.
 
 ${table}
 

@@ -32,24 +32,34 @@ export interface ExportScenarioPhase {
   downloadFailures: number
 }
 
-export interface ExportScenarioResults {
-  seconds: number
-  connections: number
-  downloaders: number
-  rounds: number
+/** One app's run: its export pace (undefined: unpaced), without and with the download. */
+export interface ExportScenarioRun {
+  pace: number | undefined
   phases: ExportScenarioPhase[]
   p99WithoutMs: number
   p99WithMs: number
   ratio: number
 }
 
-async function startServer(): Promise<{ port: number; child: ChildProcess }> {
+export interface ExportScenarioResults {
+  seconds: number
+  connections: number
+  downloaders: number
+  rounds: number
+  runs: ExportScenarioRun[]
+}
+
+/** The example app's default pace (examples/src/app/exports.ts), and unpaced for comparison. */
+const PACES = [0, Math.round(envNumber('BENCH_HTTP_EXPORT_PACE', 50_000))]
+
+async function startServer(pace: number): Promise<{ port: number; child: ChildProcess }> {
   const stack = readStack()
   const env: Record<string, string> = {
     KEEL_PG_PRIMARY_URL: stack.primary.url,
     KEEL_PG_PRIMARY_OWNER_URL: stack.primary.ownerUrl,
     KEEL_PG_PRIMARY_SUPER_URL: stack.primary.superUrl,
     KEEL_REDIS_URL: stack.redis!.url,
+    KEEL_EXAMPLE_EXPORT_ROWS_PER_SECOND: String(pace),
   }
   ;(stack.replicas ?? []).forEach((r, i) => {
     env[`KEEL_PG_REPLICA${i + 1}_URL`] = r.url
@@ -119,7 +129,14 @@ function downloader(port: number): {
 }
 
 export async function runExportScenario(log: (line: string) => void): Promise<ExportScenarioResults> {
-  const { port, child } = await startServer()
+  const runs: ExportScenarioRun[] = []
+  for (const pace of PACES) runs.push(await runWithPace(pace, log))
+  return { seconds: SECONDS, connections: CONNECTIONS, downloaders: DOWNLOADERS, rounds: ROUNDS, runs }
+}
+
+async function runWithPace(pace: number, log: (line: string) => void): Promise<ExportScenarioRun> {
+  const { port, child } = await startServer(pace)
+  log(`  export scenario: the app ${pace === 0 ? 'unpaced' : `paced at ${fmtInt(pace)} rows/s`}`)
   const phases: ExportScenarioPhase[] = []
   try {
     await others(port, 3) // warm-up
@@ -155,10 +172,7 @@ export async function runExportScenario(log: (line: string) => void): Promise<Ex
   const p99WithoutMs = median(phases.filter((p) => !p.downloads).map((p) => p.p99Ms))
   const p99WithMs = median(phases.filter((p) => p.downloads).map((p) => p.p99Ms))
   return {
-    seconds: SECONDS,
-    connections: CONNECTIONS,
-    downloaders: DOWNLOADERS,
-    rounds: ROUNDS,
+    pace: pace === 0 ? undefined : pace,
     phases,
     p99WithoutMs,
     p99WithMs,
@@ -167,34 +181,38 @@ export async function runExportScenario(log: (line: string) => void): Promise<Ex
 }
 
 export function renderExportScenario(r: ExportScenarioResults): string {
-  const side = (downloads: boolean) => {
-    const ps = r.phases.filter((p) => p.downloads === downloads)
+  const paced = (run: ExportScenarioRun) =>
+    run.pace === undefined ? 'unpaced' : `maxRowsPerSecond ${fmtInt(run.pace)}`
+  const side = (run: ExportScenarioRun, downloads: boolean) => {
+    const ps = run.phases.filter((p) => p.downloads === downloads)
     return [
+      paced(run),
       downloads ? `with megacorp downloading (${r.downloaders} at a time)` : 'without',
       fmtInt(median(ps.map((p) => p.requestsPerSec))),
       fmt(median(ps.map((p) => p.p50Ms)), 1),
       fmt(median(ps.map((p) => p.p99Ms)), 1),
+      downloads ? `**${fmtRatio(run.ratio)}**` : '',
       String(ps.reduce((n, p) => n + p.errors + p.non2xx, 0)),
       downloads ? String(ps.reduce((n, p) => n + p.downloadsCompleted, 0)) : '',
       downloads ? fmt(ps.reduce((n, p) => n + p.downloadMB, 0) / (ps.length * r.seconds), 1) : '',
     ]
   }
-  return `"What happens when megacorp downloads everything at peak": the other tenants (${OTHERS.length}, rotating) load \`GET /api/invoices?limit=20\` with ${r.connections} connections (closed loop) without and with megacorp streaming \`GET /api/export\` (\`db.export\` of its tenant row and 120k invoices, ndjson, one REPEATABLE READ snapshot on a replica) back to back; ${r.rounds} alternating rounds of ${r.seconds} s, medians.
+  return `"What happens when megacorp downloads everything at peak": the other tenants (${OTHERS.length}, rotating) load \`GET /api/invoices?limit=20\` with ${r.connections} connections (closed loop) without and with megacorp streaming \`GET /api/export\` (\`db.export\` of its tenant row and 120k invoices, ndjson, one REPEATABLE READ snapshot on a replica) back to back; ${r.rounds} alternating rounds of ${r.seconds} s, medians. Once with the example app's exports unpaced, once at its default pace (\`KEEL_EXAMPLE_EXPORT_ROWS_PER_SECOND\`).
 
 ${markdownTable(
   [
+    'app export pace',
     'phase',
     'others req/s',
     'others p50 ms',
     'others p99 ms',
+    'p99 with / without (goal <= 1.5x)',
     'errors + non-2xx',
     'downloads done',
     'download MB/s',
   ],
-  [side(false), side(true)],
-  [false, true, true, true, true, true, true],
+  r.runs.flatMap((run) => [side(run, false), side(run, true)]),
+  [false, false, true, true, true, true, true, true, true],
 )}
-
-Others' p99 with the download / without: **${fmtRatio(r.ratio)}** (goal <= 1.5x).
 `
 }

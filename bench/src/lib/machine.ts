@@ -25,3 +25,14 @@ export function machineMeta(): MachineMeta {
     loadAverage: os.loadavg().map((x) => round(x, 2)),
   }
 }
+
+/**
+ * Says whether the run started on a busy machine, from the load average the run recorded (never a
+ * sentence written in advance: a result file must not claim a condition its run did not measure).
+ */
+export function loadNote(meta: MachineMeta): string {
+  const [one = 0] = meta.loadAverage
+  return one > meta.cores * 0.75
+    ? `**measured under load** (load average ${one} on ${meta.cores} cores when the run started: other work shares the machine; compare the rows of one run, not absolute numbers)`
+    : `the machine otherwise idle when the run started (load average ${one} on ${meta.cores} cores)`
+}

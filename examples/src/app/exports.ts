@@ -10,6 +10,16 @@ export const EXPORT_TABLES = ['tenants', 'invoices'] as const
 export const EXPORT_JOB = 'data.export'
 
 /**
+ * How fast "download my data" reads (db.export's maxRowsPerSecond), in the web app and the worker: an
+ * unpaced export of a big tenant takes the CPU the other tenants' requests need (bench/results/
+ * http-export.md). KEEL_EXAMPLE_EXPORT_ROWS_PER_SECOND sets it; 0 leaves exports unpaced.
+ */
+export function exportPace(): { maxRowsPerSecond?: number } {
+  const asked = Number(process.env.KEEL_EXAMPLE_EXPORT_ROWS_PER_SECOND ?? 50_000)
+  return Number.isFinite(asked) && asked > 0 ? { maxRowsPerSecond: asked } : {}
+}
+
+/**
  * Where the worker writes finished exports and the web app reads them back. One folder on one machine
  * for the example; in production the sink is an object-store upload (see the README's export section)
  * and the download route a signed URL.
@@ -36,6 +46,7 @@ export function defineExportJob(keel: Keel): void {
       },
       retries: 2,
       timeoutMs: 30 * 60_000,
+      ...exportPace(),
     }),
   )
 }

@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream'
 import type { TenantClient } from '@keel/core'
 import { trace } from '@opentelemetry/api'
 import { ZodError, z } from 'zod'
-import { EXPORT_JOB, EXPORT_TABLES, exportFile } from './exports.js'
+import { EXPORT_JOB, EXPORT_TABLES, exportFile, exportPace } from './exports.js'
 import { createInvoice, dashboardSummary, listInvoices, listQuerySchema } from './invoices.js'
 import { listInvoicesDrizzle } from './invoices-drizzle.js'
 
@@ -109,12 +109,14 @@ export const appRoutes: readonly AppRoute[] = [
     method: 'GET',
     path: '/api/export',
     // "Download my data", streamed: one snapshot of the tenant's rows, read as fast as the client takes
-    // them (db.export; a client that disconnects ends the transaction).
+    // them up to the export pace (db.export; a client that disconnects ends the transaction).
     run: async ({ db, query }) => {
       const asked = downloadSchema.parse(query ?? {})
       const csv = asked.format === 'csv'
       const body = db.export(
-        csv ? { tables: [asked.table], format: 'csv' } : { tables: [...EXPORT_TABLES], format: 'ndjson' },
+        csv
+          ? { tables: [asked.table], format: 'csv', ...exportPace() }
+          : { tables: [...EXPORT_TABLES], format: 'ndjson', ...exportPace() },
       )
       await started(body)
       return {

@@ -177,6 +177,9 @@ describe('exportJob', () => {
       'KEEL_JOB_INVALID',
     )
     expect(code(() => fileSink(42 as never))).toBe('KEEL_JOB_INVALID')
+    for (const maxRowsPerSecond of [0, -1, Number.POSITIVE_INFINITY]) {
+      expect(code(() => exportJob({ sink: () => new Writable(), maxRowsPerSecond }))).toBe('KEEL_JOB_INVALID')
+    }
     const db = keel.tenant('mega')
     for (const payload of [
       { tables: ['pg_authid'] },

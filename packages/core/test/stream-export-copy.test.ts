@@ -137,6 +137,52 @@ describe('db.export() through COPY', () => {
     expect(lines.every((line) => line.includes('"tenant_id":"small"'))).toBe(true)
   }, 60_000)
 
+  it('maxRowsPerSecond paces the COPY: rows come no faster than the pace and the server waits on the client', async () => {
+    const rate = 20_000
+    const out = keel.tenant('mega').export({ tables: [big], format: 'ndjson', maxRowsPerSecond: rate })
+    let rows = 0
+    out.on('progress', (e: { rows: number }) => {
+      rows = e.rows
+    })
+    const started = performance.now()
+    let waits = 0
+    let sampled = 0
+    // Read as fast as possible: only the pace holds the export back (unpaced, all 200,000 rows take
+    // well under a second here).
+    for await (const _ of out) {
+      const elapsedS = (performance.now() - started) / 1_000
+      // The schedule, a tenth of a second's burst and one chunk's rows of slack.
+      expect(rows).toBeLessThanOrEqual(rate * (elapsedS + 0.1) + 1_000)
+      if (elapsedS > 0.5 && sampled < 20) {
+        sampled++
+        const r = await su.query<{ wait_event: string | null }>(
+          `SELECT wait_event FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'COPY%'`,
+          [app],
+        )
+        if (r.rows[0]?.wait_event === 'ClientWrite') waits++
+      }
+      if (elapsedS > 1.5) break
+    }
+    expect(rows).toBeGreaterThan(rate * 0.5)
+    // The COPY is paused on the client's side, so the backend sits writing to a full socket.
+    expect(waits).toBeGreaterThan(0)
+    await waitFor('the paced COPY backend gone', async () => {
+      const r = await su.query(
+        `SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state <> 'idle'`,
+        [app],
+      )
+      return r.rows.length === 0
+    })
+  }, 60_000)
+
+  it('a bad maxRowsPerSecond is refused before anything is sent', () => {
+    for (const bad of [0, -5, Number.NaN, Number.POSITIVE_INFINITY, '100' as unknown as number]) {
+      expect(() =>
+        keel.tenant('mega').export({ tables: [big], format: 'csv', maxRowsPerSecond: bad }),
+      ).toThrow(expect.objectContaining({ code: 'KEEL_QUERY_INVALID' }))
+    }
+  })
+
   it('a statementTimeoutMs bounds a COPY whose consumer stalls; the connection is retired', async () => {
     const out = keel.tenant('mega').export({ tables: [big], format: 'ndjson', statementTimeoutMs: 300 })
     const failure = await (async () => {

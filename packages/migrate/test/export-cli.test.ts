@@ -85,6 +85,26 @@ describe('keel export', () => {
     expect(run.code).toBe(0)
     expect(run.stdout).toBe('tenant_id,id,note\nacme,1,"a, ""quoted""\nnote"\n')
     expect(run.stderr).toBe('')
+    // Paced: the same bytes.
+    const paced = await runCli(
+      [
+        'export',
+        '--tenant',
+        'acme',
+        '--tables',
+        notes,
+        '--format',
+        'csv',
+        '--out',
+        '-',
+        '--quiet',
+        '--max-rows-per-second',
+        '1000',
+      ],
+      { cwd: project, env: noEnv },
+    )
+    expect(paced.code).toBe(0)
+    expect(paced.stdout).toBe(run.stdout)
   })
 
   it('refuses without the runtime role, and reports bad input with a stable code (no file written)', async () => {
@@ -112,6 +132,12 @@ describe('keel export', () => {
     )
     expect(badFormat.code).toBe(1)
     expect(badFormat.stderr).toMatch(/KEEL_QUERY_INVALID: keel export: --format/)
+    const badPace = await runCli(
+      ['export', '--tenant', 'acme', '--tables', table, '--out', out, '--max-rows-per-second', '0'],
+      { cwd: project, env: noEnv },
+    )
+    expect(badPace.code).toBe(1)
+    expect(badPace.stderr).toMatch(/KEEL_QUERY_INVALID: keel export: --max-rows-per-second/)
     const badTenant = await runCli(['export', '--tenant', "a'b", '--tables', table, '--out', out], {
       cwd: project,
       env: noEnv,

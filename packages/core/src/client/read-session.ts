@@ -36,14 +36,20 @@ export interface ExportOptions {
   tables: readonly string[]
   /** 'ndjson': one `{"table":name,"row":{...}}` line per row; 'csv': one table, a header line, RFC 4180 quoting. */
   format: 'ndjson' | 'csv'
-  /** Rows fetched per round trip. Default 1,000. */
+  /** Accepted (1..100,000) for db.stream()'s sake; an export reads through COPY, which has no batches. */
   batchSize?: number
-  /** Destroys the stream (an AbortError), cancelling the FETCH in flight. */
+  /** Destroys the stream (an AbortError), ending the COPY in progress (its connection is then retired). */
   signal?: AbortSignal
   /** Overrides `postgres.consistency`: where the snapshot may be taken (see StreamOptions). */
   consistency?: Consistency
-  /** statement_timeout for each FETCH, overriding the tenant's (0 = the server's). */
+  /** Bounds each table's COPY as a whole; without it an export runs with no statement_timeout (ADR 0044). */
   statementTimeoutMs?: number
+  /**
+   * Paces the export: on average at most this many rows a second (bursts of up to a tenth of a
+   * second's worth), the COPY paused in between so the server waits too. It keeps a big export from
+   * taking the CPU its neighbours need (README "Pacing an export"). Default: as fast as the consumer reads.
+   */
+  maxRowsPerSecond?: number
 }
 
 /** db.stream() and db.export(), implemented in stream/ and handed to the engine by createKeel. */

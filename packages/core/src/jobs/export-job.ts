@@ -75,8 +75,10 @@ export interface ExportJobOptions {
   estimate?: 'count' | 'none'
   /** At most one progress update per this many ms (and one at the end). @default 1000 */
   progressIntervalMs?: number
-  /** Rows per FETCH. @default 1000 */
+  /** Accepted for compatibility; an export reads through COPY, which has no batches. */
   batchSize?: number
+  /** Paces each attempt's export (db.export's maxRowsPerSecond): neighbours keep their CPU. Default: unpaced. */
+  maxRowsPerSecond?: number
   /** Attempts after the first; each restarts the export from a new snapshot (ADR 0045). @default 3 */
   retries?: number
   /** Between attempts, as for any job: about `delayMs` (1000) doubling up to `maxDelayMs` (300000). */
@@ -93,6 +95,7 @@ const optionsSchema = z.strictObject({
   estimate: z.enum(['count', 'none']).default('count'),
   progressIntervalMs: z.number().int().min(0).default(1_000),
   batchSize: z.number().int().min(1).max(100_000).optional(),
+  maxRowsPerSecond: z.number().positive().finite().optional(),
   retries: z.number().int().min(0).max(100).default(3),
   backoff: z
     .strictObject({
@@ -200,6 +203,7 @@ async function runExport(
     format: payload.format,
     signal,
     ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),
+    ...(options.maxRowsPerSecond === undefined ? {} : { maxRowsPerSecond: options.maxRowsPerSecond }),
   })
   out.on('progress', (event: ExportProgressEvent) => {
     tables[event.table] = event.tableRows

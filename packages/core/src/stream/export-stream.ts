@@ -17,12 +17,14 @@ const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
  * socket then stops being read: TCP holds the server back), so memory stays at a few chunks however
  * slow the consumer. Destroying the stream (an error, the signal, the consumer giving up) ends the
  * transaction, retiring the connection when a COPY was cut short; the end of the data commits nothing.
- * It emits 'progress' ({@link ExportProgressEvent}) per chunk: exportJob reports it.
+ * It emits 'progress' ({@link ExportProgressEvent}) per chunk: exportJob reports it. With
+ * maxRowsPerSecond the COPY is also paused while the export is ahead of that pace (ADR 0050).
  */
 export function exportTables(session: ReadSession, options: ExportOptions): Readable {
   // Still checked (a public option): COPY has no batches, so it no longer changes what is sent.
   batchSizeOf(options.batchSize)
   const tables = checkTables(options)
+  checkPace(options.maxRowsPerSecond)
   const holder: ReadHolder = {}
   const out = new ExportReadable(session, options, tables, holder)
   endWhenDropped(out, holder)
@@ -48,6 +50,15 @@ function checkTables(options: ExportOptions): readonly string[] {
     throw new KeelError('KEEL_QUERY_INVALID', "format 'csv' exports exactly one table")
   }
   return [...tables]
+}
+
+function checkPace(rate: number | undefined): void {
+  if (rate === undefined) return
+  if (typeof rate !== 'number' || !Number.isFinite(rate) || rate <= 0) {
+    throw new KeelError('KEEL_QUERY_INVALID', 'export maxRowsPerSecond must be a positive number', {
+      details: { maxRowsPerSecond: String(rate) },
+    })
+  }
 }
 
 /**
@@ -88,6 +99,10 @@ class ExportReadable extends Readable {
   /** Rows read so far, in all tables and in the open one (the 'progress' event). */
   #rows = 0
   #tableRows = 0
+  /** maxRowsPerSecond's schedule, from the first chunk on; undefined when the export is not paced. */
+  readonly #pace: Pace | undefined
+  /** Whether the consumer asked for more since push() last said it was full. */
+  #wanted = true
 
   constructor(session: ReadSession, options: ExportOptions, tables: readonly string[], holder: ReadHolder) {
     super({ encoding: 'utf8', ...(options.signal === undefined ? {} : { signal: options.signal }) })
@@ -95,11 +110,13 @@ class ExportReadable extends Readable {
     this.#options = options
     this.#tables = tables
     this.#holder = holder
+    this.#pace = options.maxRowsPerSecond === undefined ? undefined : new Pace(options.maxRowsPerSecond)
   }
 
   override _read(): void {
     if (this.#started) {
-      this.#copy?.resume()
+      this.#wanted = true
+      if (this.#pace?.waiting !== true) this.#copy?.resume()
       return
     }
     // Opened at the first read, not when the stream is made: an export nobody reads holds nothing.
@@ -207,7 +224,22 @@ class ExportReadable extends Readable {
     this.#tableRows += records
     // Before the push: a listener (exportJob's progress) sees the count of what the consumer gets next.
     if (records > 0) this.emit('progress', this.#progress())
-    if (!this.push(whole)) copy.pause()
+    if (!this.push(whole)) {
+      this.#wanted = false
+      copy.pause()
+    }
+    if (this.#pace !== undefined && records > 0) this.#paceAfter(copy, records)
+  }
+
+  /** Pauses the COPY while the export is ahead of maxRowsPerSecond; resumes it when due, if wanted. */
+  #paceAfter(copy: Readable, records: number): void {
+    const pace = this.#pace!
+    const aheadMs = pace.took(records)
+    if (aheadMs < PACE_STEP_MS) return
+    copy.pause()
+    pace.wait(aheadMs, () => {
+      if (this.#wanted && !this.destroyed) copy.resume()
+    })
   }
 
   #ended(table: TableCopy): void {
@@ -222,6 +254,7 @@ class ExportReadable extends Readable {
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#pace?.cancel()
     const end = async () => {
       // The COPY stops where it is; end() retires its connection (it is mid-COPY).
       this.#copy?.destroy()
@@ -232,5 +265,53 @@ class ExportReadable extends Readable {
       () => callback(error),
       () => callback(error),
     )
+  }
+}
+
+/** Below this, being ahead of the pace is not worth a timer (a chunk holds a few hundred rows). */
+const PACE_STEP_MS = 10
+/** How far behind the pace an export may fall and then make up at full speed (a slow consumer's debt). */
+const PACE_BURST_MS = 100
+
+/**
+ * maxRowsPerSecond as a schedule: row n is due at start + n / rate. An export ahead of it waits; one
+ * behind it (a slow consumer, a slow server) may catch up by at most PACE_BURST_MS worth of rows, so a
+ * stall does not buy a long burst at full speed afterwards.
+ */
+class Pace {
+  readonly #perRowMs: number
+  #start = -1
+  #rows = 0
+  #timer: NodeJS.Timeout | undefined
+
+  constructor(rowsPerSecond: number) {
+    this.#perRowMs = 1_000 / rowsPerSecond
+  }
+
+  get waiting(): boolean {
+    return this.#timer !== undefined
+  }
+
+  /** Counts `rows` read; returns how many ms the export is ahead of its schedule (<= 0: not ahead). */
+  took(rows: number): number {
+    const now = performance.now()
+    if (this.#start < 0) this.#start = now
+    this.#rows += rows
+    const due = this.#start + this.#rows * this.#perRowMs
+    if (now - due > PACE_BURST_MS) this.#start += now - due - PACE_BURST_MS
+    return this.#start + this.#rows * this.#perRowMs - now
+  }
+
+  wait(ms: number, then: () => void): void {
+    clearTimeout(this.#timer)
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined
+      then()
+    }, ms)
+  }
+
+  cancel(): void {
+    clearTimeout(this.#timer)
+    this.#timer = undefined
   }
 }

@@ -31,28 +31,20 @@ export class RecordCounter {
         this.lastEnd = at
       }
     }
-    // The next quote is looked up again only once passed: a chunk without quotes is scanned once.
-    let open = -2
-    for (;;) {
-      if (this.#inQuotes) {
-        const close = chunk.indexOf(QUOTE, at)
-        if (close < 0) return records
-        this.#inQuotes = false
-        at = close + 1
-        open = -2
-        continue
+    // A plain byte loop: CSV of JSON columns holds a quote every few bytes, and an indexOf per quote
+    // cost three times this loop (80 vs 27 ms over 31 MB; ADR 0044).
+    let inQuotes = this.#inQuotes
+    let lastEnd = 0
+    for (let i = 0; i < chunk.length; i++) {
+      const byte = chunk[i]
+      if (byte === QUOTE) inQuotes = !inQuotes
+      else if (byte === LF && !inQuotes) {
+        records++
+        lastEnd = i + 1
       }
-      if (open !== -1 && open < at) open = chunk.indexOf(QUOTE, at)
-      const lf = chunk.indexOf(LF, at)
-      if (open >= 0 && (lf < 0 || open < lf)) {
-        this.#inQuotes = true
-        at = open + 1
-        continue
-      }
-      if (lf < 0) return records
-      records++
-      at = lf + 1
-      this.lastEnd = at
     }
+    this.#inQuotes = inQuotes
+    this.lastEnd = lastEnd
+    return records
   }
 }

@@ -20,6 +20,7 @@ const argsSchema = z.strictObject({
   out: z.string().min(1),
   url: z.string().min(1).optional(),
   batchSize: z.coerce.number().int().min(1).max(100_000).optional(),
+  maxRowsPerSecond: z.coerce.number().positive().finite().optional(),
   quiet: z.boolean().optional(),
 })
 
@@ -40,7 +41,8 @@ export function registerExportCommand(program: Command): void {
     .option('--format <format>', 'ndjson | csv (csv: one table)', 'ndjson')
     .requiredOption('--out <file>', 'the file to write (replaced atomically when done), or - for stdout')
     .option('--url <connectionString>', "the app's runtime role (default: exportConnection, KEEL_EXPORT_URL)")
-    .option('--batch-size <n>', 'rows per FETCH (default 1000)')
+    .option('--batch-size <n>', 'accepted, no effect: an export reads through COPY')
+    .option('--max-rows-per-second <n>', 'pace the export (the server waits between bursts); default unpaced')
     .option('-q, --quiet', 'no progress on stderr')
     .action(async (opts: Record<string, unknown>, command: Command) => {
       try {
@@ -59,7 +61,7 @@ async function runExport(opts: Record<string, unknown>, command: Command): Promi
   if (!parsed.success) {
     throw new KeelError(
       'KEEL_QUERY_INVALID',
-      `keel export: ${parsed.error.issues.map((i) => `--${i.path.join('.')}: ${i.message}`).join('; ')}`,
+      `keel export: ${parsed.error.issues.map((i) => `--${flag(i.path.join('.'))}: ${i.message}`).join('; ')}`,
     )
   }
   const args = parsed.data
@@ -91,6 +93,7 @@ async function runExport(opts: Record<string, unknown>, command: Command): Promi
       tables: args.tables,
       format: args.format,
       ...(args.batchSize === undefined ? {} : { batchSize: args.batchSize }),
+      ...(args.maxRowsPerSecond === undefined ? {} : { maxRowsPerSecond: args.maxRowsPerSecond }),
     })
     let rows = 0
     let shown = 0
@@ -123,4 +126,9 @@ async function runExport(opts: Record<string, unknown>, command: Command): Promi
     process.off('SIGTERM', interrupt)
     await keel.close()
   }
+}
+
+/** The command-line spelling of an option's key: maxRowsPerSecond is --max-rows-per-second. */
+function flag(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
 }

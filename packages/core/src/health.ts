@@ -137,12 +137,27 @@ export async function healthOf(engine: Engine): Promise<Health> {
   const probes = new Map<string, HostHealth>()
   await Promise.all(
     [...servers].map(async ([server, members]) => {
-      const recent = members.reduce((a, b) => (lastUsed(b) > lastUsed(a) ? b : a))
+      // A server whose replica monitor found it down is not probed: a host that stopped answering would
+      // hold the readiness probe for a whole connection timeout.
+      const live = members.filter((m) => m.monitor?.primaryDown === undefined)
+      if (live.length === 0) return
+      const recent = live.reduce((a, b) => (lastUsed(b) > lastUsed(a) ? b : a))
       probes.set(server, await probeHost(recent.primary, engine.closed))
     }),
   )
+  const downSince: number[] = []
   const databases = clusters.map((cluster): DatabaseHealth => {
     const host = cluster.primary
+    const known = cluster.monitor?.primaryDown
+    const replicas = replicasOf(cluster, engine.closed)
+    if (known !== undefined) {
+      if (!engine.closed && replicas.some((r) => r.inRotation)) downSince.push(known.since)
+      return {
+        key: cluster.key,
+        primary: { ...hostBase(host), role: 'primary', status: 'down', error: known.reason },
+        replicas,
+      }
+    }
     const probe = probes.get(`${host.info.address}:${host.info.port}`)!
     const failed = host.lastConnectError
     const primary: HostHealth = {
@@ -152,12 +167,22 @@ export async function healthOf(engine: Engine): Promise<Health> {
       ...(probe.latencyMs === undefined ? {} : { latencyMs: probe.latencyMs }),
       ...(failed !== undefined ? { error: failed } : probe.error === undefined ? {} : { error: probe.error }),
     }
-    return { key: cluster.key, primary, replicas: replicasOf(cluster, engine.closed) }
+    return { key: cluster.key, primary, replicas }
   })
   const redis = await redisStatus(redisUp)
   // One tenant database down is that tenant's outage, not the process's.
   const up = databases.length === 0 || databases.some((d) => d.primary.status === 'up')
   const first = databases[0]
+  // Some tenant databases' primaries down while their replicas serve: the instance serves part of its
+  // calls (ADR 0043), as in a fixed placement.
+  const degraded: Degraded | undefined =
+    downSince.length === 0
+      ? undefined
+      : {
+          reason: 'primary_down',
+          since: new Date(Math.min(...downSince)).toISOString(),
+          message: `the primary of ${downSince.length} of ${databases.length} tenant databases does not answer (see databases): their reads are served by replicas; their writes and read-your-writes reads fail with KEEL_DB_UNAVAILABLE`,
+        }
   return {
     status: engine.closed ? 'down' : up ? 'up' : 'down',
     primary: first?.primary ?? noDatabaseYet(engine.closed),
@@ -166,6 +191,7 @@ export async function healthOf(engine: Engine): Promise<Health> {
     servers: Object.entries(placements.registry.budgets()).map(([server, b]) => ({ server, ...b })),
     tenants,
     cache: { redis },
+    ...(degraded === undefined ? {} : { degraded }),
   }
 }
 

@@ -320,3 +320,84 @@ describe('the primary stops answering (SIGSTOP) under a write load', () => {
     expect((await k.health()).primary.pool.waiting).toBe(0)
   })
 })
+
+describe('database mode: a tenant database whose primary stops answering (SIGSTOP)', () => {
+  it('calls queued for a permit of the server budget fail at detection; health and readiness say degraded without probing the stopped host', async () => {
+    const stack = readStack()
+    const k = createKeel({
+      postgres: {
+        replicaPollMs: 100,
+        maxReplicaLagMs: 3_000,
+        pool: { max: 4, connectionTimeoutMs: 30_000 },
+        timeoutGraceMs: 1_000,
+      },
+      tenancy: {
+        mode: 'database',
+        // The replica monitor's probe holds one of the 3: at most 2 for the pool, so most writes queue
+        // for a permit of the server's budget (ADR 0033), not for the tenant limiter or pg-pool.
+        maxConnections: 3,
+        resolve: () => ({
+          primary: { connectionString: stack.primary.url },
+          replicas: stack.replicas.map((r) => ({ name: r.name, connectionString: r.url })),
+          isolation: 'rls',
+        }),
+      },
+      limits: { acquireTimeoutMs: 30_000, statementTimeoutMs: 1_000, tenantConnections: 4 },
+    })
+    keel = k
+    const db = k.tenant('p0')
+    await db.query('SELECT 1')
+    await waitFor('replicas in rotation', async () =>
+      ((await k.health()).databases ?? []).every((d) => d.replicas.every((r) => r.inRotation)),
+    )
+    primary = 'paused'
+    await stackCtl('pause', 'primary')
+    const N = 12
+    const outcomes: Array<string | undefined> = Array.from({ length: N }, () => undefined)
+    const writes = Array.from({ length: N }, (_, i) =>
+      k
+        .tenant(`p${i % 2}`)
+        .query(`INSERT INTO ${table} (tenant_id) VALUES ($1)`, [`p${i % 2}`])
+        .then(
+          () => {
+            outcomes[i] = 'ok'
+          },
+          (error: unknown) => {
+            outcomes[i] = codeOf(error)
+          },
+        ),
+    )
+    await Promise.race([Promise.all(writes), new Promise((r) => setTimeout(r, HELD_MS))])
+    const before = [...outcomes]
+    // Bounded well below connectionTimeoutMs: a health check that probed the stopped host would hang.
+    const health = await Promise.race([
+      k.health(),
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), 5_000)),
+    ])
+    const ready = await Promise.race([
+      readiness(k, false),
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), 5_000)),
+    ])
+    await stackCtl('resume', 'primary')
+    primary = undefined
+    await Promise.all(writes)
+
+    // Without failing the budget's queue at detection, those calls would still wait (30 s).
+    expect(before.filter((o) => o === undefined)).toEqual([])
+    const inFlight = before.filter((o) => o === 'KEEL_QUERY_TIMEOUT').length
+    expect(inFlight).toBeLessThanOrEqual(2)
+    expect(before.filter((o) => o === 'KEEL_DB_UNAVAILABLE/primary_down').length).toBe(N - inFlight)
+    expect(health?.degraded).toMatchObject({ reason: 'primary_down' })
+    expect(health?.databases?.[0]?.primary).toMatchObject({ status: 'down' })
+    expect(ready).toMatchObject({ status: 200, body: { status: 'degraded', reason: 'primary_down' } })
+    await waitFor('a write succeeds again', async () => {
+      try {
+        await db.query(`INSERT INTO ${table} (tenant_id) VALUES ('p0')`)
+        return true
+      } catch {
+        return false
+      }
+    })
+    expect((await k.health()).degraded).toBeUndefined()
+  })
+})

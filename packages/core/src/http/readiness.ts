@@ -14,7 +14,8 @@ export interface ReadinessBody {
 export const LIVENESS_BODY = Object.freeze({ status: 'ok' })
 
 /**
- * Readiness from keel.health(): ready while the primary answers and (unless `requireRedis` is false) the
+ * Readiness from keel.health(): ready while the primary answers (in database mode: while a tenant
+ * database answers) and (unless `requireRedis` is false) the
  * cache's Redis is not down; a replica down only costs capacity. With the primary down and a replica in
  * rotation it answers 200 'degraded' (reason primary_down): the instance still serves reads, and taking
  * every instance out of the load balancer would turn a write outage into a full one (ADR 0043).
@@ -26,8 +27,9 @@ export async function readiness(
 ): Promise<{ status: 200 | 503; body: ReadinessBody }> {
   const health = await keel.health()
   const degraded = health.degraded !== undefined
-  const ready =
-    (health.primary.status === 'up' || degraded) && (!requireRedis || health.cache.redis !== 'down')
+  // health.status, not health.primary's: in database mode the primary field is only the first tenant
+  // database, and one tenant database down is not a reason to take the instance out of rotation.
+  const ready = (health.status === 'up' || degraded) && (!requireRedis || health.cache.redis !== 'down')
   return {
     status: ready ? 200 : 503,
     body: {

@@ -137,6 +137,11 @@ export class GovernedSlots implements GovernedPool {
     return this.#inUse >= this.#permits && (this.#permits >= this.#max || !this.#governor.hasFree())
   }
 
+  /** Fails every call waiting for a permit here (the primary was found down: none would come in time). */
+  failWaiters(error: KeelError): void {
+    for (const waiter of [...this.#waiters]) waiter.fail(error)
+  }
+
   /** Fails every waiting call (keel.close() ran out of time) and leaves the budget. */
   end(abandon: KeelError | undefined): void {
     this.#ended = true

@@ -244,6 +244,8 @@ export class HostPool {
     const error = primaryDownError(this.info, down)
     for (const fail of [...this.#connecting]) fail(error)
     this.limiter.rejectAll(error)
+    // database mode: calls queued for a permit of the server's budget (ADR 0033) fail too.
+    this.slots?.failWaiters(error)
   }
 
   /** A pg-pool connection, or the caller's abort, whichever comes first; KEEL_CLOSED once ended. */

@@ -19,7 +19,9 @@ type Val =
   | { k: 'const'; v: string; fromSetting: boolean }
   | { k: 'bool'; v: Tri }
   | { k: 'col'; name: string }
-  | { k: 'opaque'; key: string }
+  // fromSetting: a value computed from the setting (a call reading it): a row of another tenant does
+  // not match it, whatever the computation.
+  | { k: 'opaque'; key: string; fromSetting?: boolean }
   // The statement fails (current_setting without missing_ok on an unset setting): nothing passes.
   | { k: 'error' }
 type World = 'unset' | 'empty' | 'set'
@@ -234,10 +236,15 @@ class Evaluator {
       (f) => schema === undefined || f.schema === schema,
     )
     const f = candidates.length === 1 ? candidates[0] : undefined
-    if (f === undefined || f.language !== 'sql' || depth >= MAX_DEPTH)
-      return { k: 'opaque', key: stable(node) }
+    const needle = `'${this.ctx.setting}'`
+    const unknown: Val = {
+      k: 'opaque',
+      key: stable(node),
+      fromSetting: stable(node).includes(`"${this.ctx.setting}"`) || (f?.source.includes(needle) ?? false),
+    }
+    if (f === undefined || f.language !== 'sql' || depth >= MAX_DEPTH) return unknown
     const bodyExpr = sqlBodyExpression(f.source)
-    if (bodyExpr === undefined) return { k: 'opaque', key: stable(node) }
+    if (bodyExpr === undefined) return unknown
     const values = args.map((a) => this.value(a, params, depth))
     // Named parameters appear as column references in the body: bind them by name too.
     const names = f.args
@@ -269,7 +276,9 @@ function compare(_op: '=', a: Val, b: Val): Tri | undefined {
   if (a.k === 'col' && b.k === 'col') return a.name === b.name ? 'T' : undefined
   // A row value compared with the setting: the row belongs to another tenant, so it does not match.
   const rowVsSetting = (x: Val, y: Val) =>
-    (x.k === 'col' || x.k === 'opaque') && y.k === 'const' && y.fromSetting
+    (x.k === 'col' || (x.k === 'opaque' && x.fromSetting !== true)) &&
+    (y.k === 'const' || y.k === 'opaque') &&
+    y.fromSetting === true
   if (rowVsSetting(a, b) || rowVsSetting(b, a)) return 'F'
   return undefined
 }
@@ -302,17 +311,29 @@ function outcomes(tree: Node, ctx: ExpressionContext): Array<Record<World, Tri>>
   return out
 }
 
+// A fleet repeats the same few policy texts thousands of times: each is parsed and evaluated once.
+const memo = new WeakMap<ExpressionContext, Map<string, Array<Record<World, Tri>> | undefined>>()
+
+function outcomesOf(text: string, ctx: ExpressionContext): Array<Record<World, Tri>> | undefined {
+  let byText = memo.get(ctx)
+  if (byText === undefined) {
+    byText = new Map()
+    memo.set(ctx, byText)
+  }
+  if (byText.has(text)) return byText.get(text)
+  const tree = parseExpression(text)
+  const all = tree === undefined ? undefined : outcomes(tree, ctx)
+  byText.set(text, all)
+  return all
+}
+
 /**
  * True when the expression admits a row of another tenant with the setting unset or empty, for a case
  * where it does not with the setting set: `COALESCE(setting, tenant_id)`, `setting IS NULL OR ...`,
  * `... OR setting = ''`. Undefined: the expression could not be analysed.
  */
 export function failsOpen(text: string, ctx: ExpressionContext): boolean | undefined {
-  const tree = parseExpression(text)
-  if (tree === undefined) return undefined
-  const all = outcomes(tree, ctx)
-  if (all === undefined) return undefined
-  return all.some((o) => o.set !== 'T' && (o.unset === 'T' || o.empty === 'T'))
+  return outcomesOf(text, ctx)?.some((o) => o.set !== 'T' && (o.unset === 'T' || o.empty === 'T'))
 }
 
 /**
@@ -320,9 +341,5 @@ export function failsOpen(text: string, ctx: ExpressionContext): boolean | undef
  * branch that is not tied to the setting (`tenant_id = setting OR is_public`).
  */
 export function admitsOtherTenants(text: string, ctx: ExpressionContext): boolean | undefined {
-  const tree = parseExpression(text)
-  if (tree === undefined) return undefined
-  const all = outcomes(tree, ctx)
-  if (all === undefined) return undefined
-  return all.some((o) => o.set === 'T')
+  return outcomesOf(text, ctx)?.some((o) => o.set === 'T')
 }

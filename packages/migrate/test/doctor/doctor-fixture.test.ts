@@ -86,6 +86,7 @@ describe('doctor on the fixture database', () => {
       'index-not-leading-tenant',
       'policy-casts-column',
       'policy-without-with-check',
+      'policy-without-with-check',
       'sequence-shared',
     ])
   })

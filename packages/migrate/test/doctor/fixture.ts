@@ -225,6 +225,14 @@ export function plantedSchema(r: string): string {
       `ALTER TABLE shared_rows ENABLE ROW LEVEL SECURITY; ALTER TABLE shared_rows FORCE ROW LEVEL SECURITY;
       CREATE POLICY own_or_shared ON shared_rows FOR ALL USING (${pred} OR shared);`,
     )}
+    ${table(
+      'dead_insert',
+      r,
+      '',
+      `ALTER TABLE dead_insert ENABLE ROW LEVEL SECURITY; ALTER TABLE dead_insert FORCE ROW LEVEL SECURITY;
+      CREATE POLICY reads ON dead_insert FOR SELECT USING (${pred});
+      CREATE POLICY insert_nothing ON dead_insert FOR INSERT;`,
+    )}
     CREATE FUNCTION public.norm_tenant(t text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT t $$;
     CREATE FUNCTION public.tenant_setting() RETURNS text LANGUAGE sql STABLE
       AS $$ SELECT norm_tenant(NULLIF(current_setting('app.tenant_id', true), '')) $$;
@@ -244,6 +252,8 @@ export const PLANTED: ReadonlyArray<readonly [string, string]> = [
   ['policy-without-with-check', 'public.no_check:only_using'],
   // The error form: USING admits shared rows of every tenant, and is the write check too.
   ['policy-without-with-check', 'public.shared_rows:own_or_shared'],
+  // FOR INSERT without WITH CHECK admits nothing (Postgres adds a false check): a warning, not a leak.
+  ['policy-without-with-check', 'public.dead_insert:insert_nothing'],
   ['policy-always-true', 'public.always_true:open'],
   ['policy-fails-open', 'public.fails_open:coalesced'],
   // An OR branch true when the setting is empty (soft_deleted's `deleted_at IS NULL` is not reported).

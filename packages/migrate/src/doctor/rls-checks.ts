@@ -206,6 +206,15 @@ function missingCheck(
 
 const covers = (p: Policy, cmd: 'r' | 'a' | 'w' | 'd'): boolean => p.cmd === '*' || p.cmd === cmd
 
+// A permissive policy without the expression a command uses adds nothing to the OR (Postgres skips
+// it): `CREATE POLICY p ON t FOR INSERT` widens nothing.
+const contributes = (p: Policy, cmd: 'r' | 'a' | 'w' | 'd'): boolean =>
+  cmd === 'a'
+    ? (p.withCheck ?? p.qual) !== null
+    : cmd === 'w'
+      ? p.qual !== null || p.withCheck !== null
+      : p.qual !== null
+
 function widening(catalog: Catalog, t: TenantTable, policies: Policy[], ctx: RlsContext): Finding[] {
   const restrictive = policies.filter(
     (p) =>
@@ -216,7 +225,7 @@ function widening(catalog: Catalog, t: TenantTable, policies: Policy[], ctx: Rls
   )
   if (restrictive.length > 0) return []
   for (const cmd of ['r', 'a', 'w', 'd'] as const) {
-    const permissive = policies.filter((p) => p.permissive && covers(p, cmd))
+    const permissive = policies.filter((p) => p.permissive && covers(p, cmd) && contributes(p, cmd))
     if (permissive.length < 2) continue
     const names = permissive.map((p) => p.name).join(', ')
     return [

@@ -108,7 +108,10 @@ function table(name: string, runtimeRole: string, extra = '', rls = keelRls(name
     GRANT SELECT, INSERT, UPDATE, DELETE ON ${name} TO ${runtimeRole};`
 }
 
-/** Exactly one violation per rule, each on its own object (run as keel_owner). */
+/**
+ * At least one violation per rule, each on its own object, and look-alikes that are fine (soft_deleted's
+ * `deleted_at IS NULL`, dead_insert's widening): run as keel_owner.
+ */
 export function plantedSchema(r: string): string {
   const leaky = `CREATE FUNCTION public.is_demo() RETURNS boolean LANGUAGE sql STABLE SET search_path = pg_catalog
     AS $$ SELECT current_setting('app.tenant_id', true) IS NOT NULL OR true $$;`
@@ -229,8 +232,8 @@ export function plantedSchema(r: string): string {
       'dead_insert',
       r,
       '',
-      `ALTER TABLE dead_insert ENABLE ROW LEVEL SECURITY; ALTER TABLE dead_insert FORCE ROW LEVEL SECURITY;
-      CREATE POLICY reads ON dead_insert FOR SELECT USING (${pred});
+      // Beside keel's FOR ALL policy: a dead policy widens nothing (no policies-permissive-widen).
+      `${keelRls('dead_insert')}
       CREATE POLICY insert_nothing ON dead_insert FOR INSERT;`,
     )}
     CREATE FUNCTION public.norm_tenant(t text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT t $$;

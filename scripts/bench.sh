@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs keel's benchmarks against the local stack:
-#   bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|pgbouncer|session-guard|orms|database|cluster|migrate|export|http-export]
+#   bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|pgbouncer|session-guard|orms|database|cluster|migrate|doctor|export|http-export]
 # Results go to bench/results/ and bench/README.md. Tunables: see bench/README.md (BENCH_* variables).
 set -euo pipefail
 
@@ -8,9 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scenario="${1:-all}"
 case "$scenario" in
-  all | throughput | loopback | proxy | noisy | breakdown | replicas | cache | cache-profile | jobs | jobs-profile | http | pgbouncer | session-guard | orms | database | cluster | migrate | export | http-export) ;;
+  all | throughput | loopback | proxy | noisy | breakdown | replicas | cache | cache-profile | jobs | jobs-profile | http | pgbouncer | session-guard | orms | database | cluster | migrate | doctor | export | http-export) ;;
   *)
-    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|pgbouncer|session-guard|orms|database|cluster|migrate|export|http-export]" >&2
+    echo "usage: bash scripts/bench.sh [all|throughput|proxy|noisy|breakdown|replicas|cache|cache-profile|jobs|jobs-profile|http|pgbouncer|session-guard|orms|database|cluster|migrate|doctor|export|http-export]" >&2
     exit 2
     ;;
 esac
@@ -57,6 +57,11 @@ case "$scenario" in
     "${pnpm_cmd[@]}" --filter @keel/migrate build
     node bench/dist/migrate.js
     node bench/dist/backfill.js
+    ;;
+  doctor)
+    # Issue #16: keel doctor over 500 schemas x 20 tables (schema mode, rls mode, rls + the live probe).
+    "${pnpm_cmd[@]}" --filter @keel/migrate build
+    node bench/dist/doctor.js
     ;;
   export) node bench/dist/export.js ;;
   all)

@@ -19,7 +19,10 @@ export function registerDoctorCommand(program: Command): void {
     )
     .option('--runtime-role <role>', 'the role the app connects as')
     .option('--runtime-url <url>', "the runtime role's connection string, for the live probe")
-    .option('--mode <mode>', "tenancy mode: 'rls' or 'schema'")
+    .option(
+      '--mode <mode>',
+      "tenancy mode: 'rls' or 'schema' ('database' needs keel.config.mjs: tenancy.resolve is a function)",
+    )
     .option('--setting <name>', "rls: the tenant setting the policies read (default 'app.tenant_id')")
     .option('--tenant-column <name>', "the tenant column (default 'tenant_id')")
     .option(
@@ -40,7 +43,7 @@ export function registerDoctorCommand(program: Command): void {
     )
     .option(
       '--tenants <id>',
-      'schema mode: the tenants (default: every non-shared schema) (repeatable)',
+      'schema and database modes: the tenants (schema default: every non-shared schema) (repeatable)',
       collect,
     )
     .option('--ignore <rule[:object]>', 'accept a finding on purpose (repeatable)', collect)

@@ -18,6 +18,11 @@ export interface Catalog {
   functions: FunctionInfo[]
   /** Functions called from policy expressions, by oid. */
   policyFunctions: Map<number, FunctionInfo>
+  /**
+   * pg_catalog's function, operator and type names: what a policy function's body may name unqualified
+   * without depending on the caller's search_path. Read only when a policy function has no fixed one.
+   */
+  builtins: { functions: Set<string>; operators: Set<string>; types: Set<string> }
   sequences: Array<{ schema: string; name: string; usable: boolean; owned: boolean }>
   largeObjects: { readable: number; compatPrivileges: boolean; total: number }
 }
@@ -244,6 +249,18 @@ export async function readCatalog(
     )
     for (const r of pf.rows) policyFunctions.set(Number(r.oid), toFunction(r))
   }
+  const builtins = { functions: new Set<string>(), operators: new Set<string>(), types: new Set<string>() }
+  if ([...policyFunctions.values()].some((f) => !f.config.some((c) => c.startsWith('search_path=')))) {
+    const b = await client.query<{ procs: string[]; ops: string[]; types: string[] }>(
+      `SELECT (SELECT array_agg(DISTINCT proname::text) FROM pg_proc WHERE pronamespace = 'pg_catalog'::regnamespace) AS procs,
+              (SELECT array_agg(DISTINCT oprname::text) FROM pg_operator WHERE oprnamespace = 'pg_catalog'::regnamespace) AS ops,
+              (SELECT array_agg(DISTINCT typname::text) FROM pg_type WHERE typnamespace = 'pg_catalog'::regnamespace) AS types`,
+    )
+    const row = b.rows[0]
+    builtins.functions = new Set(row?.procs ?? [])
+    builtins.operators = new Set(row?.ops ?? [])
+    builtins.types = new Set(row?.types ?? [])
+  }
   const sequences = await client.query(
     `SELECT n.nspname AS schema, c.relname AS name,
             has_sequence_privilege($1, c.oid, 'USAGE') OR has_sequence_privilege($1, c.oid, 'UPDATE') AS usable,
@@ -312,6 +329,7 @@ export async function readCatalog(
     viewDeps: group(deps.rows, (r) => Number(r.dep)),
     functions: functions.rows.map(toFunction),
     policyFunctions,
+    builtins,
     sequences: sequences.rows,
     largeObjects: {
       total: Number(loRow.total),

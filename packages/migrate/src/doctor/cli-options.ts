@@ -1,13 +1,15 @@
 import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { DoctorError } from './doctor-error.js'
 import type { DoctorOptions } from './options.js'
 
 export interface DoctorFlags {
   connection?: string
   runtimeRole?: string
   runtimeUrl?: string
-  mode?: 'rls' | 'schema'
+  /** 'rls' or 'schema'; 'database' only with a config file that gives tenancy.resolve. */
+  mode?: string
   setting?: string
   tenantColumn?: string
   tenantColumns?: string[]
@@ -42,12 +44,31 @@ export async function doctorOptionsFrom(flags: DoctorFlags, env: NodeJS.ProcessE
   if (connection !== undefined) options.connection = connection
   if (flags.runtimeRole !== undefined) options.runtimeRole = flags.runtimeRole
   if (flags.runtimeUrl !== undefined) options.runtimeConnection = flags.runtimeUrl
+  const configured = base.tenancy as { mode?: string } | undefined
+  if (flags.mode !== undefined && !['rls', 'schema', 'database'].includes(flags.mode)) {
+    throw new DoctorError(
+      'KEEL_DOCTOR_CONFIG_INVALID',
+      `--mode must be rls, schema or database (got ${JSON.stringify(flags.mode)})`,
+      { details: { fields: ['mode'] } },
+    )
+  }
+  if (flags.mode === 'database' && configured?.mode !== 'database') {
+    // resolve is a function: no flag can carry it.
+    throw new DoctorError(
+      'KEEL_DOCTOR_CONFIG_INVALID',
+      "--mode database needs a keel.config.mjs whose tenancy is { mode: 'database', resolve } (resolve is a function, which no flag can carry), and the fleet (tenants)",
+      { details: { fields: ['mode', 'tenancy.resolve'] } },
+    )
+  }
   if (flags.mode !== undefined || flags.setting !== undefined || flags.sharedSchemas !== undefined) {
-    const mode = flags.mode ?? (base.tenancy as { mode?: string } | undefined)?.mode ?? 'rls'
+    const mode = flags.mode ?? configured?.mode ?? 'rls'
+    const setting = flags.setting === undefined ? {} : { setting: flags.setting }
     options.tenancy =
       mode === 'schema'
         ? { mode, sharedSchemas: list(flags.sharedSchemas) }
-        : { mode: 'rls', ...(flags.setting === undefined ? {} : { setting: flags.setting }) }
+        : mode === 'database'
+          ? { ...(base.tenancy as object), ...setting }
+          : { mode: 'rls', ...setting }
   }
   if (flags.tenantColumn !== undefined) options.tenantColumn = flags.tenantColumn
   if (flags.tenantColumns !== undefined) {

@@ -1,5 +1,7 @@
 import pg from 'pg'
+import { loadParser } from '../sql/parse-sql.js'
 import { type Catalog, RoleUnknown, readCatalog } from './catalog.js'
+import { connectFindings, dedupeRoleFindings, type TenantDatabase } from './database-checks.js'
 import { DoctorError } from './doctor-error.js'
 import { keyFindings } from './key-checks.js'
 import {
@@ -15,6 +17,7 @@ import {
   parseDoctorOptions,
   type ResolvedPlacement,
 } from './options.js'
+import { policyFunctionFindings } from './policy-function-checks.js'
 import { runProbe } from './probe.js'
 import { rlsFindings } from './rls-checks.js'
 import { roleFindings } from './role-checks.js'
@@ -50,6 +53,8 @@ interface Totals {
  */
 export async function doctor(options: DoctorOptions): Promise<DoctorResult> {
   const o = parseDoctorOptions(options)
+  // Policy expressions are read on Postgres' own parse tree (policy-expression.ts).
+  await loadParser()
   const totals: Totals = {
     databases: 0,
     schemas: 0,
@@ -183,6 +188,7 @@ async function inspect(
   totals.tenantTables += split.tenant.length
   out.push(
     ...rlsFindings(catalog, split, { runtimeRole: o.runtimeRole, setting: settingName, prefix }),
+    ...policyFunctionFindings(catalog, split.tenant, prefix),
     ...keyFindings(catalog, split, prefix),
     ...viewFindings(catalog, (oid) => split.byOid.has(oid), o.runtimeRole, prefix),
     ...sharedObjectFindings(catalog, o.runtimeRole, prefix),
@@ -282,12 +288,16 @@ async function databaseMode(o: ParsedDoctorOptions, tenants: string[], totals: T
     if (g === undefined) groups.set(key, { placement, tenants: [id] })
     else g.tenants.push(id)
   }
+  const perServer: Array<{ server: string; findings: Finding[] }> = []
+  const isolated = new Map<string, { placement: ResolvedPlacement; databases: TenantDatabase[] }>()
   for (const { placement, tenants: ids } of groups.values()) {
     const cfg = ownerFor(o, placement)
     const isolation = placement.isolation ?? 'database'
+    const server = `${cfg.host}:${cfg.port}`
     try {
-      out.push(
-        ...(await withClient(cfg, (client) =>
+      perServer.push({
+        server,
+        findings: await withClient(cfg, (client) =>
           inspect(client, o, totals, {
             isolation,
             prefix: `${cfg.database}/`,
@@ -297,8 +307,14 @@ async function databaseMode(o: ParsedDoctorOptions, tenants: string[], totals: T
               ? { schemas: [placement.schema] }
               : {}),
           }),
-        )),
-      )
+        ),
+      })
+      if (isolation === 'database') {
+        const user = decodeURIComponent(new URL(placement.primary.connectionString).username)
+        const entry = isolated.get(server) ?? { placement, databases: [] }
+        entry.databases.push({ server, database: cfg.database ?? '', tenants: ids, role: user })
+        isolated.set(server, entry)
+      }
     } catch (error) {
       if (error instanceof DoctorError) throw error
       const code = (error as { code?: string }).code
@@ -309,6 +325,11 @@ async function databaseMode(o: ParsedDoctorOptions, tenants: string[], totals: T
         ),
       )
     }
+  }
+  out.push(...dedupeRoleFindings(perServer))
+  // CONNECT is the boundary between tenant databases: read once per server, from pg_database.
+  for (const { placement, databases } of isolated.values()) {
+    out.push(...(await withClient(ownerFor(o, placement), (client) => connectFindings(client, databases))))
   }
   return out
 }

@@ -1,10 +1,13 @@
-import type { Catalog, Policy } from './catalog.js'
+import type { Catalog, FunctionInfo, Policy } from './catalog.js'
+import { admitsOtherTenants, type ExpressionContext, failsOpen } from './policy-expression.js'
 
 /** What the doctor reads out of one policy expression (deparsed text and node tree). */
 export interface ExpressionFacts {
   alwaysTrue: boolean
   readsSetting: boolean
   failsOpen: boolean
+  /** With the setting naming a tenant, a row of another tenant can pass (an OR branch not tied to it). */
+  admitsOtherTenants: boolean
   castsColumn: boolean
 }
 
@@ -33,6 +36,34 @@ function castsColumn(tree: string, attnum: number): boolean {
   return re.test(tree)
 }
 
+const contexts = new WeakMap<Catalog, Map<string, ExpressionContext>>()
+
+/** The policy functions (and the app's others) by name, for the evaluator to follow SQL bodies: built once per catalog. */
+function expressionContext(catalog: Catalog, setting: string): ExpressionContext {
+  let bySetting = contexts.get(catalog)
+  if (bySetting === undefined) {
+    bySetting = new Map()
+    contexts.set(catalog, bySetting)
+  }
+  let ctx = bySetting.get(setting)
+  if (ctx === undefined) {
+    const functions = new Map<string, FunctionInfo[]>()
+    // The app's own functions, so a body calling another (unqualified) is followed too.
+    const all = new Map([...catalog.functions, ...catalog.policyFunctions.values()].map((f) => [f.oid, f]))
+    for (const f of all.values()) functions.set(f.name, [...(functions.get(f.name) ?? []), f])
+    ctx = { setting, functions }
+    bySetting.set(setting, ctx)
+  }
+  return ctx
+}
+
+// Only when the parse tree cannot be evaluated (too many free atoms): the setting itself wrapped in
+// COALESCE or tested for NULL, never any IS NULL in the policy.
+const FAILS_OPEN_TEXT = [
+  /\bCOALESCE\(\s*(NULLIF\(\s*)?current_setting\(/i,
+  /current_setting\([^()]*\)(::\w+)?\)*\s+IS\s+NULL\b/i,
+]
+
 export function expressionFacts(
   text: string,
   tree: string,
@@ -41,11 +72,12 @@ export function expressionFacts(
   catalog: Catalog,
 ): ExpressionFacts {
   const reads = readsSetting(text, tree, setting, catalog)
+  const ctx = expressionContext(catalog, setting)
   return {
     alwaysTrue: stripParens(text).toLowerCase() === 'true',
     readsSetting: reads,
-    // COALESCE(setting, column) or `setting IS NULL OR ...`: with the setting unset every row passes.
-    failsOpen: reads && (/\bCOALESCE\(/i.test(text) || /\bIS NULL\b/i.test(text)),
+    failsOpen: reads && (failsOpen(text, ctx) ?? FAILS_OPEN_TEXT.some((re) => re.test(text))),
+    admitsOtherTenants: admitsOtherTenants(text, ctx) ?? false,
     castsColumn: castsColumn(tree, attnum),
   }
 }

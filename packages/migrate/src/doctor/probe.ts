@@ -49,7 +49,8 @@ async function attempt(
  * The live probe, as the runtime role, in one transaction that is always rolled back: for each tenant
  * table, tenant B inserts a row of its own (where the table's defaults allow a row with only the
  * tenant column); then tenant A, which owns no rows, must read none (nor may a statement without a
- * tenant), and A's insert of a row for B must fail with 42501. Short lock and statement timeouts keep
+ * tenant), and A's insert of a row for B must fail with 42501, as must the same insert with the setting
+ * empty. Short lock and statement timeouts keep
  * it from queueing behind production traffic.
  */
 export async function runProbe(
@@ -100,19 +101,27 @@ async function probeTable(
   if (t.relation.runtimeInsert) {
     await attempt(client, s, b, insert)
     const cross = await attempt(client, s, a, insert)
+    // With the setting empty, as on a pooled connection that lost its tenant: an insert must fail too.
+    const blank = await attempt(client, s, '', insert)
     // Postgres checks WITH CHECK before NOT NULL and CHECK constraints: success, or an integrity error
     // (class 23) after it, means the row got past row level security. Any other error (a lock or
     // statement timeout, a trigger's own error) proves nothing either way.
-    if (cross.code === undefined || cross.code.startsWith('23')) {
+    const passed = (code: string | undefined) => code === undefined || code.startsWith('23')
+    const how = (code: string | undefined) =>
+      code === undefined ? 'succeeded' : `got past row level security (it failed later, with ${code})`
+    if (passed(cross.code) || passed(blank.code)) {
+      const who = passed(cross.code)
+        ? `scoped to synthetic tenant A, inserting a row for tenant B into ${t.display} ${how(cross.code)}`
+        : `with ${s} empty (no tenant), inserting a row for tenant B into ${t.display} ${how(blank.code)}`
       out.push(
         finding(
           'probe-cross-tenant-insert',
           object,
-          `As ${options.runtimeRole} scoped to synthetic tenant A, inserting a row for tenant B into ${t.display} ${cross.code === undefined ? 'succeeded' : `got past row level security (it failed later, with ${cross.code})`}: the WITH CHECK side of its policies lets a tenant write another tenant's rows.`,
+          `As ${options.runtimeRole} ${who}: the WITH CHECK side of its policies lets a statement write another tenant's rows.`,
           `Give the policy a WITH CHECK that compares ${t.column.name} with the setting: WITH CHECK (${ident(t.column.name)} = (SELECT public.keel_current_tenant()))`,
         ),
       )
-    } else if (cross.code !== '42501') {
+    } else if (cross.code !== '42501' || blank.code !== '42501') {
       inconclusive = true
     }
   }

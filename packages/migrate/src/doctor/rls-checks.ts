@@ -157,25 +157,63 @@ function policyFindings(catalog: Catalog, t: TenantTable, p: Policy, ctx: RlsCon
       ),
     )
   }
-  if (p.withCheck === null && p.cmd !== 'r' && p.cmd !== 'd') {
-    // For ALL and UPDATE Postgres reuses USING for new rows; an INSERT policy without one admits any row.
-    const insert = p.cmd === 'a'
-    out.push(
-      finding(
-        'policy-without-with-check',
-        object,
-        insert
-          ? `Policy ${p.name} on ${t.display} is FOR INSERT without WITH CHECK: a tenant can insert rows for any other tenant.`
-          : `Policy ${p.name} on ${t.display} (FOR ${commandName[p.cmd]}) has no WITH CHECK: Postgres falls back to USING for new rows, so the write rule is implicit and changes whenever USING does.`,
-        `${drop} ${keelPolicy(t)}`,
-        insert ? 'error' : 'warning',
-      ),
-    )
-  }
+  if (p.withCheck === null && p.cmd !== 'r' && p.cmd !== 'd')
+    out.push(missingCheck(t, p, object, drop, exprs))
   return out
 }
 
+/**
+ * A write policy without WITH CHECK. FOR ALL and UPDATE: Postgres checks new rows against USING, so it
+ * leaks exactly when USING admits rows of other tenants (an OR branch not tied to the setting, e.g.
+ * shared rows): a tenant then writes rows for any tenant that match that branch. FOR INSERT: a policy
+ * without an expression admits nothing (Postgres adds a false check), so it is dead, not open.
+ */
+function missingCheck(
+  t: TenantTable,
+  p: Policy,
+  object: string,
+  drop: string,
+  exprs: Array<{ kind: string; text: string; facts: { admitsOtherTenants: boolean } }>,
+): Finding {
+  const fix = `${drop} ${keelPolicy(t)}`
+  if (p.cmd === 'a') {
+    return finding(
+      'policy-without-with-check',
+      object,
+      `Policy ${p.name} on ${t.display} is FOR INSERT without WITH CHECK: Postgres treats the missing check as false, so it admits no row, and whatever inserts succeed do so through another policy: it does not say what it seems to.`,
+      fix,
+      'warning',
+    )
+  }
+  const using = exprs.find((e) => e.kind === 'USING')
+  if (using?.facts.admitsOtherTenants === true) {
+    return finding(
+      'policy-without-with-check',
+      object,
+      `Policy ${p.name} on ${t.display} (FOR ${commandName[p.cmd]}) has no WITH CHECK, and its USING (${using.text}) admits rows of other tenants: Postgres checks new rows against USING, so a tenant can write rows for any other tenant that match that branch.`,
+      `ALTER POLICY ${ident(p.name)} ON ${qualified(t.relation.schema, t.relation.name)} WITH CHECK (${predicate(t)});`,
+      'error',
+    )
+  }
+  return finding(
+    'policy-without-with-check',
+    object,
+    `Policy ${p.name} on ${t.display} (FOR ${commandName[p.cmd]}) has no WITH CHECK: Postgres falls back to USING for new rows, so the write rule is implicit and changes whenever USING does.`,
+    fix,
+    'warning',
+  )
+}
+
 const covers = (p: Policy, cmd: 'r' | 'a' | 'w' | 'd'): boolean => p.cmd === '*' || p.cmd === cmd
+
+// A permissive policy without the expression a command uses adds nothing to the OR (Postgres skips
+// it): `CREATE POLICY p ON t FOR INSERT` widens nothing.
+const contributes = (p: Policy, cmd: 'r' | 'a' | 'w' | 'd'): boolean =>
+  cmd === 'a'
+    ? (p.withCheck ?? p.qual) !== null
+    : cmd === 'w'
+      ? p.qual !== null || p.withCheck !== null
+      : p.qual !== null
 
 function widening(catalog: Catalog, t: TenantTable, policies: Policy[], ctx: RlsContext): Finding[] {
   const restrictive = policies.filter(
@@ -187,7 +225,7 @@ function widening(catalog: Catalog, t: TenantTable, policies: Policy[], ctx: Rls
   )
   if (restrictive.length > 0) return []
   for (const cmd of ['r', 'a', 'w', 'd'] as const) {
-    const permissive = policies.filter((p) => p.permissive && covers(p, cmd))
+    const permissive = policies.filter((p) => p.permissive && covers(p, cmd) && contributes(p, cmd))
     if (permissive.length < 2) continue
     const names = permissive.map((p) => p.name).join(', ')
     return [

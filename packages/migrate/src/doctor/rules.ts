@@ -57,6 +57,10 @@ export const doctorRules = {
   'schema-drift': ['error', 'a tenant schema whose tables, columns, keys or policies differ from the others'],
   'schema-public-create': ['error', 'a schema where PUBLIC may CREATE objects'],
   'tenant-database-unreachable': ['error', 'database mode: a tenant database the doctor could not inspect'],
+  'tenant-database-connect': [
+    'error',
+    "database mode: PUBLIC, or another tenant's role, may CONNECT to a tenant database",
+  ],
   'probe-cross-tenant-read': ['error', 'live probe: a synthetic tenant read rows that are not its own'],
   'probe-cross-tenant-insert': [
     'error',

@@ -112,6 +112,41 @@ describe('keel doctor (CLI)', () => {
     ])
   })
 
+  it('refuses a --mode it does not know, and database mode without a config file', () => {
+    const args = ['doctor', '--connection', urlFor('keel_owner', 'owner', cleanDb), ...flags(cleanDb)]
+    const typo = keel([...args, '--mode', 'sheme'])
+    expect(typo.code).toBe(2)
+    expect(typo.stderr).toContain('KEEL_DOCTOR_CONFIG_INVALID: --mode must be rls, schema or database')
+    const database = keel([...args, '--mode', 'database'])
+    expect(database.code).toBe(2)
+    expect(database.stderr).toContain('needs a keel.config.mjs')
+  })
+
+  it('database mode from keel.config.mjs: tenancy.resolve and the fleet come from the file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keel-doctor-db-'))
+    writeFileSync(
+      join(dir, 'keel.config.mjs'),
+      `const urls = { clean: '${urlFor(role, 'app', cleanDb)}', dirty: '${urlFor(role, 'app', dirtyDb)}' }
+export default {
+  tenancy: { mode: 'database', resolve: async (t) => (urls[t] ? { primary: { connectionString: urls[t] }, isolation: 'rls' } : null) },
+  doctor: { runtimeRole: '${role}', tenants: ['clean', 'dirty'], sharedTables: ['plans'], tenantColumns: { tenants: 'id' } },
+}
+`,
+    )
+    const r = keel(['doctor', '--json', '--mode', 'database'], { KEEL_OWNER_URL: stackUrls().ownerUrl }, dir)
+    expect(r.stderr).toBe('')
+    expect(r.code).toBe(1)
+    const result = JSON.parse(r.stdout) as {
+      findings: Array<{ rule: string; object: string }>
+      checked: object
+    }
+    expect(result.findings.map((f) => [f.rule, f.object])).toEqual([
+      ['rls-disabled', `${dirtyDb}/public.notes`],
+      ['index-not-leading-tenant', `${dirtyDb}/public.notes:notes_body`],
+    ])
+    expect(result.checked).toMatchObject({ databases: 2 })
+  })
+
   it('exits 2 when it cannot run, without printing the password', () => {
     const { host, port } = stackUrls()
     const bad = keel([

@@ -22,7 +22,8 @@ const twinRole = `doctor_twin_app_${id}`
 const bypassRole = `doctor_bypass_${id}`
 const superRole = `doctor_super_${id}`
 const bypassRuntime = `doctor_bypass_app_${id}`
-const roles = [fxRole, twinRole, bypassRole, superRole, bypassRuntime]
+const ownerGroup = `doctor_owner_group_${id}`
+const roles = [fxRole, twinRole, bypassRole, superRole, bypassRuntime, ownerGroup]
 
 const pairs = (findings: Finding[]) => findings.map((f) => [f.rule, f.object] as const).sort()
 
@@ -44,14 +45,19 @@ beforeAll(async () => {
      CREATE ROLE ${bypassRole} NOLOGIN BYPASSRLS;
      GRANT ${bypassRole} TO ${fxRole};
      CREATE ROLE ${superRole} LOGIN SUPERUSER PASSWORD 'app';
-     CREATE ROLE ${bypassRuntime} LOGIN BYPASSRLS PASSWORD 'app';`,
+     CREATE ROLE ${bypassRuntime} LOGIN BYPASSRLS PASSWORD 'app';
+     CREATE ROLE ${ownerGroup} NOLOGIN;
+     GRANT ${ownerGroup} TO ${fxRole};`,
   )
   await createDatabase(fixtureDb, [fxRole])
   await createDatabase(twinDb, [twinRole, superRole, bypassRuntime])
   await run(urlFor('keel_owner', 'owner', twinDb), cleanSchema(twinRole))
   await run(urlFor('keel_owner', 'owner', fixtureDb), cleanSchema(fxRole) + plantedSchema(fxRole))
   // Only a superuser may hand a table to a role the owner is not a member of.
-  await run(urlFor('postgres', null, fixtureDb), `ALTER TABLE public.owned_by_app OWNER TO ${fxRole}`)
+  await run(
+    urlFor('postgres', null, fixtureDb),
+    `ALTER TABLE public.owned_by_app OWNER TO ${fxRole}; ALTER TABLE public.owned_by_group OWNER TO ${ownerGroup}`,
+  )
 })
 
 afterAll(async () => {
@@ -61,7 +67,7 @@ afterAll(async () => {
 })
 
 describe('doctor on the fixture database', () => {
-  it('reports exactly the planted violations, one per rule', async () => {
+  it('reports exactly the planted violations, each rule at least once', async () => {
     const result = await doctor(base(fixtureDb, fxRole))
     const expected = PLANTED.map(
       ([rule, object]) => [rule, object === '<runtime>' ? fxRole : object] as const,
@@ -76,8 +82,10 @@ describe('doctor on the fixture database', () => {
     const warnings = result.findings.filter((f) => f.severity === 'warning').map((f) => f.rule)
     expect(warnings.sort()).toEqual([
       'function-mutable-search-path',
+      'function-mutable-search-path',
       'index-not-leading-tenant',
       'policy-casts-column',
+      'policy-without-with-check',
       'policy-without-with-check',
       'sequence-shared',
     ])

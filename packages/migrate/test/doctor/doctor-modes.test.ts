@@ -7,6 +7,12 @@ const role = `doctor_modes_app_${id}`
 const schemaDb = `doctor_schemas_${id}`
 const acmeDb = `doctor_db_acme_${id}`
 const globexDb = `doctor_db_globex_${id}`
+const bypass = `doctor_modes_bypass_${id}`
+// A role per tenant: each placement logs in as its tenant's own role.
+const roleA = `doctor_modes_ta_${id}`
+const roleB = `doctor_modes_tb_${id}`
+const ownDbA = `doctor_own_a_${id}`
+const ownDbB = `doctor_own_b_${id}`
 
 const pairs = (findings: Finding[]) => findings.map((f) => [f.rule, f.object] as const).sort()
 
@@ -21,7 +27,14 @@ const tenantSchema = (s: string) => `
   GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ${s} TO ${role};`
 
 beforeAll(async () => {
-  await run(stackUrls().superUrl, `CREATE ROLE ${role} LOGIN PASSWORD 'app'`)
+  await run(
+    stackUrls().superUrl,
+    `CREATE ROLE ${role} LOGIN PASSWORD 'app'; CREATE ROLE ${bypass} NOLOGIN BYPASSRLS;
+     CREATE ROLE ${roleA} LOGIN PASSWORD 'app'; CREATE ROLE ${roleB} LOGIN PASSWORD 'app';`,
+  )
+  await createDatabase(ownDbA, [roleA])
+  // roleA, tenant a's role, was granted CONNECT on tenant b's database too.
+  await createDatabase(ownDbB, [roleB, roleA])
   await createDatabase(schemaDb, [role])
   await createDatabase(acmeDb, [role])
   await createDatabase(globexDb, [role])
@@ -39,8 +52,11 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  for (const db of [schemaDb, acmeDb, globexDb]) await dropDatabase(db)
-  await run(stackUrls().superUrl, `DROP ROLE IF EXISTS ${role}`)
+  for (const db of [schemaDb, acmeDb, globexDb, ownDbA, ownDbB]) await dropDatabase(db)
+  await run(
+    stackUrls().superUrl,
+    [role, bypass, roleA, roleB].map((r) => `DROP ROLE IF EXISTS ${r};`).join('\n'),
+  )
 })
 
 describe('schema mode', () => {
@@ -68,6 +84,17 @@ describe('schema mode', () => {
   it('schemas migrated alike: nothing to report', async () => {
     const result = await doctor({ ...options, tenants: async () => ['a', 'b', 'c'] })
     expect(result.findings).toEqual([])
+  })
+
+  it('reports a schema where PUBLIC may CREATE', async () => {
+    const owner = urlFor('keel_owner', 'owner', schemaDb)
+    await run(owner, 'GRANT CREATE ON SCHEMA tenant_b TO PUBLIC')
+    try {
+      const result = await doctor({ ...options, tenants: ['a', 'b', 'c'] })
+      expect(pairs(result.findings)).toEqual([['schema-public-create', 'tenant_b']])
+    } finally {
+      await run(owner, 'REVOKE CREATE ON SCHEMA tenant_b FROM PUBLIC')
+    }
   })
 })
 
@@ -109,5 +136,47 @@ describe('database mode', () => {
   it('a fleet of clean tenant databases: nothing to report', async () => {
     const result = await doctor({ ...options, tenants: ['acme'] })
     expect(result.findings).toEqual([])
+  })
+
+  it('a role finding is reported once for the server, not once per tenant database', async () => {
+    await run(stackUrls().superUrl, `GRANT ${bypass} TO ${role}`)
+    try {
+      const result = await doctor({ ...options, tenants: ['acme', 'globex'], probe: false })
+      expect(pairs(result.findings)).toEqual([
+        ['rls-disabled', `${globexDb}/public.invoices`],
+        ['runtime-role-member-of-bypass', role],
+      ])
+    } finally {
+      await run(stackUrls().superUrl, `REVOKE ${bypass} FROM ${role}`)
+    }
+  })
+
+  it("PUBLIC CONNECT on a tenant database, and a tenant's role reaching another tenant's database", async () => {
+    const own = {
+      connection: stackUrls().ownerUrl,
+      runtimeRole: roleA,
+      tenancy: {
+        mode: 'database' as const,
+        resolve: (t: string) => ({
+          primary: {
+            connectionString: t === 'a' ? urlFor(roleA, 'app', ownDbA) : urlFor(roleB, 'app', ownDbB),
+          },
+        }),
+      },
+      tenants: ['a', 'b'],
+    }
+    expect(pairs((await doctor(own)).findings)).toEqual([['tenant-database-connect', `${ownDbB}:${roleA}`]])
+    await run(stackUrls().superUrl, `GRANT CONNECT ON DATABASE ${ownDbA} TO PUBLIC`)
+    try {
+      expect(pairs((await doctor(own)).findings)).toEqual([
+        ['tenant-database-connect', ownDbA],
+        ['tenant-database-connect', `${ownDbB}:${roleA}`],
+      ])
+    } finally {
+      await run(stackUrls().superUrl, `REVOKE CONNECT ON DATABASE ${ownDbA} FROM PUBLIC`)
+    }
+    // One runtime role for every tenant: it connects everywhere by design, nothing to report.
+    const shared = await doctor({ ...options, tenants: ['acme'] })
+    expect(shared.findings).toEqual([])
   })
 })

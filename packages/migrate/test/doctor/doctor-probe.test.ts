@@ -84,4 +84,19 @@ describe('the live probe', () => {
       ['probe-cross-tenant-read', 'public.t3'],
     ])
   })
+
+  it('an insert with the setting empty must be refused too (a plpgsql check the catalog rules cannot read)', async () => {
+    await run(
+      urlFor('keel_owner', 'owner', db),
+      `CREATE FUNCTION public.no_tenant_yet() RETURNS boolean LANGUAGE plpgsql STABLE SET search_path = pg_catalog
+         AS $$ BEGIN RETURN coalesce(current_setting('app.tenant_id', true), '') = ''; END $$;
+       DROP POLICY keel_tenant_isolation ON t5;
+       CREATE POLICY seeding ON t5 FOR ALL USING (tenant_id = (SELECT public.keel_current_tenant()))
+         WITH CHECK (tenant_id = (SELECT public.keel_current_tenant()) OR public.no_tenant_yet());`,
+    )
+    const result = await doctor({ connection: urlFor('keel_owner', 'owner', db), runtimeRole: role })
+    const insert = result.findings.filter((f) => f.object === 'public.t5')
+    expect(insert.map((f) => f.rule)).toEqual(['probe-cross-tenant-insert'])
+    expect(insert[0]!.message).toContain('with app.tenant_id empty (no tenant)')
+  })
 })

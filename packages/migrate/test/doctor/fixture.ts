@@ -108,7 +108,10 @@ function table(name: string, runtimeRole: string, extra = '', rls = keelRls(name
     GRANT SELECT, INSERT, UPDATE, DELETE ON ${name} TO ${runtimeRole};`
 }
 
-/** Exactly one violation per rule, each on its own object (run as keel_owner). */
+/**
+ * At least one violation per rule, each on its own object, and look-alikes that are fine (soft_deleted's
+ * `deleted_at IS NULL`, dead_insert's widening): run as keel_owner.
+ */
 export function plantedSchema(r: string): string {
   const leaky = `CREATE FUNCTION public.is_demo() RETURNS boolean LANGUAGE sql STABLE SET search_path = pg_catalog
     AS $$ SELECT current_setting('app.tenant_id', true) IS NOT NULL OR true $$;`
@@ -198,6 +201,45 @@ export function plantedSchema(r: string): string {
       CREATE POLICY leaky_write ON probe_insert FOR ALL USING (${pred}) WITH CHECK (${pred} OR public.is_demo());`,
     )}
     ${table('owned_by_app', r)}
+    ${table('owned_by_group', r)}
+    ${table(
+      'soft_deleted',
+      r,
+      ', deleted_at timestamptz',
+      `ALTER TABLE soft_deleted ENABLE ROW LEVEL SECURITY; ALTER TABLE soft_deleted FORCE ROW LEVEL SECURITY;
+      CREATE POLICY live_rows ON soft_deleted FOR ALL USING (${pred} AND deleted_at IS NULL) WITH CHECK (${pred});
+      CREATE POLICY live_rows_by_setting ON soft_deleted AS RESTRICTIVE FOR ALL
+        USING (tenant_id = NULLIF(current_setting('app.tenant_id', true), '') AND deleted_at IS NULL)
+        WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant_id', true), ''));`,
+    )}
+    ${table(
+      'or_empty',
+      r,
+      '',
+      `ALTER TABLE or_empty ENABLE ROW LEVEL SECURITY; ALTER TABLE or_empty FORCE ROW LEVEL SECURITY;
+      CREATE POLICY reads ON or_empty FOR SELECT USING (${pred});
+      CREATE POLICY insert_or_empty ON or_empty FOR INSERT
+        WITH CHECK (tenant_id = current_setting('app.tenant_id', true) OR current_setting('app.tenant_id', true) = '');`,
+    )}
+    ${table(
+      'shared_rows',
+      r,
+      ', shared boolean NOT NULL DEFAULT false',
+      `ALTER TABLE shared_rows ENABLE ROW LEVEL SECURITY; ALTER TABLE shared_rows FORCE ROW LEVEL SECURITY;
+      CREATE POLICY own_or_shared ON shared_rows FOR ALL USING (${pred} OR shared);`,
+    )}
+    ${table(
+      'dead_insert',
+      r,
+      '',
+      // Beside keel's FOR ALL policy: a dead policy widens nothing (no policies-permissive-widen).
+      `${keelRls('dead_insert')}
+      CREATE POLICY insert_nothing ON dead_insert FOR INSERT;`,
+    )}
+    CREATE FUNCTION public.norm_tenant(t text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT t $$;
+    CREATE FUNCTION public.tenant_setting() RETURNS text LANGUAGE sql STABLE
+      AS $$ SELECT norm_tenant(NULLIF(current_setting('app.tenant_id', true), '')) $$;
+    ${table('path_policy', r, '', keelRls('path_policy').replaceAll('public.keel_current_tenant()', 'public.tenant_setting()'))}
   `
 }
 
@@ -205,12 +247,20 @@ export function plantedSchema(r: string): string {
 export const PLANTED: ReadonlyArray<readonly [string, string]> = [
   ['runtime-role-member-of-bypass', '<runtime>'],
   ['runtime-role-owns-tenant-table', 'public.owned_by_app'],
+  // Owned by a role the runtime role inherits.
+  ['runtime-role-owns-tenant-table', 'public.owned_by_group'],
   ['rls-disabled', 'public.no_rls'],
   ['rls-not-forced', 'public.not_forced'],
   ['policy-missing', 'public.no_policy'],
   ['policy-without-with-check', 'public.no_check:only_using'],
+  // The error form: USING admits shared rows of every tenant, and is the write check too.
+  ['policy-without-with-check', 'public.shared_rows:own_or_shared'],
+  // FOR INSERT without WITH CHECK admits nothing (Postgres adds a false check): a warning, not a leak.
+  ['policy-without-with-check', 'public.dead_insert:insert_nothing'],
   ['policy-always-true', 'public.always_true:open'],
   ['policy-fails-open', 'public.fails_open:coalesced'],
+  // An OR branch true when the setting is empty (soft_deleted's `deleted_at IS NULL` is not reported).
+  ['policy-fails-open', 'public.or_empty:insert_or_empty'],
   ['policy-ignores-setting', 'public.other_setting:wrong_setting'],
   ['policies-permissive-widen', 'public.widened'],
   ['policy-casts-column', 'public.casts_column:text_compare'],
@@ -221,6 +271,8 @@ export const PLANTED: ReadonlyArray<readonly [string, string]> = [
   ['matview-over-tenant-table', 'public.customer_counts'],
   ['security-definer-reachable', 'public.count_all_customers()'],
   ['function-mutable-search-path', 'public.purge_tenant(t text)'],
+  // Not SECURITY DEFINER, but a tenant policy calls it and it names norm_tenant through the search_path.
+  ['function-mutable-search-path', 'public.tenant_setting()'],
   ['foreign-key-without-tenant', 'public.referrals:referrals_partner_tenant_fkey'],
   ['unique-without-tenant', 'public.accounts:accounts_email_key'],
   ['index-not-leading-tenant', 'public.events:events_at'],

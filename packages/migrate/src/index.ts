@@ -18,7 +18,14 @@ export { lintRules } from './lint/lint-rules.js'
 export type { LintFinding } from './lint/lint-sql.js'
 export { lintSql } from './lint/lint-sql.js'
 export type { BackfillOptions, BackfillProgress, BackfillResult } from './migrator/backfill.js'
-export type { FailedScope, Migrator, ScopeStatus, UpOptions, UpResult } from './migrator/create-migrator.js'
+export type {
+  FailedScope,
+  Migrator,
+  ProvisionOptions,
+  ScopeStatus,
+  UpOptions,
+  UpResult,
+} from './migrator/create-migrator.js'
 export { createMigrator } from './migrator/create-migrator.js'
 export type { MigrationContext } from './migrator/module-migration.js'
 export type { AppliedMigration } from './migrator/scope-runner.js'

@@ -90,6 +90,35 @@ describe('createMigrator in database mode', () => {
     }
   })
 
+  it('provision with runtimeRole: the new database admits that role, not PUBLIC; an unknown role is refused before anything is made', async () => {
+    const locked = `${prefix}lk`
+    const r = await migrator.provision(locked, { runtimeRole: 'keel_app' })
+    expect(r.failed).toEqual([])
+    const su = await connect('super')
+    try {
+      const acl = await su.query<{ public: boolean; app: boolean; other: boolean }>(
+        `SELECT has_database_privilege('public', $1, 'CONNECT') AS public,
+                has_database_privilege('keel_app', $1, 'CONNECT') AS app,
+                has_database_privilege('keel_app', $1, 'TEMPORARY') AS temp,
+                has_database_privilege($2, $1, 'CONNECT') AS other`,
+        [dbFor(locked), 'pg_monitor'],
+      )
+      expect(acl.rows[0]).toMatchObject({ public: false, app: true, temp: true, other: false })
+      const usage = await connect('super', dbFor(locked))
+      const schema = await usage.query("SELECT has_schema_privilege('keel_app', 'public', 'USAGE') AS ok")
+      await usage.end()
+      expect(schema.rows[0].ok).toBe(true)
+      const bad = await migrator
+        .provision(`${prefix}nr`, { runtimeRole: 'no_such_role_x' })
+        .catch((e: unknown) => e)
+      expect(isMigrateError(bad, 'KEEL_MIGRATE_CONFIG_INVALID')).toBe(true)
+      const made = await su.query('SELECT 1 FROM pg_database WHERE datname = $1', [dbFor(`${prefix}nr`)])
+      expect(made.rows).toEqual([])
+    } finally {
+      await su.end()
+    }
+  })
+
   it('provision from a template copies schema and ledger; deprovision archives (rename) or drops', async () => {
     const copy = `${prefix}tpl`
     const r = await migrator.provision(copy, { template: dbFor(tenants[0]!) })

@@ -15,11 +15,18 @@ export function registerTenantsCommand(program: Command): void {
       'create the tenant schema (schema mode) or database (database mode) and run tenant/ migrations',
     )
     .option('--template <database>', 'database mode: CREATE DATABASE ... TEMPLATE this database')
-    .action(async (id: string, opts: { template?: string }, command: Command) => {
+    .option(
+      '--runtime-role <role>',
+      "database mode: the app's role; the new database admits it, not PUBLIC (CONNECT, TEMPORARY, USAGE on public)",
+    )
+    .action(async (id: string, opts: { template?: string; runtimeRole?: string }, command: Command) => {
       const progress = new FleetProgress()
       const { migrator } = await commandMigrator(command, {}, progress.handle)
       try {
-        const result = await migrator.provision(id, opts.template ? { template: opts.template } : {})
+        const result = await migrator.provision(id, {
+          ...(opts.template ? { template: opts.template } : {}),
+          ...(opts.runtimeRole ? { runtimeRole: opts.runtimeRole } : {}),
+        })
         progress.summary(result)
         if (result.failed.length > 0) process.exitCode = 1
       } finally {

@@ -71,10 +71,21 @@ export interface UpOptions {
   tenants?: readonly string[]
 }
 
+export interface ProvisionOptions {
+  /** database mode: CREATE DATABASE ... TEMPLATE this database. */
+  template?: string
+  /**
+   * database mode: the app's runtime role. A new database then admits only it: PUBLIC's default
+   * CONNECT and TEMPORARY are revoked and granted to this role, with USAGE on schema public (the
+   * doctor's tenant-database-connect rule). Without it the database keeps Postgres' defaults.
+   */
+  runtimeRole?: string
+}
+
 export interface Migrator {
   up(options?: UpOptions): Promise<UpResult>
   status(): Promise<ScopeStatus[]>
-  provision(tenant: string, options?: { template?: string }): Promise<UpResult>
+  provision(tenant: string, options?: ProvisionOptions): Promise<UpResult>
   deprovision(
     tenant: string,
     options: { mode: 'archive' | 'drop' },
@@ -378,10 +389,10 @@ class FleetMigrator implements Migrator {
     return out
   }
 
-  async provision(tenant: string, options: { template?: string } = {}): Promise<UpResult> {
+  async provision(tenant: string, options: ProvisionOptions = {}): Promise<UpResult> {
     const placement = await this.#placeForProvisioning(tenant)
     const { tenant: migrations } = await this.#migrations()
-    await createTenantScope(this.#options, this.#main, placement, options.template)
+    await createTenantScope(this.#options, this.#main, placement, options)
     const started = performance.now()
     const scopeOptions = this.#scopeOptions()
     const result: UpResult = {

@@ -9,12 +9,15 @@ import { connectClient, ledgerScope, maintenanceConfig, type TenantPlacement } f
 // A tenant scope's life outside its migrations: created by provision() (its migrations then run like
 // any tenant's) and archived or dropped by deprovision(). Apart from the migrator, which runs them.
 
-/** Creates the tenant's schema, or its database (from `template` when given), if it is not there. */
+/**
+ * Creates the tenant's schema, or its database (from `template` when given), if it is not there. A
+ * database made for a `runtimeRole` admits only that role (and the owner), not PUBLIC.
+ */
 export async function createTenantScope(
   options: ResolvedMigratorOptions,
   main: pg.Pool,
   placement: TenantPlacement,
-  template: string | undefined,
+  { template, runtimeRole }: { template?: string; runtimeRole?: string },
 ): Promise<void> {
   if (placement.kind === 'schema') {
     const client = await main.connect()
@@ -27,18 +30,39 @@ export async function createTenantScope(
   } else {
     const admin = await connectClient(maintenanceConfig(options, placement.config))
     try {
+      if (runtimeRole !== undefined) {
+        const role = await admin.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [runtimeRole])
+        if (role.rowCount === 0) {
+          throw new MigrateError(
+            'KEEL_MIGRATE_CONFIG_INVALID',
+            `provision: runtimeRole ${JSON.stringify(runtimeRole)} does not exist on the tenant's server`,
+          )
+        }
+      }
       const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [placement.database])
       if (exists.rowCount === 0) {
         const from = template === undefined ? '' : ` TEMPLATE ${quoteIdent(template)}`
         await admin.query(`CREATE DATABASE ${quoteIdent(placement.database)}${from}`)
+        if (runtimeRole !== undefined) {
+          // Postgres gives PUBLIC CONNECT and TEMPORARY on every new database: any role of the server
+          // could then connect to this tenant's (docs/doctor/tenant-database-connect.md).
+          const db = quoteIdent(placement.database)
+          await admin.query(`REVOKE ALL ON DATABASE ${db} FROM PUBLIC`)
+          await admin.query(`GRANT CONNECT, TEMPORARY ON DATABASE ${db} TO ${quoteIdent(runtimeRole)}`)
+        }
       }
     } finally {
       await admin.end().catch(() => undefined)
     }
-    if (placement.schema !== undefined) {
+    if (placement.schema !== undefined || runtimeRole !== undefined) {
       const client = await connectClient(placement.config)
       try {
-        await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(placement.schema)}`)
+        if (placement.schema !== undefined) {
+          await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(placement.schema)}`)
+        }
+        if (runtimeRole !== undefined) {
+          await client.query(`GRANT USAGE ON SCHEMA public TO ${quoteIdent(runtimeRole)}`)
+        }
       } finally {
         await client.end()
       }

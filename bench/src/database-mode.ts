@@ -21,7 +21,7 @@ import pg from 'pg'
 import { BENCH_APPLICATION_NAME } from './lib/cpu.js'
 import { envNumber } from './lib/env.js'
 import { closedLoop, type LoopResult } from './lib/load.js'
-import { machineMeta } from './lib/machine.js'
+import { loadNote, machineMeta } from './lib/machine.js'
 import { fmt, fmtInt, fmtRatio, markdownTable } from './lib/report.js'
 import { writeResults } from './lib/results.js'
 import { runMain } from './lib/run-main.js'
@@ -326,43 +326,53 @@ async function noisyNeighbour(stack: Stack) {
       aMax: 1,
     }),
   ]
-  const out = []
-  for (const c of cases) {
-    await closedLoop(c.b, { concurrency: 2, seconds: 1 })
-    const alone: number[] = []
-    const during: number[] = []
-    const aQps: number[] = []
-    let bErrors = 0
-    for (let round = 0; round < settings.rounds; round++) {
+  for (const c of cases) await closedLoop(c.b, { concurrency: 2, seconds: 1 })
+  const tallies = cases.map(() => ({
+    alone: [] as number[],
+    during: [] as number[],
+    aQps: [] as number[],
+    bErrors: 0,
+  }))
+  // Every case in every round, in a rotating order: the shared machine's drifts (its other work, CPU
+  // steal) then weigh on every case alike, not on whichever ran during them.
+  for (let round = 0; round < settings.rounds; round++) {
+    const order = [...cases.keys()]
+    for (const i of [...order.slice(round % order.length), ...order.slice(0, round % order.length)]) {
+      const c = cases[i]!
+      const t = tallies[i]!
       const quiet = await closedLoop(c.b, { concurrency: 2, seconds: settings.seconds })
-      alone.push(quiet.latency.p99Ms)
+      t.alone.push(quiet.latency.p99Ms)
       const flooding = closedLoop(c.a, { concurrency: floodCallers, seconds: settings.seconds + 0.5 })
       await new Promise((resolve) => setTimeout(resolve, 250))
       const busy = await closedLoop(c.b, { concurrency: 2, seconds: settings.seconds })
-      during.push(busy.latency.p99Ms)
-      bErrors += quiet.errors + busy.errors
-      aQps.push((await flooding).qps)
+      t.during.push(busy.latency.p99Ms)
+      t.bErrors += quiet.errors + busy.errors
+      t.aQps.push((await flooding).qps)
     }
-    await c.close()
+  }
+  await Promise.all(cases.map((c) => c.close()))
+  const out = cases.map((c, i) => {
+    const t = tallies[i]!
     const row = {
       key: c.key,
       label: c.label,
       aCap: c.aCap,
-      aloneP99Ms: median(alone),
-      duringP99Ms: median(during),
-      ratio: median(during) / median(alone),
-      aQps: median(aQps),
-      bErrors,
+      aloneP99Ms: median(t.alone),
+      duringP99Ms: median(t.during),
+      ratio: median(t.during) / median(t.alone),
+      aQps: median(t.aQps),
+      bErrors: t.bErrors,
     }
     console.log(
       `${c.key}: B p99 ${fmt(row.aloneP99Ms)} -> ${fmt(row.duringP99Ms)} ms (${fmtRatio(row.ratio)})`,
     )
-    out.push(row)
-  }
+    return row
+  })
   return { floodCallers, cases: out }
 }
 
 async function main(): Promise<void> {
+  const machine = machineMeta()
   const stack = readStack()
   await setup(stack)
   const rows = await throughput(stack)
@@ -397,7 +407,6 @@ async function main(): Promise<void> {
   const noisyVerdict = noisy.cases
     .map((c) => `${c.key}: ${fmtRatio(c.ratio)} ${c.ratio <= 1.5 ? 'meets' : 'misses'} the goal (<= 1.5x)`)
     .join('; ')
-  const machine = machineMeta()
   const load = (await import('node:os'))
     .loadavg()
     .map((l) => l.toFixed(1))
@@ -406,13 +415,13 @@ async function main(): Promise<void> {
 
 ${table}
 
-Tenant B (2 callers, point selects on its own database) alone and while tenant A floods A's database on the same server (${noisy.floodCallers} callers) through the same keel, \`maxConnections: ${settings.cap}\`; median p99 of ${settings.rounds} alternating rounds of ${settings.seconds} s. A "holds connections": \`${HOLD}\` (a slow report waiting on I/O or locks); A "an aggregate": \`${AGGREGATE}\` (CPU on the server).
+Tenant B (2 callers, point selects on its own database) alone and while tenant A floods A's database on the same server (${noisy.floodCallers} callers) through the same keel, \`maxConnections: ${settings.cap}\`; median p99 of ${settings.rounds} rounds, each running every case (B alone for ${settings.seconds} s, then beside A's flood) in a rotating order. A "holds connections": \`${HOLD}\` (a slow report waiting on I/O or locks); A "an aggregate": \`${AGGREGATE}\` (CPU on the server).
 
 ${noisyTable}
 
 ${noisyVerdict}
 
-Load average ${machine.loadAverage.join(' ')} at the start, ${load} at the end, on ${machine.cores} cores (${machine.cpuModel}), ${machine.node}: Postgres, the load generator and keel share them.
+Run: ${loadNote(machine)}. Load average ${machine.loadAverage.join(' ')} at the start, ${load} at the end, on ${machine.cores} cores (${machine.cpuModel}), ${machine.node}: Postgres, the load generator and keel share them.
 `
   console.log(markdown)
   writeResults(

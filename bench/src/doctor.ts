@@ -11,7 +11,7 @@
 import { doctor } from '@keel/migrate'
 import pg from 'pg'
 import { envNumber } from './lib/env.js'
-import { type MachineMeta, machineMeta } from './lib/machine.js'
+import { loadNote, type MachineMeta, machineMeta } from './lib/machine.js'
 import { fmt, fmtInt, markdownTable } from './lib/report.js'
 import { writeResults } from './lib/results.js'
 import { runMain } from './lib/run-main.js'
@@ -169,7 +169,7 @@ number of set-based queries whatever the fleet size; the probe costs two to four
 table, in rolled-back transactions of 100 tables.
 The schema-mode run finds the one drifted schema (a dropped index); the rls runs find nothing (the
 \`tenant_*\` schemas all hold well-formed tenant tables). Machine: ${meta.cpuModel}, ${meta.cores} cores, load
-${meta.loadAverage.join(' / ')} at the start (shared with other agents: absolute numbers move).
+${meta.loadAverage.join(' / ')} at the start; ${loadNote(meta)}.
 
 ${table}
 `

@@ -13,7 +13,7 @@
  *   bash scripts/bench.sh export
  *
  * Environment: BENCH_EXPORT_ROWS (300000), BENCH_ROUNDS (3), BENCH_SECONDS (4), BENCH_CONCURRENCY (8),
- * BENCH_EXPORT_BATCH (keel's default), BENCH_EXPORT_PACE (50000: maxRowsPerSecond of the paced run). A benchmark, not a test: it never fails on timings.
+ * BENCH_EXPORT_BATCH (keel's default), BENCH_EXPORT_PACES (10000,25000,50000: maxRowsPerSecond of the paced runs), BENCH_NEIGHBOUR_ROUNDS (5). A benchmark, not a test: it never fails on timings.
  *
  * The fixture (lib/export-fixture.ts) and the neighbours' run (lib/export-neighbours.ts) live apart; this
  * file stays one piece (about 330 lines) on purpose: it re-runs itself as the child of each variant
@@ -238,7 +238,7 @@ async function main(): Promise<number> {
     csvVsSame: by('copy-keel-csv').medianMs / by('keel-csv').medianMs,
   }
   console.log('other tenants while the export runs, unpaced then paced...')
-  const others = [await othersP99(undefined), await othersP99(settings.pace)]
+  const others = await othersP99([undefined, ...settings.paces])
   const results: Results = { meta, settings, statements, variants, ratios, others }
   return finishRun(
     'issue-15-export',
@@ -313,7 +313,7 @@ ${markdownTable(
 
 "vs COPY": keel's rows against a raw COPY of the very statement keel sends (the same bytes: what keel itself costs), and in brackets against COPY's own text or CSV of \`SELECT *\` (Postgres does less work there: no JSON, timestamps in DateStyle's form); keel's statements against those; the buffered query against COPY text (same rows; the output formats differ in size).
 
-Other tenants (${r.settings.smallTenants} tenants, point selects by id under RLS, ${r.settings.concurrency} callers, the same keel, pool max 10) alone and while ${BIG}'s ndjson export runs back to back in the same process; median of ${r.settings.rounds} rounds of ${r.settings.seconds} s each:
+Other tenants (${r.settings.smallTenants} tenants, point selects by id under RLS, ${r.settings.concurrency} callers, the same keel, pool max 10) alone and while ${BIG}'s ndjson export runs back to back in the same process, unpaced and at each pace; ${r.settings.neighbourRounds} rounds, each measuring every phase for ${r.settings.seconds} s in a rotating order (so the machine's drifts weigh on all alike); medians:
 
 ${markdownTable(
   [

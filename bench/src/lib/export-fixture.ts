@@ -14,7 +14,13 @@ export const settings = {
   concurrency: Math.round(envNumber('BENCH_CONCURRENCY', 8)),
   batchSize: process.env.BENCH_EXPORT_BATCH ? Math.round(envNumber('BENCH_EXPORT_BATCH', 1_000)) : undefined,
   /** maxRowsPerSecond of the paced export in the neighbours' run. */
-  pace: Math.round(envNumber('BENCH_EXPORT_PACE', 50_000)),
+  /** maxRowsPerSecond of the paced runs (comma-separated), each beside an unpaced run. */
+  paces: (process.env.BENCH_EXPORT_PACES ?? '10000,25000,50000')
+    .split(',')
+    .map((p) => Math.round(Number(p)))
+    .filter((p) => p > 0),
+  /** The neighbours' p99 moves more between rounds than throughput does: more rounds, the median. */
+  neighbourRounds: Math.round(envNumber('BENCH_NEIGHBOUR_ROUNDS', 5)),
   smallTenants: 40,
   smallRows: 100,
 }

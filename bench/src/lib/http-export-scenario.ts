@@ -50,7 +50,7 @@ export interface ExportScenarioResults {
 }
 
 /** The example app's default pace (examples/src/app/exports.ts), and unpaced for comparison. */
-const PACES = [0, Math.round(envNumber('BENCH_HTTP_EXPORT_PACE', 50_000))]
+const PACES = [0, Math.round(envNumber('BENCH_HTTP_EXPORT_PACE', 25_000))]
 
 async function startServer(pace: number): Promise<{ port: number; child: ChildProcess }> {
   const stack = readStack()

@@ -33,6 +33,6 @@ export function machineMeta(): MachineMeta {
 export function loadNote(meta: MachineMeta): string {
   const [one = 0] = meta.loadAverage
   return one > meta.cores * 0.75
-    ? `**measured under load** (load average ${one} on ${meta.cores} cores when the run started: other work shares the machine; compare the rows of one run, not absolute numbers)`
+    ? `**started on a busy machine** (load average ${one} on ${meta.cores} cores: an earlier run still in the average, or other work; compare the rows of one run, not absolute numbers)`
     : `the machine otherwise idle when the run started (load average ${one} on ${meta.cores} cores)`
 }

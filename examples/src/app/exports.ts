@@ -15,7 +15,7 @@ export const EXPORT_JOB = 'data.export'
  * http-export.md). KEEL_EXAMPLE_EXPORT_ROWS_PER_SECOND sets it; 0 leaves exports unpaced.
  */
 export function exportPace(): { maxRowsPerSecond?: number } {
-  const asked = Number(process.env.KEEL_EXAMPLE_EXPORT_ROWS_PER_SECOND ?? 50_000)
+  const asked = Number(process.env.KEEL_EXAMPLE_EXPORT_ROWS_PER_SECOND ?? 25_000)
   return Number.isFinite(asked) && asked > 0 ? { maxRowsPerSecond: asked } : {}
 }
 

@@ -269,7 +269,7 @@ class ExportReadable extends Readable {
 }
 
 /** Below this, being ahead of the pace is not worth a timer (a chunk holds a few hundred rows). */
-const PACE_STEP_MS = 10
+const PACE_STEP_MS = 50
 /** How far behind the pace an export may fall and then make up at full speed (a slow consumer's debt). */
 const PACE_BURST_MS = 100
 

@@ -77,6 +77,41 @@ function codeOf(error: unknown): string {
   return error.details.reason === 'primary_down' ? `${error.code}/primary_down` : error.code
 }
 
+/** N inserts (tenants p0 and p1) started at once; each outcome is recorded as it settles. */
+function startWrites(
+  k: Keel,
+  n: number,
+  suffix: () => string = () => '',
+): { outcomes: Array<string | undefined>; writes: Array<Promise<void>> } {
+  const outcomes: Array<string | undefined> = Array.from({ length: n }, () => undefined)
+  const writes = Array.from({ length: n }, (_, i) =>
+    k
+      .tenant(`p${i % 2}`)
+      .query(`INSERT INTO ${table} (tenant_id) VALUES ($1)`, [`p${i % 2}`])
+      .then(
+        () => {
+          outcomes[i] = `ok${suffix()}`
+        },
+        (error: unknown) => {
+          outcomes[i] = `${codeOf(error)}${suffix()}`
+        },
+      ),
+  )
+  return { outcomes, writes }
+}
+
+/** Until a write through `db` succeeds again (the primary back, its pools open). */
+async function writesAgain(db: ReturnType<Keel['tenant']>): Promise<void> {
+  await waitFor('a write succeeds again', async () => {
+    try {
+      await db.query(`INSERT INTO ${table} (tenant_id) VALUES ('p0')`)
+      return true
+    } catch {
+      return false
+    }
+  })
+}
+
 /** A token whose position no replica has replayed (and the dead primary cannot be asked about). */
 function futureToken(k: Keel, written: string): string {
   const [, systemId, timeline] = written.split('.')
@@ -260,20 +295,7 @@ describe('the primary stops answering (SIGSTOP) under a write load', () => {
     await stackCtl('pause', 'primary')
     let resumed = false
     const N = 20
-    const outcomes: Array<string | undefined> = Array.from({ length: N }, () => undefined)
-    const writes = Array.from({ length: N }, (_, i) =>
-      k
-        .tenant(`p${i % 2}`)
-        .query(`INSERT INTO ${table} (tenant_id) VALUES ($1)`, [`p${i % 2}`])
-        .then(
-          () => {
-            outcomes[i] = resumed ? 'ok after resume' : 'ok'
-          },
-          (error: unknown) => {
-            outcomes[i] = resumed ? `${codeOf(error)} after resume` : codeOf(error)
-          },
-        ),
-    )
+    const { outcomes, writes } = startWrites(k, N, () => (resumed ? ' after resume' : ''))
     let readFailures = 0
     let readsOk = 0
     const readsDuring = (async () => {
@@ -309,14 +331,7 @@ describe('the primary stops answering (SIGSTOP) under a write load', () => {
     expect(readFailures).toBe(0)
     expect(readsOk).toBeGreaterThan(0)
     // pg-pool's own queue empties once its connection attempts give up or succeed; none is left behind.
-    await waitFor('a write succeeds again', async () => {
-      try {
-        await db.query(`INSERT INTO ${table} (tenant_id) VALUES ('p0')`)
-        return true
-      } catch {
-        return false
-      }
-    })
+    await writesAgain(db)
     expect((await k.health()).primary.pool.waiting).toBe(0)
   })
 })
@@ -353,20 +368,7 @@ describe('database mode: a tenant database whose primary stops answering (SIGSTO
     primary = 'paused'
     await stackCtl('pause', 'primary')
     const N = 12
-    const outcomes: Array<string | undefined> = Array.from({ length: N }, () => undefined)
-    const writes = Array.from({ length: N }, (_, i) =>
-      k
-        .tenant(`p${i % 2}`)
-        .query(`INSERT INTO ${table} (tenant_id) VALUES ($1)`, [`p${i % 2}`])
-        .then(
-          () => {
-            outcomes[i] = 'ok'
-          },
-          (error: unknown) => {
-            outcomes[i] = codeOf(error)
-          },
-        ),
-    )
+    const { outcomes, writes } = startWrites(k, N)
     await Promise.race([Promise.all(writes), new Promise((r) => setTimeout(r, HELD_MS))])
     const before = [...outcomes]
     // Bounded well below connectionTimeoutMs: a health check that probed the stopped host would hang.
@@ -390,14 +392,7 @@ describe('database mode: a tenant database whose primary stops answering (SIGSTO
     expect(health?.degraded).toMatchObject({ reason: 'primary_down' })
     expect(health?.databases?.[0]?.primary).toMatchObject({ status: 'down' })
     expect(ready).toMatchObject({ status: 200, body: { status: 'degraded', reason: 'primary_down' } })
-    await waitFor('a write succeeds again', async () => {
-      try {
-        await db.query(`INSERT INTO ${table} (tenant_id) VALUES ('p0')`)
-        return true
-      } catch {
-        return false
-      }
-    })
+    await writesAgain(db)
     expect((await k.health()).degraded).toBeUndefined()
   })
 })

@@ -17,7 +17,8 @@ export type { LintContext, LintRule } from './lint/lint-rules.js'
 export { lintRules } from './lint/lint-rules.js'
 export type { LintFinding } from './lint/lint-sql.js'
 export { lintSql } from './lint/lint-sql.js'
-export type { BackfillOptions, BackfillProgress, BackfillResult } from './migrator/backfill.js'
+export type { BackfillOptions, BackfillResult } from './migrator/backfill.js'
+export type { BackfillProgress } from './migrator/backfill-progress.js'
 export type {
   FailedScope,
   Migrator,

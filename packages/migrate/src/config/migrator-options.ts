@@ -1,6 +1,6 @@
 import type { ClientConfig } from 'pg'
 import { z } from 'zod'
-import type { BackfillProgress } from '../migrator/backfill.js'
+import type { BackfillProgress } from '../migrator/backfill-progress.js'
 
 // The tenancy config the app gives createKeel (core's shape, Wave 2 contract), validated here with the
 // migrator's own schema: the migrator reads only what it needs and accepts extra keys (the app's config

@@ -14,13 +14,8 @@ import { MigrateError } from '../errors.js'
 import { ensureLedger, readLedger } from './ledger.js'
 import { type Migration, readMigrations } from './migration-files.js'
 import { runFleet } from './run-fleet.js'
-import {
-  type AppliedMigration,
-  quoteIdent,
-  runScope,
-  type ScopeOptions,
-  type ScopeTarget,
-} from './scope-runner.js'
+import { type AppliedMigration, runScope } from './scope-runner.js'
+import { quoteIdent, type ScopeOptions, type ScopeTarget } from './scope-session.js'
 import { createTenantScope, retireTenantScope } from './tenant-lifecycle.js'
 import {
   checkTenantId,

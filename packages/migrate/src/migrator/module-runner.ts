@@ -14,7 +14,7 @@ import {
   type ScopeOptions,
   type ScopeTarget,
   WHO,
-} from './scope-runner.js'
+} from './scope-session.js'
 
 /**
  * Runs a .js/.mjs/.ts migration (ADR 0047). `transaction` true (the default): up(ctx) and the ledger row in

@@ -3,9 +3,8 @@
 // (in a transaction with the ledger row, stepwise for CONCURRENTLY, or as a module via module-runner)
 // with the same lock_timeout settings and retry, and the INVALID-index repair the stepwise path needs.
 // The module path already lives apart (module-runner.ts); what is left is the SQL path end to end.
-import { hostname, userInfo } from 'node:os'
-import type { Client, ClientBase } from 'pg'
-import type { Blocker, MigrateEvent, ResolvedMigratorOptions } from '../config/migrator-options.js'
+import type { ClientBase } from 'pg'
+import type { MigrateEvent } from '../config/migrator-options.js'
 import { MigrateError } from '../errors.js'
 import { lintStatements } from '../lint/lint-sql.js'
 import { isNonTransactional, type ParsedStatement } from '../sql/parse-sql.js'
@@ -13,20 +12,16 @@ import { type LedgerState, LOCK_CLASS, RECORD_SQL, readLedger } from './ledger.j
 import { BlockerProbe, withLockRetry } from './lock-retry.js'
 import type { Migration } from './migration-files.js'
 import { applyModule } from './module-runner.js'
-
-/** Where one scope's migrations run: the tenant (null for shared), its ledger scope and its schema. */
-export interface ScopeTarget {
-  tenant: string | null
-  /** The ledger key: 'shared', 'schema:<name>' or 'database'. */
-  scope: string
-  /** The schema the scope's objects live in; undefined = the connection's default search_path. */
-  schema: string | undefined
-  /** Schemas searched after `schema` (tenancy.sharedSchemas). */
-  extraSchemas: readonly string[]
-  client: ClientBase
-  /** Opens a second connection to the same database, for blocker probes. */
-  connectMonitor(): Promise<Client>
-}
+import {
+  applySettings,
+  beginWithSettings,
+  inTransaction,
+  quoteIdent,
+  retryOptions,
+  type ScopeOptions,
+  type ScopeTarget,
+  WHO,
+} from './scope-session.js'
 
 export interface AppliedMigration {
   tenant: string | null
@@ -39,24 +34,6 @@ export interface ScopeResult {
   rebuiltIndexes: string[]
 }
 
-export type ScopeOptions = Pick<
-  ResolvedMigratorOptions,
-  | 'lockTimeoutMs'
-  | 'maxLockWaitMs'
-  | 'statementTimeoutMs'
-  | 'concurrentStatementTimeoutMs'
-  | 'scopeLockWaitMs'
-  | 'lint'
-  | 'maxReplicaLagMs'
-> & { emit(event: MigrateEvent): void; lintedOnce: Set<string> }
-
-export function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`
-}
-
-export const WHO = `${userInfo().username}@${hostname()} pid ${process.pid}`
-const SETTINGS =
-  "SELECT set_config('lock_timeout', $1, $4), set_config('statement_timeout', $2, $4), set_config('search_path', $3, $4)"
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
 /** Migrates one scope under its advisory lock: two runners never migrate the same scope at once. */
@@ -177,69 +154,6 @@ function lintBeforeRun(migration: Migration, options: ScopeOptions): void {
   options.lintedOnce.add(migration.id)
   for (const f of findings)
     options.emit({ type: 'lint', migration: migration.id, rule: f.rule, line: f.line, message: f.message })
-}
-
-function searchPath(target: ScopeTarget): string {
-  if (target.schema === undefined) return ''
-  return [target.schema, ...target.extraSchemas].map(quoteIdent).join(', ')
-}
-
-/** lock_timeout, statement_timeout and search_path, for the transaction (local) or the session. */
-export async function applySettings(
-  target: ScopeTarget,
-  timeoutMs: number,
-  lockTimeoutMs: number,
-  local: boolean,
-) {
-  const path = searchPath(target)
-  if (path === '') {
-    await target.client.query(
-      "SELECT set_config('lock_timeout', $1, $3), set_config('statement_timeout', $2, $3)",
-      [`${lockTimeoutMs}ms`, `${timeoutMs}ms`, local],
-    )
-  } else {
-    await target.client.query(SETTINGS, [`${lockTimeoutMs}ms`, `${timeoutMs}ms`, path, local])
-  }
-}
-
-export function retryOptions(target: ScopeTarget, migration: Migration, options: ScopeOptions) {
-  return {
-    lockTimeoutMs: options.lockTimeoutMs,
-    maxLockWaitMs: options.maxLockWaitMs,
-    onRetry: (attempt: number, delayMs: number, blockers: Blocker[]) =>
-      options.emit({
-        type: 'lock-retry',
-        tenant: target.tenant,
-        migration: migration.id,
-        attempt,
-        delayMs,
-        blockers,
-      }),
-  }
-}
-
-/**
- * BEGIN and the transaction's settings in one round trip (simple protocol, several statements): the values
- * are integers and identifiers quoted by quoteIdent, never input text.
- */
-export function beginWithSettings(target: ScopeTarget, options: ScopeOptions): string {
-  const path = searchPath(target)
-  return `BEGIN; SET LOCAL lock_timeout = ${Math.trunc(options.lockTimeoutMs)}; SET LOCAL statement_timeout = ${Math.trunc(options.statementTimeoutMs)}${path === '' ? '' : `; SET LOCAL search_path = ${path}`}`
-}
-
-export async function inTransaction(
-  client: ClientBase,
-  begin: string,
-  body: () => Promise<void>,
-): Promise<void> {
-  await client.query(begin)
-  try {
-    await body()
-    await client.query('COMMIT')
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined)
-    throw error
-  }
 }
 
 /** The whole file and its ledger row in one transaction: applied exactly once, or not at all. */

@@ -3,7 +3,7 @@ import type { ResolvedMigratorOptions } from '../config/migrator-options.js'
 import { MigrateError } from '../errors.js'
 import { ensureLedger } from './ledger.js'
 import { BlockerProbe, withLockRetry } from './lock-retry.js'
-import { quoteIdent } from './scope-runner.js'
+import { quoteIdent } from './scope-session.js'
 import { connectClient, ledgerScope, maintenanceConfig, type TenantPlacement } from './tenant-scopes.js'
 
 // A tenant scope's life outside its migrations: created by provision() (its migrations then run like

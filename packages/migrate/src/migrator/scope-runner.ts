@@ -4,7 +4,6 @@
 // with the same lock_timeout settings and retry, and the INVALID-index repair the stepwise path needs.
 // The module path already lives apart (module-runner.ts); what is left is the SQL path end to end.
 import type { ClientBase } from 'pg'
-import type { MigrateEvent } from '../config/migrator-options.js'
 import { MigrateError } from '../errors.js'
 import { lintStatements } from '../lint/lint-sql.js'
 import { isNonTransactional, type ParsedStatement } from '../sql/parse-sql.js'

@@ -19,6 +19,12 @@ import { buildForWorkers, startWorkers, type Worker } from './support/worker.js'
 // process and in others, one loader fleet-wide, tag invalidations seen by all, values keep their types,
 // and a master SIGKILLed under a cached-read load costs no call.
 
+/** Holds the node it runs on for ARGV[1] ms (a busy node: every other command waits). */
+const SPIN = `local function now() local t = redis.call('TIME') return t[1] * 1000 + math.floor(t[2] / 1000) end
+local stop = now() + tonumber(ARGV[1])
+while now() < stop do end
+return 1`
+
 let cluster: StackRedisCluster
 let client: Cluster
 let dist: string
@@ -149,6 +155,7 @@ describe('cache on a Redis Cluster', () => {
   // invalidate() resolved before they were done.
   async function silentSubscribersHoldInvalidate(
     pick: (node: { name: string; port: number }, owner: string) => boolean,
+    blockMs = 0,
   ): Promise<void> {
     const prefix = freshPrefix()
     const ackTimeoutMs = 2_000
@@ -168,18 +175,29 @@ describe('cache on a Redis Cluster', () => {
       .filter((n) => pick(n, owner))
       .map((n) => new Redis(n.port, '127.0.0.1', { maxRetriesPerRequest: 1 }))
     for (const r of silent) r.on('error', () => undefined)
+    const blockers = cluster.nodes
+      .filter((n) => blockMs > 0 && pick(n, owner))
+      .map((n) => new Redis(n.port, '127.0.0.1', { maxRetriesPerRequest: 1 }))
     try {
       for (const r of silent) await r.subscribe(`${prefix}:events`)
+      // A busy node: a script holds it for longer than the command timeout, so its NUMSUB answers late.
+      const blocking = blockers.map((r) => r.eval(SPIN, 0, String(blockMs)).catch(() => undefined))
+      if (blocking.length > 0) await new Promise((resolve) => setTimeout(resolve, 30))
       const started = performance.now()
       await keel.tenant('acme').invalidate({ tags: ['invoices'] })
       expect(performance.now() - started).toBeGreaterThanOrEqual(ackTimeoutMs - 50)
+      await Promise.all(blocking)
     } finally {
-      for (const r of silent) r.disconnect()
+      for (const r of [...silent, ...blockers]) r.disconnect()
     }
   }
 
   it('invalidate() waits for subscribers on every node: one on another node that never acknowledges holds it until the ack timeout', async () => {
     await silentSubscribersHoldInvalidate((n, owner) => n.name !== owner)
+  })
+
+  it('a node too busy to answer NUMSUB within the command timeout is waited for, not counted as 0: its silent subscriber holds invalidate() until the ack timeout', async () => {
+    await silentSubscribersHoldInvalidate((n, owner) => n.name !== owner, 600)
   })
 
   it('a subscriber on a replica counts too (after a failover a process can subscribe there): one that never acknowledges holds invalidate() until the ack timeout', async () => {

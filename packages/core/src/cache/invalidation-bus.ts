@@ -75,6 +75,7 @@ export class InvalidationBus {
       g: tags,
     }
     const acked = this.#acks.expect(id)
+    const started = Date.now()
     let receivers: number
     try {
       receivers = await tier.invalidate(
@@ -82,6 +83,7 @@ export class InvalidationBus {
         keys.map((k) => this.#keys.value(scope, k)),
         tags.map((t) => this.#keys.tagVersion(scope, t)),
         JSON.stringify(message),
+        this.#ackTimeoutMs,
       )
     } catch (error) {
       acked.cancel()
@@ -89,8 +91,9 @@ export class InvalidationBus {
       this.#defer(scope, keys, tags)
       return
     }
-    // Every subscriber, this process included, acknowledges after dropping its copies.
-    await acked.wait(receivers, this.#ackTimeoutMs)
+    // Every subscriber, this process included, acknowledges after dropping its copies. The budget
+    // counts from the publish: counting a cluster's subscribers may have taken part of it.
+    await acked.wait(receivers, Math.max(0, this.#ackTimeoutMs - (Date.now() - started)))
   }
 
   /** A message on the events channel or on this process's ack channel. */

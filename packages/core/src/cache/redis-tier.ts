@@ -266,8 +266,9 @@ export class RedisTier implements SharedTier {
     valueKeys: readonly string[],
     tagVersions: readonly string[],
     message: string,
+    countWithinMs: number,
   ): Promise<number> {
-    const fleet = isClusterClient(this.#command) ? this.#clusterSubscribers() : undefined
+    const fleet = isClusterClient(this.#command) ? this.#clusterSubscribers(countWithinMs) : undefined
     const results = await this.#run((r) => {
       const pipeline = r.multi()
       for (const key of keyVersions) pipeline.incr(key)
@@ -284,19 +285,17 @@ export class RedisTier implements SharedTier {
 
   /**
    * The events channel's subscribers on every node of the cluster, masters and replicas (ioredis
-   * subscribes on any of them). A node that does not answer within the command timeout counts 0: its
-   * subscribers lost their connection, and a subscriber that comes back clears its L1 (ADR 0012).
+   * subscribes on any of them). A node that refuses (its connection is gone) counts 0: its subscribers
+   * lost theirs too, and a subscriber that comes back clears its L1 (ADR 0012). A node that is only slow
+   * is waited for up to `withinMs` (the invalidation's whole acknowledgement budget, not the command
+   * timeout): counted 0, its subscribers were not waited for, and a busy node let invalidate() resolve
+   * before they had dropped their copies (a CI run's stale read). One that does not answer in that time
+   * counts as unknown (Infinity): the invalidation then waits out its budget.
    */
-  async #clusterSubscribers(): Promise<number> {
+  async #clusterSubscribers(withinMs: number): Promise<number> {
     const nodes = (this.#command as unknown as Cluster).nodes('all')
-    const counts = await Promise.allSettled(
-      nodes.map((node) => this.#deadlines.within(node.pubsub('NUMSUB', this.#keys.events))),
-    )
-    let total = 0
-    for (const count of counts) {
-      if (count.status === 'fulfilled') total += Number((count.value as unknown[])[1] ?? 0)
-    }
-    return total
+    const counts = await Promise.all(nodes.map((node) => subscribersOn(node, this.#keys.events, withinMs)))
+    return counts.reduce((total, n) => total + n, 0)
   }
 
   publish(channel: string, message: string): void {
@@ -321,4 +320,23 @@ function same<T>(value: T): T {
 
 function rethrow(error: unknown): never {
   throw error
+}
+
+/** NUMSUB of `channel` on one node: 0 if it refuses, Infinity if it does not answer within `withinMs`. */
+async function subscribersOn(node: Redis, channel: string, withinMs: number): Promise<number> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<number>((resolve) => {
+    timer = setTimeout(() => resolve(Number.POSITIVE_INFINITY), withinMs)
+  })
+  try {
+    return await Promise.race([
+      node.pubsub('NUMSUB', channel).then(
+        (reply) => Number((reply as unknown[])[1] ?? 0),
+        () => 0,
+      ),
+      late,
+    ])
+  } finally {
+    clearTimeout(timer)
+  }
 }

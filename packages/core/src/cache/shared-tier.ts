@@ -45,12 +45,16 @@ export interface SharedTier {
     ttlMs: number,
     fillMessage: string,
   ): Promise<boolean>
-  /** Bumps the counters, drops the values, and broadcasts; resolves to the number of receivers. */
+  /**
+   * Bumps the counters, drops the values, and broadcasts; resolves to the number of receivers
+   * (counting them may take up to `countWithinMs`; Infinity when some could not be counted in time).
+   */
   invalidate(
     keyVersions: readonly string[],
     valueKeys: readonly string[],
     tagVersions: readonly string[],
     message: string,
+    countWithinMs: number,
   ): Promise<number>
   publish(channel: string, message: string): void
   /** For health: Redis answers a PING now. */

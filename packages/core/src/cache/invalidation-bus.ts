@@ -113,6 +113,16 @@ export class InvalidationBus {
     }
   }
 
+  /**
+   * The first subscription is confirmed. L1 kept entries before only while Redis was unusable (LocalTier
+   * keeps none while Redis answers unheard): those may have missed invalidations, so L1 starts over,
+   * and what could not be sent meanwhile is sent.
+   */
+  onListening(): void {
+    this.#local.forgetAll()
+    this.replay()
+  }
+
   /** The subscription came back after a loss: invalidations may have been missed, so L1 starts over. */
   onRedisBack(): void {
     this.#local.forgetAll()

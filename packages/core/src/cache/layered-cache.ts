@@ -64,11 +64,13 @@ export class LayeredCache {
             {
               onMessage: (channel, message) => bus?.onMessage(channel, message),
               onResubscribed: () => bus?.onRedisBack(),
+              onListening: () => bus?.onListening(),
               onCommandsBack: () => bus?.replay(),
               onBreaker: (open) => bus?.onBreaker(open),
             },
           )
     this.#redis = redis
+    if (redis !== undefined) local.keepOnlyWhen(() => redis.l1Safe())
     bus = new InvalidationBus(local, redis, keys, fills, telemetry, logger, config.invalidationAckTimeoutMs)
     this.#bus = bus
     const runner = new LoaderRunner(local, config, telemetry, logger)

@@ -17,10 +17,17 @@ export class LocalTier {
   readonly #l1: L1Store
   readonly #fence = new LocalFence()
   readonly #freeze: boolean
+  /** Whether an entry may enter L1 now (RedisTier.l1Safe; always, without Redis). */
+  #mayKeep: () => boolean = () => true
 
   constructor(config: ResolvedConfig['cache']['l1']) {
     this.#l1 = new L1Store(config.maxEntries, config.maxBytes)
     this.#freeze = config.freeze
+  }
+
+  /** Set once the shared tier exists (it is built after this): L1 keeps entries only when it allows. */
+  keepOnlyWhen(mayKeep: () => boolean): void {
+    this.#mayKeep = mayKeep
   }
 
   /** L1's lookup, handed to the read path as is: an L1 hit goes through no layer of this class. */
@@ -43,7 +50,7 @@ export class LocalTier {
     if (entry === undefined) return undefined
     const now = Date.now()
     if (now >= entry.staleUntil || !sameVersions(entry.versions, read.versions)) return undefined
-    this.#l1.set(target.local, entry, read.bytes, target.localTags)
+    if (this.#mayKeep()) this.#l1.set(target.local, entry, read.bytes, target.localTags)
     return { value: entry.value, result: now < entry.freshUntil ? 'l2_hit' : 'stale' }
   }
 
@@ -59,7 +66,9 @@ export class LocalTier {
   ): CacheOutcome | undefined {
     if (this.#fence.changedSince(epoch, [target.local, ...target.localTags])) return undefined
     const stored = this.#freeze ? { ...entry, value: deepFreeze(entry.value) } : entry
-    this.#l1.set(target.local, stored, bytes ?? approximateSize(entry.value), target.localTags)
+    if (this.#mayKeep()) {
+      this.#l1.set(target.local, stored, bytes ?? approximateSize(entry.value), target.localTags)
+    }
     return { value: stored.value, result: 'miss' }
   }
 

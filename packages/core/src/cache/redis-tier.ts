@@ -45,6 +45,11 @@ export interface RedisTierEvents {
   /** The subscription was lost and is back: invalidations may have been missed meanwhile. */
   readonly onResubscribed: () => void
   /**
+   * The first subscription is confirmed: from now on this process hears every invalidation. What L1
+   * holds from before (kept only while Redis was unusable) may have missed some.
+   */
+  readonly onListening: () => void
+  /**
    * The command connection was lost and is back: what could not be sent meanwhile can be now. Apart
    * from onResubscribed because the two connections come back in either order.
    */
@@ -72,6 +77,8 @@ export class RedisTier implements SharedTier {
   readonly #decode: (buffer: Buffer | null) => CacheEntry | undefined
   readonly #firstReady: Promise<void>
   #subscriberLost = false
+  /** The events channel's subscription is confirmed and its connection up: invalidations are heard. */
+  #listening = false
   #commandLost = false
   #closed = false
 
@@ -109,15 +116,25 @@ export class RedisTier implements SharedTier {
     )
     this.#subscriber.on('message', events.onMessage)
     this.#subscriber.on('close', () => {
+      this.#listening = false
       if (!this.#closed) this.#subscriberLost = true
     })
     this.#subscriber.on('ready', () => {
       if (this.#subscriberLost) {
         this.#subscriberLost = false
+        // ioredis subscribes again before 'ready' (autoResubscribe).
+        this.#listening = true
         events.onResubscribed()
       }
     })
-    void this.#subscriber.subscribe(keys.events, keys.ackChannel(this.processId)).catch(() => undefined)
+    void this.#subscriber.subscribe(keys.events, keys.ackChannel(this.processId)).then(
+      () => {
+        if (this.#closed || this.#subscriber.status !== 'ready') return
+        this.#listening = true
+        events.onListening()
+      },
+      () => undefined,
+    )
     // The first calls wait (bounded) for the first connection, so a cold start does not stampede the
     // database while Redis is merely still connecting.
     this.#firstReady = new Promise<void>((resolve) => {
@@ -152,6 +169,17 @@ export class RedisTier implements SharedTier {
   /** True when commands should be tried at all. */
   usable(): boolean {
     return !this.#closed && this.#breaker.allows()
+  }
+
+  /**
+   * Whether L1 may keep an entry now: this process hears every invalidation (its subscription is
+   * confirmed), or Redis is unusable and L1 is all the cache there is (degraded mode: L1 is cleared when
+   * the subscription comes back). Not while Redis answers but the subscription is not confirmed yet (a
+   * process's first moments, a subscriber reconnecting): an entry kept then could miss an invalidation
+   * published meanwhile and be served after the invalidation resolved everywhere else.
+   */
+  l1Safe(): boolean {
+    return this.#listening || !this.usable() || this.#command.status !== 'ready'
   }
 
   async #run<T>(fn: (redis: KeelRedis) => Promise<T>): Promise<T> {

@@ -13,10 +13,14 @@ afterEach(async () => {
   for (const close of closers.splice(0).reverse()) await close()
 })
 
-/** A proxy to the stack's Redis that holds a connection's traffic for `holdMs` from its SUBSCRIBE on. */
-async function subscribeHoldingProxy(holdMs: number): Promise<string> {
+/**
+ * A proxy to the stack's Redis that holds a connection's traffic for `holdMs` from its SUBSCRIBE on;
+ * `cutSubscribers()` drops the connections that subscribed (the client reconnects through it).
+ */
+async function subscribeHoldingProxy(holdMs: number): Promise<{ url: string; cutSubscribers(): void }> {
   const target = new URL(readStack().redis.url)
   const sockets = new Set<net.Socket>()
+  const subscribers = new Set<net.Socket>()
   const server = net.createServer((client) => {
     const upstream = net.connect({ host: target.hostname, port: Number(target.port) })
     sockets.add(client)
@@ -24,6 +28,7 @@ async function subscribeHoldingProxy(holdMs: number): Promise<string> {
     for (const s of [client, upstream]) s.on('error', () => undefined)
     let held: Promise<void> | undefined
     client.on('data', (chunk: Buffer) => {
+      if (/subscribe/i.test(chunk.toString('latin1'))) subscribers.add(client)
       if (held === undefined && /subscribe/i.test(chunk.toString('latin1')))
         held = sleep(holdMs).then(() => undefined)
       if (held === undefined) upstream.write(chunk)
@@ -41,16 +46,20 @@ async function subscribeHoldingProxy(holdMs: number): Promise<string> {
   )
   const url = new URL(target)
   url.port = String((server.address() as net.AddressInfo).port)
-  return url.toString()
+  return {
+    url: url.toString(),
+    cutSubscribers: () => {
+      for (const socket of subscribers) socket.destroy()
+      subscribers.clear()
+    },
+  }
 }
 
 describe('cache: the moments before the invalidation subscription is confirmed', () => {
   it('a value read then is not kept in L1: after another process invalidates, the new value is read', async () => {
     const prefix = freshPrefix()
-    const late = cacheKeel({
-      prefix,
-      redis: { url: await subscribeHoldingProxy(1_500), commandTimeoutMs: 200 },
-    })
+    const proxy = await subscribeHoldingProxy(1_500)
+    const late = cacheKeel({ prefix, redis: { url: proxy.url, commandTimeoutMs: 200 } })
     const other = cacheKeel({ prefix })
     closers.push(
       () => late.close(),
@@ -70,5 +79,25 @@ describe('cache: the moments before the invalidation subscription is confirmed',
     source = 'v3'
     await other.tenant('acme').invalidate({ tags: ['invoices'] })
     expect(await late.tenant('acme').cached({ key: 'list', tags: ['invoices'] }, loader)).toBe('v3')
+  })
+  it('the same while its subscription comes back after a loss: ioredis is ready before Redis confirms the SUBSCRIBE', async () => {
+    const prefix = freshPrefix()
+    const proxy = await subscribeHoldingProxy(1_500)
+    const late = cacheKeel({ prefix, redis: { url: proxy.url, commandTimeoutMs: 200 } })
+    const other = cacheKeel({ prefix })
+    closers.push(
+      () => late.close(),
+      () => other.close(),
+    )
+    let source = 'v1'
+    const loader = async () => source
+    await sleep(2_000) // the first subscription confirmed
+    proxy.cutSubscribers()
+    // ioredis reconnects within ~50 ms and says 'ready'; its SUBSCRIBE waits in the proxy.
+    await sleep(400)
+    expect(await late.tenant('acme').cached({ key: 'list', tags: ['invoices'] }, loader)).toBe('v1')
+    source = 'v2'
+    await other.tenant('acme').invalidate({ tags: ['invoices'] })
+    expect(await late.tenant('acme').cached({ key: 'list', tags: ['invoices'] }, loader)).toBe('v2')
   })
 })

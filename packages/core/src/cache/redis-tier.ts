@@ -110,7 +110,15 @@ export class RedisTier implements SharedTier {
         events.onCommandsBack()
       }
     })
-    this.#subscriber = openRedis(topology, { ...connection, enableOfflineQueue: true })
+    // The subscription is sent again by the 'ready' handler below, whose reply it waits for and whose
+    // failure it handles. ioredis's own re-subscribe is not awaited by anyone: a connection closed
+    // before Redis answered it became an unhandled rejection. A cluster re-subscribes through ioredis's
+    // cluster subscriber, which needs its own.
+    this.#subscriber = openRedis(topology, {
+      ...connection,
+      enableOfflineQueue: true,
+      ...('cluster' in topology ? {} : { autoResubscribe: false }),
+    })
     this.#subscriber.on('error', (error: Error) =>
       logger?.debug({ err: error }, 'keel cache: redis subscriber error'),
     )
@@ -119,15 +127,22 @@ export class RedisTier implements SharedTier {
       this.#listening = false
       if (!this.#closed) this.#subscriberLost = true
     })
+    const channels = [keys.events, keys.ackChannel(this.processId)]
     this.#subscriber.on('ready', () => {
-      if (this.#subscriberLost) {
-        this.#subscriberLost = false
-        // ioredis subscribes again before 'ready' (autoResubscribe).
-        this.#listening = true
-        events.onResubscribed()
-      }
+      if (!this.#subscriberLost) return
+      this.#subscriberLost = false
+      // ioredis sends the SUBSCRIBE again on its own (autoResubscribe) but says 'ready' before Redis
+      // confirms it: asking once more and waiting for that reply is what says invalidations are heard.
+      void this.#subscriber.subscribe(...channels).then(
+        () => {
+          if (this.#closed || this.#subscriber.status !== 'ready') return
+          this.#listening = true
+          events.onResubscribed()
+        },
+        () => undefined,
+      )
     })
-    void this.#subscriber.subscribe(keys.events, keys.ackChannel(this.processId)).then(
+    void this.#subscriber.subscribe(...channels).then(
       () => {
         if (this.#closed || this.#subscriber.status !== 'ready') return
         this.#listening = true

@@ -16,6 +16,8 @@ export interface ConnectionOptions {
   readonly disconnectTimeout?: number
   /** Delay before the next reconnect attempt (ms), as ioredis's `retryStrategy`. */
   readonly retryStrategy?: (times: number) => number | null
+  /** ioredis's `autoResubscribe`; off where the caller subscribes again itself. */
+  readonly autoResubscribe?: boolean
 }
 
 /**

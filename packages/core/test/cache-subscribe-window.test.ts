@@ -55,49 +55,54 @@ async function subscribeHoldingProxy(holdMs: number): Promise<{ url: string; cut
   }
 }
 
+/**
+ * `late` reaches Redis through the proxy (its SUBSCRIBEs held 1.5 s), `other` directly; `read()` is
+ * late's cached read of one tagged key, whose loader returns `source.value`.
+ */
+async function twoProcesses() {
+  const prefix = freshPrefix()
+  const proxy = await subscribeHoldingProxy(1_500)
+  const late = cacheKeel({ prefix, redis: { url: proxy.url, commandTimeoutMs: 200 } })
+  const other = cacheKeel({ prefix })
+  closers.push(
+    () => late.close(),
+    () => other.close(),
+  )
+  const source = { value: 'v1' }
+  return {
+    proxy,
+    source,
+    read: () => late.tenant('acme').cached({ key: 'list', tags: ['invoices'] }, async () => source.value),
+    invalidateElsewhere: () => other.tenant('acme').invalidate({ tags: ['invoices'] }),
+  }
+}
+
 describe('cache: the moments before the invalidation subscription is confirmed', () => {
   it('a value read then is not kept in L1: after another process invalidates, the new value is read', async () => {
-    const prefix = freshPrefix()
-    const proxy = await subscribeHoldingProxy(1_500)
-    const late = cacheKeel({ prefix, redis: { url: proxy.url, commandTimeoutMs: 200 } })
-    const other = cacheKeel({ prefix })
-    closers.push(
-      () => late.close(),
-      () => other.close(),
-    )
-    let source = 'v1'
-    const loader = async () => source
+    const { source, read, invalidateElsewhere } = await twoProcesses()
     // Redis answers `late`'s commands; its SUBSCRIBE is held by the proxy.
-    expect(await late.tenant('acme').cached({ key: 'list', tags: ['invoices'] }, loader)).toBe('v1')
-    source = 'v2'
+    expect(await read()).toBe('v1')
+    source.value = 'v2'
     // `late` is not subscribed: nobody waits for it, and it never hears this.
-    await other.tenant('acme').invalidate({ tags: ['invoices'] })
-    expect(await late.tenant('acme').cached({ key: 'list', tags: ['invoices'] }, loader)).toBe('v2')
+    await invalidateElsewhere()
+    expect(await read()).toBe('v2')
     // Once the subscription is confirmed, L1 keeps entries again and invalidations reach it.
     await sleep(2_000)
-    expect(await late.tenant('acme').cached({ key: 'list', tags: ['invoices'] }, loader)).toBe('v2')
-    source = 'v3'
-    await other.tenant('acme').invalidate({ tags: ['invoices'] })
-    expect(await late.tenant('acme').cached({ key: 'list', tags: ['invoices'] }, loader)).toBe('v3')
+    expect(await read()).toBe('v2')
+    source.value = 'v3'
+    await invalidateElsewhere()
+    expect(await read()).toBe('v3')
   })
+
   it('the same while its subscription comes back after a loss: ioredis is ready before Redis confirms the SUBSCRIBE', async () => {
-    const prefix = freshPrefix()
-    const proxy = await subscribeHoldingProxy(1_500)
-    const late = cacheKeel({ prefix, redis: { url: proxy.url, commandTimeoutMs: 200 } })
-    const other = cacheKeel({ prefix })
-    closers.push(
-      () => late.close(),
-      () => other.close(),
-    )
-    let source = 'v1'
-    const loader = async () => source
+    const { proxy, source, read, invalidateElsewhere } = await twoProcesses()
     await sleep(2_000) // the first subscription confirmed
     proxy.cutSubscribers()
     // ioredis reconnects within ~50 ms and says 'ready'; its SUBSCRIBE waits in the proxy.
     await sleep(400)
-    expect(await late.tenant('acme').cached({ key: 'list', tags: ['invoices'] }, loader)).toBe('v1')
-    source = 'v2'
-    await other.tenant('acme').invalidate({ tags: ['invoices'] })
-    expect(await late.tenant('acme').cached({ key: 'list', tags: ['invoices'] }, loader)).toBe('v2')
+    expect(await read()).toBe('v1')
+    source.value = 'v2'
+    await invalidateElsewhere()
+    expect(await read()).toBe('v2')
   })
 })

@@ -128,28 +128,23 @@ export class RedisTier implements SharedTier {
       if (!this.#closed) this.#subscriberLost = true
     })
     const channels = [keys.events, keys.ackChannel(this.processId)]
-    this.#subscriber.on('ready', () => {
-      if (!this.#subscriberLost) return
-      this.#subscriberLost = false
-      // ioredis sends the SUBSCRIBE again on its own (autoResubscribe) but says 'ready' before Redis
-      // confirms it: asking once more and waiting for that reply is what says invalidations are heard.
+    // Listening only once Redis answered the SUBSCRIBE: then every invalidation is heard.
+    const listen = (heard: () => void) =>
       void this.#subscriber.subscribe(...channels).then(
         () => {
           if (this.#closed || this.#subscriber.status !== 'ready') return
           this.#listening = true
-          events.onResubscribed()
+          heard()
         },
         () => undefined,
       )
+    this.#subscriber.on('ready', () => {
+      if (!this.#subscriberLost) return
+      this.#subscriberLost = false
+      // ioredis says 'ready' before any re-subscribe of its own is answered: keel's, awaited, decides.
+      listen(events.onResubscribed)
     })
-    void this.#subscriber.subscribe(...channels).then(
-      () => {
-        if (this.#closed || this.#subscriber.status !== 'ready') return
-        this.#listening = true
-        events.onListening()
-      },
-      () => undefined,
-    )
+    listen(events.onListening)
     // The first calls wait (bounded) for the first connection, so a cold start does not stampede the
     // database while Redis is merely still connecting.
     this.#firstReady = new Promise<void>((resolve) => {

@@ -1,3 +1,7 @@
+// One file (~370 lines) on purpose: the primary's probe and the replicas' probes are one poll, whose
+// results only mean something together (lag is a replica's replay against the primary's position, a
+// replica is on the primary's timeline or not, the primary down keeps replicas measured against its last
+// position). Split, each half would need the other's state.
 import pg from 'pg'
 import type { Logger } from '../config/config-schema.js'
 import { type HostConfig, type HostInfo, hostInfo } from '../pool/host-info.js'
@@ -173,10 +177,19 @@ export class ReplicaMonitor {
   }
 
   async #pollPrimary(): Promise<void> {
+    const ask = () =>
+      this.#primaryProbe.query<{ lsn: string; timeline: number; system_id: string }>(PRIMARY_POLL)
     try {
-      const r = await this.#primaryProbe.query<{ lsn: string; timeline: number; system_id: string }>(
-        PRIMARY_POLL,
-      )
+      let r: Awaited<ReturnType<typeof ask>>
+      try {
+        r = await ask()
+      } catch (first) {
+        // The probe's connection can be cut while the primary is fine (its backend terminated, a pooler
+        // recycling a server connection): one more try, on a new connection, before calling it down.
+        // Not after a timeout: a host that stopped answering would take twice as long to be found.
+        if (this.#closed || isTimeout(first)) throw first
+        r = await ask()
+      }
       const row = r.rows[0]
       const lsn = parseLsn(row?.lsn)
       if (row === undefined || lsn === undefined) return
@@ -357,4 +370,9 @@ export class ReplicaMonitor {
     await this.#polling?.catch(() => undefined)
     await Promise.all([this.#primaryProbe.end(), ...[...this.#probes.values()].map((p) => p.end())])
   }
+}
+
+/** pg's connect and query timeouts (connectionTimeoutMillis, query_timeout). */
+function isTimeout(error: unknown): boolean {
+  return error instanceof Error && /timeout/i.test(error.message)
 }

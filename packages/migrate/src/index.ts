@@ -22,7 +22,6 @@ export type { BackfillProgress } from './migrator/backfill-progress.js'
 export type {
   FailedScope,
   Migrator,
-  ProvisionOptions,
   ScopeStatus,
   UpOptions,
   UpResult,
@@ -30,4 +29,5 @@ export type {
 export { createMigrator } from './migrator/create-migrator.js'
 export type { MigrationContext } from './migrator/module-migration.js'
 export type { AppliedMigration } from './migrator/scope-runner.js'
+export type { ProvisionOptions } from './migrator/tenant-lifecycle.js'
 export type { ParsedStatement, ParseNode } from './sql/parse-sql.js'

@@ -16,7 +16,7 @@ import { type Migration, readMigrations } from './migration-files.js'
 import { runFleet } from './run-fleet.js'
 import { type AppliedMigration, runScope } from './scope-runner.js'
 import { quoteIdent, type ScopeOptions, type ScopeTarget } from './scope-session.js'
-import { createTenantScope, retireTenantScope } from './tenant-lifecycle.js'
+import { createTenantScope, type ProvisionOptions, retireTenantScope } from './tenant-lifecycle.js'
 import {
   checkTenantId,
   connectClient,
@@ -64,17 +64,6 @@ export interface ScopeStatus {
 export interface UpOptions {
   /** Only these tenants (the shared migrations still run first). */
   tenants?: readonly string[]
-}
-
-export interface ProvisionOptions {
-  /** database mode: CREATE DATABASE ... TEMPLATE this database. */
-  template?: string
-  /**
-   * database mode: the app's runtime role. A new database then admits only it: PUBLIC's default
-   * CONNECT and TEMPORARY are revoked and granted to this role, with USAGE on schema public (the
-   * doctor's tenant-database-connect rule). Without it the database keeps Postgres' defaults.
-   */
-  runtimeRole?: string
 }
 
 export interface Migrator {

@@ -9,6 +9,17 @@ import { connectClient, ledgerScope, maintenanceConfig, type TenantPlacement } f
 // A tenant scope's life outside its migrations: created by provision() (its migrations then run like
 // any tenant's) and archived or dropped by deprovision(). Apart from the migrator, which runs them.
 
+export interface ProvisionOptions {
+  /** database mode: CREATE DATABASE ... TEMPLATE this database. */
+  template?: string
+  /**
+   * database mode: the app's runtime role. A new database then admits only it: PUBLIC's default
+   * CONNECT and TEMPORARY are revoked and granted to this role, with USAGE on schema public (the
+   * doctor's tenant-database-connect rule). Without it the database keeps Postgres' defaults.
+   */
+  runtimeRole?: string
+}
+
 /**
  * Creates the tenant's schema, or its database (from `template` when given), if it is not there. A
  * database made for a `runtimeRole` admits only that role (and the owner), not PUBLIC.
@@ -17,7 +28,7 @@ export async function createTenantScope(
   options: ResolvedMigratorOptions,
   main: pg.Pool,
   placement: TenantPlacement,
-  { template, runtimeRole }: { template?: string; runtimeRole?: string },
+  { template, runtimeRole }: ProvisionOptions,
 ): Promise<void> {
   if (placement.kind === 'schema') {
     const client = await main.connect()
